@@ -1,0 +1,159 @@
+/**
+ * Configuration: the environment becomes one frozen, validated `Config`. Nothing else in onceq
+ * reads `process.env`. Every bad value is reported at once, one line each, naming the variable.
+ */
+import { ConfigError } from './core/errors.js';
+import { formatDuration, parseDuration } from './core/duration.js';
+
+/** Log levels pino understands. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** The validated configuration of one onceq process. */
+export interface Config {
+  /** `REDIS_URL`. @defaultValue `redis://127.0.0.1:6379` */
+  readonly redisUrl: string;
+  /** `DATABASE_URL`. @defaultValue `postgres://postgres@127.0.0.1:5432/onceq` */
+  readonly databaseUrl: string;
+  /** `ONCEQ_DB_SCHEMA`: PostgreSQL schema for onceq's tables. @defaultValue `public` */
+  readonly databaseSchema: string;
+  /** `ONCEQ_DB_POOL_SIZE`: connections per process. @defaultValue 10 */
+  readonly poolSize: number;
+  /** `PORT`: the HTTP port of the API. @defaultValue 3000 */
+  readonly port: number;
+  /** `ONCEQ_PREFIX`: prefix of every Redis key (BullMQ's and onceq's). @defaultValue `onceq` */
+  readonly prefix: string;
+  /** `ONCEQ_QUEUES`: queues a worker consumes; empty means every queue a registered job uses. */
+  readonly queues: readonly string[];
+  /** `ONCEQ_CONCURRENCY`: jobs in flight per worker process. @defaultValue 10 */
+  readonly concurrency: number;
+  /** `ONCEQ_MAX_ATTEMPTS`: deliveries before a job fails for good. @defaultValue 10 */
+  readonly maxAttempts: number;
+  /** `ONCEQ_LOCK_DURATION`: BullMQ job lock, and the minimum claim lease. @defaultValue 30 s */
+  readonly lockDurationMs: number;
+  /** `ONCEQ_TOKEN_TTL`: lifetime of issued tokens and of `done` markers. @defaultValue 24 h */
+  readonly tokenTtlMs: number;
+  /** `ONCEQ_DEDUPE_WINDOW`: how long inbox rows are kept. @defaultValue 7 d */
+  readonly dedupeWindowMs: number;
+  /** `ONCEQ_SHUTDOWN_TIMEOUT`: bound on finishing in-flight jobs at SIGTERM. @defaultValue 10 s */
+  readonly shutdownTimeoutMs: number;
+  /** `ONCEQ_JOBS`: path of a module whose exports are user job definitions. */
+  readonly jobsModule: string | undefined;
+  /** `LOG_LEVEL`. @defaultValue `info` */
+  readonly logLevel: LogLevel;
+  /** `ONCEQ_FAULT`: test-only crash point (see worker/fault-hook.ts); unset in production. */
+  readonly fault: string | undefined;
+}
+
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/onceq';
+export const DEFAULT_PORT = 3000;
+export const DEFAULT_PREFIX = 'onceq';
+export const DEFAULT_CONCURRENCY = 10;
+export const DEFAULT_MAX_ATTEMPTS = 10;
+export const DEFAULT_POOL_SIZE = 10;
+export const DEFAULT_LOCK_DURATION_MS = 30_000;
+export const DEFAULT_TOKEN_TTL_MS = 24 * 3_600_000;
+export const DEFAULT_DEDUPE_WINDOW_MS = 7 * 86_400_000;
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
+
+type Env = Record<string, string | undefined>;
+
+/** Reads and validates the configuration; throws one `ConfigError` listing every bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const problems: string[] = [];
+  const read = (name: string): string | undefined => {
+    const value = env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  };
+
+  const url = (name: string, fallback: string, protocols: string[]): string => {
+    const value = read(name) ?? fallback;
+    try {
+      const parsed = new URL(value);
+      if (!protocols.includes(parsed.protocol)) {
+        problems.push(`${name}=${redactUrl(value)}: expected a ${protocols.join(' or ')} URL`);
+      }
+    } catch {
+      problems.push(`${name}: not a URL`);
+    }
+    return value;
+  };
+
+  const int = (name: string, fallback: number, min: number, max: number): number => {
+    const value = read(name);
+    if (value === undefined) return fallback;
+    if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+      problems.push(`${name}=${value}: expected an integer from ${min} to ${max}`);
+      return fallback;
+    }
+    return Number(value);
+  };
+
+  const duration = (name: string, fallback: number, minMs: number): number => {
+    const value = read(name);
+    if (value === undefined) return fallback;
+    const ms = parseDuration(value);
+    if (ms === undefined || ms < minMs) {
+      problems.push(
+        `${name}=${value}: expected a duration of at least ${formatDuration(minMs)} ` +
+          `such as 30s, 5m, 24h or 7d (a bare number means seconds)`,
+      );
+      return fallback;
+    }
+    return ms;
+  };
+
+  const name = (varName: string, fallback: string, pattern: RegExp, what: string): string => {
+    const value = read(varName) ?? fallback;
+    if (!pattern.test(value)) problems.push(`${varName}=${value}: expected ${what}`);
+    return value;
+  };
+
+  const queuesText = read('ONCEQ_QUEUES');
+  const queues = queuesText ? queuesText.split(',').map((q) => q.trim()).filter(Boolean) : [];
+  for (const q of queues) {
+    if (!QUEUE_NAME.test(q)) problems.push(`ONCEQ_QUEUES: "${q}" is not a valid queue name (${QUEUE_NAME_RULE})`);
+  }
+
+  const logLevel = (read('LOG_LEVEL') ?? 'info').toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    problems.push(`LOG_LEVEL=${logLevel}: expected one of ${LOG_LEVELS.join(', ')}`);
+  }
+
+  const config: Config = {
+    redisUrl: url('REDIS_URL', DEFAULT_REDIS_URL, ['redis:', 'rediss:']),
+    databaseUrl: url('DATABASE_URL', DEFAULT_DATABASE_URL, ['postgres:', 'postgresql:']),
+    databaseSchema: name('ONCEQ_DB_SCHEMA', 'public', /^[a-z_][a-z0-9_]{0,62}$/, 'a lower-case SQL identifier'),
+    poolSize: int('ONCEQ_DB_POOL_SIZE', DEFAULT_POOL_SIZE, 1, 1000),
+    port: int('PORT', DEFAULT_PORT, 0, 65535),
+    prefix: name('ONCEQ_PREFIX', DEFAULT_PREFIX, /^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (no ":" or braces)'),
+    queues,
+    concurrency: int('ONCEQ_CONCURRENCY', DEFAULT_CONCURRENCY, 1, 10_000),
+    maxAttempts: int('ONCEQ_MAX_ATTEMPTS', DEFAULT_MAX_ATTEMPTS, 1, 1_000),
+    lockDurationMs: duration('ONCEQ_LOCK_DURATION', DEFAULT_LOCK_DURATION_MS, 1_000),
+    tokenTtlMs: duration('ONCEQ_TOKEN_TTL', DEFAULT_TOKEN_TTL_MS, 1_000),
+    dedupeWindowMs: duration('ONCEQ_DEDUPE_WINDOW', DEFAULT_DEDUPE_WINDOW_MS, 60_000),
+    shutdownTimeoutMs: duration('ONCEQ_SHUTDOWN_TIMEOUT', DEFAULT_SHUTDOWN_TIMEOUT_MS, 0),
+    jobsModule: read('ONCEQ_JOBS'),
+    logLevel: logLevel as LogLevel,
+    fault: read('ONCEQ_FAULT'),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}
+
+/** Queue names BullMQ accepts and onceq can put in a Redis key. */
+export const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+export const QUEUE_NAME_RULE = 'letters, digits, _ . - and at most 64 characters';
+
+/** A URL with its password replaced, safe for messages and logs. */
+export function redactUrl(value: string): string {
+  try {
+    const parsed = new URL(value);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '<invalid URL>';
+  }
+}

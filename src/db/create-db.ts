@@ -1,0 +1,68 @@
+/**
+ * The Kysely instance over a pg pool. The pool pins `search_path` to the configured schema so
+ * tests (and multi-tenant deployments) can isolate onceq's tables without qualifying names, and
+ * bounds how long a transaction may sit idle, which is what frees the inbox row of a paused
+ * ("zombie") worker so the next owner of the message is not blocked behind it.
+ */
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import type { Database } from './database.js';
+import { redactUrl } from '../config.js';
+import { ServiceUnreachableError } from '../core/errors.js';
+
+/** Options of {@link createDb}. */
+export interface DbOptions {
+  /** PostgreSQL URL. */
+  url: string;
+  /** Schema holding onceq's tables. @defaultValue `public` */
+  schema?: string;
+  /** Pool size. @defaultValue 10 */
+  poolSize?: number;
+  /**
+   * `idle_in_transaction_session_timeout` of every session, in ms; 0 disables it. A worker that is
+   * paused mid-transaction loses its session after this long and its locks go with it.
+   * @defaultValue 0
+   */
+  idleInTransactionTimeoutMs?: number;
+  /** `application_name`, visible in `pg_stat_activity`. @defaultValue `onceq` */
+  applicationName?: string;
+}
+
+/** A Kysely instance with its pool, so callers can close both. */
+export type Db = Kysely<Database>;
+
+/** Creates the Kysely instance. Connections open lazily; call {@link checkDatabase} to fail fast. */
+export function createDb(options: DbOptions): Db {
+  const settings = [`-c search_path=${options.schema ?? 'public'}`];
+  if (options.idleInTransactionTimeoutMs) {
+    settings.push(`-c idle_in_transaction_session_timeout=${options.idleInTransactionTimeoutMs}`);
+  }
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.poolSize ?? 10,
+    application_name: options.applicationName ?? 'onceq',
+    options: settings.join(' '),
+  });
+  // A connection that dies while idle in the pool (a restarted server, a terminated backend) is
+  // dropped by pg; without a listener the 'error' event would crash the process.
+  pool.on('error', () => undefined);
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+}
+
+/** Runs `select 1`; turns a connection failure into one line that says where and how to start. */
+export async function checkDatabase(db: Db, url: string): Promise<void> {
+  try {
+    await db.selectNoFrom((eb) => eb.val(1).as('one')).execute();
+  } catch (err) {
+    throw new ServiceUnreachableError(describeDatabaseFailure(err, url), err);
+  }
+}
+
+/** One line naming PostgreSQL, the URL (without password), the reason, and the fix. */
+export function describeDatabaseFailure(err: unknown, url: string): string {
+  const reason = err instanceof Error ? err.message || (err as { code?: string }).code : String(err);
+  return (
+    `PostgreSQL is not reachable at ${redactUrl(url)} (${reason}); ` +
+    'start it (`docker compose up -d postgres`) or set DATABASE_URL'
+  );
+}

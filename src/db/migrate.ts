@@ -1,0 +1,101 @@
+/**
+ * Migrations: Kysely's Migrator over the files in `migrations/`. Creates the database (and the
+ * schema) when missing, so `onceq migrate latest` works on a fresh server.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Migrator, sql, type Migration, type MigrationProvider, type MigrationResultSet } from 'kysely';
+import pg from 'pg';
+import type { Db } from './create-db.js';
+import { describeDatabaseFailure } from './create-db.js';
+import { ErrorCode, OnceqError, ServiceUnreachableError } from '../core/errors.js';
+
+/**
+ * `migrations/` beside `src/` both when running from source (tsx) and from `dist/`, since the
+ * build keeps the same relative layout.
+ */
+export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
+
+/** Loads `YYYY_MM_DD_HHMMSS_name.{ts,js}` files; the name without extension is the migration's. */
+export class FileMigrationProvider implements MigrationProvider {
+  constructor(private readonly dir: string = MIGRATIONS_DIR) {}
+
+  async getMigrations(): Promise<Record<string, Migration>> {
+    const files = (await fs.readdir(this.dir))
+      .filter((f) => /\.(ts|js)$/.test(f) && !f.endsWith('.d.ts'))
+      .sort();
+    const migrations: Record<string, Migration> = {};
+    for (const file of files) {
+      const name = file.replace(/\.(ts|js)$/, '');
+      if (migrations[name]) continue;
+      const mod = (await import(pathToFileURL(path.join(this.dir, file)).href)) as Migration;
+      migrations[name] = { up: mod.up, down: mod.down };
+    }
+    return migrations;
+  }
+}
+
+function migrator(db: Db): Migrator {
+  return new Migrator({ db, provider: new FileMigrationProvider() });
+}
+
+function check(resultSet: MigrationResultSet): MigrationResultSet {
+  if (resultSet.error) {
+    const failed = resultSet.results?.find((r) => r.status === 'Error');
+    throw new OnceqError(
+      ErrorCode.MigrationFailed,
+      `migration ${failed?.migrationName ?? '(unknown)'} failed: ${String((resultSet.error as Error).message ?? resultSet.error)}`,
+      { cause: resultSet.error },
+    );
+  }
+  return resultSet;
+}
+
+/** Creates the schema if missing and runs every pending migration. */
+export async function migrateToLatest(db: Db, schema: string): Promise<MigrationResultSet> {
+  await sql`create schema if not exists ${sql.id(schema)}`.execute(db);
+  return check(await migrator(db).migrateToLatest());
+}
+
+/** Undoes the most recent migration. */
+export async function migrateDown(db: Db): Promise<MigrationResultSet> {
+  return check(await migrator(db).migrateDown());
+}
+
+/** Every known migration with the time it ran, or `undefined` when pending. */
+export async function migrationStatus(db: Db): Promise<{ name: string; executedAt?: Date }[]> {
+  const all = await migrator(db).getMigrations();
+  return all.map((m) => ({ name: m.name, executedAt: m.executedAt }));
+}
+
+/**
+ * Creates the database named in `url` when it does not exist, connecting to the server's
+ * `postgres` database to do it. A server that is down is reported as unreachable.
+ */
+export async function ensureDatabase(url: string): Promise<boolean> {
+  const target = new URL(url);
+  const dbName = decodeURIComponent(target.pathname.replace(/^\//, '')) || 'postgres';
+  const admin = new URL(url);
+  admin.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: admin.toString() });
+  try {
+    await client.connect();
+  } catch (err) {
+    throw new ServiceUnreachableError(describeDatabaseFailure(err, url), err);
+  }
+  try {
+    const found = await client.query('select 1 from pg_database where datname = $1', [dbName]);
+    if (found.rowCount) return false;
+    try {
+      await client.query(`create database ${pg.escapeIdentifier(dbName)}`);
+    } catch (err) {
+      // Two processes racing to create it: the loser sees duplicate_database, which is fine.
+      if ((err as { code?: string }).code !== '42P04') throw err;
+      return false;
+    }
+    return true;
+  } finally {
+    await client.end();
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * Redis connections. BullMQ's blocking worker connection needs `maxRetriesPerRequest: null`;
+ * onceq uses the same settings everywhere so a Redis restart is ridden out by reconnecting
+ * rather than failing commands.
+ */
+import { Redis, type RedisOptions } from 'ioredis';
+import { redactUrl } from '../config.js';
+import { ServiceUnreachableError } from '../core/errors.js';
+
+/** Options of {@link createRedis}. */
+export interface RedisConnectionOptions {
+  url: string;
+  /** Connection name shown by `CLIENT LIST`. @defaultValue `onceq` */
+  connectionName?: string;
+  /**
+   * Fail commands instead of queueing them while disconnected: for CLI commands and
+   * start-up checks that should say "unreachable" rather than wait forever. @defaultValue false
+   */
+  failFast?: boolean;
+}
+
+/** Creates an ioredis client that reconnects forever with a capped backoff. */
+export function createRedis(options: RedisConnectionOptions): Redis {
+  const redisOptions: RedisOptions = {
+    connectionName: options.connectionName ?? 'onceq',
+    maxRetriesPerRequest: options.failFast ? 1 : null,
+    enableOfflineQueue: !options.failFast,
+    retryStrategy: (times) => (options.failFast && times > 2 ? null : Math.min(times * 100, 2_000)),
+    lazyConnect: true,
+  };
+  const redis = new Redis(options.url, redisOptions);
+  // Connection errors are reported by checkRedis and by the commands that fail; without a
+  // listener ioredis would print each reconnect attempt as an unhandled error.
+  redis.on('error', () => undefined);
+  return redis;
+}
+
+/** Connects and pings; turns a failure into one line naming Redis, where, and how to start it. */
+export async function checkRedis(redis: Redis, url: string): Promise<void> {
+  try {
+    if (redis.status === 'wait') await redis.connect();
+    await withTimeout(redis.ping(), 5_000);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new ServiceUnreachableError(
+      `Redis is not reachable at ${redactUrl(url)} (${reason}); ` +
+        'start it (`docker compose up -d redis`) or set REDIS_URL',
+      err,
+    );
+  }
+}
+
+async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Closes a connection, falling back to disconnect when QUIT cannot be sent. */
+export async function closeRedis(redis: Redis): Promise<void> {
+  if (redis.status === 'end') return;
+  try {
+    await withTimeout(redis.quit(), 2_000);
+  } catch {
+    redis.disconnect();
+  }
+}

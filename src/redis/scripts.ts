@@ -1,0 +1,67 @@
+/**
+ * Loads the Lua scripts of `lua/` into a connection with `defineCommand` (once per connection,
+ * as BullMQ does). A file `name-N.lua` declares N keys; it becomes the command `onceq:name`.
+ * Callers go through {@link runScript} and never spell EVALSHA themselves.
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import type { Redis } from 'ioredis';
+
+/** Lua scripts live beside the TypeScript sources; the build copies them (see package.json). */
+export const LUA_DIR = fileURLToPath(new URL('./lua/', import.meta.url));
+
+interface ScriptFile {
+  command: string;
+  numberOfKeys: number;
+  lua: string;
+}
+
+let cache: Map<string, ScriptFile> | undefined;
+
+function scriptFiles(): Map<string, ScriptFile> {
+  if (cache) return cache;
+  cache = new Map();
+  for (const file of readdirSync(LUA_DIR)) {
+    const match = /^([a-z0-9-]+)-(\d+)\.lua$/.exec(file);
+    if (!match) continue;
+    const [, name, keys] = match as unknown as [string, string, string];
+    cache.set(name, {
+      command: `onceq_${name.replace(/-/g, '_')}`,
+      numberOfKeys: Number(keys),
+      lua: readFileSync(path.join(LUA_DIR, file), 'utf8'),
+    });
+  }
+  return cache;
+}
+
+const loaded = new WeakSet<Redis>();
+
+/** Defines every script on this connection (idempotent). */
+export function loadScripts(redis: Redis): void {
+  if (loaded.has(redis)) return;
+  for (const script of scriptFiles().values()) {
+    redis.defineCommand(script.command, { lua: script.lua, numberOfKeys: script.numberOfKeys });
+  }
+  loaded.add(redis);
+}
+
+/** Runs script `name` (the file name without `-N.lua`) with its keys and arguments. */
+export async function runScript(
+  redis: Redis,
+  name: string,
+  keys: string[],
+  args: (string | number)[],
+): Promise<unknown> {
+  const script = scriptFiles().get(name);
+  if (!script) throw new Error(`no Lua script named ${name} in ${LUA_DIR}`);
+  if (keys.length !== script.numberOfKeys) {
+    throw new Error(`script ${name} takes ${script.numberOfKeys} keys, got ${keys.length}`);
+  }
+  loadScripts(redis);
+  const command = (redis as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>)[
+    script.command
+  ];
+  if (!command) throw new Error(`script ${name} is not defined on this connection`);
+  return command.call(redis, ...keys, ...args);
+}

@@ -1,0 +1,58 @@
+/**
+ * Test isolation: each suite gets its own Redis key prefix and its own PostgreSQL schema, migrated
+ * from the real migrations, and removes both afterwards. Real services only; no mocks.
+ */
+import { randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
+import type { Redis } from 'ioredis';
+import { createDb, type Db } from '../../src/db/create-db.js';
+import { migrateToLatest } from '../../src/db/migrate.js';
+import { createRedis } from '../../src/redis/connection.js';
+import { allKeysPattern } from '../../src/redis/keys.js';
+
+/** The Redis the tests use. */
+export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+/** A database of its own, so tests never touch a real `onceq` database. */
+export const TEST_DATABASE_URL =
+  process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/onceq_test';
+
+/** A fresh name like `t_label_1a2b3c4d`, usable as a Redis prefix and a schema name. */
+export function uniqueName(label: string): string {
+  return `t_${label.replace(/[^a-z0-9]/gi, '_').toLowerCase()}_${randomBytes(4).toString('hex')}`;
+}
+
+/** A Redis connection for a test; close it with `closeRedis` in an after-hook. */
+export function testRedis(): Redis {
+  return createRedis({ url: TEST_REDIS_URL, connectionName: 'onceq-test' });
+}
+
+/** Deletes every key under a prefix (BullMQ's and onceq's). */
+export async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', allKeysPattern(prefix), 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
+
+/** A migrated schema of its own; `drop()` removes the schema and closes the pool. */
+export interface TestSchema {
+  schema: string;
+  db: Db;
+  drop(): Promise<void>;
+}
+
+export async function createTestSchema(label: string, poolSize = 10): Promise<TestSchema> {
+  const schema = uniqueName(label);
+  const db = createDb({ url: TEST_DATABASE_URL, schema, poolSize, applicationName: 'onceq-test' });
+  await migrateToLatest(db, schema);
+  return {
+    schema,
+    db,
+    async drop() {
+      await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(db);
+      await db.destroy();
+    },
+  };
+}
