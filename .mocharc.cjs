@@ -2,7 +2,6 @@
 module.exports = {
   'node-option': ['import=tsx'],
   extension: ['ts'],
-  spec: ['test/**/*.test.ts'],
   require: ['test/support/hooks.ts'],
   timeout: 30000,
   forbidOnly: Boolean(process.env.CI),

@@ -22,6 +22,7 @@ export const ErrorCode = {
   IdGeneratorStopped: 'id_generator_stopped',
   ScriptFailed: 'script_failed',
   MigrationFailed: 'migration_failed',
+  TokenMismatch: 'token_mismatch',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -79,5 +80,54 @@ export class ConfigError extends OnceqError {
 export class ServiceUnreachableError extends OnceqError {
   constructor(message: string, cause?: unknown) {
     super(ErrorCode.ServiceUnreachable, message, { cause });
+  }
+}
+
+/** Every snowflake worker id is leased by a live process, so this process must not start. */
+export class WorkerIdUnavailableError extends OnceqError {
+  declare readonly details: { prefix: string; count: number };
+  constructor(prefix: string, count: number) {
+    super(
+      ErrorCode.WorkerIdUnavailable,
+      `all ${count} worker ids are leased under prefix ${prefix}; stop another onceq process ` +
+        'or wait for the lease of a dead one to expire',
+      { details: { prefix, count } },
+    );
+  }
+}
+
+/**
+ * The wall clock reads earlier than the last id minted (or than the snowflake epoch) by more than
+ * the generator is willing to wait: minting now could repeat an id, so it mints nothing.
+ */
+export class ClockMovedBackwardsError extends OnceqError {
+  declare readonly details: { behindMs: number; clockMs: number; lastTimestampMs: number };
+  constructor(
+    message: string,
+    details: { behindMs: number; clockMs: number; lastTimestampMs: number },
+  ) {
+    super(ErrorCode.ClockMovedBackwards, message, { details });
+  }
+}
+
+/** The id generator refuses to mint: its worker-id lease is lost, lapsed or closed. */
+export class IdGeneratorStoppedError extends OnceqError {
+  constructor(message: string, cause?: unknown) {
+    super(ErrorCode.IdGeneratorStopped, message, { cause });
+  }
+}
+
+/**
+ * A job's token is bound to another message (the token's stored `messageId` differs from the
+ * job's): running it could pass another message's result off as this one's. No retry fixes it.
+ */
+export class TokenMismatchError extends NonRetryableError {
+  declare readonly details: { messageId: string; boundMessageId: string };
+  constructor(messageId: string, boundMessageId: string) {
+    super(
+      ErrorCode.TokenMismatch,
+      `message ${messageId} carries a token bound to message ${boundMessageId}`,
+      { details: { messageId, boundMessageId } },
+    );
   }
 }

@@ -46,6 +46,12 @@ export function createDb(options: DbOptions): Db {
   // A connection that dies while idle in the pool (a restarted server, a terminated backend) is
   // dropped by pg; without a listener the 'error' event would crash the process.
   pool.on('error', () => undefined);
+  // A checked-out client whose backend is terminated (idle-in-transaction timeout, an operator's
+  // pg_terminate_backend, a restart) emits 'error' too; the query in flight already rejects with
+  // it, so the event itself needs only a listener to keep the process alive.
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+  });
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }
 

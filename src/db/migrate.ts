@@ -36,8 +36,10 @@ export class FileMigrationProvider implements MigrationProvider {
   }
 }
 
-function migrator(db: Db): Migrator {
-  return new Migrator({ db, provider: new FileMigrationProvider() });
+function migrator(db: Db, schema: string): Migrator {
+  // Name the schema of Kysely's bookkeeping tables: left unnamed, the Migrator's existence check
+  // would find another schema's `kysely_migration` and skip creating its own.
+  return new Migrator({ db, provider: new FileMigrationProvider(), migrationTableSchema: schema });
 }
 
 function check(resultSet: MigrationResultSet): MigrationResultSet {
@@ -55,17 +57,17 @@ function check(resultSet: MigrationResultSet): MigrationResultSet {
 /** Creates the schema if missing and runs every pending migration. */
 export async function migrateToLatest(db: Db, schema: string): Promise<MigrationResultSet> {
   await sql`create schema if not exists ${sql.id(schema)}`.execute(db);
-  return check(await migrator(db).migrateToLatest());
+  return check(await migrator(db, schema).migrateToLatest());
 }
 
 /** Undoes the most recent migration. */
-export async function migrateDown(db: Db): Promise<MigrationResultSet> {
-  return check(await migrator(db).migrateDown());
+export async function migrateDown(db: Db, schema: string): Promise<MigrationResultSet> {
+  return check(await migrator(db, schema).migrateDown());
 }
 
 /** Every known migration with the time it ran, or `undefined` when pending. */
-export async function migrationStatus(db: Db): Promise<{ name: string; executedAt?: Date }[]> {
-  const all = await migrator(db).getMigrations();
+export async function migrationStatus(db: Db, schema: string): Promise<{ name: string; executedAt?: Date }[]> {
+  const all = await migrator(db, schema).getMigrations();
   return all.map((m) => ({ name: m.name, executedAt: m.executedAt }));
 }
 

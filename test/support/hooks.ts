@@ -1,32 +1,51 @@
 /**
  * Root hooks: create the test database once, and fail the run if any test left a socket, a
  * child process or a timer behind: a suite that needs `--exit` to stop is hiding a leak.
+ * Resources alive when the run began (mocha's own stdio pipes, its hook timer) are the baseline.
  */
 import { ensureDatabase } from '../../src/db/migrate.js';
 import { TEST_DATABASE_URL } from './env.js';
 
-const LEAKY = new Set(['TCPSocketWrap', 'TCPWRAP', 'ProcessWrap', 'PipeWrap', 'Timeout']);
+const WATCHED = new Set(['TCPSocketWrap', 'TCPWRAP', 'ProcessWrap', 'PipeWrap', 'Timeout']);
+let baseline = new Map<string, number>();
 
 export const mochaHooks = {
   async beforeAll(this: Mocha.Context) {
     this.timeout(30_000);
+    baseline = counts();
     await ensureDatabase(TEST_DATABASE_URL);
   },
   async afterAll(this: Mocha.Context) {
     this.timeout(10_000);
+    // Mocha arms this hook's timer once the hook has returned its promise; that timer is not a
+    // leak, and unref'd it is not counted.
+    await new Promise((r) => setImmediate(r));
+    (this.runnable() as unknown as { timer?: NodeJS.Timeout }).timer?.unref();
     // Give closed sockets a moment to release their handles.
     for (let i = 0; i < 50; i++) {
       if (leaked().length === 0) return;
       await new Promise((r) => setTimeout(r, 100).unref());
     }
     const left = leaked();
-    if (left.length > 0) {
-      throw new Error(`tests leaked resources: ${left.join(', ')}`);
-    }
+    if (left.length > 0) throw new Error(`tests leaked resources: ${left.join(', ')}`);
   },
 };
 
+function counts(): Map<string, number> {
+  const result = new Map<string, number>();
+  // Only ref'd resources are listed: unref'd timers and sockets cannot keep the process alive.
+  for (const r of process.getActiveResourcesInfo()) {
+    if (WATCHED.has(r)) result.set(r, (result.get(r) ?? 0) + 1);
+  }
+  return result;
+}
+
 function leaked(): string[] {
-  // Unref'd timers and Mocha's own are not leaks; getActiveResourcesInfo lists only ref'd ones.
-  return process.getActiveResourcesInfo().filter((r) => LEAKY.has(r));
+  const now = counts();
+  const extra: string[] = [];
+  for (const [kind, n] of now) {
+    const more = n - (baseline.get(kind) ?? 0);
+    if (more > 0) extra.push(`${more} × ${kind}`);
+  }
+  return extra;
 }

@@ -1,0 +1,319 @@
+/**
+ * `onceq bench` / `npm run bench`: throughput of onceq against baselines measured in the same
+ * run on the same machine (DESIGN.md section 8). Ratios are what to compare across machines;
+ * absolute figures move with the machine's load. Each figure is the median of several runs.
+ *
+ *   bullmq-noop         BullMQ, a processor that does nothing
+ *   bullmq-insert       at-least-once: BullMQ plus one plain INSERT per job
+ *   onceq-insert        onceq exactly-once, the same INSERT as the handler
+ *   onceq-insert-dup30  the same with 30% of deliveries duplicates of earlier messages
+ *   onceq-transfer      onceq running ledger.transfer between 1,000 accounts
+ */
+import { writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { Queue, Worker, type Job } from 'bullmq';
+import { sql } from 'kysely';
+import { Type } from '@sinclair/typebox';
+import { loadConfig } from '../config.js';
+import { createDb, checkDatabase, type Db } from '../db/create-db.js';
+import { ensureDatabase, migrateToLatest } from '../db/migrate.js';
+import { createRedis, checkRedis, closeRedis } from '../redis/connection.js';
+import { allKeysPattern } from '../redis/keys.js';
+import { JobRegistry } from '../jobs/registry.js';
+import { ledgerJobs } from '../jobs/examples/ledger/index.js';
+import { defineJob } from '../jobs/define-job.js';
+import { startWorker } from '../worker/worker.js';
+import { jobIdFor, type MessageEnvelope } from '../core/message.js';
+import { SnowflakeGenerator } from '../ids/snowflake-generator.js';
+import type { Redis } from 'ioredis';
+
+/** Options of {@link runBench} (strings: they come from the command line). */
+export interface BenchOptions {
+  jobs?: string;
+  concurrency?: string;
+  runs?: string;
+  json?: string;
+  only?: string;
+}
+
+/** One measured figure. */
+export interface Figure {
+  name: string;
+  concurrency: number;
+  jobs: number;
+  runs: number;
+  jobsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  rssMb: number;
+}
+
+const BENCH_QUEUE = 'bench';
+
+/** The handler of the onceq figures: the same single INSERT as the at-least-once baseline. */
+const benchInsert = defineJob({
+  name: 'bench.insert',
+  queue: BENCH_QUEUE,
+  schema: Type.Object({ n: Type.Integer() }),
+  async handle(ctx) {
+    await ctx.insertOnce('bench_events', { id: ctx.messageId, n: ctx.data.n });
+    return { status: 'applied' };
+  },
+});
+
+const transferOnBench = { ...ledgerJobs[2], queue: BENCH_QUEUE };
+
+export async function runBench(options: BenchOptions): Promise<number> {
+  const jobs = positive(options.jobs ?? '5000', '--jobs');
+  const concurrency = positive(options.concurrency ?? '50', '--concurrency');
+  const runs = positive(options.runs ?? '3', '--runs');
+  const config = loadConfig();
+  await ensureDatabase(config.databaseUrl);
+  const schema = `bench_${randomBytes(4).toString('hex')}`;
+  const prefix = `onceq-bench-${randomBytes(4).toString('hex')}`;
+  const db = createDb({ url: config.databaseUrl, schema, poolSize: config.poolSize, applicationName: 'onceq-bench' });
+  const redis = createRedis({ url: config.redisUrl, connectionName: 'onceq-bench' });
+  const figures: Figure[] = [];
+  try {
+    await checkRedis(redis, config.redisUrl);
+    await checkDatabase(db, config.databaseUrl);
+    await migrateToLatest(db, schema);
+    await sql`create table bench_events (id bigint primary key, n integer not null)`.execute(db);
+    const ids = new SnowflakeGenerator({ workerId: 1 });
+    const registry = new JobRegistry([benchInsert, transferOnBench as typeof ledgerJobs[2]]);
+    const accounts = await openBenchAccounts(db, ids, 1_000);
+
+    const scenarios: { name: string; run: () => Promise<Measured> }[] = [
+      { name: 'bullmq-noop', run: () => runBaseline(redis, prefix, jobs, concurrency, async () => undefined) },
+      {
+        name: 'bullmq-insert',
+        run: () =>
+          runBaseline(redis, prefix, jobs, concurrency, async (job) => {
+            await db.insertInto('bench_events' as never).values({ id: ids.nextId(), n: job.data.n } as never).execute();
+          }),
+      },
+      { name: 'onceq-insert', run: () => runOnceq(db, redis, prefix, registry, ids, jobs, concurrency, 0, 'insert', accounts) },
+      { name: 'onceq-insert-dup30', run: () => runOnceq(db, redis, prefix, registry, ids, jobs, concurrency, 0.3, 'insert', accounts) },
+      { name: 'onceq-transfer', run: () => runOnceq(db, redis, prefix, registry, ids, jobs, concurrency, 0, 'transfer', accounts) },
+    ];
+    const only = options.only?.split(',');
+    for (const scenario of scenarios) {
+      if (only && !only.includes(scenario.name)) continue;
+      const measured: Measured[] = [];
+      for (let r = 0; r < runs; r++) {
+        await cleanPrefix(redis, prefix);
+        measured.push(await scenario.run());
+      }
+      const figure = summarise(scenario.name, concurrency, jobs, measured);
+      figures.push(figure);
+      process.stdout.write(`${JSON.stringify({ bench: figure })}\n`);
+    }
+  } finally {
+    await cleanPrefix(redis, prefix).catch(() => undefined);
+    await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(db).catch(() => undefined);
+    await db.destroy();
+    await closeRedis(redis);
+  }
+  printTable(figures);
+  if (options.json) writeFileSync(options.json, `${JSON.stringify({ figures, ratios: ratios(figures) }, null, 2)}\n`);
+  return 0;
+}
+
+interface Measured {
+  seconds: number;
+  latenciesMs: number[];
+  rssMb: number;
+}
+
+async function runBaseline(
+  redis: Redis,
+  prefix: string,
+  jobs: number,
+  concurrency: number,
+  processor: (job: Job) => Promise<void>,
+): Promise<Measured> {
+  const queue = new Queue(BENCH_QUEUE, { connection: redis, prefix });
+  await addInChunks(queue, Array.from({ length: jobs }, (_, n) => ({ name: 'bench', data: { n } })));
+  const latencies: number[] = [];
+  const done = completion(jobs);
+  const worker = new Worker(
+    BENCH_QUEUE,
+    async (job) => {
+      const t0 = performance.now();
+      await processor(job);
+      latencies.push(performance.now() - t0);
+    },
+    { connection: redis, prefix, concurrency, autorun: false, removeOnComplete: { count: 0 } },
+  );
+  worker.on('completed', done.tick);
+  const t0 = performance.now();
+  void worker.run();
+  await done.promise;
+  const seconds = (performance.now() - t0) / 1000;
+  await worker.close();
+  await queue.obliterate({ force: true });
+  await queue.close();
+  return { seconds, latenciesMs: latencies, rssMb: process.memoryUsage().rss / 2 ** 20 };
+}
+
+async function runOnceq(
+  db: Db,
+  redis: Redis,
+  prefix: string,
+  registry: JobRegistry,
+  ids: SnowflakeGenerator,
+  deliveries: number,
+  concurrency: number,
+  duplicateShare: number,
+  workload: 'insert' | 'transfer',
+  accounts: string[],
+): Promise<Measured> {
+  const queue = new Queue(BENCH_QUEUE, { connection: redis, prefix });
+  const bulk: { name: string; data: MessageEnvelope; opts: { jobId: string } }[] = [];
+  const sent: MessageEnvelope[] = [];
+  for (let n = 0; n < deliveries; n++) {
+    if (sent.length > 0 && Math.random() < duplicateShare) {
+      const again = sent[Math.floor(Math.random() * sent.length)]!;
+      bulk.push({ name: nameOf(workload), data: again, opts: { jobId: `dup-${n}-${jobIdFor(again.messageId)}` } });
+      continue;
+    }
+    const messageId = ids.nextId();
+    const data =
+      workload === 'insert'
+        ? { n }
+        : { fromId: accounts[n % accounts.length]!, toId: accounts[(n * 7 + 1) % accounts.length]!, amount: 1 };
+    const envelope = { messageId, token: `oqt_bench_${messageId}`, data };
+    sent.push(envelope);
+    bulk.push({ name: nameOf(workload), data: envelope, opts: { jobId: jobIdFor(messageId) } });
+  }
+  await addInChunks(queue, bulk);
+  const latencies: number[] = [];
+  const done = completion(deliveries);
+  const worker = await startWorker({
+    db,
+    redis,
+    prefix,
+    registry,
+    queues: [BENCH_QUEUE],
+    concurrency,
+    lockDurationMs: 30_000,
+    onOutcome: () => undefined,
+  });
+  // Latency of the whole delivery, measured around the BullMQ processor.
+  for (const w of worker.workers) {
+    w.on('completed', (job) => {
+      if (job.processedOn && job.finishedOn) latencies.push(job.finishedOn - job.processedOn);
+      done.tick();
+    });
+  }
+  const t0 = performance.now();
+  await done.promise;
+  const seconds = (performance.now() - t0) / 1000;
+  await worker.close();
+  await queue.obliterate({ force: true });
+  await queue.close();
+  return { seconds, latenciesMs: latencies, rssMb: process.memoryUsage().rss / 2 ** 20 };
+}
+
+function nameOf(workload: 'insert' | 'transfer'): string {
+  return workload === 'insert' ? 'bench.insert' : 'ledger.transfer';
+}
+
+async function openBenchAccounts(db: Db, ids: SnowflakeGenerator, count: number): Promise<string[]> {
+  const rows = Array.from({ length: count }, (_, i) => ({
+    id: ids.nextId(),
+    owner: `bench-${i}`,
+    opening_balance: '1000000000',
+    balance: '1000000000',
+  }));
+  await db.insertInto('accounts').values(rows).execute();
+  return rows.map((r) => r.id);
+}
+
+async function addInChunks(queue: Queue, jobs: Parameters<Queue['addBulk']>[0]): Promise<void> {
+  for (let i = 0; i < jobs.length; i += 1000) await queue.addBulk(jobs.slice(i, i + 1000));
+}
+
+function completion(total: number) {
+  let seen = 0;
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return {
+    promise,
+    tick: () => {
+      seen++;
+      if (seen === total) resolve();
+    },
+  };
+}
+
+async function cleanPrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', allKeysPattern(prefix), 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
+
+function summarise(name: string, concurrency: number, jobs: number, runs: Measured[]): Figure {
+  const rates = runs.map((r) => jobs / r.seconds);
+  const latencies = runs.flatMap((r) => r.latenciesMs).sort((a, b) => a - b);
+  return {
+    name,
+    concurrency,
+    jobs,
+    runs: runs.length,
+    jobsPerSecond: Math.round(median(rates)),
+    p50Ms: round(quantile(latencies, 0.5)),
+    p99Ms: round(quantile(latencies, 0.99)),
+    rssMb: Math.round(Math.max(...runs.map((r) => r.rssMb))),
+  };
+}
+
+function ratios(figures: Figure[]): Record<string, number> {
+  const by = new Map(figures.map((f) => [f.name, f.jobsPerSecond]));
+  const out: Record<string, number> = {};
+  const base = by.get('bullmq-insert');
+  if (base) {
+    for (const name of ['onceq-insert', 'onceq-insert-dup30', 'onceq-transfer']) {
+      const v = by.get(name);
+      if (v) out[`${name} / bullmq-insert`] = round(v / base);
+    }
+  }
+  return out;
+}
+
+function printTable(figures: Figure[]): void {
+  const rows = figures.map((f) => [f.name, String(f.concurrency), String(f.jobsPerSecond), f.p50Ms.toFixed(1), f.p99Ms.toFixed(1), String(f.rssMb)]);
+  const header = ['figure', 'conc', 'jobs/s', 'p50 ms', 'p99 ms', 'rss MB'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  process.stdout.write(`\n${line(header)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
+  for (const r of rows) process.stdout.write(`${line(r)}\n`);
+  for (const [k, v] of Object.entries(ratios(figures))) {
+    process.stdout.write(`ratio ${k}: ${v}\n`);
+    process.stdout.write(`${JSON.stringify({ ratio: k, value: v })}\n`);
+  }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+function round(v: number): number {
+  return Math.round(v * 100) / 100;
+}
+
+function positive(text: string, flag: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer, got ${text}`);
+  return n;
+}

@@ -1,0 +1,50 @@
+/** `onceq enqueue NAME --data JSON [--token T]`: enqueue through the producer library. */
+import { createProducer } from '../producer/producer.js';
+import { loadRegistry } from '../jobs/registry.js';
+import { createIdService } from '../ids/id-service.js';
+import { openRuntime } from './runtime.js';
+
+/** Options of {@link runEnqueue}. */
+export interface EnqueueCommandOptions {
+  data: string;
+  token?: string;
+  queue?: string;
+  delay?: string;
+  priority?: string;
+}
+
+/** Enqueues one message and prints the answer as JSON; returns the exit code. */
+export async function runEnqueue(name: string, opts: EnqueueCommandOptions): Promise<number> {
+  let data: unknown;
+  try {
+    data = JSON.parse(opts.data);
+  } catch (err) {
+    process.stderr.write(`onceq enqueue: --data is not JSON: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const runtime = await openRuntime({ failFast: true, name: 'enqueue' });
+  const ids = await createIdService(runtime.redis, { prefix: runtime.config.prefix });
+  const producer = createProducer({
+    db: runtime.db,
+    redis: runtime.redis,
+    prefix: runtime.config.prefix,
+    registry: await loadRegistry(runtime.config.jobsModule),
+    ids,
+    tokenTtlMs: runtime.config.tokenTtlMs,
+    maxAttempts: runtime.config.maxAttempts,
+  });
+  try {
+    const result = await producer.enqueue(name, data, {
+      token: opts.token,
+      queue: opts.queue,
+      delay: opts.delay === undefined ? undefined : Number(opts.delay),
+      priority: opts.priority === undefined ? undefined : Number(opts.priority),
+    });
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return 0;
+  } finally {
+    await producer.close();
+    await ids.close();
+    await runtime.close();
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * What every long-running CLI command shares: load the config, connect to Redis and PostgreSQL
+ * with one clear line when either is missing, and shut down on SIGTERM/SIGINT.
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { loadConfig, type Config } from '../config.js';
+import { OnceqError } from '../core/errors.js';
+import { createDb, checkDatabase, type Db } from '../db/create-db.js';
+import { checkRedis, closeRedis, createRedis } from '../redis/connection.js';
+import { createLogger } from '../logger.js';
+
+/** Open connections of a command. */
+export interface Runtime {
+  config: Config;
+  logger: Logger;
+  db: Db;
+  redis: Redis;
+  close(): Promise<void>;
+}
+
+/** Options of {@link openRuntime}. */
+export interface RuntimeOptions {
+  /** Extra session settings for a worker's pool (idle-in-transaction bound). */
+  worker?: boolean;
+  /** Commands that must not hang waiting for Redis. */
+  failFast?: boolean;
+  name?: string;
+}
+
+/** Loads the config and opens both connections, checking each. */
+export async function openRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
+  const config = loadConfig();
+  const logger = createLogger({ level: config.logLevel, name: options.name });
+  const db = createDb({
+    url: config.databaseUrl,
+    schema: config.databaseSchema,
+    poolSize: config.poolSize,
+    // A paused worker's transaction must not block the message's next owner for long.
+    idleInTransactionTimeoutMs: options.worker ? config.lockDurationMs : 0,
+    applicationName: `onceq-${options.name ?? 'cli'}`,
+  });
+  const redis = createRedis({ url: config.redisUrl, failFast: options.failFast, connectionName: `onceq-${options.name ?? 'cli'}` });
+  const close = async () => {
+    await closeRedis(redis);
+    await db.destroy();
+  };
+  try {
+    await checkRedis(redis, config.redisUrl);
+    await checkDatabase(db, config.databaseUrl);
+  } catch (err) {
+    await close().catch(() => undefined);
+    throw err;
+  }
+  return { config, logger, db, redis, close };
+}
+
+/**
+ * Runs a command's body and turns known failures into one line on stderr and exit code 1;
+ * unknown failures keep their stack, since they are bugs.
+ */
+export async function runCommand(body: () => Promise<number | void>): Promise<void> {
+  try {
+    const code = await body();
+    process.exitCode = code ?? 0;
+  } catch (err) {
+    if (err instanceof OnceqError) {
+      process.stderr.write(`onceq: ${err.message}\n`);
+    } else {
+      process.stderr.write(`onceq: ${(err as Error)?.stack ?? String(err)}\n`);
+    }
+    process.exitCode = 1;
+  }
+}
+
+/**
+ * Resolves at the first SIGTERM or SIGINT; a second signal exits at once with code 130.
+ */
+export function waitForShutdownSignal(logger: Logger): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    let received = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (received) {
+        logger.warn({ signal }, 'second signal: exiting now');
+        process.exit(130);
+      }
+      received = true;
+      logger.info({ signal }, 'shutting down');
+      resolve(signal);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}

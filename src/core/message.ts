@@ -1,0 +1,42 @@
+/**
+ * The message envelope carried by every BullMQ job, and the mapping between a `messageId` and
+ * the BullMQ job id. BullMQ refuses custom ids that look like integers or contain `:`, so the job
+ * id is the snowflake with a fixed prefix.
+ */
+
+/** Prefix of BullMQ job ids: `m-<messageId>`. */
+export const JOB_ID_PREFIX = 'm-';
+
+/** What onceq stores in `job.data`; the job name is BullMQ's `job.name`. */
+export interface MessageEnvelope {
+  /** Snowflake minted once at acceptance, as a decimal string. */
+  messageId: string;
+  /** The idempotency token the message was accepted with; its Redis state is the claim. */
+  token: string;
+  /** The job's own data, validated against its schema. */
+  data: unknown;
+}
+
+/** The BullMQ job id of a message. */
+export function jobIdFor(messageId: string): string {
+  return `${JOB_ID_PREFIX}${messageId}`;
+}
+
+/** The message id of a BullMQ job id, or `undefined` when it is not one of onceq's. */
+export function messageIdOf(jobId: string): string | undefined {
+  if (!jobId.startsWith(JOB_ID_PREFIX)) return undefined;
+  const id = jobId.slice(JOB_ID_PREFIX.length);
+  return /^[0-9]{1,19}$/.test(id) ? id : undefined;
+}
+
+/** Checks the envelope's shape; returns a reason when it is not a valid envelope. */
+export function envelopeProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null) return 'job data is not an onceq envelope';
+  const v = value as Record<string, unknown>;
+  if (typeof v.messageId !== 'string' || !/^[0-9]{1,19}$/.test(v.messageId)) {
+    return 'envelope.messageId must be a decimal snowflake string';
+  }
+  if (typeof v.token !== 'string' || v.token.length === 0) return 'envelope.token is missing';
+  if (!('data' in v)) return 'envelope.data is missing';
+  return undefined;
+}

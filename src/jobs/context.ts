@@ -1,0 +1,61 @@
+/**
+ * Builds the handler context: the transaction plus the two helpers that make writes safe to
+ * repeat (`insertOnce`) and safe to race (`updateVersioned`).
+ */
+import { sql, type Kysely } from 'kysely';
+import type { Database } from '../db/database.js';
+import { VersionConflictError } from '../core/errors.js';
+import type { InsertOnceOptions, JobContext } from './define-job.js';
+
+/** What the pipeline knows about the delivery. */
+export interface ContextInput<Data> {
+  trx: Kysely<Database>;
+  data: Data;
+  messageId: string;
+  jobName: string;
+  queue: string;
+  attempt: number;
+  run: number;
+}
+
+// The helpers address tables by name at run time, which Kysely's static types cannot follow;
+// the queries themselves are still built by Kysely with identifiers quoted.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyDb = Kysely<any>;
+
+/** The context handed to a job's `handle`. */
+export function createJobContext<Data>(input: ContextInput<Data>): JobContext<Data> {
+  const trx = input.trx as unknown as AnyDb;
+  return {
+    data: input.data,
+    messageId: input.messageId,
+    jobName: input.jobName,
+    queue: input.queue,
+    attempt: input.attempt,
+    run: input.run,
+    trx: input.trx,
+    async insertOnce(table: string, row: Record<string, unknown>, options?: InsertOnceOptions) {
+      const conflict = options?.conflict ?? 'id';
+      const inserted = await trx
+        .insertInto(table)
+        .values(row)
+        // Name the conflict target: a bare ON CONFLICT DO NOTHING would also swallow unrelated
+        // unique violations (STYLE.md habit 4).
+        .onConflict((oc) => oc.column(conflict).doNothing())
+        .returning(conflict)
+        .executeTakeFirst();
+      return inserted !== undefined;
+    },
+    async updateVersioned(table: string, id: string, expectedVersion: number, set: Record<string, unknown>) {
+      const updated = await trx
+        .updateTable(table)
+        .set({ ...set, version: sql`version + 1` })
+        .where('id', '=', id)
+        .where('version', '=', expectedVersion)
+        .returning('version')
+        .executeTakeFirst();
+      if (!updated) throw new VersionConflictError(table, id, expectedVersion);
+      return Number((updated as { version: number | string }).version);
+    },
+  };
+}

@@ -1,0 +1,99 @@
+/**
+ * The job definition API: a name, the queue it runs on, a JSON schema for its data (TypeBox or
+ * plain JSON Schema), and a handler that runs inside the message's transaction.
+ */
+import type { Static, TSchema } from '@sinclair/typebox';
+import type { Kysely } from 'kysely';
+import type { Database } from '../db/database.js';
+
+/** Queue a job runs on when its definition names none. */
+export const DEFAULT_QUEUE = 'default';
+
+/** Job names: dotted identifiers like `ledger.transfer`. */
+export const JOB_NAME = /^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$/i;
+
+/** Options of {@link JobContext.insertOnce}. */
+export interface InsertOnceOptions {
+  /** The primary-key (or unique) column the insert may conflict on. @defaultValue `id` */
+  conflict?: string;
+}
+
+/**
+ * What a handler gets. Everything it writes through `trx` commits together with the inbox row
+ * that marks the message applied, or not at all.
+ */
+export interface JobContext<Data, DB = Database> {
+  /** The validated job data. */
+  readonly data: Data;
+  /** The message's snowflake id (decimal string), the same on every delivery and replay. */
+  readonly messageId: string;
+  /** The job name. */
+  readonly jobName: string;
+  /** The queue the message runs on. */
+  readonly queue: string;
+  /** BullMQ's attempt number of this delivery, from 1. */
+  readonly attempt: number;
+  /** Transaction run within this delivery, from 1 (re-runs follow version conflicts). */
+  readonly run: number;
+  /**
+   * The transaction. Do not commit, roll back or open nested transactions: onceq does that.
+   */
+  readonly trx: Kysely<DB>;
+  /**
+   * `INSERT … ON CONFLICT (conflict) DO NOTHING`; true when the row was inserted. Ids must be
+   * chosen before the first attempt (the messageId, or ids from the payload), never minted here.
+   */
+  insertOnce(table: string, row: Record<string, unknown>, options?: InsertOnceOptions): Promise<boolean>;
+  /**
+   * `UPDATE table SET …, version = version + 1 WHERE id = $id AND version = $expected`; returns
+   * the new version. Throws `VersionConflictError` when the row has another version (or is
+   * gone); onceq then re-runs the whole transaction.
+   */
+  updateVersioned(
+    table: string,
+    id: string,
+    expectedVersion: number,
+    set: Record<string, unknown>,
+  ): Promise<number>;
+}
+
+/** A job: what `defineJob` returns and the registry holds. */
+export interface JobDefinition<Data = unknown, Result = unknown> {
+  readonly name: string;
+  readonly queue: string;
+  readonly schema: TSchema;
+  /** Runs inside the transaction; its result is stored with the inbox row and replayed to duplicates. */
+  handle(ctx: JobContext<Data>): Promise<Result>;
+}
+
+/** What `defineJob` takes. */
+export interface JobSpec<S extends TSchema, Result> {
+  name: string;
+  /** @defaultValue `default` */
+  queue?: string;
+  schema: S;
+  handle(ctx: JobContext<Static<S>>): Promise<Result>;
+}
+
+/** Defines a job. The result must be JSON-serialisable (it is stored as `jsonb`). */
+export function defineJob<S extends TSchema, Result>(
+  spec: JobSpec<S, Result>,
+): JobDefinition<Static<S>, Result> {
+  if (!JOB_NAME.test(spec.name)) {
+    throw new TypeError(`job name "${spec.name}" must be dotted identifiers such as "ledger.transfer"`);
+  }
+  if (typeof spec.handle !== 'function') throw new TypeError(`job ${spec.name}: handle must be a function`);
+  return Object.freeze({
+    name: spec.name,
+    queue: spec.queue ?? DEFAULT_QUEUE,
+    schema: spec.schema,
+    handle: spec.handle,
+  });
+}
+
+/** True for values that look like a job definition (used when loading `ONCEQ_JOBS`). */
+export function isJobDefinition(value: unknown): value is JobDefinition {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return typeof v.name === 'string' && typeof v.handle === 'function' && typeof v.schema === 'object';
+}

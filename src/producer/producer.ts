@@ -1,0 +1,207 @@
+/**
+ * The producer library: validate, mint the messageId, bind the token to the request, record the
+ * accepted message in PostgreSQL, then add the BullMQ job. Every step is idempotent, so a caller
+ * that retries `enqueue` with the same token after any failure gets the same message and one job.
+ */
+import { Queue, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Db } from '../db/create-db.js';
+import { findAcceptedByToken, recordAccepted } from '../db/accepted-messages.repository.js';
+import { ErrorCode, OnceqError, ValidationError } from '../core/errors.js';
+import { requestFingerprint } from '../core/fingerprint.js';
+import { jobIdFor, type MessageEnvelope } from '../core/message.js';
+import { QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
+import { createTokenStore, type TokenStore } from '../redis/token-store.js';
+import type { JobRegistry } from '../jobs/registry.js';
+
+/** Principal of messages enqueued by the library without an API key (CLI, tests, services). */
+export const LOCAL_PRINCIPAL = 'local';
+
+/** Options of {@link createProducer}. */
+export interface ProducerOptions {
+  db: Db;
+  /** Connection for the token store and BullMQ queues; not closed by the producer. */
+  redis: Redis;
+  prefix: string;
+  registry: JobRegistry;
+  /** Mints message ids (the worker-id-leased snowflake generator). */
+  ids: { nextId(): string };
+  /** @defaultValue `local` */
+  principal?: string;
+  /** TTL of tokens the producer issues, and of accepted-token state. @defaultValue 24 h */
+  tokenTtlMs?: number;
+  /** Deliveries before a job fails for good. @defaultValue 10 */
+  maxAttempts?: number;
+  /** Base of BullMQ's exponential backoff between attempts. @defaultValue 1000 ms */
+  backoffMs?: number;
+}
+
+/** Options of one `enqueue`. */
+export interface EnqueueOptions {
+  /**
+   * The idempotency token. Retrying `enqueue` with the same token and request never makes a
+   * second message. Without one, the producer issues a fresh token (and a retry is a new message).
+   */
+  token?: string;
+  /** Queue; defaults to the job's. */
+  queue?: string;
+  /** Delay before the first delivery, ms. */
+  delay?: number;
+  /** BullMQ priority (1 is highest; 0 or absent means none). */
+  priority?: number;
+}
+
+/** What `enqueue` answers. */
+export interface EnqueueResult {
+  jobId: string;
+  messageId: string;
+  queue: string;
+  name: string;
+  token: string;
+  state: 'queued';
+  /** True when this was a replay of an earlier acceptance with the same token and request. */
+  replayed: boolean;
+}
+
+/** A producer; `close()` closes its BullMQ queues (not the connections it was given). */
+export interface Producer {
+  enqueue(name: string, data: unknown, options?: EnqueueOptions): Promise<EnqueueResult>;
+  /** Issues a token bound to this producer's principal. */
+  issueToken(): Promise<string>;
+  /** The BullMQ queue object for a queue name (created once). */
+  queue(name: string): Queue;
+  readonly tokens: TokenStore;
+  close(): Promise<void>;
+}
+
+/** Creates a producer. */
+export function createProducer(options: ProducerOptions): Producer {
+  const principal = options.principal ?? LOCAL_PRINCIPAL;
+  const tokenTtlMs = options.tokenTtlMs ?? 24 * 3_600_000;
+  const tokens = createTokenStore(options.redis, { prefix: options.prefix });
+  const queues = new Map<string, Queue>();
+  const jobOptions: JobsOptions = {
+    attempts: options.maxAttempts ?? 10,
+    backoff: { type: 'exponential', delay: options.backoffMs ?? 1_000, jitter: 0.5 },
+    // Completed jobs are kept a day for status look-ups; the inbox keeps the truth longer.
+    removeOnComplete: { age: 86_400, count: 100_000 },
+    removeOnFail: false,
+  };
+
+  function queue(name: string): Queue {
+    let q = queues.get(name);
+    if (!q) {
+      q = new Queue(name, { connection: options.redis, prefix: options.prefix });
+      q.on('error', () => undefined);
+      queues.set(name, q);
+    }
+    return q;
+  }
+
+  async function issueToken(): Promise<string> {
+    const [issued] = await tokens.issue(principal, { ttlMs: tokenTtlMs });
+    return issued!.token;
+  }
+
+  async function enqueue(name: string, data: unknown, opts: EnqueueOptions = {}): Promise<EnqueueResult> {
+    const job = options.registry.get(name);
+    options.registry.validate(name, data);
+    const queueName = opts.queue ?? job.queue;
+    checkOptions(queueName, opts);
+    const token = opts.token ?? (await issueToken());
+    const fingerprint = requestFingerprint({
+      name,
+      data,
+      queue: queueName,
+      delay: opts.delay,
+      priority: opts.priority,
+    });
+
+    let messageId: string;
+    let replayed: boolean;
+    const accepted = await tokens.accept(token, {
+      principal,
+      fingerprint,
+      messageId: options.ids.nextId(),
+      ttlMs: tokenTtlMs,
+    });
+    switch (accepted.status) {
+      case 'accepted':
+        messageId = accepted.messageId;
+        replayed = false;
+        break;
+      case 'replay':
+        messageId = accepted.messageId;
+        replayed = true;
+        break;
+      case 'reused':
+        throw reusedError();
+      case 'unknown': {
+        // Redis may have lost the token after it was accepted: PostgreSQL remembers.
+        const row = await findAcceptedByToken(options.db, principal, token);
+        if (!row) {
+          throw new OnceqError(ErrorCode.TokenUnknown, 'the idempotency token was never issued, has expired, or belongs to another principal');
+        }
+        if (row.fingerprint !== fingerprint) throw reusedError();
+        messageId = row.message_id;
+        replayed = true;
+        break;
+      }
+    }
+
+    const jobId = jobIdFor(messageId);
+    const row = await recordAccepted(options.db, {
+      messageId,
+      principal,
+      token,
+      fingerprint,
+      queue: queueName,
+      jobName: name,
+      data,
+      jobId,
+      options: { delay: opts.delay, priority: opts.priority },
+    });
+    // The first recorded acceptance is the truth, even if this call minted another id.
+    messageId = row.message_id;
+    const envelope: MessageEnvelope = { messageId, token, data };
+    // Adding with the same job id is a no-op while the job exists, so a replay re-adds safely;
+    // if the job was lost or already removed, the inbox absorbs the extra delivery.
+    await queue(queueName).add(name, envelope, {
+      ...jobOptions,
+      jobId: jobIdFor(messageId),
+      delay: opts.delay,
+      priority: opts.priority,
+    });
+    return { jobId: jobIdFor(messageId), messageId, queue: queueName, name, token, state: 'queued', replayed };
+  }
+
+  return {
+    enqueue,
+    issueToken,
+    queue,
+    tokens,
+    async close() {
+      await Promise.all([...queues.values()].map((q) => q.close()));
+      queues.clear();
+    },
+  };
+}
+
+function reusedError(): OnceqError {
+  return new OnceqError(
+    ErrorCode.TokenReused,
+    'the idempotency token was already used for a different request; the original is unchanged',
+  );
+}
+
+function checkOptions(queue: string, opts: EnqueueOptions): void {
+  const fields = [];
+  if (!QUEUE_NAME.test(queue)) fields.push({ path: '/queue', message: `must be ${QUEUE_NAME_RULE}` });
+  if (opts.delay !== undefined && (!Number.isSafeInteger(opts.delay) || opts.delay < 0)) {
+    fields.push({ path: '/delay', message: 'must be a non-negative integer of milliseconds' });
+  }
+  if (opts.priority !== undefined && (!Number.isInteger(opts.priority) || opts.priority < 0 || opts.priority > 2_097_152)) {
+    fields.push({ path: '/priority', message: 'must be an integer from 0 to 2097152' });
+  }
+  if (fields.length) throw new ValidationError(`invalid enqueue options: ${fields.map((f) => `${f.path} ${f.message}`).join('; ')}`, fields);
+}

@@ -1,0 +1,51 @@
+/**
+ * Test-only fault injection at the crash points of DESIGN.md's crash table. Off unless
+ * `ONCEQ_FAULT` names a point: `ONCEQ_FAULT=before-commit:kill` makes the process SIGKILL itself
+ * the first time a delivery reaches that point; `:stop` makes it SIGSTOP itself (a zombie, until
+ * someone sends SIGCONT). Real signals, so the process dies or freezes exactly there.
+ */
+
+/** The crash points, in pipeline order. */
+export const FAULT_POINTS = [
+  /** The claim is held in Redis; no transaction yet. */
+  'after-claim',
+  /** Inside the transaction, after the inbox insert and the handler, before COMMIT. */
+  'before-commit',
+  /** Committed in PostgreSQL; the token is not yet `done` in Redis. */
+  'after-commit',
+  /** The token is `done`; BullMQ has not yet completed the job. */
+  'after-done',
+] as const;
+export type FaultPoint = (typeof FAULT_POINTS)[number];
+
+const ACTIONS = { kill: 'SIGKILL', stop: 'SIGSTOP' } as const;
+
+/** Fires at most once per process. */
+export interface FaultHook {
+  at(point: FaultPoint): void;
+}
+
+/** A hook that never fires. */
+export const NO_FAULTS: FaultHook = { at: () => undefined };
+
+/** Parses `point[:kill|stop]` (kill by default); throws on anything else. */
+export function createFaultHook(spec: string | undefined): FaultHook {
+  if (!spec) return NO_FAULTS;
+  const [point, action = 'kill'] = spec.split(':');
+  if (!(FAULT_POINTS as readonly string[]).includes(point ?? '') || !(action in ACTIONS)) {
+    throw new Error(
+      `ONCEQ_FAULT=${spec}: expected <point>[:kill|stop] with point one of ${FAULT_POINTS.join(', ')}`,
+    );
+  }
+  const signal = ACTIONS[action as keyof typeof ACTIONS];
+  let fired = false;
+  return {
+    at(reached) {
+      if (fired || reached !== point) return;
+      fired = true;
+      // A line the test harness waits for, written synchronously before the signal lands.
+      process.stderr.write(`onceq-fault: ${point} ${signal}\n`);
+      process.kill(process.pid, signal);
+    },
+  };
+}

@@ -1,0 +1,134 @@
+/**
+ * The onceq worker: one BullMQ `Worker` per queue, all running the same pipeline. Owns nothing it
+ * did not create: the Redis connection and the database are passed in and closed by the caller.
+ */
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Db } from '../db/create-db.js';
+import type { JobRegistry } from '../jobs/registry.js';
+import type { DeliveryOutcome } from '../core/outcome.js';
+import type { ConflictRetryOptions } from '../core/retry.js';
+import { createTokenStore } from '../redis/token-store.js';
+import { createPipeline, type Pipeline } from './pipeline.js';
+import type { FaultHook } from './fault-hook.js';
+
+/** BullMQ moves a job to failed after this many stalls; onceq's claims make a stall harmless. */
+export const DEFAULT_MAX_STALLED_COUNT = 10;
+
+/** Options of {@link startWorker}. */
+export interface OnceqWorkerOptions {
+  db: Db;
+  /** A connection for BullMQ's commands and the token store; BullMQ duplicates it for blocking. */
+  redis: Redis;
+  /** Redis key prefix. */
+  prefix: string;
+  registry: JobRegistry;
+  /** Queues to consume. @defaultValue every queue of a registered job */
+  queues?: readonly string[];
+  /** Jobs in flight per queue. @defaultValue 10 */
+  concurrency?: number;
+  /** BullMQ lock duration, and the claim lease. @defaultValue 30 s */
+  lockDurationMs?: number;
+  /** TTL of `done` markers in Redis. @defaultValue 24 h */
+  tokenTtlMs?: number;
+  /** @defaultValue {@link DEFAULT_MAX_STALLED_COUNT} */
+  maxStalledCount?: number;
+  conflictRetry?: ConflictRetryOptions;
+  fault?: FaultHook;
+  logger?: Logger;
+  onOutcome?: (outcome: DeliveryOutcome, job: Job) => void;
+}
+
+/** A running worker. */
+export interface OnceqWorker {
+  readonly processId: string;
+  readonly workers: readonly Worker[];
+  readonly pipeline: Pipeline;
+  /**
+   * Stops taking jobs and waits up to `timeoutMs` for the ones in flight; past that, closes
+   * forcibly and releases their claims so another worker can take them over at once (their
+   * transactions roll back when the caller closes the database).
+   */
+  close(timeoutMs?: number): Promise<{ forced: boolean }>;
+}
+
+/** Starts consuming. Resolves once every queue's worker is running. */
+export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWorker> {
+  const lockDurationMs = options.lockDurationMs ?? 30_000;
+  const processId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  const tokens = createTokenStore(options.redis, { prefix: options.prefix });
+  const pipeline = createPipeline({
+    db: options.db,
+    tokens,
+    registry: options.registry,
+    leaseMs: lockDurationMs,
+    tokenTtlMs: options.tokenTtlMs ?? 24 * 3_600_000,
+    processId,
+    conflictRetry: options.conflictRetry,
+    fault: options.fault,
+    logger: options.logger,
+    onOutcome: options.onOutcome,
+  });
+  const queues = options.queues?.length ? options.queues : options.registry.queues();
+  const log = options.logger;
+
+  const workers = queues.map((queue) => {
+    const worker = new Worker(queue, (job, token) => pipeline.process(job, token), {
+      connection: options.redis,
+      prefix: options.prefix,
+      concurrency: options.concurrency ?? 10,
+      lockDuration: lockDurationMs,
+      stalledInterval: lockDurationMs,
+      maxStalledCount: options.maxStalledCount ?? DEFAULT_MAX_STALLED_COUNT,
+      autorun: false,
+    });
+    worker.on('error', (err) => log?.error({ err, queue }, 'worker error'));
+    if (log?.isLevelEnabled('debug')) {
+      worker.on('completed', (job, value: { outcome?: string }) =>
+        log.debug(
+          { jobId: job.id, messageId: job.data?.messageId, queue, outcome: value?.outcome },
+          'job completed',
+        ),
+      );
+    }
+    worker.on('failed', (job, err) =>
+      log?.warn(
+        { jobId: job?.id, messageId: job?.data?.messageId, queue, attempts: job?.attemptsMade, err: err.message },
+        'job failed',
+      ),
+    );
+    return worker;
+  });
+  for (const worker of workers) {
+    void worker.run().catch((err) => log?.error({ err }, 'worker stopped with an error'));
+  }
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+
+  let closing: Promise<{ forced: boolean }> | undefined;
+  return {
+    processId,
+    workers,
+    pipeline,
+    close(timeoutMs = 10_000) {
+      closing ??= (async () => {
+        const graceful = Promise.all(workers.map((w) => w.close())).then(() => false);
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<true>((resolve) => {
+          timer = setTimeout(() => resolve(true), timeoutMs);
+        });
+        const forced = await Promise.race([graceful, timeout]);
+        clearTimeout(timer);
+        if (forced) {
+          const released = await pipeline.releaseAll();
+          log?.warn({ released }, 'shutdown bound reached; released in-flight claims');
+          await Promise.all(workers.map((w) => w.close(true)));
+        }
+        return { forced };
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,88 @@
+/**
+ * Real worker processes for fault tests: `onceq worker` from the sources, in a child process
+ * with its own environment, killed and paused with real signals.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env.js';
+
+const CLI = fileURLToPath(new URL('../../src/cli/index.ts', import.meta.url));
+
+export interface WorkerChild {
+  child: ChildProcess;
+  /** Everything the child wrote to stderr and stdout so far. */
+  output(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves when the output contains `text`. */
+  waitForOutput(text: string, timeoutMs?: number): Promise<void>;
+  /** SIGKILLs the child if it is still running (after-hooks). */
+  destroy(): Promise<void>;
+}
+
+export interface WorkerChildOptions {
+  schema: string;
+  prefix: string;
+  env?: Record<string, string>;
+  args?: string[];
+}
+
+/** Spawns `onceq worker` against the test services. */
+export function spawnWorker(options: WorkerChildOptions): WorkerChild {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...(options.args ?? ['worker'])], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      DATABASE_URL: TEST_DATABASE_URL,
+      REDIS_URL: TEST_REDIS_URL,
+      ONCEQ_DB_SCHEMA: options.schema,
+      ONCEQ_PREFIX: options.prefix,
+      ONCEQ_LOCK_DURATION: '2s',
+      ONCEQ_SHUTDOWN_TIMEOUT: '10s',
+      LOG_LEVEL: 'info',
+      ...options.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const waiters: { text: string; resolve: () => void }[] = [];
+  const onData = (chunk: Buffer) => {
+    output += chunk.toString();
+    for (const w of [...waiters]) {
+      if (output.includes(w.text)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve();
+      }
+    }
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal }));
+  });
+  return {
+    child,
+    output: () => output,
+    exited,
+    waitForOutput(text, timeoutMs = 20_000) {
+      if (output.includes(text)) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new Error(`timed out waiting for "${text}" from the worker; it wrote:\n${output}`));
+        }, timeoutMs);
+        waiters.push({
+          text,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
+      });
+    },
+    async destroy() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGCONT');
+        child.kill('SIGKILL');
+      }
+      await exited;
+    },
+  };
+}

@@ -1,0 +1,88 @@
+/**
+ * An in-process onceq stack for integration tests: its own schema, its own Redis prefix, a
+ * producer and as many workers as a test starts. `close()` stops and removes everything.
+ */
+import type { Redis } from 'ioredis';
+import type { Job } from 'bullmq';
+import { createProducer, type Producer } from '../../src/producer/producer.js';
+import { JobRegistry } from '../../src/jobs/registry.js';
+import { ledgerJobs } from '../../src/jobs/examples/ledger/index.js';
+import type { JobDefinition } from '../../src/jobs/define-job.js';
+import { startWorker, type OnceqWorker, type OnceqWorkerOptions } from '../../src/worker/worker.js';
+import { createIdService } from '../../src/ids/id-service.js';
+import { closeRedis } from '../../src/redis/connection.js';
+import type { DeliveryOutcome } from '../../src/core/outcome.js';
+import type { Db } from '../../src/db/create-db.js';
+import { createTestSchema, deletePrefix, testRedis, uniqueName } from './env.js';
+
+export interface TestStack {
+  prefix: string;
+  schema: string;
+  db: Db;
+  redis: Redis;
+  registry: JobRegistry;
+  producer: Producer;
+  /** Outcomes reported by every worker of this stack, in order. */
+  outcomes: { outcome: DeliveryOutcome; jobId: string; messageId: string }[];
+  startWorker(options?: Partial<OnceqWorkerOptions>): Promise<OnceqWorker>;
+  close(): Promise<void>;
+}
+
+export interface TestStackOptions {
+  jobs?: JobDefinition[];
+  maxAttempts?: number;
+  backoffMs?: number;
+  poolSize?: number;
+}
+
+export async function createTestStack(label: string, options: TestStackOptions = {}): Promise<TestStack> {
+  const prefix = uniqueName(label);
+  const { schema, db, drop } = await createTestSchema(label, options.poolSize ?? 10);
+  const redis = testRedis();
+  await redis.connect();
+  const registry = new JobRegistry([...ledgerJobs, ...(options.jobs ?? [])]);
+  const ids = await createIdService(redis, { prefix });
+  const producer = createProducer({
+    db,
+    redis,
+    prefix,
+    registry,
+    ids,
+    maxAttempts: options.maxAttempts ?? 10,
+    backoffMs: options.backoffMs ?? 50,
+  });
+  const workers: OnceqWorker[] = [];
+  const outcomes: TestStack['outcomes'] = [];
+  return {
+    prefix,
+    schema,
+    db,
+    redis,
+    registry,
+    producer,
+    outcomes,
+    async startWorker(overrides = {}) {
+      const worker = await startWorker({
+        db,
+        redis,
+        prefix,
+        registry,
+        concurrency: 10,
+        lockDurationMs: 2_000,
+        onOutcome: (outcome: DeliveryOutcome, job: Job) =>
+          outcomes.push({ outcome, jobId: String(job.id), messageId: job.data?.messageId }),
+        ...overrides,
+      });
+      workers.push(worker);
+      return worker;
+    },
+    async close() {
+      await Promise.all(workers.map((w) => w.close(5_000)));
+      await producer.close();
+      await ids.close();
+      await deletePrefix(redis, prefix);
+      await closeRedis(redis);
+      await drop();
+    },
+  };
+}
