@@ -111,9 +111,15 @@ export function loadConfig(env: Env = process.env): Config {
   };
 
   const queuesText = read('ONCEQ_QUEUES');
-  const queues = queuesText ? queuesText.split(',').map((q) => q.trim()).filter(Boolean) : [];
+  const queues = queuesText
+    ? queuesText
+        .split(',')
+        .map((q) => q.trim())
+        .filter(Boolean)
+    : [];
   for (const q of queues) {
-    if (!QUEUE_NAME.test(q)) problems.push(`ONCEQ_QUEUES: "${q}" is not a valid queue name (${QUEUE_NAME_RULE})`);
+    if (!QUEUE_NAME.test(q))
+      problems.push(`ONCEQ_QUEUES: "${q}" is not a valid queue name (${QUEUE_NAME_RULE})`);
   }
 
   const logLevel = (read('LOG_LEVEL') ?? 'info').toLowerCase();
@@ -124,10 +130,20 @@ export function loadConfig(env: Env = process.env): Config {
   const config: Config = {
     redisUrl: url('REDIS_URL', DEFAULT_REDIS_URL, ['redis:', 'rediss:']),
     databaseUrl: url('DATABASE_URL', DEFAULT_DATABASE_URL, ['postgres:', 'postgresql:']),
-    databaseSchema: name('ONCEQ_DB_SCHEMA', 'public', /^[a-z_][a-z0-9_]{0,62}$/, 'a lower-case SQL identifier'),
+    databaseSchema: name(
+      'ONCEQ_DB_SCHEMA',
+      'public',
+      /^[a-z_][a-z0-9_]{0,62}$/,
+      'a lower-case SQL identifier',
+    ),
     poolSize: int('ONCEQ_DB_POOL_SIZE', DEFAULT_POOL_SIZE, 1, 1000),
     port: int('PORT', DEFAULT_PORT, 0, 65535),
-    prefix: name('ONCEQ_PREFIX', DEFAULT_PREFIX, /^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (no ":" or braces)'),
+    prefix: name(
+      'ONCEQ_PREFIX',
+      DEFAULT_PREFIX,
+      /^[A-Za-z0-9_.-]{1,64}$/,
+      'letters, digits, _ . - (no ":" or braces)',
+    ),
     queues,
     concurrency: int('ONCEQ_CONCURRENCY', DEFAULT_CONCURRENCY, 1, 10_000),
     maxAttempts: int('ONCEQ_MAX_ATTEMPTS', DEFAULT_MAX_ATTEMPTS, 1, 1_000),

@@ -25,6 +25,7 @@ import { defineJob } from '../jobs/define-job.js';
 import { startWorker } from '../worker/worker.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { SnowflakeGenerator } from '../ids/snowflake-generator.js';
+import { generateToken } from '../core/token.js';
 import type { Redis } from 'ioredis';
 
 /** Options of {@link runBench} (strings: they come from the command line). */
@@ -71,7 +72,12 @@ export async function runBench(options: BenchOptions): Promise<number> {
   await ensureDatabase(config.databaseUrl);
   const schema = `bench_${randomBytes(4).toString('hex')}`;
   const prefix = `onceq-bench-${randomBytes(4).toString('hex')}`;
-  const db = createDb({ url: config.databaseUrl, schema, poolSize: config.poolSize, applicationName: 'onceq-bench' });
+  const db = createDb({
+    url: config.databaseUrl,
+    schema,
+    poolSize: config.poolSize,
+    applicationName: 'onceq-bench',
+  });
   const redis = createRedis({ url: config.redisUrl, connectionName: 'onceq-bench' });
   const figures: Figure[] = [];
   try {
@@ -80,21 +86,39 @@ export async function runBench(options: BenchOptions): Promise<number> {
     await migrateToLatest(db, schema);
     await sql`create table bench_events (id bigint primary key, n integer not null)`.execute(db);
     const ids = new SnowflakeGenerator({ workerId: 1 });
-    const registry = new JobRegistry([benchInsert, transferOnBench as typeof ledgerJobs[2]]);
+    const registry = new JobRegistry([benchInsert, transferOnBench as (typeof ledgerJobs)[2]]);
     const accounts = await openBenchAccounts(db, ids, 1_000);
 
     const scenarios: { name: string; run: () => Promise<Measured> }[] = [
-      { name: 'bullmq-noop', run: () => runBaseline(redis, prefix, jobs, concurrency, async () => undefined) },
+      {
+        name: 'bullmq-noop',
+        run: () => runBaseline(redis, prefix, jobs, concurrency, async () => undefined),
+      },
       {
         name: 'bullmq-insert',
         run: () =>
           runBaseline(redis, prefix, jobs, concurrency, async (job) => {
-            await db.insertInto('bench_events' as never).values({ id: ids.nextId(), n: job.data.n } as never).execute();
+            await db
+              .insertInto('bench_events' as never)
+              .values({ id: ids.nextId(), n: job.data.n } as never)
+              .execute();
           }),
       },
-      { name: 'onceq-insert', run: () => runOnceq(db, redis, prefix, registry, ids, jobs, concurrency, 0, 'insert', accounts) },
-      { name: 'onceq-insert-dup30', run: () => runOnceq(db, redis, prefix, registry, ids, jobs, concurrency, 0.3, 'insert', accounts) },
-      { name: 'onceq-transfer', run: () => runOnceq(db, redis, prefix, registry, ids, jobs, concurrency, 0, 'transfer', accounts) },
+      {
+        name: 'onceq-insert',
+        run: () =>
+          runOnceq(db, redis, prefix, registry, ids, jobs, concurrency, 0, 'insert', accounts),
+      },
+      {
+        name: 'onceq-insert-dup30',
+        run: () =>
+          runOnceq(db, redis, prefix, registry, ids, jobs, concurrency, 0.3, 'insert', accounts),
+      },
+      {
+        name: 'onceq-transfer',
+        run: () =>
+          runOnceq(db, redis, prefix, registry, ids, jobs, concurrency, 0, 'transfer', accounts),
+      },
     ];
     const only = options.only?.split(',');
     for (const scenario of scenarios) {
@@ -115,7 +139,11 @@ export async function runBench(options: BenchOptions): Promise<number> {
     await closeRedis(redis);
   }
   printTable(figures);
-  if (options.json) writeFileSync(options.json, `${JSON.stringify({ figures, ratios: ratios(figures) }, null, 2)}\n`);
+  if (options.json)
+    writeFileSync(
+      options.json,
+      `${JSON.stringify({ figures, ratios: ratios(figures) }, null, 2)}\n`,
+    );
   return 0;
 }
 
@@ -133,7 +161,10 @@ async function runBaseline(
   processor: (job: Job) => Promise<void>,
 ): Promise<Measured> {
   const queue = new Queue(BENCH_QUEUE, { connection: redis, prefix });
-  await addInChunks(queue, Array.from({ length: jobs }, (_, n) => ({ name: 'bench', data: { n } })));
+  await addInChunks(
+    queue,
+    Array.from({ length: jobs }, (_, n) => ({ name: 'bench', data: { n } })),
+  );
   const latencies: number[] = [];
   const done = completion(jobs);
   const worker = new Worker(
@@ -146,6 +177,7 @@ async function runBaseline(
     { connection: redis, prefix, concurrency, autorun: false, removeOnComplete: { count: 0 } },
   );
   worker.on('completed', done.tick);
+  worker.on('failed', done.fail);
   const t0 = performance.now();
   void worker.run();
   await done.promise;
@@ -174,15 +206,23 @@ async function runOnceq(
   for (let n = 0; n < deliveries; n++) {
     if (sent.length > 0 && Math.random() < duplicateShare) {
       const again = sent[Math.floor(Math.random() * sent.length)]!;
-      bulk.push({ name: nameOf(workload), data: again, opts: { jobId: `dup-${n}-${jobIdFor(again.messageId)}` } });
+      bulk.push({
+        name: nameOf(workload),
+        data: again,
+        opts: { jobId: `dup-${n}-${jobIdFor(again.messageId)}` },
+      });
       continue;
     }
     const messageId = ids.nextId();
     const data =
       workload === 'insert'
         ? { n }
-        : { fromId: accounts[n % accounts.length]!, toId: accounts[(n * 7 + 1) % accounts.length]!, amount: 1 };
-    const envelope = { messageId, token: `oqt_bench_${messageId}`, data };
+        : {
+            fromId: accounts[n % accounts.length]!,
+            toId: accounts[(n * 7 + 1) % accounts.length]!,
+            amount: 1,
+          };
+    const envelope = { messageId, token: generateToken(), data };
     sent.push(envelope);
     bulk.push({ name: nameOf(workload), data: envelope, opts: { jobId: jobIdFor(messageId) } });
   }
@@ -205,6 +245,7 @@ async function runOnceq(
       if (job.processedOn && job.finishedOn) latencies.push(job.finishedOn - job.processedOn);
       done.tick();
     });
+    w.on('failed', done.fail);
   }
   const t0 = performance.now();
   await done.promise;
@@ -219,7 +260,11 @@ function nameOf(workload: 'insert' | 'transfer'): string {
   return workload === 'insert' ? 'bench.insert' : 'ledger.transfer';
 }
 
-async function openBenchAccounts(db: Db, ids: SnowflakeGenerator, count: number): Promise<string[]> {
+async function openBenchAccounts(
+  db: Db,
+  ids: SnowflakeGenerator,
+  count: number,
+): Promise<string[]> {
   const rows = Array.from({ length: count }, (_, i) => ({
     id: ids.nextId(),
     owner: `bench-${i}`,
@@ -234,15 +279,24 @@ async function addInChunks(queue: Queue, jobs: Parameters<Queue['addBulk']>[0]):
   for (let i = 0; i < jobs.length; i += 1000) await queue.addBulk(jobs.slice(i, i + 1000));
 }
 
+/** Resolves when `total` jobs completed; rejects at the first job that failed for good. */
 function completion(total: number) {
   let seen = 0;
   let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
+  let reject!: (err: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
   return {
     promise,
     tick: () => {
       seen++;
       if (seen === total) resolve();
+    },
+    fail: (job: Job | undefined, err: Error) => {
+      if (job && job.attemptsMade < (job.opts.attempts ?? 1)) return;
+      reject(new Error(`bench job ${job?.id} failed: ${err.message}`));
     },
   };
 }
@@ -285,10 +339,18 @@ function ratios(figures: Figure[]): Record<string, number> {
 }
 
 function printTable(figures: Figure[]): void {
-  const rows = figures.map((f) => [f.name, String(f.concurrency), String(f.jobsPerSecond), f.p50Ms.toFixed(1), f.p99Ms.toFixed(1), String(f.rssMb)]);
+  const rows = figures.map((f) => [
+    f.name,
+    String(f.concurrency),
+    String(f.jobsPerSecond),
+    f.p50Ms.toFixed(1),
+    f.p99Ms.toFixed(1),
+    String(f.rssMb),
+  ]);
   const header = ['figure', 'conc', 'jobs/s', 'p50 ms', 'p99 ms', 'rss MB'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   process.stdout.write(`\n${line(header)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
   for (const r of rows) process.stdout.write(`${line(r)}\n`);
   for (const [k, v] of Object.entries(ratios(figures))) {
@@ -314,6 +376,7 @@ function round(v: number): number {
 
 function positive(text: string, flag: string): number {
   const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer, got ${text}`);
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw new Error(`${flag} must be a positive integer, got ${text}`);
   return n;
 }

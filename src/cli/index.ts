@@ -24,7 +24,9 @@ program
   .command('migrate')
   .description('database migrations; creates the database if missing')
   .argument('[action]', 'latest, down or status', 'latest')
-  .action((action: string) => runCommand(async () => (await import('./migrate.js')).runMigrate(action)));
+  .action((action: string) =>
+    runCommand(async () => (await import('./migrate.js')).runMigrate(action)),
+  );
 
 program
   .command('enqueue')
@@ -32,18 +34,23 @@ program
   .argument('<name>', 'job name, e.g. ledger.transfer')
   .requiredOption('--data <json>', 'job data as JSON')
   .option('--token <token>', 'idempotency token (retrying with it never makes a second message)')
-  .option('--queue <queue>', 'queue (defaults to the job\'s)')
+  .option('--queue <queue>', "queue (defaults to the job's)")
   .option('--delay <ms>', 'delay before the first delivery')
   .option('--priority <n>', 'BullMQ priority')
-  .action((name: string, opts) => runCommand(async () => (await import('./enqueue.js')).runEnqueue(name, opts)));
+  .action((name: string, opts) =>
+    runCommand(async () => (await import('./enqueue.js')).runEnqueue(name, opts)),
+  );
 
 program
   .command('bench')
-  .description('throughput of BullMQ baselines and of onceq, in one run (prints a table and JSON lines)')
+  .description(
+    'throughput of BullMQ baselines and of onceq, in one run (prints a table and JSON lines)',
+  )
   .option('--jobs <n>', 'jobs per figure', '5000')
   .option('--concurrency <n>', 'worker concurrency', '50')
   .option('--runs <n>', 'runs per figure (the median is reported)', '3')
   .option('--json <file>', 'also write all figures to this file')
+  .option('--only <names>', 'comma-separated figures to run (e.g. bullmq-insert,onceq-insert)')
   .action((opts) => runCommand(async () => (await import('../bench/bench.js')).runBench(opts)));
 
 await program.parseAsync(process.argv);

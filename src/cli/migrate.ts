@@ -6,26 +6,35 @@ import { createDb, checkDatabase } from '../db/create-db.js';
 /** Runs one migration action; prints what it did; returns the exit code. */
 export async function runMigrate(action: string): Promise<number> {
   if (!['latest', 'down', 'status'].includes(action)) {
-    process.stderr.write(`onceq migrate: unknown action "${action}"; expected latest, down or status\n`);
+    process.stderr.write(
+      `onceq migrate: unknown action "${action}"; expected latest, down or status\n`,
+    );
     return 1;
   }
   const config = loadConfig();
   const created = await ensureDatabase(config.databaseUrl);
-  if (created) process.stdout.write(`created database ${new URL(config.databaseUrl).pathname.slice(1)}\n`);
+  if (created)
+    process.stdout.write(`created database ${new URL(config.databaseUrl).pathname.slice(1)}\n`);
   const db = createDb({ url: config.databaseUrl, schema: config.databaseSchema, poolSize: 1 });
   try {
     await checkDatabase(db, config.databaseUrl);
     if (action === 'status') {
       for (const m of await migrationStatus(db, config.databaseSchema)) {
-        process.stdout.write(`${m.executedAt ? 'applied ' : 'pending '} ${m.name}${m.executedAt ? `  ${m.executedAt.toISOString()}` : ''}\n`);
+        process.stdout.write(
+          `${m.executedAt ? 'applied ' : 'pending '} ${m.name}${m.executedAt ? `  ${m.executedAt.toISOString()}` : ''}\n`,
+        );
       }
       return 0;
     }
     const { results } =
-      action === 'latest' ? await migrateToLatest(db, config.databaseSchema) : await migrateDown(db, config.databaseSchema);
+      action === 'latest'
+        ? await migrateToLatest(db, config.databaseSchema)
+        : await migrateDown(db, config.databaseSchema);
     if (!results?.length) process.stdout.write('nothing to do\n');
     for (const r of results ?? []) {
-      process.stdout.write(`${r.direction === 'Up' ? 'up  ' : 'down'} ${r.migrationName}: ${r.status}\n`);
+      process.stdout.write(
+        `${r.direction === 'Up' ? 'up  ' : 'down'} ${r.migrationName}: ${r.status}\n`,
+      );
     }
     return 0;
   } finally {

@@ -40,7 +40,11 @@ export async function openRuntime(options: RuntimeOptions = {}): Promise<Runtime
     idleInTransactionTimeoutMs: options.worker ? config.lockDurationMs : 0,
     applicationName: `onceq-${options.name ?? 'cli'}`,
   });
-  const redis = createRedis({ url: config.redisUrl, failFast: options.failFast, connectionName: `onceq-${options.name ?? 'cli'}` });
+  const redis = createRedis({
+    url: config.redisUrl,
+    failFast: options.failFast,
+    connectionName: `onceq-${options.name ?? 'cli'}`,
+  });
   const close = async () => {
     await closeRedis(redis);
     await db.destroy();

@@ -25,7 +25,8 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
   try {
     if (options.migrate) {
       const { results } = await migrateToLatest(runtime.db, config.databaseSchema);
-      for (const r of results ?? []) logger.info({ migration: r.migrationName, status: r.status }, 'migration');
+      for (const r of results ?? [])
+        logger.info({ migration: r.migrationName, status: r.status }, 'migration');
     }
     const registry = await loadRegistry(config.jobsModule);
     const worker = await startWorker({
@@ -41,7 +42,11 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
       logger,
     });
     logger.info(
-      { queues: worker.workers.map((w) => w.name), concurrency: config.concurrency, processId: worker.processId },
+      {
+        queues: worker.workers.map((w) => w.name),
+        concurrency: config.concurrency,
+        processId: worker.processId,
+      },
       'worker started',
     );
     await signalled;

@@ -1,3 +1,5 @@
+import { isWellFormedToken } from './token.js';
+
 /**
  * The message envelope carried by every BullMQ job, and the mapping between a `messageId` and
  * the BullMQ job id. BullMQ refuses custom ids that look like integers or contain `:`, so the job
@@ -36,7 +38,7 @@ export function envelopeProblem(value: unknown): string | undefined {
   if (typeof v.messageId !== 'string' || !/^[0-9]{1,19}$/.test(v.messageId)) {
     return 'envelope.messageId must be a decimal snowflake string';
   }
-  if (typeof v.token !== 'string' || v.token.length === 0) return 'envelope.token is missing';
+  if (!isWellFormedToken(v.token)) return 'envelope.token is missing or not an onceq token';
   if (!('data' in v)) return 'envelope.data is missing';
   return undefined;
 }

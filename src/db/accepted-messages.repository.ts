@@ -22,7 +22,10 @@ export interface AcceptedMessage {
  * Records the message; when `(principal, token)` is already recorded, returns that row instead
  * (the first acceptance wins, whatever message id a retry minted).
  */
-export async function recordAccepted(db: Kysely<Database>, message: AcceptedMessage): Promise<AcceptedMessageRow> {
+export async function recordAccepted(
+  db: Kysely<Database>,
+  message: AcceptedMessage,
+): Promise<AcceptedMessageRow> {
   const inserted = await db
     .insertInto('accepted_messages')
     .values({

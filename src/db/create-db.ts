@@ -28,8 +28,20 @@ export interface DbOptions {
   applicationName?: string;
 }
 
-/** A Kysely instance with its pool, so callers can close both. */
+/** The Kysely instance onceq passes around; `db.destroy()` ends its pool. */
 export type Db = Kysely<Database>;
+
+const pools = new WeakMap<Db, pg.Pool>();
+
+/**
+ * The pg pool under a Db made by {@link createDb}. The message transaction talks to a pooled
+ * client directly to fold BEGIN and COMMIT into the statements around them.
+ */
+export function poolOf(db: Db): pg.Pool {
+  const pool = pools.get(db);
+  if (!pool) throw new Error('this Kysely instance was not made by createDb');
+  return pool;
+}
 
 /** Creates the Kysely instance. Connections open lazily; call {@link checkDatabase} to fail fast. */
 export function createDb(options: DbOptions): Db {
@@ -52,7 +64,9 @@ export function createDb(options: DbOptions): Db {
   pool.on('connect', (client) => {
     client.on('error', () => undefined);
   });
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  pools.set(db, pool);
+  return db;
 }
 
 /** Runs `select 1`; turns a connection failure into one line that says where and how to start. */
@@ -66,7 +80,8 @@ export async function checkDatabase(db: Db, url: string): Promise<void> {
 
 /** One line naming PostgreSQL, the URL (without password), the reason, and the fix. */
 export function describeDatabaseFailure(err: unknown, url: string): string {
-  const reason = err instanceof Error ? err.message || (err as { code?: string }).code : String(err);
+  const reason =
+    err instanceof Error ? err.message || (err as { code?: string }).code : String(err);
   return (
     `PostgreSQL is not reachable at ${redactUrl(url)} (${reason}); ` +
     'start it (`docker compose up -d postgres`) or set DATABASE_URL'

@@ -5,7 +5,13 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Migrator, sql, type Migration, type MigrationProvider, type MigrationResultSet } from 'kysely';
+import {
+  Migrator,
+  sql,
+  type Migration,
+  type MigrationProvider,
+  type MigrationResultSet,
+} from 'kysely';
 import pg from 'pg';
 import type { Db } from './create-db.js';
 import { describeDatabaseFailure } from './create-db.js';
@@ -66,7 +72,10 @@ export async function migrateDown(db: Db, schema: string): Promise<MigrationResu
 }
 
 /** Every known migration with the time it ran, or `undefined` when pending. */
-export async function migrationStatus(db: Db, schema: string): Promise<{ name: string; executedAt?: Date }[]> {
+export async function migrationStatus(
+  db: Db,
+  schema: string,
+): Promise<{ name: string; executedAt?: Date }[]> {
   const all = await migrator(db, schema).getMigrations();
   return all.map((m) => ({ name: m.name, executedAt: m.executedAt }));
 }

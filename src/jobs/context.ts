@@ -46,7 +46,12 @@ export function createJobContext<Data>(input: ContextInput<Data>): JobContext<Da
         .executeTakeFirst();
       return inserted !== undefined;
     },
-    async updateVersioned(table: string, id: string, expectedVersion: number, set: Record<string, unknown>) {
+    async updateVersioned(
+      table: string,
+      id: string,
+      expectedVersion: number,
+      set: Record<string, unknown>,
+    ) {
       const updated = await trx
         .updateTable(table)
         .set({ ...set, version: sql`version + 1` })

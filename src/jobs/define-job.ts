@@ -43,7 +43,11 @@ export interface JobContext<Data, DB = Database> {
    * `INSERT … ON CONFLICT (conflict) DO NOTHING`; true when the row was inserted. Ids must be
    * chosen before the first attempt (the messageId, or ids from the payload), never minted here.
    */
-  insertOnce(table: string, row: Record<string, unknown>, options?: InsertOnceOptions): Promise<boolean>;
+  insertOnce(
+    table: string,
+    row: Record<string, unknown>,
+    options?: InsertOnceOptions,
+  ): Promise<boolean>;
   /**
    * `UPDATE table SET …, version = version + 1 WHERE id = $id AND version = $expected`; returns
    * the new version. Throws `VersionConflictError` when the row has another version (or is
@@ -80,9 +84,12 @@ export function defineJob<S extends TSchema, Result>(
   spec: JobSpec<S, Result>,
 ): JobDefinition<Static<S>, Result> {
   if (!JOB_NAME.test(spec.name)) {
-    throw new TypeError(`job name "${spec.name}" must be dotted identifiers such as "ledger.transfer"`);
+    throw new TypeError(
+      `job name "${spec.name}" must be dotted identifiers such as "ledger.transfer"`,
+    );
   }
-  if (typeof spec.handle !== 'function') throw new TypeError(`job ${spec.name}: handle must be a function`);
+  if (typeof spec.handle !== 'function')
+    throw new TypeError(`job ${spec.name}: handle must be a function`);
   return Object.freeze({
     name: spec.name,
     queue: spec.queue ?? DEFAULT_QUEUE,
@@ -95,5 +102,7 @@ export function defineJob<S extends TSchema, Result>(
 export function isJobDefinition(value: unknown): value is JobDefinition {
   if (typeof value !== 'object' || value === null) return false;
   const v = value as Record<string, unknown>;
-  return typeof v.name === 'string' && typeof v.handle === 'function' && typeof v.schema === 'object';
+  return (
+    typeof v.name === 'string' && typeof v.handle === 'function' && typeof v.schema === 'object'
+  );
 }

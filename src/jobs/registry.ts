@@ -108,7 +108,9 @@ export async function importJobs(modulePath: string): Promise<JobDefinition[]> {
   for (const value of Object.values(mod)) visit(value);
   const unique = [...new Set(found)];
   if (unique.length === 0) {
-    throw new Error(`ONCEQ_JOBS=${modulePath}: the module exports no job definitions (use defineJob)`);
+    throw new Error(
+      `ONCEQ_JOBS=${modulePath}: the module exports no job definitions (use defineJob)`,
+    );
   }
   return unique;
 }

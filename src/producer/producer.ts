@@ -103,7 +103,11 @@ export function createProducer(options: ProducerOptions): Producer {
     return issued!.token;
   }
 
-  async function enqueue(name: string, data: unknown, opts: EnqueueOptions = {}): Promise<EnqueueResult> {
+  async function enqueue(
+    name: string,
+    data: unknown,
+    opts: EnqueueOptions = {},
+  ): Promise<EnqueueResult> {
     const job = options.registry.get(name);
     options.registry.validate(name, data);
     const queueName = opts.queue ?? job.queue;
@@ -140,7 +144,10 @@ export function createProducer(options: ProducerOptions): Producer {
         // Redis may have lost the token after it was accepted: PostgreSQL remembers.
         const row = await findAcceptedByToken(options.db, principal, token);
         if (!row) {
-          throw new OnceqError(ErrorCode.TokenUnknown, 'the idempotency token was never issued, has expired, or belongs to another principal');
+          throw new OnceqError(
+            ErrorCode.TokenUnknown,
+            'the idempotency token was never issued, has expired, or belongs to another principal',
+          );
         }
         if (row.fingerprint !== fingerprint) throw reusedError();
         messageId = row.message_id;
@@ -172,7 +179,15 @@ export function createProducer(options: ProducerOptions): Producer {
       delay: opts.delay,
       priority: opts.priority,
     });
-    return { jobId: jobIdFor(messageId), messageId, queue: queueName, name, token, state: 'queued', replayed };
+    return {
+      jobId: jobIdFor(messageId),
+      messageId,
+      queue: queueName,
+      name,
+      token,
+      state: 'queued',
+      replayed,
+    };
   }
 
   return {
@@ -196,12 +211,20 @@ function reusedError(): OnceqError {
 
 function checkOptions(queue: string, opts: EnqueueOptions): void {
   const fields = [];
-  if (!QUEUE_NAME.test(queue)) fields.push({ path: '/queue', message: `must be ${QUEUE_NAME_RULE}` });
+  if (!QUEUE_NAME.test(queue))
+    fields.push({ path: '/queue', message: `must be ${QUEUE_NAME_RULE}` });
   if (opts.delay !== undefined && (!Number.isSafeInteger(opts.delay) || opts.delay < 0)) {
     fields.push({ path: '/delay', message: 'must be a non-negative integer of milliseconds' });
   }
-  if (opts.priority !== undefined && (!Number.isInteger(opts.priority) || opts.priority < 0 || opts.priority > 2_097_152)) {
+  if (
+    opts.priority !== undefined &&
+    (!Number.isInteger(opts.priority) || opts.priority < 0 || opts.priority > 2_097_152)
+  ) {
     fields.push({ path: '/priority', message: 'must be an integer from 0 to 2097152' });
   }
-  if (fields.length) throw new ValidationError(`invalid enqueue options: ${fields.map((f) => `${f.path} ${f.message}`).join('; ')}`, fields);
+  if (fields.length)
+    throw new ValidationError(
+      `invalid enqueue options: ${fields.map((f) => `${f.path} ${f.message}`).join('; ')}`,
+      fields,
+    );
 }

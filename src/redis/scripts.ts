@@ -59,9 +59,9 @@ export async function runScript(
     throw new Error(`script ${name} takes ${script.numberOfKeys} keys, got ${keys.length}`);
   }
   loadScripts(redis);
-  const command = (redis as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>)[
-    script.command
-  ];
+  const command = (
+    redis as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>
+  )[script.command];
   if (!command) throw new Error(`script ${name} is not defined on this connection`);
   return command.call(redis, ...keys, ...args);
 }

@@ -11,10 +11,14 @@ import { randomBytes } from 'node:crypto';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
-import { findInboxResult, insertInbox, setInboxResult } from '../db/inbox.repository.js';
+import { createMessageTransactionRunner } from '../db/message-transaction.js';
 import { ErrorCode, NonRetryableError, OnceqError, VersionConflictError } from '../core/errors.js';
 import { envelopeProblem, type MessageEnvelope } from '../core/message.js';
-import { conflictDelayMs, DEFAULT_CONFLICT_RETRY, type ConflictRetryOptions } from '../core/retry.js';
+import {
+  conflictDelayMs,
+  DEFAULT_CONFLICT_RETRY,
+  type ConflictRetryOptions,
+} from '../core/retry.js';
 import type { DeliveryOutcome } from '../core/outcome.js';
 import type { TokenStore } from '../redis/token-store.js';
 import type { JobRegistry } from '../jobs/registry.js';
@@ -53,10 +57,12 @@ const RERUN_SQLSTATES = new Set([
   '40P01', // deadlock_detected
 ]);
 
-class DuplicateMessage extends Error {}
 class LeaseLostError extends OnceqError {
   constructor() {
-    super(ErrorCode.LeaseLost, 'the claim lease was lost before commit; another worker owns the message');
+    super(
+      ErrorCode.LeaseLost,
+      'the claim lease was lost before commit; another worker owns the message',
+    );
   }
 }
 
@@ -66,6 +72,7 @@ export function createPipeline(options: PipelineOptions) {
   const retry = options.conflictRetry ?? DEFAULT_CONFLICT_RETRY;
   const fault = options.fault ?? NO_FAULTS;
   const renewEveryMs = Math.max(250, Math.floor(leaseMs / 3));
+  const transactions = createMessageTransactionRunner(db);
   const inFlight = new Map<string, { token: string; owner: string }>();
 
   async function process(job: Job, bullToken?: string): Promise<DeliveryResult> {
@@ -82,7 +89,14 @@ export function createPipeline(options: PipelineOptions) {
 
     // Step 2: the claim.
     const owner = `${processId}:${randomBytes(6).toString('hex')}`;
-    const claim = await tokens.claim(token, { owner, leaseMs, messageId, ttlMs: tokenTtlMs });
+    let claim: Awaited<ReturnType<TokenStore['claim']>>;
+    try {
+      claim = await tokens.claim(token, { owner, leaseMs, messageId, ttlMs: tokenTtlMs });
+    } catch (err) {
+      // A token bound to another message must not run (nor replay that message's result).
+      if (err instanceof NonRetryableError) return invalid(job, err);
+      throw err;
+    }
     if (claim.status === 'done') {
       options.onOutcome?.('duplicate', job);
       return { outcome: 'duplicate', result: claim.result };
@@ -132,7 +146,10 @@ export function createPipeline(options: PipelineOptions) {
     try {
       await tokens.complete(token, { messageId, result: committed.result, ttlMs: tokenTtlMs });
     } catch (err) {
-      options.logger?.warn({ err, messageId }, 'could not mark the token done; the inbox covers it');
+      options.logger?.warn(
+        { err, messageId },
+        'could not mark the token done; the inbox covers it',
+      );
     }
     fault.at('after-done');
     options.onOutcome?.(committed.outcome, job);
@@ -149,30 +166,29 @@ export function createPipeline(options: PipelineOptions) {
     const { messageId } = envelope;
     for (let run = 1; ; run++) {
       try {
-        const result = await db.transaction().execute(async (trx) => {
-          const fresh = await insertInbox(trx, { messageId, queue: job.queueName, jobName: job.name });
-          if (!fresh) throw new DuplicateMessage();
-          const ctx = createJobContext({
-            trx,
-            data: envelope.data,
-            messageId,
-            jobName: job.name,
-            queue: job.queueName,
-            attempt: job.attemptsMade + 1,
-            run,
-          });
-          const value = (await handle(ctx)) ?? null;
-          await setInboxResult(trx, messageId, value);
-          fault.at('before-commit');
-          if (isLeaseLost()) throw new LeaseLostError();
-          return value;
-        });
-        return { outcome: 'applied', result: result };
+        const outcome = await transactions.run(
+          { messageId, queue: job.queueName, jobName: job.name },
+          (trx) =>
+            handle(
+              createJobContext({
+                trx,
+                data: envelope.data,
+                messageId,
+                jobName: job.name,
+                queue: job.queueName,
+                attempt: job.attemptsMade + 1,
+                run,
+              }),
+            ),
+          () => {
+            fault.at('before-commit');
+            if (isLeaseLost()) throw new LeaseLostError();
+          },
+        );
+        return outcome.kind === 'applied'
+          ? { outcome: 'applied', result: outcome.result ?? null }
+          : { outcome: 'duplicate', result: outcome.result };
       } catch (err) {
-        if (err instanceof DuplicateMessage) {
-          const stored = await findInboxResult(db, messageId);
-          return { outcome: 'duplicate', result: stored?.result ?? null };
-        }
         if (!isConflict(err) || run >= retry.maxRuns) {
           if (isConflict(err)) {
             throw new OnceqError(
@@ -200,7 +216,9 @@ export function createPipeline(options: PipelineOptions) {
   async function releaseAll(): Promise<number> {
     const held = [...inFlight.values()];
     inFlight.clear();
-    await Promise.all(held.map((h) => tokens.release(h.token, { owner: h.owner }).catch(() => undefined)));
+    await Promise.all(
+      held.map((h) => tokens.release(h.token, { owner: h.owner }).catch(() => undefined)),
+    );
     return held.length;
   }
 

@@ -12,6 +12,7 @@ import type { JobRegistry } from '../jobs/registry.js';
 import type { DeliveryOutcome } from '../core/outcome.js';
 import type { ConflictRetryOptions } from '../core/retry.js';
 import { createTokenStore } from '../redis/token-store.js';
+import { closeRedis } from '../redis/connection.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import type { FaultHook } from './fault-hook.js';
 
@@ -58,8 +59,14 @@ export interface OnceqWorker {
 /** Starts consuming. Resolves once every queue's worker is running. */
 export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWorker> {
   const lockDurationMs = options.lockDurationMs ?? 30_000;
+  const log = options.logger;
   const processId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-  const tokens = createTokenStore(options.redis, { prefix: options.prefix });
+  // The token store gets a connection of its own with auto-pipelining: the claims and `done`
+  // marks of concurrent deliveries issued in one tick travel in one write, which saves Redis and
+  // Node CPU per job on a busy worker.
+  const tokenRedis = options.redis.duplicate({ enableAutoPipelining: true, lazyConnect: false });
+  tokenRedis.on('error', (err) => log?.debug({ err }, 'token store connection error'));
+  const tokens = createTokenStore(tokenRedis, { prefix: options.prefix });
   const pipeline = createPipeline({
     db: options.db,
     tokens,
@@ -73,7 +80,6 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
     onOutcome: options.onOutcome,
   });
   const queues = options.queues?.length ? options.queues : options.registry.queues();
-  const log = options.logger;
 
   const workers = queues.map((queue) => {
     const worker = new Worker(queue, (job, token) => pipeline.process(job, token), {
@@ -96,7 +102,13 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
     }
     worker.on('failed', (job, err) =>
       log?.warn(
-        { jobId: job?.id, messageId: job?.data?.messageId, queue, attempts: job?.attemptsMade, err: err.message },
+        {
+          jobId: job?.id,
+          messageId: job?.data?.messageId,
+          queue,
+          attempts: job?.attemptsMade,
+          err: err.message,
+        },
         'job failed',
       ),
     );
@@ -126,6 +138,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
           log?.warn({ released }, 'shutdown bound reached; released in-flight claims');
           await Promise.all(workers.map((w) => w.close(true)));
         }
+        await closeRedis(tokenRedis);
         return { forced };
       })();
       return closing;

@@ -32,13 +32,23 @@ describe('fault: crash points and zombies', function () {
     const sent = [];
     for (let i = 0; i < transfers; i++) {
       const [from, to] = i % 2 ? [a, b] : [b, a];
-      sent.push(await stack.producer.enqueue('ledger.transfer', { fromId: from.messageId, toId: to.messageId, amount: 10 + i }));
+      sent.push(
+        await stack.producer.enqueue('ledger.transfer', {
+          fromId: from.messageId,
+          toId: to.messageId,
+          amount: 10 + i,
+        }),
+      );
     }
     return sent;
   }
 
   async function assertExactlyOnce(stack: TestStack, transfers: number) {
-    await waitFor(`all ${transfers + 2} messages applied`, async () => (await inboxCount(stack.db)) === transfers + 2, 40_000);
+    await waitFor(
+      `all ${transfers + 2} messages applied`,
+      async () => (await inboxCount(stack.db)) === transfers + 2,
+      40_000,
+    );
     const state = await assertLedgerInvariants(stack.db);
     expect(state.transfers).to.equal(transfers);
     expect(state.sumBalances).to.equal(2_000n);
@@ -60,7 +70,9 @@ describe('fault: crash points and zombies', function () {
         expect(doomed.output()).to.contain(`onceq-fault: ${point} SIGKILL`);
         const committedBeforeRestart = await inboxCount(stack.db);
         // after-commit and after-done die with the first transfer committed; the others before it.
-        expect(committedBeforeRestart).to.equal(point === 'after-commit' || point === 'after-done' ? 3 : 2);
+        expect(committedBeforeRestart).to.equal(
+          point === 'after-commit' || point === 'after-done' ? 3 : 2,
+        );
 
         const survivor = spawn(stack);
         await survivor.waitForOutput('worker started');
@@ -86,7 +98,11 @@ describe('fault: crash points and zombies', function () {
         await waitFor('zombie stopped', async () => readState(zombie.child.pid!) === 'T');
 
         const rescuer = spawn(stack);
-        await waitFor('rescuer applied the message', async () => (await inboxCount(stack.db)) === 3, 30_000);
+        await waitFor(
+          'rescuer applied the message',
+          async () => (await inboxCount(stack.db)) === 3,
+          30_000,
+        );
         await assertLedgerInvariants(stack.db);
 
         zombie.child.kill('SIGCONT');

@@ -66,7 +66,9 @@ export function spawnWorker(options: WorkerChildOptions): WorkerChild {
       if (output.includes(text)) return Promise.resolve();
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
-          reject(new Error(`timed out waiting for "${text}" from the worker; it wrote:\n${output}`));
+          reject(
+            new Error(`timed out waiting for "${text}" from the worker; it wrote:\n${output}`),
+          );
         }, timeoutMs);
         waiters.push({
           text,

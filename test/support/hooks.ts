@@ -24,7 +24,8 @@ export const mochaHooks = {
     // Give closed sockets a moment to release their handles.
     for (let i = 0; i < 50; i++) {
       if (leaked().length === 0) return;
-      await new Promise((r) => setTimeout(r, 100).unref());
+      // A ref'd timer: with only unref'd ones left, Node could exit in the middle of this hook.
+      await new Promise((r) => setTimeout(r, 100));
     }
     const left = leaked();
     if (left.length > 0) throw new Error(`tests leaked resources: ${left.join(', ')}`);

@@ -28,7 +28,9 @@ export async function assertLedgerInvariants(db: Db): Promise<LedgerState> {
            count(*)::text as n
     from accounts`.execute(db);
   const t = totals.rows[0]!;
-  expect(BigInt(t.sum_balance), 'sum of balances equals sum of opening balances').to.equal(BigInt(t.sum_opening));
+  expect(BigInt(t.sum_balance), 'sum of balances equals sum of opening balances').to.equal(
+    BigInt(t.sum_opening),
+  );
 
   const mismatched = await sql<{ id: string; balance: string; expected: string }>`
     select a.id, a.balance::text,
@@ -41,7 +43,12 @@ export async function assertLedgerInvariants(db: Db): Promise<LedgerState> {
              - coalesce((select sum(amount) from transfers where from_id = a.id), 0)`.execute(db);
   expect(mismatched.rows, 'accounts whose balance is not opening + in - out').to.deep.equal([]);
 
-  const transferCheck = await sql<{ transfers: string; applied: string; orphans: string; missing: string }>`
+  const transferCheck = await sql<{
+    transfers: string;
+    applied: string;
+    orphans: string;
+    missing: string;
+  }>`
     select
       (select count(*) from transfers)::text as transfers,
       (select count(*) from inbox where job_name = 'ledger.transfer' and result->>'status' = 'applied')::text as applied,
@@ -49,7 +56,9 @@ export async function assertLedgerInvariants(db: Db): Promise<LedgerState> {
          select 1 from inbox i where i.message_id = t.message_id
            and i.job_name = 'ledger.transfer' and i.result->>'status' = 'applied'))::text as orphans,
       (select count(*) from inbox i where i.job_name = 'ledger.transfer' and i.result->>'status' = 'applied'
-         and not exists (select 1 from transfers t where t.message_id = i.message_id))::text as missing`.execute(db);
+         and not exists (select 1 from transfers t where t.message_id = i.message_id))::text as missing`.execute(
+    db,
+  );
   const c = transferCheck.rows[0]!;
   expect(Number(c.orphans), 'transfer rows without an applied transfer message').to.equal(0);
   expect(Number(c.missing), 'applied transfer messages without a transfer row').to.equal(0);
@@ -88,13 +97,17 @@ export async function waitFor<T>(
   for (;;) {
     const value = await check();
     if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
 
 /** Number of inbox rows (applied messages). */
 export async function inboxCount(db: Db): Promise<number> {
-  const row = await db.selectFrom('inbox').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+  const row = await db
+    .selectFrom('inbox')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
   return Number(row.n);
 }

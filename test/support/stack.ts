@@ -35,7 +35,10 @@ export interface TestStackOptions {
   poolSize?: number;
 }
 
-export async function createTestStack(label: string, options: TestStackOptions = {}): Promise<TestStack> {
+export async function createTestStack(
+  label: string,
+  options: TestStackOptions = {},
+): Promise<TestStack> {
   const prefix = uniqueName(label);
   const { schema, db, drop } = await createTestSchema(label, options.poolSize ?? 10);
   const redis = testRedis();

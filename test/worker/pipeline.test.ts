@@ -10,13 +10,22 @@ import { assertLedgerInvariants, inboxCount, waitFor } from '../support/ledger.j
 import { defineJob } from '../../src/jobs/define-job.js';
 import { jobIdFor } from '../../src/core/message.js';
 import { tokenKey } from '../../src/redis/keys.js';
+import { generateToken } from '../../src/core/token.js';
 
-async function openAccount(stack: TestStack, owner: string, openingBalance: number): Promise<string> {
+async function openAccount(
+  stack: TestStack,
+  owner: string,
+  openingBalance: number,
+): Promise<string> {
   const { messageId } = await stack.producer.enqueue('account.open', { owner, openingBalance });
   return messageId;
 }
 
-async function waitApplied(stack: TestStack, messageIds: string[], timeoutMs = 30_000): Promise<void> {
+async function waitApplied(
+  stack: TestStack,
+  messageIds: string[],
+  timeoutMs = 30_000,
+): Promise<void> {
   await waitFor(
     `${messageIds.length} messages applied`,
     async () => {
@@ -47,7 +56,11 @@ describe('pipeline', function () {
       const b = await openAccount(stack, 'bob', 0);
       await waitApplied(stack, [a, b]);
 
-      const sent = await stack.producer.enqueue('ledger.transfer', { fromId: a, toId: b, amount: 250 });
+      const sent = await stack.producer.enqueue('ledger.transfer', {
+        fromId: a,
+        toId: b,
+        amount: 250,
+      });
       await waitApplied(stack, [sent.messageId]);
       const queue = stack.producer.queue('ledger');
       const first = await queue.getJob(sent.jobId);
@@ -58,9 +71,16 @@ describe('pipeline', function () {
         result: { status: 'applied', transferId: sent.messageId },
       });
 
-      const envelope = { messageId: sent.messageId, token: sent.token, data: { fromId: a, toId: b, amount: 250 } };
+      const envelope = {
+        messageId: sent.messageId,
+        token: sent.token,
+        data: { fromId: a, toId: b, amount: 250 },
+      };
       const finished = async (jobId: string) => {
-        await waitFor(`job ${jobId} completed`, async () => (await (await queue.getJob(jobId))?.isCompleted()) ?? false);
+        await waitFor(
+          `job ${jobId} completed`,
+          async () => (await (await queue.getJob(jobId))?.isCompleted()) ?? false,
+        );
         return (await queue.getJob(jobId))!.returnvalue as { outcome: string; result: unknown };
       };
 
@@ -104,11 +124,21 @@ describe('pipeline', function () {
       const transfers = await stack.db.selectFrom('transfers').selectAll().execute();
       expect(transfers).to.have.length(1);
       expect(transfers[0]!.id).to.equal(sent.messageId);
-      const balances = await stack.db.selectFrom('accounts').select(['id', 'balance', 'version']).orderBy('id').execute();
+      const balances = await stack.db
+        .selectFrom('accounts')
+        .select(['id', 'balance', 'version'])
+        .orderBy('id')
+        .execute();
       expect(balances.find((r) => r.id === a)).to.include({ balance: '750', version: 1 });
       expect(balances.find((r) => r.id === b)).to.include({ balance: '250', version: 1 });
       const dupOutcomes = stack.outcomes.filter((o) => o.messageId === sent.messageId);
-      expect(dupOutcomes.map((o) => o.outcome)).to.deep.equal(['applied', 'duplicate', 'duplicate', 'duplicate', 'duplicate']);
+      expect(dupOutcomes.map((o) => o.outcome)).to.deep.equal([
+        'applied',
+        'duplicate',
+        'duplicate',
+        'duplicate',
+        'duplicate',
+      ]);
       await assertLedgerInvariants(stack.db);
     });
   });
@@ -122,8 +152,16 @@ describe('pipeline', function () {
 
     it('makes one message and one job, and the second answer is a replay', async () => {
       const token = await stack.producer.issueToken();
-      const first = await stack.producer.enqueue('account.open', { owner: 'carol', openingBalance: 5 }, { token });
-      const again = await stack.producer.enqueue('account.open', { openingBalance: 5, owner: 'carol' }, { token });
+      const first = await stack.producer.enqueue(
+        'account.open',
+        { owner: 'carol', openingBalance: 5 },
+        { token },
+      );
+      const again = await stack.producer.enqueue(
+        'account.open',
+        { openingBalance: 5, owner: 'carol' },
+        { token },
+      );
       expect(again.messageId).to.equal(first.messageId);
       expect(again.jobId).to.equal(first.jobId);
       expect(first.replayed).to.equal(false);
@@ -145,10 +183,18 @@ describe('pipeline', function () {
 
     it('refuses the token for a different request and leaves the original untouched', async () => {
       const token = await stack.producer.issueToken();
-      const first = await stack.producer.enqueue('account.open', { owner: 'dan', openingBalance: 1 }, { token });
+      const first = await stack.producer.enqueue(
+        'account.open',
+        { owner: 'dan', openingBalance: 1 },
+        { token },
+      );
       let error: unknown;
       try {
-        await stack.producer.enqueue('account.open', { owner: 'dan', openingBalance: 2 }, { token });
+        await stack.producer.enqueue(
+          'account.open',
+          { owner: 'dan', openingBalance: 2 },
+          { token },
+        );
       } catch (err) {
         error = err;
       }
@@ -164,19 +210,38 @@ describe('pipeline', function () {
     it('refuses a token that was never issued', async () => {
       let error: unknown;
       try {
-        await stack.producer.enqueue('account.open', { owner: 'eve', openingBalance: 1 }, { token: 'oqt_' + 'A'.repeat(32) });
+        await stack.producer.enqueue(
+          'account.open',
+          { owner: 'eve', openingBalance: 1 },
+          { token: 'oqt_' + 'A'.repeat(32) },
+        );
       } catch (err) {
         error = err;
       }
       expect(error).to.have.property('code', 'idempotency_key_unknown');
-      expect(await stack.db.selectFrom('accepted_messages').selectAll().where('principal', '=', 'local').where('token', '=', 'oqt_' + 'A'.repeat(32)).execute()).to.have.length(0);
+      expect(
+        await stack.db
+          .selectFrom('accepted_messages')
+          .selectAll()
+          .where('principal', '=', 'local')
+          .where('token', '=', 'oqt_' + 'A'.repeat(32))
+          .execute(),
+      ).to.have.length(0);
     });
 
     it('answers a replay from PostgreSQL after Redis lost the token', async () => {
       const token = await stack.producer.issueToken();
-      const first = await stack.producer.enqueue('account.open', { owner: 'fay', openingBalance: 3 }, { token });
+      const first = await stack.producer.enqueue(
+        'account.open',
+        { owner: 'fay', openingBalance: 3 },
+        { token },
+      );
       await stack.redis.del(tokenKey(stack.prefix, token));
-      const again = await stack.producer.enqueue('account.open', { owner: 'fay', openingBalance: 3 }, { token });
+      const again = await stack.producer.enqueue(
+        'account.open',
+        { owner: 'fay', openingBalance: 3 },
+        { token },
+      );
       expect(again).to.include({ messageId: first.messageId, jobId: first.jobId, replayed: true });
     });
   });
@@ -198,10 +263,20 @@ describe('pipeline', function () {
       for (let i = 0; i < 200; i++) {
         const from = accounts[i % 5]!;
         const to = accounts[(i + 1 + (i % 4)) % 5]!;
-        sends.push(stack.producer.enqueue('ledger.transfer', { fromId: from, toId: to, amount: 1 + (i % 7) }));
+        sends.push(
+          stack.producer.enqueue('ledger.transfer', {
+            fromId: from,
+            toId: to,
+            amount: 1 + (i % 7),
+          }),
+        );
       }
       const sent = await Promise.all(sends);
-      await waitApplied(stack, sent.map((s) => s.messageId), 60_000);
+      await waitApplied(
+        stack,
+        sent.map((s) => s.messageId),
+        60_000,
+      );
 
       const state = await assertLedgerInvariants(stack.db);
       expect(state.transfers).to.equal(sent.length);
@@ -213,7 +288,8 @@ describe('pipeline', function () {
         updates.set(from, (updates.get(from) ?? 0) + 1);
         updates.set(to, (updates.get(to) ?? 0) + 1);
       }
-      for (const v of versions) expect(v.version, `version of ${v.id}`).to.equal(updates.get(v.id) ?? 0);
+      for (const v of versions)
+        expect(v.version, `version of ${v.id}`).to.equal(updates.get(v.id) ?? 0);
     });
   });
 
@@ -224,12 +300,21 @@ describe('pipeline', function () {
       queue: 'ledger',
       schema: Type.Object({ accountId: Type.String() }),
       async handle(ctx) {
-        await ctx.insertOnce('accounts', { id: ctx.data.accountId, owner: 'doomed', opening_balance: '1', balance: '1' });
+        await ctx.insertOnce('accounts', {
+          id: ctx.data.accountId,
+          owner: 'doomed',
+          opening_balance: '1',
+          balance: '1',
+        });
         throw new Error('handler exploded');
       },
     });
     before(async () => {
-      stack = await createTestStack('throws', { jobs: [alwaysFails], maxAttempts: 3, backoffMs: 10 });
+      stack = await createTestStack('throws', {
+        jobs: [alwaysFails],
+        maxAttempts: 3,
+        backoffMs: 10,
+      });
     });
     after(async () => stack.close());
 
@@ -237,15 +322,30 @@ describe('pipeline', function () {
       await stack.startWorker();
       const doomed = await stack.producer.enqueue('test.always-fails', { accountId: '999' });
       const fine = [];
-      for (let i = 0; i < 20; i++) fine.push((await stack.producer.enqueue('account.open', { owner: `ok-${i}`, openingBalance: i })).messageId);
+      for (let i = 0; i < 20; i++)
+        fine.push(
+          (await stack.producer.enqueue('account.open', { owner: `ok-${i}`, openingBalance: i }))
+            .messageId,
+        );
       await waitApplied(stack, fine);
       const queue = stack.producer.queue('ledger');
-      await waitFor('doomed job failed', async () => (await (await queue.getJob(doomed.jobId))?.isFailed()) ?? false);
+      await waitFor(
+        'doomed job failed',
+        async () => (await (await queue.getJob(doomed.jobId))?.isFailed()) ?? false,
+      );
       const job = (await queue.getJob(doomed.jobId))!;
       expect(job.attemptsMade).to.equal(3);
       expect(job.failedReason).to.equal('handler exploded');
-      expect(await stack.db.selectFrom('accounts').selectAll().where('id', '=', '999').execute()).to.have.length(0);
-      expect(await stack.db.selectFrom('inbox').selectAll().where('message_id', '=', doomed.messageId).execute()).to.have.length(0);
+      expect(
+        await stack.db.selectFrom('accounts').selectAll().where('id', '=', '999').execute(),
+      ).to.have.length(0);
+      expect(
+        await stack.db
+          .selectFrom('inbox')
+          .selectAll()
+          .where('message_id', '=', doomed.messageId)
+          .execute(),
+      ).to.have.length(0);
       expect(await inboxCount(stack.db)).to.equal(20);
     });
   });
@@ -260,14 +360,21 @@ describe('pipeline', function () {
     it('is refused by the producer with every failing field named, and nothing is written', async () => {
       let error: { code?: string; details?: unknown } | undefined;
       try {
-        await stack.producer.enqueue('ledger.transfer', { fromId: 12, toId: '1', amount: -5, extra: true });
+        await stack.producer.enqueue('ledger.transfer', {
+          fromId: 12,
+          toId: '1',
+          amount: -5,
+          extra: true,
+        });
       } catch (err) {
         error = err as typeof error;
       }
       expect(error?.code).to.equal('validation_failed');
       const paths = (error?.details as { path: string }[]).map((f) => f.path).sort();
       expect(paths).to.deep.equal(['/amount', '/extra', '/fromId']);
-      expect(await stack.db.selectFrom('accepted_messages').selectAll().execute()).to.have.length(0);
+      expect(await stack.db.selectFrom('accepted_messages').selectAll().execute()).to.have.length(
+        0,
+      );
     });
 
     it('fails at once in the worker, not retried, with the reason recorded', async () => {
@@ -276,20 +383,38 @@ describe('pipeline', function () {
       try {
         const bad = await queue.add(
           'ledger.transfer',
-          { messageId: '123456789', token: 'oqt_x', data: { fromId: 'abc', amount: 'lots' } },
+          {
+            messageId: '123456789',
+            token: generateToken(),
+            data: { fromId: 'abc', amount: 'lots' },
+          },
           { jobId: jobIdFor('123456789'), attempts: 5 },
         );
-        const unknown = await queue.add('no.such-job', { messageId: '123456790', token: 'oqt_y', data: {} }, { attempts: 5 });
+        const unknown = await queue.add(
+          'no.such-job',
+          { messageId: '123456790', token: generateToken(), data: {} },
+          { attempts: 5 },
+        );
         const notEnvelope = await queue.add('ledger.transfer', { hello: 'world' }, { attempts: 5 });
         for (const job of [bad, unknown, notEnvelope]) {
-          await waitFor(`job ${job.id} failed`, async () => (await (await queue.getJob(job.id!))?.isFailed()) ?? false);
+          await waitFor(
+            `job ${job.id} failed`,
+            async () => (await (await queue.getJob(job.id!))?.isFailed()) ?? false,
+          );
         }
         const failedBad = (await queue.getJob(bad.id!))!;
         expect(failedBad.attemptsMade).to.equal(1);
         expect(failedBad.failedReason).to.match(/^invalid: invalid data for job ledger.transfer: /);
-        expect(failedBad.failedReason).to.contain('/fromId').and.contain('/toId').and.contain('/amount');
-        expect((await queue.getJob(unknown.id!))!.failedReason).to.equal('invalid: unknown job "no.such-job"');
-        expect((await queue.getJob(notEnvelope.id!))!.failedReason).to.contain('envelope.messageId');
+        expect(failedBad.failedReason)
+          .to.contain('/fromId')
+          .and.contain('/toId')
+          .and.contain('/amount');
+        expect((await queue.getJob(unknown.id!))!.failedReason).to.equal(
+          'invalid: unknown job "no.such-job"',
+        );
+        expect((await queue.getJob(notEnvelope.id!))!.failedReason).to.contain(
+          'envelope.messageId',
+        );
         expect(await inboxCount(stack.db)).to.equal(0);
       } finally {
         await queue.close();

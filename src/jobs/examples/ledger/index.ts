@@ -12,15 +12,20 @@ import { CloseAccount, OpenAccount, RenameAccount, Transfer } from './schemas.js
 /** The queue all ledger jobs run on. */
 export const LEDGER_QUEUE = 'ledger';
 
-export type OpenResult = { status: 'applied'; accountId: string } | { status: 'rejected'; reason: string };
+export type OpenResult =
+  { status: 'applied'; accountId: string } | { status: 'rejected'; reason: string };
 export type RenameResult =
   | { status: 'applied'; version: number }
   | { status: 'conflict'; currentVersion: number }
   | { status: 'rejected'; reason: string };
-export type TransferResult = { status: 'applied'; transferId: string } | { status: 'rejected'; reason: string };
+export type TransferResult =
+  { status: 'applied'; transferId: string } | { status: 'rejected'; reason: string };
 export type CloseResult = { status: 'closed' } | { status: 'rejected'; reason: string };
 
-async function findAccounts(trx: Kysely<Database>, ids: string[]): Promise<Map<string, AccountRow>> {
+async function findAccounts(
+  trx: Kysely<Database>,
+  ids: string[],
+): Promise<Map<string, AccountRow>> {
   const rows = await trx.selectFrom('accounts').selectAll().where('id', 'in', ids).execute();
   return new Map(rows.map((r) => [r.id, r]));
 }
@@ -76,11 +81,15 @@ export const transfer = defineJob({
   schema: Transfer,
   async handle(ctx): Promise<TransferResult> {
     const { fromId, toId } = ctx.data;
-    if (fromId === toId) return { status: 'rejected', reason: 'cannot transfer to the same account' };
+    if (fromId === toId)
+      return { status: 'rejected', reason: 'cannot transfer to the same account' };
     const accounts = await findAccounts(ctx.trx, [fromId, toId]);
     const from = accounts.get(fromId);
     const to = accounts.get(toId);
-    for (const [id, account] of [[fromId, from], [toId, to]] as const) {
+    for (const [id, account] of [
+      [fromId, from],
+      [toId, to],
+    ] as const) {
       if (!account) return { status: 'rejected', reason: `unknown account ${id}` };
       if (account.closed_at) return { status: 'rejected', reason: `account ${id} is closed` };
     }
@@ -118,7 +127,8 @@ export const closeAccount = defineJob({
   async handle(ctx): Promise<CloseResult> {
     const account = (await findAccounts(ctx.trx, [ctx.data.accountId])).get(ctx.data.accountId);
     if (!account) return { status: 'rejected', reason: `unknown account ${ctx.data.accountId}` };
-    if (account.closed_at) return { status: 'rejected', reason: `account ${account.id} is already closed` };
+    if (account.closed_at)
+      return { status: 'rejected', reason: `account ${account.id} is already closed` };
     if (account.balance !== '0') return { status: 'rejected', reason: 'balance is not zero' };
     await ctx.updateVersioned('accounts', account.id, account.version, { closed_at: new Date() });
     return { status: 'closed' };

@@ -5,7 +5,10 @@
 import { Type } from '@sinclair/typebox';
 
 /** A 64-bit id as a decimal string. */
-export const Id = Type.String({ pattern: '^[1-9][0-9]{0,18}$', description: 'a 64-bit id as a decimal string' });
+export const Id = Type.String({
+  pattern: '^[1-9][0-9]{0,18}$',
+  description: 'a 64-bit id as a decimal string',
+});
 /** An amount in minor units. */
 export const Amount = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER });
 

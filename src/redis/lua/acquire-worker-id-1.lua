@@ -1,0 +1,40 @@
+--[[
+  Leases a snowflake worker id that no live process holds.
+
+  KEYS[1]  hash of worker ids (keys.ts workerIdsKey): field = id, value = "owner|expiresAtMs"
+  ARGV[1]  owner: non-empty, unique per process and lease
+  ARGV[2]  lease ttl in ms
+  ARGV[3]  lowest worker id of the range
+  ARGV[4]  highest worker id of the range
+  ARGV[5]  worker id to start scanning at (random, so starting processes spread over the range)
+
+  Returns
+    {1, id, expiresAtMs}  Acquired: the id was free, expired or released, and is now ours
+    {-1}                  AllLeased: every id of the range is held by an unexpired lease
+
+  Times come from Redis TIME, so the clocks of the competing processes never matter. A value
+  that cannot be parsed counts as expired. A released id may carry an empty owner and a
+  cool-down expiry (see release-worker-id-1.lua); it is free once that expiry has passed.
+]]
+local key = KEYS[1]
+local owner = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local lowest = tonumber(ARGV[3])
+local highest = tonumber(ARGV[4])
+local start = tonumber(ARGV[5])
+
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+local count = highest - lowest + 1
+for i = 0, count - 1 do
+  local id = lowest + (start - lowest + i) % count
+  local value = redis.call('HGET', key, id)
+  local expiresAt = value and tonumber(string.match(value, '|(%d+)$'))
+  if not expiresAt or expiresAt <= now then
+    local newExpiresAt = now + ttl
+    redis.call('HSET', key, id, string.format('%s|%d', owner, newExpiresAt))
+    return {1, id, newExpiresAt}
+  end
+end
+return {-1}

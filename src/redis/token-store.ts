@@ -1,0 +1,355 @@
+/**
+ * The token store: the state of each idempotency/message token in Redis, one hash per token
+ * (`keys.ts` `tokenKey`), changed only by the Lua scripts `lua/{issue,accept,claim,renew,release,
+ * complete}-1.lua`, one atomic transition each, with times from Redis `TIME`.
+ *
+ * Redis is the fast path, not the truth: a key that Redis lost is claimable and completable, and
+ * the inbox row in PostgreSQL stops a second commit. See DESIGN.md sections 2 and 3.
+ *
+ * Hash fields: `state` (issued | accepted | claimed | done), `principal`, `fp` (request
+ * fingerprint), `mid` (messageId, decimal string), `owner`, `lease` (ms epoch), `result` (JSON
+ * text), `issuedAt`, `acceptedAt`, `claimedAt`, `doneAt` (ms epoch), `claims` (claims granted).
+ *
+ * Tokens are secrets: they are in the keys, so errors coming back from ioredis (which carry the
+ * command's arguments) have the token replaced before they leave this module.
+ */
+import type { Redis } from 'ioredis';
+import { ErrorCode, OnceqError } from '../core/errors.js';
+import { generateToken, isTokenState, isWellFormedToken, type TokenState } from '../core/token.js';
+import { tokenKey } from './keys.js';
+import { runScript } from './scripts.js';
+import {
+  toTokenResult,
+  type AcceptResult,
+  type ClaimResult,
+  type CompleteResult,
+  type ReleaseResult,
+  type RenewResult,
+  type TokenOp,
+  type TokenResults,
+} from './token-codes.js';
+
+export type {
+  AcceptResult,
+  ClaimResult,
+  CompleteResult,
+  FoundState,
+  ReleaseResult,
+  RenewResult,
+} from './token-codes.js';
+export { TokenCode } from './token-codes.js';
+
+/** Most tokens one `issue` call creates. */
+export const MAX_ISSUE_COUNT = 100;
+/** Fresh tokens tried before a collision is taken for a broken random source. */
+const ISSUE_ATTEMPTS = 5;
+
+/** Options of {@link createTokenStore}. */
+export interface TokenStoreOptions {
+  /** Key prefix (`ONCEQ_PREFIX`). */
+  prefix: string;
+}
+
+/** Options of {@link TokenStore.issue}. */
+export interface IssueOptions {
+  /** Lifetime of an unused token. */
+  ttlMs: number;
+  /** How many tokens, 1 to {@link MAX_ISSUE_COUNT}. @defaultValue 1 */
+  count?: number;
+}
+
+/** A token handed to a principal. */
+export interface IssuedToken {
+  token: string;
+  /** When the unused token expires (Redis clock). */
+  expiresAt: Date;
+}
+
+/** Options of {@link TokenStore.accept}. */
+export interface AcceptOptions {
+  /** The caller; a token issued to another principal is `unknown`. */
+  principal: string;
+  /** Fingerprint of the request; the same token with another fingerprint is `reused`. */
+  fingerprint: string;
+  /** A freshly minted messageId, kept only if this is the token's first use. */
+  messageId: string;
+  /** The accepted token's state lives at least this long. */
+  ttlMs: number;
+}
+
+/** Options of {@link TokenStore.claim}. */
+export interface ClaimOptions {
+  /** Unique per delivery attempt: two attempts of one worker must not share a lease. */
+  owner: string;
+  /** Lease length; no shorter than BullMQ's job lock. */
+  leaseMs: number;
+  /** The messageId the job carries; a token bound to another one throws `TokenMismatchError`. */
+  messageId: string;
+  /** The key lives at least this long (and at least `leaseMs`) after the claim. */
+  ttlMs: number;
+}
+
+/** Options of {@link TokenStore.renew}. */
+export interface RenewOptions {
+  owner: string;
+  /** New lease length, from now. */
+  leaseMs: number;
+}
+
+/** Options of {@link TokenStore.release}. */
+export interface ReleaseOptions {
+  owner: string;
+}
+
+/** Options of {@link TokenStore.complete}. */
+export interface CompleteOptions {
+  /** The messageId whose effect committed. */
+  messageId: string;
+  /** The handler's result: stored as JSON (`undefined` is stored as `null`). */
+  result: unknown;
+  /** The `done` marker lives at least this long. */
+  ttlMs: number;
+}
+
+/** The stored state of a token, as {@link TokenStore.inspect} reads it. */
+export interface TokenSnapshot {
+  state: TokenState;
+  principal: string | undefined;
+  fingerprint: string | undefined;
+  messageId: string | undefined;
+  owner: string | undefined;
+  /** End of the current lease, ms since the epoch (Redis clock). */
+  leaseUntil: number | undefined;
+  /** The stored result, parsed; `undefined` unless `done`. */
+  result: unknown;
+  issuedAt: number | undefined;
+  acceptedAt: number | undefined;
+  claimedAt: number | undefined;
+  doneAt: number | undefined;
+  /** Claims granted so far (takeovers included). */
+  claims: number;
+  /** Time to live left in ms; `undefined` if the key has no expiry (never made by the scripts). */
+  ttlMs: number | undefined;
+}
+
+/** The token state machine. Every method is one atomic Redis script (or one MULTI for inspect). */
+export interface TokenStore {
+  /**
+   * Issues `count` fresh tokens bound to `principal`, in state `issued`.
+   * @throws RangeError on a bad principal, ttl or count.
+   */
+  issue(principal: string, options: IssueOptions): Promise<IssuedToken[]>;
+  /**
+   * Binds the token to a request: `accepted` on first use, `replay` for the same fingerprint
+   * again (the first `messageId`), `reused` for another fingerprint, `unknown` when the token was
+   * never issued, has expired, or is another principal's. Extends the TTL to at least `ttlMs`
+   * on first use.
+   */
+  accept(token: string, options: AcceptOptions): Promise<AcceptResult>;
+  /**
+   * Takes the lease on the message: `claimed` (also when the key is missing, an expired lease is
+   * taken over, or this owner claims again), `done` with the stored result, or `busy` until the
+   * other owner's lease ends.
+   * @throws TokenMismatchError when the token is bound to another messageId.
+   */
+  claim(token: string, options: ClaimOptions): Promise<ClaimResult>;
+  /** Extends this owner's lease; `lost` when the claim is no longer this owner's. */
+  renew(token: string, options: RenewOptions): Promise<RenewResult>;
+  /** Gives this owner's claim back (state `accepted`); `not_owner` otherwise. */
+  release(token: string, options: ReleaseOptions): Promise<ReleaseResult>;
+  /**
+   * Marks the message `done` with its result, whoever holds the lease (the PostgreSQL commit is
+   * the truth), recreating the key if Redis lost it; `already_done` keeps the first result.
+   * @throws TokenMismatchError when the token is bound to another messageId.
+   */
+  complete(token: string, options: CompleteOptions): Promise<CompleteResult>;
+  /** The token's stored state, or `undefined` when Redis has no such key. */
+  inspect(token: string): Promise<TokenSnapshot | undefined>;
+}
+
+/**
+ * Creates the token store over a connection (not closed by the store).
+ * Every method throws `OnceqError` with `ErrorCode.TokenMalformed` for a token that is not of
+ * the `oqt_` form, before touching Redis.
+ */
+export function createTokenStore(redis: Redis, options: TokenStoreOptions): TokenStore {
+  const { prefix } = options;
+
+  async function run<Op extends TokenOp>(
+    op: Op,
+    token: string,
+    args: (string | number)[],
+    messageId?: string,
+  ): Promise<TokenResults[Op]> {
+    let reply: unknown;
+    try {
+      reply = await runScript(redis, op, [tokenKey(prefix, token)], args);
+    } catch (err) {
+      throw redacted(err, token, op);
+    }
+    return toTokenResult(op, reply, messageId);
+  }
+
+  async function issueOne(principal: string, ttlMs: number): Promise<IssuedToken> {
+    for (let attempt = 0; attempt < ISSUE_ATTEMPTS; attempt++) {
+      const token = generateToken();
+      const reply = await run('issue', token, [principal, ttlMs]);
+      if (reply.status === 'issued') return { token, expiresAt: new Date(reply.expiresAt) };
+    }
+    // 192 random bits do not collide; repeated collisions mean the random source is broken.
+    throw new OnceqError(
+      ErrorCode.ScriptFailed,
+      `${ISSUE_ATTEMPTS} fresh tokens in a row collided with existing ones`,
+    );
+  }
+
+  return {
+    async issue(principal, { ttlMs, count = 1 }) {
+      nonEmpty('principal', principal);
+      positiveInt('ttlMs', ttlMs);
+      if (!Number.isSafeInteger(count) || count < 1 || count > MAX_ISSUE_COUNT) {
+        throw new RangeError(`count must be an integer from 1 to ${MAX_ISSUE_COUNT}`);
+      }
+      // Sent together, the scripts go out in one round trip, like a pipeline.
+      return Promise.all(Array.from({ length: count }, () => issueOne(principal, ttlMs)));
+    },
+
+    async accept(token, { principal, fingerprint, messageId, ttlMs }) {
+      checkToken(token);
+      nonEmpty('principal', principal);
+      nonEmpty('fingerprint', fingerprint);
+      decimalId(messageId);
+      positiveInt('ttlMs', ttlMs);
+      return run('accept', token, [principal, fingerprint, messageId, ttlMs]);
+    },
+
+    async claim(token, { owner, leaseMs, messageId, ttlMs }) {
+      checkToken(token);
+      nonEmpty('owner', owner);
+      positiveInt('leaseMs', leaseMs);
+      decimalId(messageId);
+      positiveInt('ttlMs', ttlMs);
+      return run('claim', token, [owner, leaseMs, messageId, ttlMs], messageId);
+    },
+
+    async renew(token, { owner, leaseMs }) {
+      checkToken(token);
+      nonEmpty('owner', owner);
+      positiveInt('leaseMs', leaseMs);
+      return run('renew', token, [owner, leaseMs]);
+    },
+
+    async release(token, { owner }) {
+      checkToken(token);
+      nonEmpty('owner', owner);
+      return run('release', token, [owner]);
+    },
+
+    async complete(token, { messageId, result, ttlMs }) {
+      checkToken(token);
+      decimalId(messageId);
+      positiveInt('ttlMs', ttlMs);
+      const json = JSON.stringify(result) ?? 'null';
+      return run('complete', token, [messageId, json, ttlMs], messageId);
+    },
+
+    async inspect(token) {
+      checkToken(token);
+      const key = tokenKey(prefix, token);
+      let replies: [Error | null, unknown][] | null;
+      try {
+        replies = await redis.multi().hgetall(key).pttl(key).exec();
+      } catch (err) {
+        throw redacted(err, token, 'inspect');
+      }
+      const [[hashErr, hash] = [null, undefined], [ttlErr, pttl] = [null, undefined]] =
+        replies ?? [];
+      if (hashErr || ttlErr) throw redacted(hashErr ?? ttlErr, token, 'inspect');
+      return toSnapshot(hash, pttl);
+    },
+  };
+}
+
+function toSnapshot(hash: unknown, pttl: unknown): TokenSnapshot | undefined {
+  if (typeof hash !== 'object' || hash === null) return undefined;
+  const h = hash as Record<string, string | undefined>;
+  if (Object.keys(h).length === 0) return undefined;
+  if (!isTokenState(h.state)) {
+    throw new OnceqError(ErrorCode.ScriptFailed, 'a token hash has no valid state', {
+      details: { state: h.state },
+    });
+  }
+  const num = (value: string | undefined): number | undefined =>
+    value === undefined || value === '' ? undefined : Number(value);
+  let result: unknown;
+  if (h.result !== undefined) {
+    try {
+      result = JSON.parse(h.result) as unknown;
+    } catch (cause) {
+      throw new OnceqError(ErrorCode.ScriptFailed, 'a token hash holds a result that is not JSON', {
+        cause,
+      });
+    }
+  }
+  return {
+    state: h.state,
+    principal: h.principal,
+    fingerprint: h.fp,
+    messageId: h.mid,
+    owner: h.owner,
+    leaseUntil: num(h.lease),
+    result,
+    issuedAt: num(h.issuedAt),
+    acceptedAt: num(h.acceptedAt),
+    claimedAt: num(h.claimedAt),
+    doneAt: num(h.doneAt),
+    claims: num(h.claims) ?? 0,
+    ttlMs: typeof pttl === 'number' && pttl >= 0 ? pttl : undefined,
+  };
+}
+
+function checkToken(token: string): void {
+  if (!isWellFormedToken(token)) {
+    // The value itself stays out of the message: it may be a real token with a typo.
+    throw new OnceqError(ErrorCode.TokenMalformed, 'the token is not a well-formed onceq token');
+  }
+}
+
+function nonEmpty(name: string, value: string): void {
+  if (typeof value !== 'string' || value === '')
+    throw new RangeError(`${name} must be a non-empty string`);
+}
+
+function positiveInt(name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`${name} must be a positive integer number of milliseconds`);
+  }
+}
+
+function decimalId(value: string): void {
+  if (typeof value !== 'string' || !/^\d{1,20}$/.test(value)) {
+    throw new RangeError('messageId must be a decimal string');
+  }
+}
+
+/**
+ * ioredis attaches `command: {name, args}` to errors, and the key in the args holds the token.
+ * Replace it there and in the message; turn a script error into `ScriptFailed`, keeping the
+ * cause. Connection errors keep their class so that callers can still tell them apart.
+ */
+function redacted(err: unknown, token: string, op: string): unknown {
+  if (!(err instanceof Error)) return err;
+  const hide = (s: string): string => s.split(token).join('oqt_<redacted>');
+  err.message = hide(err.message);
+  if (err.stack) err.stack = hide(err.stack);
+  const command = (err as { command?: { args?: unknown } }).command;
+  if (command && Array.isArray(command.args)) {
+    command.args = command.args.map((a: unknown) => (typeof a === 'string' ? hide(a) : a));
+  }
+  if (err.name === 'ReplyError') {
+    return new OnceqError(ErrorCode.ScriptFailed, `token script ${op} failed: ${err.message}`, {
+      cause: err,
+    });
+  }
+  return err;
+}

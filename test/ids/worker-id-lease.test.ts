@@ -1,0 +1,326 @@
+/**
+ * The worker-id lease and the id service, against the real Redis. Each test has its own prefix;
+ * "another process" is a second lease with its own owner (on its own connection where the test
+ * is about one process losing Redis), and a crash or a pause is a closed connection or a blocked
+ * event loop, never a mock.
+ */
+import { expect } from 'chai';
+import type { Redis } from 'ioredis';
+import {
+  ErrorCode,
+  IdGeneratorStoppedError,
+  OnceqError,
+  WorkerIdUnavailableError,
+} from '../../src/core/errors.js';
+import { decodeSnowflake } from '../../src/core/snowflake.js';
+import { createIdService, type IdService } from '../../src/ids/id-service.js';
+import { WORKER_ID_MAX, WORKER_ID_MIN } from '../../src/ids/snowflake-generator.js';
+import {
+  acquireWorkerId,
+  workerIdScriptResult,
+  type WorkerIdLease,
+  type WorkerIdLeaseOptions,
+  type WorkerIdLostEvent,
+} from '../../src/ids/worker-id-lease.js';
+import { closeRedis } from '../../src/redis/connection.js';
+import { workerIdsKey } from '../../src/redis/keys.js';
+import { deletePrefix, testRedis, uniqueName } from '../support/env.js';
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Closes a connection and waits for its socket to go: QUIT's reply comes before the close. */
+async function closeFully(connection: Redis): Promise<void> {
+  if (connection.status === 'end') return;
+  const ended = new Promise<void>((resolve) => connection.once('end', () => resolve()));
+  await closeRedis(connection);
+  await ended;
+}
+
+/** Blocks the whole event loop, as a long GC pause or a SIGSTOP would: no timer can fire. */
+function freezeProcess(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+describe('worker-id lease', () => {
+  let redis: Redis;
+  let prefix: string;
+  let leases: WorkerIdLease[];
+  let services: IdService[];
+  let extraConnections: Redis[];
+
+  before(async () => {
+    redis = testRedis();
+    await redis.connect();
+  });
+
+  after(async () => {
+    await closeFully(redis);
+  });
+
+  beforeEach(function () {
+    prefix = uniqueName(this.currentTest?.title.slice(0, 20) ?? 'lease');
+    leases = [];
+    services = [];
+    extraConnections = [];
+  });
+
+  afterEach(async () => {
+    await Promise.all([...leases.map((l) => l.close()), ...services.map((s) => s.close())]);
+    await Promise.all(extraConnections.map((c) => closeFully(c)));
+    await deletePrefix(redis, prefix);
+  });
+
+  async function acquire(
+    options: Partial<WorkerIdLeaseOptions> = {},
+    connection: Redis = redis,
+  ): Promise<WorkerIdLease> {
+    const lease = await acquireWorkerId(connection, { prefix, ...options });
+    leases.push(lease);
+    return lease;
+  }
+
+  async function connection(): Promise<Redis> {
+    const c = testRedis();
+    extraConnections.push(c);
+    await c.connect();
+    return c;
+  }
+
+  async function entry(workerId: number): Promise<{ owner: string; expiresAtMs: number } | null> {
+    const value = await redis.hget(workerIdsKey(prefix), String(workerId));
+    if (value === null) return null;
+    const cut = value.lastIndexOf('|');
+    return { owner: value.slice(0, cut), expiresAtMs: Number(value.slice(cut + 1)) };
+  }
+
+  async function redisNowMs(): Promise<number> {
+    const [s, us] = await redis.time();
+    return Number(s) * 1000 + Math.floor(Number(us) / 1000);
+  }
+
+  it('gives concurrent acquirers distinct ids, each recorded under its owner', async () => {
+    const all = await Promise.all(Array.from({ length: 25 }, () => acquire()));
+    const ids = all.map((l) => l.workerId);
+    expect(new Set(ids).size).to.equal(25);
+    for (const lease of all) {
+      expect(lease.workerId).to.be.within(WORKER_ID_MIN, WORKER_ID_MAX);
+      expect(lease.isValid()).to.equal(true);
+      const stored = await entry(lease.workerId);
+      expect(stored?.owner).to.equal(lease.owner);
+      expect(stored?.expiresAtMs).to.equal(lease.expiresAtMs);
+    }
+    expect(await redis.hlen(workerIdsKey(prefix))).to.equal(25);
+  });
+
+  it('throws WorkerIdUnavailableError when every id of the range is leased', async () => {
+    const held = await Promise.all([1, 2, 3].map(() => acquire({ maxWorkerId: 3 })));
+    expect(held.map((l) => l.workerId).sort()).to.deep.equal([1, 2, 3]);
+    let error: unknown;
+    try {
+      await acquire({ maxWorkerId: 3 });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).to.be.instanceOf(WorkerIdUnavailableError);
+    expect((error as WorkerIdUnavailableError).code).to.equal(ErrorCode.WorkerIdUnavailable);
+    expect((error as Error).message).to.contain(
+      `all 3 worker ids are leased under prefix ${prefix}`,
+    );
+    // The failed attempt changed nobody's lease.
+    for (const lease of held) expect((await entry(lease.workerId))?.owner).to.equal(lease.owner);
+  });
+
+  it('keeps a lease alive past its ttl through the heartbeat', async () => {
+    const lease = await acquire({ maxWorkerId: 1, ttlMs: 300 });
+    const firstExpiry = lease.expiresAtMs;
+    await sleep(1_000);
+    expect(lease.isValid()).to.equal(true);
+    expect(lease.expiresAtMs).to.be.greaterThan(firstExpiry + 500);
+    expect((await entry(1))?.expiresAtMs).to.be.greaterThan(await redisNowMs());
+    let error: unknown;
+    await acquire({ maxWorkerId: 1 }).catch((err: unknown) => (error = err));
+    expect(error).to.be.instanceOf(WorkerIdUnavailableError);
+  });
+
+  it('lets a lease whose renewals fail lapse at its local expiry; the id is then reclaimable', async () => {
+    const errors: unknown[] = [];
+    const lost: WorkerIdLostEvent[] = [];
+    const crashing = await connection();
+    const a = await acquire(
+      {
+        maxWorkerId: 1,
+        ttlMs: 400,
+        onError: (err) => errors.push(err),
+        onLost: (e) => lost.push(e),
+      },
+      crashing,
+    );
+    crashing.disconnect(); // Redis is gone for this process: every renewal now fails
+    await sleep(150);
+    expect(a.isValid()).to.equal(true); // still inside ttl - safety margin
+    expect(await entry(1)).to.not.equal(null);
+    await sleep(400);
+    expect(a.isValid()).to.equal(false); // lapsed locally, without any answer from Redis
+    expect(errors.length).to.be.greaterThan(0);
+    expect(lost).to.deep.equal([]); // nobody said it was taken: it lapsed
+
+    const b = await acquire({ maxWorkerId: 1 });
+    expect(b.workerId).to.equal(1);
+    expect((await entry(1))?.owner).to.equal(b.owner);
+  });
+
+  it('close() stops the heartbeat and releases the id, after a cool-down', async () => {
+    const a = await acquire({ maxWorkerId: 1, releaseCooldownMs: 400 });
+    await a.close();
+    expect(a.isValid()).to.equal(false);
+    expect(await a.renew()).to.equal(false);
+    const stored = await entry(1);
+    expect(stored?.owner).to.equal(''); // released: nobody's
+    let error: unknown;
+    await acquire({ maxWorkerId: 1 }).catch((err: unknown) => (error = err));
+    expect(error, 'reacquired during the cool-down').to.be.instanceOf(WorkerIdUnavailableError);
+    await sleep(450);
+    const b = await acquire({ maxWorkerId: 1 });
+    expect(b.workerId).to.equal(1);
+
+    const c = await acquire({ maxWorkerId: 2, releaseCooldownMs: 0 });
+    expect(c.workerId).to.equal(2);
+    await c.close();
+    expect(await entry(2)).to.equal(null);
+    const d = await acquire({ maxWorkerId: 2 });
+    expect(d.workerId).to.equal(2);
+  });
+
+  it('marks a lease invalid and calls onLost when its id was taken over while it was paused', async () => {
+    const lost: WorkerIdLostEvent[] = [];
+    const a = await acquire({
+      maxWorkerId: 1,
+      ttlMs: 300,
+      heartbeatMs: 200,
+      onLost: (e) => lost.push(e),
+    });
+    freezeProcess(450); // a's heartbeat cannot run; its lease expires in Redis meanwhile
+    const b = await acquire({ maxWorkerId: 1 }); // another process reclaims the expired id
+    expect(b.workerId).to.equal(a.workerId);
+
+    expect(await a.renew()).to.equal(false);
+    expect(a.isValid()).to.equal(false);
+    expect(lost).to.deep.equal([{ workerId: 1, prefix, owner: a.owner, reason: 'taken' }]);
+    // The loser's close() must not release the winner's lease.
+    await a.close();
+    expect((await entry(1))?.owner).to.equal(b.owner);
+    expect(b.isValid()).to.equal(true);
+  });
+
+  it('calls onLost with "gone" when its entry was deleted', async () => {
+    const lost: WorkerIdLostEvent[] = [];
+    const a = await acquire({ onLost: (e) => lost.push(e) });
+    await redis.hdel(workerIdsKey(prefix), String(a.workerId));
+    expect(await a.renew()).to.equal(false);
+    expect(a.isValid()).to.equal(false);
+    expect(lost.map((e) => e.reason)).to.deep.equal(['gone']);
+  });
+
+  it('renews a lapsed lease that nobody took: no one else can have minted with it', async () => {
+    const a = await acquire({ maxWorkerId: 1, ttlMs: 200, heartbeatMs: 150 });
+    freezeProcess(300);
+    expect(a.isValid()).to.equal(false);
+    expect(await a.renew()).to.equal(true);
+    expect(a.isValid()).to.equal(true);
+    expect((await entry(1))?.owner).to.equal(a.owner);
+  });
+
+  it('does not keep the process alive with its heartbeat timer', async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    await sleep(1); // let mocha arm its own (ref'd) timeout timer for this test first
+    const before = timers();
+    await acquire({ ttlMs: 60_000 });
+    expect(timers()).to.equal(before);
+  });
+
+  it('maps script replies in one place and rejects unknown ones', () => {
+    const context = { prefix: 'p', count: 3 };
+    expect(workerIdScriptResult([1, 7, 99], context)).to.deep.equal({
+      kind: 'acquired',
+      workerId: 7,
+      expiresAtMs: 99,
+    });
+    expect(workerIdScriptResult([-3], context)).to.deep.equal({
+      kind: 'not-held',
+      reason: 'taken',
+    });
+    expect(() => workerIdScriptResult([-1], context)).to.throw(
+      WorkerIdUnavailableError,
+      /all 3 worker ids/,
+    );
+    for (const reply of [[42], 'OK', null, [1, 'x']]) {
+      let error: unknown;
+      try {
+        workerIdScriptResult(reply, context);
+      } catch (err) {
+        error = err;
+      }
+      expect(error, JSON.stringify(reply)).to.be.instanceOf(OnceqError);
+      expect((error as OnceqError).code).to.equal(ErrorCode.ScriptFailed);
+    }
+  });
+
+  it('rejects option values that would make the lease unsafe', async () => {
+    for (const options of [
+      { ttlMs: 300, heartbeatMs: 300 },
+      { maxWorkerId: 1023 },
+      { maxWorkerId: 0 },
+      { ttlMs: 0 },
+    ]) {
+      let error: unknown;
+      await acquire(options).catch((err: unknown) => (error = err));
+      expect(error, JSON.stringify(options)).to.be.instanceOf(RangeError);
+    }
+    expect(await redis.exists(workerIdsKey(prefix))).to.equal(0);
+  });
+
+  describe('createIdService', () => {
+    async function service(options: Partial<WorkerIdLeaseOptions> = {}): Promise<IdService> {
+      const s = await createIdService(redis, { prefix, ...options });
+      services.push(s);
+      return s;
+    }
+
+    it('mints increasing ids stamped with the leased worker id', async () => {
+      const [s1, s2] = await Promise.all([service(), service()]);
+      expect(s1.workerId).to.not.equal(s2.workerId);
+      const ids = Array.from({ length: 1000 }, (_, i) => (i % 2 ? s1 : s2).nextId());
+      expect(new Set(ids).size).to.equal(1000);
+      for (const s of [s1, s2]) {
+        const own = ids.filter((id) => decodeSnowflake(id).workerId === s.workerId);
+        expect(own.length).to.equal(500);
+        for (let i = 1; i < own.length; i++)
+          expect(BigInt(own[i]!) > BigInt(own[i - 1]!)).to.equal(true);
+      }
+    });
+
+    it('stops minting when its worker id is taken over by another owner', async () => {
+      const lost: WorkerIdLostEvent[] = [];
+      const s = await service({ onLost: (e) => lost.push(e) });
+      s.nextId();
+      // Another process now holds the id (as after a pause past the ttl).
+      await redis.hset(
+        workerIdsKey(prefix),
+        String(s.workerId),
+        `someone-else|${(await redisNowMs()) + 60_000}`,
+      );
+      await s.lease.renew();
+      expect(lost.map((e) => e.reason)).to.deep.equal(['taken']);
+      expect(() => s.nextId()).to.throw(IdGeneratorStoppedError);
+      expect((await entry(s.workerId))?.owner).to.equal('someone-else');
+    });
+
+    it('stops minting at close() and releases the worker id', async () => {
+      const s = await service({ releaseCooldownMs: 0 });
+      s.nextId();
+      await s.close();
+      expect(() => s.nextId()).to.throw(IdGeneratorStoppedError);
+      expect(await entry(s.workerId)).to.equal(null);
+    });
+  });
+});
