@@ -31,17 +31,6 @@ export interface DbOptions {
 /** The Kysely instance onceq passes around; `db.destroy()` ends its pool. */
 export type Db = Kysely<Database>;
 
-const pools = new WeakMap<Db, pg.Pool>();
-
-/**
- * The pg pool under a Db made by {@link createDb}. The message transaction talks to a pooled
- * client directly to fold BEGIN and COMMIT into the statements around them.
- */
-export function poolOf(db: Db): pg.Pool {
-  const pool = pools.get(db);
-  if (!pool) throw new Error('this Kysely instance was not made by createDb');
-  return pool;
-}
 
 /** Creates the Kysely instance. Connections open lazily; call {@link checkDatabase} to fail fast. */
 export function createDb(options: DbOptions): Db {
@@ -64,9 +53,40 @@ export function createDb(options: DbOptions): Db {
   pool.on('connect', (client) => {
     client.on('error', () => undefined);
   });
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-  pools.set(db, pool);
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: multiStatementPool(pool) }) });
   return db;
+}
+
+/**
+ * The pool as Kysely sees it. A simple-protocol query with several statements makes pg answer
+ * with an array of results, which Kysely cannot read; this wrapper hands Kysely the last one.
+ * That lets `sql.raw('BEGIN; INSERT … RETURNING …')` travel as one round trip and still return
+ * its rows (see db/message-transaction.ts). Single statements pass through untouched.
+ */
+function multiStatementPool(pool: pg.Pool): pg.Pool {
+  const wrappers = new WeakMap<pg.PoolClient, pg.PoolClient>();
+  const wrap = (client: pg.PoolClient): pg.PoolClient => {
+    let wrapper = wrappers.get(client);
+    if (!wrapper) {
+      const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+      wrapper = Object.create(client, {
+        query: {
+          value: (...args: unknown[]) => {
+            const result = query(...args);
+            if (!(result instanceof Promise)) return result;
+            return result.then((r: unknown) => (Array.isArray(r) ? r[r.length - 1] : r));
+          },
+        },
+        release: { value: (err?: Error | boolean) => client.release(err) },
+      }) as pg.PoolClient;
+      wrappers.set(client, wrapper);
+    }
+    return wrapper;
+  };
+  return {
+    connect: async () => wrap(await pool.connect()),
+    end: () => pool.end(),
+  } as unknown as pg.Pool;
 }
 
 /** Runs `select 1`; turns a connection failure into one line that says where and how to start. */

@@ -7,11 +7,10 @@
  * Every step is safe to repeat and every crash between two steps is covered by the next
  * delivery (see the crash table in DESIGN.md). PostgreSQL is the truth; Redis is the fast path.
  */
-import { randomBytes } from 'node:crypto';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
-import { createMessageTransactionRunner } from '../db/message-transaction.js';
+import { runMessageTransaction } from '../db/message-transaction.js';
 import { ErrorCode, NonRetryableError, OnceqError, VersionConflictError } from '../core/errors.js';
 import { envelopeProblem, type MessageEnvelope } from '../core/message.js';
 import {
@@ -72,7 +71,8 @@ export function createPipeline(options: PipelineOptions) {
   const retry = options.conflictRetry ?? DEFAULT_CONFLICT_RETRY;
   const fault = options.fault ?? NO_FAULTS;
   const renewEveryMs = Math.max(250, Math.floor(leaseMs / 3));
-  const transactions = createMessageTransactionRunner(db);
+  // Owners must be unique per delivery; the process id is already unique per process.
+  let deliveries = 0;
   const inFlight = new Map<string, { token: string; owner: string }>();
 
   async function process(job: Job, bullToken?: string): Promise<DeliveryResult> {
@@ -88,7 +88,7 @@ export function createPipeline(options: PipelineOptions) {
     const definition = registry.get(job.name);
 
     // Step 2: the claim.
-    const owner = `${processId}:${randomBytes(6).toString('hex')}`;
+    const owner = `${processId}:${++deliveries}`;
     let claim: Awaited<ReturnType<TokenStore['claim']>>;
     try {
       claim = await tokens.claim(token, { owner, leaseMs, messageId, ttlMs: tokenTtlMs });
@@ -166,7 +166,8 @@ export function createPipeline(options: PipelineOptions) {
     const { messageId } = envelope;
     for (let run = 1; ; run++) {
       try {
-        const outcome = await transactions.run(
+        const outcome = await runMessageTransaction(
+          db,
           { messageId, queue: job.queueName, jobName: job.name },
           (trx) =>
             handle(

@@ -1,0 +1,128 @@
+/**
+ * The message transaction on a real PostgreSQL: the inbox fence, rollback on every failure, and
+ * the SQL literals it builds by hand.
+ */
+import { expect } from 'chai';
+import { sql } from 'kysely';
+import { createTestSchema, type TestSchema } from '../support/env.js';
+import { literal, runMessageTransaction } from '../../src/db/message-transaction.js';
+
+describe('message transaction', () => {
+  let t: TestSchema;
+  before(async () => {
+    t = await createTestSchema('msgtx');
+  });
+  after(async () => t.drop());
+
+  const key = (messageId: string) => ({ messageId, queue: "q'ueue", jobName: 'job\\name' });
+  const account = (id: string) => ({ id, owner: 'o', opening_balance: '5', balance: '5' });
+
+  it('commits the effect with the inbox row and its result', async () => {
+    const out = await runMessageTransaction(t.db, key('1001'), async (trx) => {
+      await trx.insertInto('accounts').values(account('1001')).execute();
+      return { status: 'applied', note: "it's \\ fine" };
+    });
+    expect(out).to.deep.equal({ kind: 'applied', result: { status: 'applied', note: "it's \\ fine" } });
+    const inbox = await t.db.selectFrom('inbox').selectAll().where('message_id', '=', '1001').executeTakeFirstOrThrow();
+    expect(inbox).to.include({ queue: "q'ueue", job_name: 'job\\name' });
+    expect(inbox.result).to.deep.equal({ status: 'applied', note: "it's \\ fine" });
+  });
+
+  it('returns the stored result for a message already in the inbox, running nothing', async () => {
+    let ran = false;
+    const out = await runMessageTransaction(t.db, key('1001'), async () => {
+      ran = true;
+      return 'second';
+    });
+    expect(ran).to.equal(false);
+    expect(out).to.deep.equal({ kind: 'duplicate', result: { status: 'applied', note: "it's \\ fine" } });
+  });
+
+  it('rolls back the effect and the inbox row when the handler throws', async () => {
+    let error: unknown;
+    try {
+      await runMessageTransaction(t.db, key('1002'), async (trx) => {
+        await trx.insertInto('accounts').values(account('1002')).execute();
+        throw new Error('boom');
+      });
+    } catch (err) {
+      error = err;
+    }
+    expect((error as Error).message).to.equal('boom');
+    expect(await t.db.selectFrom('accounts').selectAll().where('id', '=', '1002').execute()).to.have.length(0);
+    expect(await t.db.selectFrom('inbox').selectAll().where('message_id', '=', '1002').execute()).to.have.length(0);
+  });
+
+  it('rolls back when beforeCommit throws (a lost lease)', async () => {
+    let error: unknown;
+    try {
+      await runMessageTransaction(
+        t.db,
+        key('1003'),
+        async (trx) => {
+          await trx.insertInto('accounts').values(account('1003')).execute();
+          return 'x';
+        },
+        () => {
+          throw new Error('lease lost');
+        },
+      );
+    } catch (err) {
+      error = err;
+    }
+    expect((error as Error).message).to.equal('lease lost');
+    expect(await t.db.selectFrom('inbox').selectAll().where('message_id', '=', '1003').execute()).to.have.length(0);
+    expect(await t.db.selectFrom('accounts').selectAll().where('id', '=', '1003').execute()).to.have.length(0);
+  });
+
+  it('makes a concurrent second transaction wait on the uncommitted row, then see a duplicate', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let firstInside!: () => void;
+    const inside = new Promise<void>((r) => (firstInside = r));
+    const first = runMessageTransaction(t.db, key('1004'), async (trx) => {
+      await trx.insertInto('accounts').values(account('1004')).execute();
+      firstInside();
+      await gate;
+      return 'first';
+    });
+    await inside;
+    let secondRan = false;
+    const second = runMessageTransaction(t.db, key('1004'), async () => {
+      secondRan = true;
+      return 'second';
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    release();
+    expect(await first).to.deep.equal({ kind: 'applied', result: 'first' });
+    expect(await second).to.deep.equal({ kind: 'duplicate', result: 'first' });
+    expect(secondRan).to.equal(false);
+    expect(await t.db.selectFrom('accounts').selectAll().where('id', '=', '1004').execute()).to.have.length(1);
+  });
+
+  it('leaves no connection inside a transaction afterwards', async () => {
+    const open = await sql<{ n: string }>`
+      select count(*)::text as n from pg_stat_activity
+      where datname = current_database() and state like 'idle in transaction%'
+        and application_name = 'onceq-test'`.execute(t.db);
+    expect(open.rows[0]!.n).to.equal('0');
+  });
+
+  it('refuses a message id that is not a decimal snowflake', async () => {
+    let error: unknown;
+    try {
+      await runMessageTransaction(t.db, key('1; drop table inbox'), async () => 'x');
+    } catch (err) {
+      error = err;
+    }
+    expect(error).to.be.instanceOf(RangeError);
+  });
+
+  it('writes literals PostgreSQL reads back unchanged', async () => {
+    const samples = ['plain', "it's", 'back\\slash', "both\\'q", '{"a":"x\\\\y"}', "unicode ✓ 'é'", ''];
+    for (const text of samples) {
+      const r = await sql.raw<{ v: string }>(`select ${literal(text)} as v`).execute(t.db);
+      expect(r.rows[0]!.v, JSON.stringify(text)).to.equal(text);
+    }
+  });
+});
