@@ -144,7 +144,9 @@ export function loadConfig(env: Env = process.env): Config {
       /^[A-Za-z0-9_.-]{1,64}$/,
       'letters, digits, _ . - (no ":" or braces)',
     ),
-    queues,
+    // Frozen too: `Object.freeze(config)` is shallow, and a caller pushing onto the list would
+    // change the queues every other reader of this Config sees.
+    queues: Object.freeze(queues),
     concurrency: int('ONCEQ_CONCURRENCY', DEFAULT_CONCURRENCY, 1, 10_000),
     maxAttempts: int('ONCEQ_MAX_ATTEMPTS', DEFAULT_MAX_ATTEMPTS, 1, 1_000),
     lockDurationMs: duration('ONCEQ_LOCK_DURATION', DEFAULT_LOCK_DURATION_MS, 1_000),

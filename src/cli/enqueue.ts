@@ -2,6 +2,7 @@
 import { createProducer } from '../producer/producer.js';
 import { loadRegistry } from '../jobs/registry.js';
 import { createIdService } from '../ids/id-service.js';
+import { loadConfig } from '../config.js';
 import { openRuntime } from './runtime.js';
 
 /** Options of {@link runEnqueue}. */
@@ -22,29 +23,38 @@ export async function runEnqueue(name: string, opts: EnqueueCommandOptions): Pro
     process.stderr.write(`onceq enqueue: --data is not JSON: ${(err as Error).message}\n`);
     return 1;
   }
+  // The registry first: a bad ONCEQ_JOBS is reported before anything is connected, and nothing
+  // opened below can be left open by it (an open connection would keep the process alive).
+  const registry = await loadRegistry(loadConfig().jobsModule);
   const runtime = await openRuntime({ failFast: true, name: 'enqueue' });
-  const ids = await createIdService(runtime.redis, { prefix: runtime.config.prefix });
-  const producer = createProducer({
-    db: runtime.db,
-    redis: runtime.redis,
-    prefix: runtime.config.prefix,
-    registry: await loadRegistry(runtime.config.jobsModule),
-    ids,
-    tokenTtlMs: runtime.config.tokenTtlMs,
-    maxAttempts: runtime.config.maxAttempts,
-  });
   try {
-    const result = await producer.enqueue(name, data, {
-      token: opts.token,
-      queue: opts.queue,
-      delay: opts.delay === undefined ? undefined : Number(opts.delay),
-      priority: opts.priority === undefined ? undefined : Number(opts.priority),
-    });
-    process.stdout.write(`${JSON.stringify(result)}\n`);
-    return 0;
+    const ids = await createIdService(runtime.redis, { prefix: runtime.config.prefix });
+    try {
+      const producer = createProducer({
+        db: runtime.db,
+        redis: runtime.redis,
+        prefix: runtime.config.prefix,
+        registry,
+        ids,
+        tokenTtlMs: runtime.config.tokenTtlMs,
+        maxAttempts: runtime.config.maxAttempts,
+      });
+      try {
+        const result = await producer.enqueue(name, data, {
+          token: opts.token,
+          queue: opts.queue,
+          delay: opts.delay === undefined ? undefined : Number(opts.delay),
+          priority: opts.priority === undefined ? undefined : Number(opts.priority),
+        });
+        process.stdout.write(`${JSON.stringify(result)}\n`);
+        return 0;
+      } finally {
+        await producer.close();
+      }
+    } finally {
+      await ids.close();
+    }
   } finally {
-    await producer.close();
-    await ids.close();
     await runtime.close();
   }
 }

@@ -78,6 +78,21 @@ export async function runCommand(body: () => Promise<number | void>): Promise<vo
 }
 
 /**
+ * Ends the process now with `code`, after the logger has written what it holds. For the paths
+ * where waiting for everything to close could take unbounded time (a handler still running past
+ * the shutdown bound): the operating system closes the sockets, and PostgreSQL rolls back any
+ * transaction left open on them.
+ */
+export function exitNow(code: number, logger?: Logger): never {
+  try {
+    logger?.flush();
+  } catch {
+    // A logger that cannot flush must not turn an exit into a crash.
+  }
+  process.exit(code);
+}
+
+/**
  * Resolves at the first SIGTERM or SIGINT; a second signal exits at once with code 130.
  */
 export function waitForShutdownSignal(logger: Logger): Promise<NodeJS.Signals> {
@@ -86,7 +101,7 @@ export function waitForShutdownSignal(logger: Logger): Promise<NodeJS.Signals> {
     const onSignal = (signal: NodeJS.Signals) => {
       if (received) {
         logger.warn({ signal }, 'second signal: exiting now');
-        process.exit(130);
+        exitNow(130, logger);
       }
       received = true;
       logger.info({ signal }, 'shutting down');

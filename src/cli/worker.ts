@@ -7,7 +7,13 @@ import { migrateToLatest, ensureDatabase } from '../db/migrate.js';
 import { loadConfig } from '../config.js';
 import { startWorker } from '../worker/worker.js';
 import { createFaultHook } from '../worker/fault-hook.js';
-import { openRuntime, waitForShutdownSignal } from './runtime.js';
+import { exitNow, openRuntime, waitForShutdownSignal } from './runtime.js';
+
+/**
+ * How long past ONCEQ_SHUTDOWN_TIMEOUT the command waits for the worker to have released the
+ * claims of deliveries still running, before it exits anyway.
+ */
+export const RELEASE_GRACE_MS = 1_000;
 
 /** Options of {@link runWorker}. */
 export interface RunWorkerOptions {
@@ -50,8 +56,27 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
       'worker started',
     );
     await signalled;
-    const { forced } = await worker.close(config.shutdownTimeoutMs);
-    logger.info({ forced }, 'worker stopped');
+    // A handler still running at the bound cannot be stopped from outside: it holds a pooled
+    // connection (so closing the pool would wait for it) and maybe timers (so the process would
+    // not end). Past the bound, once the claims are released, the process exits instead: its
+    // open transactions die with their connections and roll back, and BullMQ redelivers the
+    // stalled jobs to another worker, which claims them at once.
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'deadline'>((resolve) => {
+      timer = setTimeout(() => resolve('deadline'), config.shutdownTimeoutMs + RELEASE_GRACE_MS);
+    });
+    const stopped = await Promise.race([worker.close(config.shutdownTimeoutMs), deadline]);
+    clearTimeout(timer);
+    if (stopped === 'deadline' || stopped.forced) {
+      // The worker released the claims when the bound passed; this catches any it missed.
+      const released = await worker.pipeline.releaseAll().catch(() => 0);
+      logger.warn(
+        { released, inFlight: worker.pipeline.inFlightCount() },
+        'worker stopped with deliveries still running; exiting without waiting for them',
+      );
+      return exitNow(0, logger);
+    }
+    logger.info({ forced: false }, 'worker stopped');
     return 0;
   } finally {
     await runtime.close();

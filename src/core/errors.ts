@@ -69,9 +69,10 @@ export class VersionConflictError extends OnceqError {
 /** Configuration from the environment was invalid; the message lists each bad variable. */
 export class ConfigError extends OnceqError {
   declare readonly details: string[];
-  constructor(problems: string[]) {
+  constructor(problems: string[], options?: { cause?: unknown }) {
     super(ErrorCode.ConfigInvalid, `invalid configuration:\n  ${problems.join('\n  ')}`, {
       details: problems,
+      cause: options?.cause,
     });
   }
 }

@@ -101,8 +101,11 @@ export async function ensureDatabase(url: string): Promise<boolean> {
     try {
       await client.query(`create database ${pg.escapeIdentifier(dbName)}`);
     } catch (err) {
-      // Two processes racing to create it: the loser sees duplicate_database, which is fine.
-      if ((err as { code?: string }).code !== '42P04') throw err;
+      // Two processes racing to create it: the loser sees duplicate_database (42P04) when the
+      // winner committed before its check, or a unique violation (23505) on pg_database's name
+      // index when both got past the check at once. Either way the database is there.
+      const code = (err as { code?: string }).code;
+      if (code !== '42P04' && code !== '23505') throw err;
       return false;
     }
     return true;

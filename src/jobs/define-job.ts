@@ -5,6 +5,7 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/database.js';
+import { QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
 
 /** Queue a job runs on when its definition names none. */
 export const DEFAULT_QUEUE = 'default';
@@ -83,16 +84,23 @@ export interface JobSpec<S extends TSchema, Result> {
 export function defineJob<S extends TSchema, Result>(
   spec: JobSpec<S, Result>,
 ): JobDefinition<Static<S>, Result> {
-  if (!JOB_NAME.test(spec.name)) {
+  if (typeof spec.name !== 'string' || !JOB_NAME.test(spec.name)) {
     throw new TypeError(
-      `job name "${spec.name}" must be dotted identifiers such as "ledger.transfer"`,
+      `job name "${String(spec.name)}" must be dotted identifiers such as "ledger.transfer"`,
     );
+  }
+  const queue = spec.queue ?? DEFAULT_QUEUE;
+  // Checked here rather than when a worker starts: BullMQ refuses some names (`:`) only then.
+  if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
+    throw new TypeError(`job ${spec.name}: queue "${String(queue)}" must be ${QUEUE_NAME_RULE}`);
   }
   if (typeof spec.handle !== 'function')
     throw new TypeError(`job ${spec.name}: handle must be a function`);
+  if (typeof spec.schema !== 'object' || spec.schema === null)
+    throw new TypeError(`job ${spec.name}: schema must be a JSON schema object`);
   return Object.freeze({
     name: spec.name,
-    queue: spec.queue ?? DEFAULT_QUEUE,
+    queue,
     schema: spec.schema,
     handle: spec.handle,
   });

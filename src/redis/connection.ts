@@ -37,17 +37,33 @@ export function createRedis(options: RedisConnectionOptions): Redis {
 
 /** Connects and pings; turns a failure into one line naming Redis, where, and how to start it. */
 export async function checkRedis(redis: Redis, url: string): Promise<void> {
+  // ioredis rejects `connect()` with a bare "Connection is closed."; the socket's own error
+  // (ECONNREFUSED, ENOTFOUND, NOAUTH …) comes as an 'error' event and says what is wrong.
+  let socketError: Error | undefined;
+  const onError = (err: Error) => {
+    socketError ??= err;
+  };
+  redis.on('error', onError);
   try {
     if (redis.status === 'wait') await redis.connect();
     await withTimeout(redis.ping(), 5_000);
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
+    const reason = describeReason(socketError ?? err);
     throw new ServiceUnreachableError(
       `Redis is not reachable at ${redactUrl(url)} (${reason}); ` +
         'start it (`docker compose up -d redis`) or set REDIS_URL',
       err,
     );
+  } finally {
+    redis.off('error', onError);
   }
+}
+
+/** One line: the message, or the code when the message is empty (a Node AggregateError). */
+function describeReason(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const text = err.message || (err as { code?: string }).code || err.name;
+  return text.replace(/\s*\n\s*/g, ' ');
 }
 
 async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {

@@ -12,6 +12,10 @@ export interface WorkerChild {
   child: ChildProcess;
   /** Everything the child wrote to stderr and stdout so far. */
   output(): string;
+  /** What the child wrote to stdout so far. */
+  stdout(): string;
+  /** What the child wrote to stderr so far (the CLI's one-line errors go here). */
+  stderr(): string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Resolves when the output contains `text`. */
   waitForOutput(text: string, timeoutMs?: number): Promise<void>;
@@ -43,6 +47,8 @@ export function spawnWorker(options: WorkerChildOptions): WorkerChild {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
+  let stdout = '';
+  let stderr = '';
   const waiters: { text: string; resolve: () => void }[] = [];
   const onData = (chunk: Buffer) => {
     output += chunk.toString();
@@ -53,14 +59,22 @@ export function spawnWorker(options: WorkerChildOptions): WorkerChild {
       }
     }
   };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
+  child.stdout!.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+    onData(chunk);
+  });
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+    onData(chunk);
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on('close', (code, signal) => resolve({ code, signal }));
   });
   return {
     child,
     output: () => output,
+    stdout: () => stdout,
+    stderr: () => stderr,
     exited,
     waitForOutput(text, timeoutMs = 20_000) {
       if (output.includes(text)) return Promise.resolve();
