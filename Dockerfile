@@ -1,0 +1,28 @@
+# onceq image: `docker build -t onceq .`, then `docker run onceq <command>` with REDIS_URL and
+# DATABASE_URL set (see docker-compose.yml). The entry point is the `onceq` executable; the
+# default command, `start`, runs migrations and then a worker.
+
+# Build stage: dev dependencies for the TypeScript build, then prune them away.
+FROM node:20-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --ignore-scripts: `prepare` would build before the sources are copied; the build runs below.
+RUN npm ci --ignore-scripts
+COPY tsconfig.json tsconfig.build.json ./
+COPY bin ./bin
+COPY src ./src
+COPY migrations ./migrations
+RUN npm run build && npm prune --omit=dev --ignore-scripts
+
+# Runtime stage: compiled code (dist/ holds the migrations and Lua scripts too) and production
+# dependencies only.
+FROM node:20-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build --chown=root:root /app/package.json ./
+COPY --from=build --chown=root:root /app/node_modules ./node_modules
+COPY --from=build --chown=root:root /app/bin ./bin
+COPY --from=build --chown=root:root /app/dist ./dist
+USER node
+ENTRYPOINT ["node", "bin/onceq.js"]
+CMD ["start"]
