@@ -73,9 +73,32 @@ export function createPipeline(options: PipelineOptions) {
   const renewEveryMs = Math.max(250, Math.floor(leaseMs / 3));
   // Owners must be unique per delivery; the process id is already unique per process.
   let deliveries = 0;
-  const inFlight = new Map<string, { token: string; owner: string }>();
+  // Claims held by running deliveries; `abandon` makes the delivery roll back instead of commit.
+  const inFlight = new Map<string, { token: string; owner: string; abandon(): void }>();
+  let running = 0;
+  let idleWaiters: (() => void)[] = [];
 
   async function process(job: Job, bullToken?: string): Promise<DeliveryResult> {
+    running++;
+    try {
+      return await deliver(job, bullToken);
+    } finally {
+      running--;
+      if (running === 0) {
+        const waiters = idleWaiters;
+        idleWaiters = [];
+        for (const resolve of waiters) resolve();
+      }
+    }
+  }
+
+  /** Resolves when no delivery is running. */
+  function idle(): Promise<void> {
+    if (running === 0) return Promise.resolve();
+    return new Promise((resolve) => idleWaiters.push(resolve));
+  }
+
+  async function deliver(job: Job, bullToken?: string): Promise<DeliveryResult> {
     const problem = envelopeProblem(job.data);
     if (problem) return invalid(job, new NonRetryableError(ErrorCode.ValidationFailed, problem));
     const envelope = job.data as MessageEnvelope;
@@ -112,7 +135,7 @@ export function createPipeline(options: PipelineOptions) {
 
     let leaseLost = false;
     const key = `${job.id}:${owner}`;
-    inFlight.set(key, { token, owner });
+    inFlight.set(key, { token, owner, abandon: () => (leaseLost = true) });
     const renewal = setInterval(() => {
       tokens.renew(token, { owner, leaseMs }).then(
         (r) => {
@@ -213,17 +236,28 @@ export function createPipeline(options: PipelineOptions) {
     throw new UnrecoverableError(`invalid: ${message}`);
   }
 
-  /** Releases the claims of deliveries still in flight (at a forced shutdown). */
+  /**
+   * Releases the claims of deliveries still in flight (at a forced shutdown), so another worker
+   * can take them at once. Each abandoned delivery rolls back at its commit point rather than
+   * commit after its claim was given up (the inbox would fence it anyway; this keeps it honest).
+   */
   async function releaseAll(): Promise<number> {
     const held = [...inFlight.values()];
     inFlight.clear();
+    for (const h of held) h.abandon();
     await Promise.all(
       held.map((h) => tokens.release(h.token, { owner: h.owner }).catch(() => undefined)),
     );
     return held.length;
   }
 
-  return { process, releaseAll, inFlightCount: () => inFlight.size };
+  return {
+    process,
+    releaseAll,
+    idle,
+    /** Deliveries running now (including ones abandoned by {@link releaseAll}). */
+    inFlightCount: () => running,
+  };
 }
 
 export type Pipeline = ReturnType<typeof createPipeline>;

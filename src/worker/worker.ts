@@ -126,7 +126,12 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
     pipeline,
     close(timeoutMs = 10_000) {
       closing ??= (async () => {
-        const graceful = Promise.all(workers.map((w) => w.close())).then(() => false);
+        // Stop intake, then wait for the pipeline to go idle; close only after. BullMQ keeps the
+        // promise of the first close() call, so a graceful close() followed by close(true) would
+        // still wait for every running job, and a waiting pause() reconnects its blocking
+        // connection when the jobs end, after the close.
+        await Promise.all(workers.map((w) => w.pause(true)));
+        const graceful = pipeline.idle().then(() => false);
         let timer: NodeJS.Timeout | undefined;
         const timeout = new Promise<true>((resolve) => {
           timer = setTimeout(() => resolve(true), timeoutMs);
@@ -136,8 +141,8 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
         if (forced) {
           const released = await pipeline.releaseAll();
           log?.warn({ released }, 'shutdown bound reached; released in-flight claims');
-          await Promise.all(workers.map((w) => w.close(true)));
         }
+        await Promise.all(workers.map((w) => w.close(forced)));
         await closeRedis(tokenRedis);
         return { forced };
       })();

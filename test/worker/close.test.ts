@@ -1,0 +1,72 @@
+/**
+ * `OnceqWorker.close(timeoutMs)` as a library call: a graceful close waits for running jobs, and
+ * a close past its bound returns without them and releases their claims.
+ */
+import { expect } from 'chai';
+import { Type } from '@sinclair/typebox';
+import { createTestStack, type TestStack } from '../support/stack.js';
+import { inboxCount, waitFor } from '../support/ledger.js';
+import { defineJob } from '../../src/jobs/define-job.js';
+
+/** A gate the test opens; the handler waits on it inside its transaction. */
+function gate(): { wait: Promise<void>; open(): void; entered: Promise<void>; enter(): void } {
+  let open!: () => void;
+  let enter!: () => void;
+  const wait = new Promise<void>((r) => (open = r));
+  const entered = new Promise<void>((r) => (enter = r));
+  return { wait, open, entered, enter };
+}
+
+describe('worker: close(timeoutMs)', function () {
+  this.timeout(30_000);
+  let stack: TestStack;
+  let current = gate();
+  const held = defineJob({
+    name: 'test.held',
+    queue: 'held',
+    schema: Type.Object({}),
+    async handle(ctx) {
+      current.enter();
+      await current.wait;
+      return { messageId: ctx.messageId };
+    },
+  });
+
+  beforeEach(async () => {
+    current = gate();
+    stack = await createTestStack('close', { jobs: [held] });
+  });
+  afterEach(async () => {
+    current.open();
+    await stack.close();
+  });
+
+  it('waits for a job that ends within the bound, and commits it', async () => {
+    const worker = await stack.startWorker({ queues: ['held'] });
+    await stack.producer.enqueue('test.held', {});
+    await current.entered;
+    const closing = worker.close(10_000);
+    setTimeout(() => current.open(), 200);
+    expect(await closing).to.deep.equal({ forced: false });
+    expect(await inboxCount(stack.db)).to.equal(1);
+  });
+
+  it('returns past the bound with the job still running, and releases its claim', async () => {
+    const worker = await stack.startWorker({ queues: ['held'] });
+    const { token } = await stack.producer.enqueue('test.held', {});
+    await current.entered;
+    // The gate stays shut until close() has answered: if close waited for the job, this test
+    // would time out instead of passing.
+    expect(await worker.close(300)).to.deep.equal({ forced: true });
+    expect(worker.pipeline.inFlightCount()).to.equal(1);
+    const state = await stack.producer.tokens.inspect(token);
+    expect(state?.state, 'claim released for another worker').to.equal('accepted');
+    expect(await inboxCount(stack.db)).to.equal(0);
+    current.open();
+    await waitFor(
+      'the abandoned delivery to end',
+      async () => worker.pipeline.inFlightCount() === 0,
+    );
+    expect(await inboxCount(stack.db), 'the abandoned delivery rolled back').to.equal(0);
+  });
+});
