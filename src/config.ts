@@ -43,6 +43,15 @@ export interface Config {
   readonly logLevel: LogLevel;
   /** `ONCEQ_FAULT`: test-only crash point (see worker/fault-hook.ts); unset in production. */
   readonly fault: string | undefined;
+  /** `ONCEQ_HOST`: the address the API listens on. @defaultValue `0.0.0.0` (every interface) */
+  readonly host: string;
+  /** `ONCEQ_BODY_LIMIT`: largest API request body, in bytes. @defaultValue 1 MiB */
+  readonly bodyLimit: number;
+  /**
+   * `ONCEQ_RATE_LIMIT`: API requests per principal per window, as `N` (per minute) or
+   * `N/<duration>` (`100/1s`, `6000/m`); `0` turns the limit off. @defaultValue 60000/m
+   */
+  readonly rateLimit: { readonly max: number; readonly windowMs: number };
 }
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
@@ -56,6 +65,10 @@ export const DEFAULT_LOCK_DURATION_MS = 30_000;
 export const DEFAULT_TOKEN_TTL_MS = 24 * 3_600_000;
 export const DEFAULT_DEDUPE_WINDOW_MS = 7 * 86_400_000;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
+export const DEFAULT_HOST = '0.0.0.0';
+export const DEFAULT_BODY_LIMIT = 1_048_576;
+/** High on purpose: it stops a runaway client, not normal traffic (1,000 requests/s). */
+export const DEFAULT_RATE_LIMIT = Object.freeze({ max: 60_000, windowMs: 60_000 });
 
 type Env = Record<string, string | undefined>;
 
@@ -122,6 +135,22 @@ export function loadConfig(env: Env = process.env): Config {
       problems.push(`ONCEQ_QUEUES: "${q}" is not a valid queue name (${QUEUE_NAME_RULE})`);
   }
 
+  const rateLimit = (): { max: number; windowMs: number } => {
+    const value = read('ONCEQ_RATE_LIMIT');
+    if (value === undefined) return { ...DEFAULT_RATE_LIMIT };
+    const match = /^(\d{1,9})(?:\s*\/\s*(\d*)\s*(ms|s|m|h|d)?)?$/.exec(value);
+    const windowText = match?.[2] || match?.[3] ? `${match[2] || '1'}${match[3] ?? 's'}` : '1m';
+    const windowMs = match ? parseDuration(windowText) : undefined;
+    if (!match || windowMs === undefined || windowMs < 1_000) {
+      problems.push(
+        `ONCEQ_RATE_LIMIT=${value}: expected requests per principal as N (per minute) or ` +
+          'N/<duration> such as 100/1s or 6000/m (window at least 1s); 0 turns it off',
+      );
+      return { ...DEFAULT_RATE_LIMIT };
+    }
+    return { max: Number(match[1]), windowMs };
+  };
+
   const logLevel = (read('LOG_LEVEL') ?? 'info').toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     problems.push(`LOG_LEVEL=${logLevel}: expected one of ${LOG_LEVELS.join(', ')}`);
@@ -156,6 +185,9 @@ export function loadConfig(env: Env = process.env): Config {
     jobsModule: read('ONCEQ_JOBS'),
     logLevel: logLevel as LogLevel,
     fault: read('ONCEQ_FAULT'),
+    host: name('ONCEQ_HOST', DEFAULT_HOST, /^[A-Za-z0-9.:_-]{1,253}$/, 'a host name or IP address'),
+    bodyLimit: int('ONCEQ_BODY_LIMIT', DEFAULT_BODY_LIMIT, 1_024, 100 * 1_048_576),
+    rateLimit: Object.freeze(rateLimit()),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

@@ -2,7 +2,7 @@
  * Structured logs with pino. Pretty when a person is watching (stdout is a terminal), JSON
  * otherwise. Secrets are redacted wherever they appear in a log object.
  */
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LogLevel } from './config.js';
 
 /** Paths pino blanks out: tokens, API keys and credentials never reach a log. */
@@ -30,15 +30,34 @@ export interface LoggerOptions {
   pretty?: boolean;
   /** Component name added to every line. */
   name?: string;
+  /** Where lines go (tests capture them). @defaultValue stdout */
+  destination?: DestinationStream;
+}
+
+/**
+ * Tokens and API keys by their shape, wherever they are in a line: in a message, an error's
+ * stack, a URL. The path redaction above only covers the fields it names; this is the net
+ * under it. Both formats are fixed (core/token.ts, core/api-key.ts), so the match is exact.
+ */
+const SECRET_PATTERN = /oqt_[A-Za-z0-9_-]{32}|oqk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}/g;
+
+/** Replaces every token and API key in `text` with a marker that keeps its kind. */
+export function scrubSecrets(text: string): string {
+  return text.replace(SECRET_PATTERN, (s) => `${s.slice(0, 4)}[redacted]`);
 }
 
 /** Creates the process logger. */
 export function createLogger(options: LoggerOptions): Logger {
   const pretty = options.pretty ?? process.stdout.isTTY === true;
-  return pino({
+  const settings = {
     level: options.level,
     name: options.name ?? 'onceq',
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    hooks: { streamWrite: scrubSecrets },
+  };
+  if (options.destination) return pino(settings, options.destination);
+  return pino({
+    ...settings,
     ...(pretty
       ? {
           transport: {

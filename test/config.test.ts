@@ -59,6 +59,9 @@ describe('config', () => {
         jobsModule: undefined,
         logLevel: 'info',
         fault: undefined,
+        host: '0.0.0.0',
+        bodyLimit: 1_048_576,
+        rateLimit: { max: 60_000, windowMs: 60_000 },
       } satisfies Config);
     });
 
@@ -195,6 +198,28 @@ describe('config', () => {
     });
   });
 
+  describe('API settings', () => {
+    it('reads ONCEQ_HOST and ONCEQ_BODY_LIMIT', () => {
+      const config = loadConfig({ ONCEQ_HOST: '127.0.0.1', ONCEQ_BODY_LIMIT: '2048' });
+      expect(config.host).to.equal('127.0.0.1');
+      expect(config.bodyLimit).to.equal(2048);
+    });
+
+    const rates: [string, { max: number; windowMs: number }][] = [
+      ['500', { max: 500, windowMs: 60_000 }],
+      ['100/1s', { max: 100, windowMs: 1_000 }],
+      ['100/s', { max: 100, windowMs: 1_000 }],
+      ['6000/m', { max: 6000, windowMs: 60_000 }],
+      ['10 / 5m', { max: 10, windowMs: 300_000 }],
+      ['0', { max: 0, windowMs: 60_000 }],
+    ];
+    for (const [text, expected] of rates) {
+      it(`reads ONCEQ_RATE_LIMIT=${text} as ${expected.max} per ${expected.windowMs} ms`, () => {
+        expect(loadConfig({ ONCEQ_RATE_LIMIT: text }).rateLimit).to.deep.equal(expected);
+      });
+    }
+  });
+
   describe('bad values', () => {
     const badValues: [string, string][] = [
       ['REDIS_URL', 'not a url'],
@@ -229,6 +254,13 @@ describe('config', () => {
       ['ONCEQ_QUEUES', `${'q'.repeat(65)}`],
       ['ONCEQ_DB_SCHEMA', 'Public'],
       ['ONCEQ_DB_SCHEMA', 'drop table; --'],
+      ['ONCEQ_BODY_LIMIT', '1023'],
+      ['ONCEQ_BODY_LIMIT', '1mb'],
+      ['ONCEQ_RATE_LIMIT', 'lots'],
+      ['ONCEQ_RATE_LIMIT', '-1'],
+      ['ONCEQ_RATE_LIMIT', '100/500ms'],
+      ['ONCEQ_RATE_LIMIT', '100/fortnight'],
+      ['ONCEQ_HOST', 'a host'],
     ];
     for (const [name, value] of badValues) {
       it(`rejects ${name}=${value.length > 30 ? `${value.slice(0, 27)}...` : value} by name`, () => {

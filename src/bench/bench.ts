@@ -8,6 +8,9 @@
  *   onceq-insert        onceq exactly-once, the same INSERT as the handler
  *   onceq-insert-dup30  the same with 30% of deliveries duplicates of earlier messages
  *   onceq-transfer      onceq running ledger.transfer between 1,000 accounts
+ *   api-bare            HTTP: a bare Fastify route that only calls queue.add (requests/s)
+ *   api-jobs            HTTP: POST /v1/jobs through the producer API, a fresh token each
+ *                       (requests/s; `jobs` and `concurrency` are requests and connections)
  */
 import { writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -27,6 +30,7 @@ import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { SnowflakeGenerator } from '../ids/snowflake-generator.js';
 import { generateToken } from '../core/token.js';
 import type { Redis } from 'ioredis';
+import { runApiRoute, runBareRoute, type ApiBenchOptions } from './api-bench.js';
 
 /** Options of {@link runBench} (strings: they come from the command line). */
 export interface BenchOptions {
@@ -121,7 +125,21 @@ export async function runBench(options: BenchOptions): Promise<number> {
         run: () =>
           runOnceq(db, redis, prefix, registry, ids, jobs, concurrency, 0, 'transfer', accounts),
       },
+      { name: 'api-bare', run: () => runBareRoute(apiOptions()) },
+      { name: 'api-jobs', run: () => runApiRoute(apiOptions()) },
     ];
+    function apiOptions(): ApiBenchOptions {
+      return {
+        db,
+        redis,
+        prefix,
+        registry,
+        ids,
+        requests: jobs,
+        connections: concurrency,
+        job: { name: benchInsert.name, data: { n: 1 }, queue: BENCH_QUEUE },
+      };
+    }
     const only = options.only?.split(',');
     const chosen = scenarios.filter((sc) => !only || only.includes(sc.name));
     // Rounds interleave the figures (A B C, A B C, …) so a burst of load from elsewhere on a
@@ -353,6 +371,9 @@ function ratios(figures: Figure[]): Record<string, number> {
       if (v) out[`${name} / bullmq-insert`] = round(v / base);
     }
   }
+  const bare = by.get('api-bare');
+  const api = by.get('api-jobs');
+  if (bare && api) out['api-jobs / api-bare'] = round(api / bare);
   return out;
 }
 

@@ -21,6 +21,30 @@ program
   .action(() => runCommand(async () => (await import('./worker.js')).runWorker()));
 
 program
+  .command('api')
+  .description('serve the producer HTTP API until SIGTERM/SIGINT')
+  .action(() => runCommand(async () => (await import('./api.js')).runApi()));
+
+const keys = program.command('keys').description('API keys of the producer HTTP API');
+keys
+  .command('create')
+  .description('create a key for a principal and print it once')
+  .requiredOption('--principal <name>', 'who the key acts as (tokens and jobs are bound to it)')
+  .option('--admin', 'may use admin-only routes')
+  .action((opts) => runCommand(async () => (await import('./keys.js')).runKeysCreate(opts)));
+keys
+  .command('revoke')
+  .description('revoke a key (by its id or the key itself)')
+  .argument('<id>', 'key id (16 hex characters) or the whole key')
+  .action((id: string) => runCommand(async () => (await import('./keys.js')).runKeysRevoke(id)));
+keys
+  .command('list')
+  .description('list keys (ids, principals, never secrets)')
+  .option('--all', 'include revoked keys')
+  .option('--json', 'one JSON object per line')
+  .action((opts) => runCommand(async () => (await import('./keys.js')).runKeysList(opts)));
+
+program
   .command('migrate')
   .description('database migrations; creates the database if missing')
   .argument('[action]', 'latest, down or status', 'latest')

@@ -23,6 +23,17 @@ export const ErrorCode = {
   ScriptFailed: 'script_failed',
   MigrationFailed: 'migration_failed',
   TokenMismatch: 'token_mismatch',
+  // Codes of the HTTP API's problem+json answers (statuses: src/http/problem.ts).
+  TokenMissing: 'idempotency_key_missing',
+  BadRequest: 'bad_request',
+  PayloadTooLarge: 'payload_too_large',
+  Unauthorized: 'unauthorized',
+  Forbidden: 'forbidden',
+  NotFound: 'not_found',
+  RateLimited: 'rate_limited',
+  Unavailable: 'service_unavailable',
+  Internal: 'internal_error',
+  MigrationsPending: 'migrations_pending',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

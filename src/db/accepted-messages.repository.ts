@@ -26,7 +26,26 @@ export async function recordAccepted(
   db: Kysely<Database>,
   message: AcceptedMessage,
 ): Promise<AcceptedMessageRow> {
-  const inserted = await db
+  let inserted: AcceptedMessageRow | undefined;
+  try {
+    inserted = await insertAccepted(db, message);
+  } catch (err) {
+    // Two requests recording the same token at once, both past the arbiter check, insert the
+    // same message_id: the loser trips the primary key (23505), not the (principal, token)
+    // target that DO NOTHING covers. The winner's row is then the answer.
+    if ((err as { code?: string }).code !== '23505') throw err;
+  }
+  if (inserted) return inserted;
+  const existing = await findAcceptedByToken(db, message.principal, message.token);
+  if (!existing) throw new Error(`accepted message for token vanished during insert`);
+  return existing;
+}
+
+function insertAccepted(
+  db: Kysely<Database>,
+  message: AcceptedMessage,
+): Promise<AcceptedMessageRow | undefined> {
+  return db
     .insertInto('accepted_messages')
     .values({
       message_id: message.messageId,
@@ -42,10 +61,6 @@ export async function recordAccepted(
     .onConflict((oc) => oc.columns(['principal', 'token']).doNothing())
     .returningAll()
     .executeTakeFirst();
-  if (inserted) return inserted;
-  const existing = await findAcceptedByToken(db, message.principal, message.token);
-  if (!existing) throw new Error(`accepted message for token vanished during insert`);
-  return existing;
 }
 
 /** The accepted message of a principal's token, if any. */
@@ -59,5 +74,17 @@ export async function findAcceptedByToken(
     .selectAll()
     .where('principal', '=', principal)
     .where('token', '=', token)
+    .executeTakeFirst();
+}
+
+/** The accepted message with this id, if any (the job status look-up). */
+export async function findAcceptedByMessageId(
+  db: Kysely<Database>,
+  messageId: string,
+): Promise<AcceptedMessageRow | undefined> {
+  return db
+    .selectFrom('accepted_messages')
+    .selectAll()
+    .where('message_id', '=', messageId)
     .executeTakeFirst();
 }

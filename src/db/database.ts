@@ -58,12 +58,25 @@ export interface TransferTable {
   created_at: CreatedAt;
 }
 
+/** `api_keys`: keys of the producer HTTP API; only a hash of each secret is stored. */
+export interface ApiKeyTable {
+  /** The public lookup id inside the key (`oqk_<id>_<secret>`); text, not a snowflake. */
+  key_id: string;
+  principal: string;
+  /** `sha256:<hex>` of the key's secret. */
+  key_hash: string;
+  admin: ColumnType<boolean, boolean | undefined, boolean>;
+  created_at: CreatedAt;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
 /** Every table onceq owns. */
 export interface Database {
   inbox: InboxTable;
   accepted_messages: AcceptedMessageTable;
   accounts: AccountTable;
   transfers: TransferTable;
+  api_keys: ApiKeyTable;
 }
 
 export type InboxRow = Selectable<InboxTable>;
@@ -75,3 +88,5 @@ export type NewAccount = Insertable<AccountTable>;
 export type AccountUpdate = Updateable<AccountTable>;
 export type TransferRow = Selectable<TransferTable>;
 export type NewTransfer = Insertable<TransferTable>;
+export type ApiKeyRow = Selectable<ApiKeyTable>;
+export type NewApiKey = Insertable<ApiKeyTable>;

@@ -11,7 +11,7 @@ import { ErrorCode, OnceqError, ValidationError } from '../core/errors.js';
 import { requestFingerprint } from '../core/fingerprint.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
-import { createTokenStore, type TokenStore } from '../redis/token-store.js';
+import { createTokenStore, type IssuedToken, type TokenStore } from '../redis/token-store.js';
 import type { JobRegistry } from '../jobs/registry.js';
 
 /** Principal of messages enqueued by the library without an API key (CLI, tests, services). */
@@ -26,7 +26,7 @@ export interface ProducerOptions {
   registry: JobRegistry;
   /** Mints message ids (the worker-id-leased snowflake generator). */
   ids: { nextId(): string };
-  /** @defaultValue `local` */
+  /** Principal of calls that do not name one. @defaultValue `local` */
   principal?: string;
   /** TTL of tokens the producer issues, and of accepted-token state. @defaultValue 24 h */
   tokenTtlMs?: number;
@@ -34,7 +34,17 @@ export interface ProducerOptions {
   maxAttempts?: number;
   /** Base of BullMQ's exponential backoff between attempts. @defaultValue 1000 ms */
   backoffMs?: number;
+  /**
+   * How long a first use of a token counts as in flight at most: while it is being answered,
+   * the same request again fails with `idempotency_key_in_use` instead of replaying an answer
+   * that does not exist yet. A request that dies mid-way holds its token this long, after
+   * which a retry takes over. @defaultValue {@link DEFAULT_IN_FLIGHT_MS}
+   */
+  inFlightMs?: number;
 }
+
+/** Default of {@link ProducerOptions.inFlightMs}: far above any healthy enqueue. */
+export const DEFAULT_IN_FLIGHT_MS = 10_000;
 
 /** Options of one `enqueue`. */
 export interface EnqueueOptions {
@@ -49,6 +59,19 @@ export interface EnqueueOptions {
   delay?: number;
   /** BullMQ priority (1 is highest; 0 or absent means none). */
   priority?: number;
+  /**
+   * The caller, for the API's per-request principals: the token must have been issued to it.
+   * @defaultValue the producer's `principal`
+   */
+  principal?: string;
+}
+
+/** Options of {@link Producer.issueTokens}. */
+export interface IssueTokensOptions {
+  /** @defaultValue the producer's `principal` */
+  principal?: string;
+  /** 1 to 100. @defaultValue 1 */
+  count?: number;
 }
 
 /** What `enqueue` answers. */
@@ -68,6 +91,8 @@ export interface Producer {
   enqueue(name: string, data: unknown, options?: EnqueueOptions): Promise<EnqueueResult>;
   /** Issues a token bound to this producer's principal. */
   issueToken(): Promise<string>;
+  /** Issues `count` tokens bound to a principal, with the producer's token TTL. */
+  issueTokens(options?: IssueTokensOptions): Promise<IssuedToken[]>;
   /** The BullMQ queue object for a queue name (created once). */
   queue(name: string): Queue;
   readonly tokens: TokenStore;
@@ -78,6 +103,7 @@ export interface Producer {
 export function createProducer(options: ProducerOptions): Producer {
   const principal = options.principal ?? LOCAL_PRINCIPAL;
   const tokenTtlMs = options.tokenTtlMs ?? 24 * 3_600_000;
+  const inFlightMs = options.inFlightMs ?? DEFAULT_IN_FLIGHT_MS;
   const tokens = createTokenStore(options.redis, { prefix: options.prefix });
   const queues = new Map<string, Queue>();
   const jobOptions: JobsOptions = {
@@ -103,6 +129,10 @@ export function createProducer(options: ProducerOptions): Producer {
     return issued!.token;
   }
 
+  async function issueTokens(opts: IssueTokensOptions = {}): Promise<IssuedToken[]> {
+    return tokens.issue(opts.principal ?? principal, { ttlMs: tokenTtlMs, count: opts.count });
+  }
+
   async function enqueue(
     name: string,
     data: unknown,
@@ -112,7 +142,8 @@ export function createProducer(options: ProducerOptions): Producer {
     options.registry.validate(name, data);
     const queueName = opts.queue ?? job.queue;
     checkOptions(queueName, opts);
-    const token = opts.token ?? (await issueToken());
+    const caller = opts.principal ?? principal;
+    const token = opts.token ?? (await tokens.issue(caller, { ttlMs: tokenTtlMs }))[0]!.token;
     const fingerprint = requestFingerprint({
       name,
       data,
@@ -124,16 +155,23 @@ export function createProducer(options: ProducerOptions): Producer {
     let messageId: string;
     let replayed: boolean;
     const accepted = await tokens.accept(token, {
-      principal,
+      principal: caller,
       fingerprint,
       messageId: options.ids.nextId(),
       ttlMs: tokenTtlMs,
+      inFlightMs,
     });
     switch (accepted.status) {
       case 'accepted':
         messageId = accepted.messageId;
         replayed = false;
         break;
+      case 'in_use':
+        throw new OnceqError(
+          ErrorCode.TokenInUse,
+          'a request with this idempotency token is still in flight; retry shortly',
+          { details: { pendingUntil: accepted.pendingUntil } },
+        );
       case 'replay':
         messageId = accepted.messageId;
         replayed = true;
@@ -142,7 +180,7 @@ export function createProducer(options: ProducerOptions): Producer {
         throw reusedError();
       case 'unknown': {
         // Redis may have lost the token after it was accepted: PostgreSQL remembers.
-        const row = await findAcceptedByToken(options.db, principal, token);
+        const row = await findAcceptedByToken(options.db, caller, token);
         if (!row) {
           throw new OnceqError(
             ErrorCode.TokenUnknown,
@@ -156,29 +194,38 @@ export function createProducer(options: ProducerOptions): Producer {
       }
     }
 
-    const jobId = jobIdFor(messageId);
-    const row = await recordAccepted(options.db, {
-      messageId,
-      principal,
-      token,
-      fingerprint,
-      queue: queueName,
-      jobName: name,
-      data,
-      jobId,
-      options: { delay: opts.delay, priority: opts.priority },
-    });
-    // The first recorded acceptance is the truth, even if this call minted another id.
-    messageId = row.message_id;
-    const envelope: MessageEnvelope = { messageId, token, data };
-    // Adding with the same job id is a no-op while the job exists, so a replay re-adds safely;
-    // if the job was lost or already removed, the inbox absorbs the extra delivery.
-    await queue(queueName).add(name, envelope, {
-      ...jobOptions,
-      jobId: jobIdFor(messageId),
-      delay: opts.delay,
-      priority: opts.priority,
-    });
+    try {
+      const row = await recordAccepted(options.db, {
+        messageId,
+        principal: caller,
+        token,
+        fingerprint,
+        queue: queueName,
+        jobName: name,
+        data,
+        jobId: jobIdFor(messageId),
+        options: { delay: opts.delay, priority: opts.priority },
+      });
+      // The first recorded acceptance is the truth, even if this call minted another id.
+      messageId = row.message_id;
+      const envelope: MessageEnvelope = { messageId, token, data };
+      // Adding with the same job id is a no-op while the job exists, so a replay re-adds safely;
+      // if the job was lost or already removed, the inbox absorbs the extra delivery.
+      await queue(queueName).add(name, envelope, {
+        ...jobOptions,
+        jobId: jobIdFor(messageId),
+        delay: opts.delay,
+        priority: opts.priority,
+      });
+    } finally {
+      // The first use is answered (or failed, and a retry may take over at once). Not awaited:
+      // the command is queued on this connection before the answer leaves, so a replay through
+      // the same connection runs after it; a failure to settle only leaves the window to run
+      // out (a retry then gets 409 a little longer), so it must not delay or replace the answer.
+      if (accepted.status === 'accepted') {
+        tokens.settle(token, { messageId: accepted.messageId }).catch(() => undefined);
+      }
+    }
     return {
       jobId: jobIdFor(messageId),
       messageId,
@@ -193,6 +240,7 @@ export function createProducer(options: ProducerOptions): Producer {
   return {
     enqueue,
     issueToken,
+    issueTokens,
     queue,
     tokens,
     async close() {

@@ -1,5 +1,5 @@
 /**
- * The return codes of the token scripts (`lua/issue-1.lua` … `lua/complete-1.lua`) and the one
+ * The return codes of the token scripts (`lua/issue-1.lua` … `lua/settle-1.lua`) and the one
  * function that turns a raw script reply into a typed result or an error, after BullMQ's
  * `ErrorCode` and `finishedErrors()`. Nothing else compares a script's integers: a new code is
  * added here, in the script header, and in the result type of its transition, together.
@@ -18,6 +18,7 @@ export enum TokenCode {
   Released = 7,
   Completed = 8,
   AlreadyDone = 9,
+  Settled = 10,
   Collision = -1,
   Unknown = -2,
   Reused = -3,
@@ -25,6 +26,7 @@ export enum TokenCode {
   Mismatch = -5,
   Lost = -6,
   NotOwner = -7,
+  InUse = -8,
 }
 
 /** The state a refusal found: a {@link TokenState}, or `missing` when the key does not exist. */
@@ -42,7 +44,16 @@ export type AcceptResult =
   /** The token was used for a different request; nothing changed. */
   | { status: 'reused' }
   /** Never issued, expired, or issued to another principal: deliberately indistinguishable. */
-  | { status: 'unknown' };
+  | { status: 'unknown' }
+  /**
+   * The same request again while the first one is still in flight (not yet answered): there is
+   * no first answer to replay yet. `pendingUntil` is when the window ends at the latest (ms since
+   * the epoch, Redis clock). Only given when `accept` was asked to open a window.
+   */
+  | { status: 'in_use'; pendingUntil: number };
+
+/** Result of `settle`. */
+export type SettleResult = { status: 'settled' };
 
 /** Result of `claim`. A token bound to another message throws {@link TokenMismatchError}. */
 export type ClaimResult =
@@ -77,6 +88,7 @@ export interface TokenResults {
   renew: RenewResult;
   release: ReleaseResult;
   complete: CompleteResult;
+  settle: SettleResult;
 }
 
 /** A token transition, named as its script (`claim` → `lua/claim-1.lua`). */
@@ -85,11 +97,18 @@ export type TokenOp = keyof TokenResults;
 /** Codes each script may return; anything else is a broken script or a garbled reply. */
 const CODES_OF: { readonly [Op in TokenOp]: readonly TokenCode[] } = {
   issue: [TokenCode.Issued, TokenCode.Collision],
-  accept: [TokenCode.Accepted, TokenCode.Replay, TokenCode.Unknown, TokenCode.Reused],
+  accept: [
+    TokenCode.Accepted,
+    TokenCode.Replay,
+    TokenCode.Unknown,
+    TokenCode.Reused,
+    TokenCode.InUse,
+  ],
   claim: [TokenCode.Claimed, TokenCode.Done, TokenCode.Busy, TokenCode.Mismatch],
   renew: [TokenCode.Renewed, TokenCode.Lost],
   release: [TokenCode.Released, TokenCode.NotOwner],
   complete: [TokenCode.Completed, TokenCode.AlreadyDone, TokenCode.Mismatch],
+  settle: [TokenCode.Settled],
 };
 
 /**
@@ -165,6 +184,10 @@ function decode(op: TokenOp, reply: unknown, messageId: string | undefined): Tok
       return { status: 'unknown' };
     case TokenCode.Reused:
       return { status: 'reused' };
+    case TokenCode.InUse:
+      return { status: 'in_use', pendingUntil: int(0) };
+    case TokenCode.Settled:
+      return { status: 'settled' };
     case TokenCode.Claimed:
       return { status: 'claimed', leaseUntil: int(0) };
     case TokenCode.Done:

@@ -1,14 +1,15 @@
 /**
  * The token store: the state of each idempotency/message token in Redis, one hash per token
- * (`keys.ts` `tokenKey`), changed only by the Lua scripts `lua/{issue,accept,claim,renew,release,
- * complete}-1.lua`, one atomic transition each, with times from Redis `TIME`.
+ * (`keys.ts` `tokenKey`), changed only by the Lua scripts `lua/{issue,accept,settle,claim,renew,
+ * release,complete}-1.lua`, one atomic transition each, with times from Redis `TIME`.
  *
  * Redis is the fast path, not the truth: a key that Redis lost is claimable and completable, and
  * the inbox row in PostgreSQL stops a second commit. See DESIGN.md sections 2 and 3.
  *
  * Hash fields: `state` (issued | accepted | claimed | done), `principal`, `fp` (request
  * fingerprint), `mid` (messageId, decimal string), `owner`, `lease` (ms epoch), `result` (JSON
- * text), `issuedAt`, `acceptedAt`, `claimedAt`, `doneAt` (ms epoch), `claims` (claims granted).
+ * text), `issuedAt`, `acceptedAt`, `claimedAt`, `doneAt` (ms epoch), `claims` (claims granted), `pending`
+ * (ms epoch: end of the accepting request's in-flight window, while it is open).
  *
  * Tokens are secrets: they are in the keys, so errors coming back from ioredis (which carry the
  * command's arguments) have the token replaced before they leave this module.
@@ -25,6 +26,7 @@ import {
   type CompleteResult,
   type ReleaseResult,
   type RenewResult,
+  type SettleResult,
   type TokenOp,
   type TokenResults,
 } from './token-codes.js';
@@ -36,6 +38,7 @@ export type {
   FoundState,
   ReleaseResult,
   RenewResult,
+  SettleResult,
 } from './token-codes.js';
 export { TokenCode } from './token-codes.js';
 
@@ -75,6 +78,12 @@ export interface AcceptOptions {
   messageId: string;
   /** The accepted token's state lives at least this long. */
   ttlMs: number;
+  /**
+   * Opens an in-flight window of this length on first use: until {@link TokenStore.settle} (or
+   * the window's end), the same request again is `in_use` rather than `replay`. The API uses it
+   * to answer 409 while the first request is still being answered. @defaultValue 0 (no window)
+   */
+  inFlightMs?: number;
 }
 
 /** Options of {@link TokenStore.claim}. */
@@ -142,10 +151,16 @@ export interface TokenStore {
   /**
    * Binds the token to a request: `accepted` on first use, `replay` for the same fingerprint
    * again (the first `messageId`), `reused` for another fingerprint, `unknown` when the token was
-   * never issued, has expired, or is another principal's. Extends the TTL to at least `ttlMs`
-   * on first use.
+   * never issued, has expired, or is another principal's; `in_use` for the same request while
+   * the first one's in-flight window is open (see {@link AcceptOptions.inFlightMs}). Extends the
+   * TTL to at least `ttlMs` on first use.
    */
   accept(token: string, options: AcceptOptions): Promise<AcceptResult>;
+  /**
+   * Closes the in-flight window `accept` opened for `messageId` (the first request has been
+   * answered or has failed); a missing key or another message's token is left alone.
+   */
+  settle(token: string, options: { messageId: string }): Promise<SettleResult>;
   /**
    * Takes the lease on the message: `claimed` (also when the key is missing, an expired lease is
    * taken over, or this owner claims again), `done` with the stored result, or `busy` until the
@@ -214,13 +229,20 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
       return Promise.all(Array.from({ length: count }, () => issueOne(principal, ttlMs)));
     },
 
-    async accept(token, { principal, fingerprint, messageId, ttlMs }) {
+    async accept(token, { principal, fingerprint, messageId, ttlMs, inFlightMs = 0 }) {
       checkToken(token);
       nonEmpty('principal', principal);
       nonEmpty('fingerprint', fingerprint);
       decimalId(messageId);
       positiveInt('ttlMs', ttlMs);
-      return run('accept', token, [principal, fingerprint, messageId, ttlMs]);
+      if (inFlightMs !== 0) positiveInt('inFlightMs', inFlightMs);
+      return run('accept', token, [principal, fingerprint, messageId, ttlMs, inFlightMs]);
+    },
+
+    async settle(token, { messageId }) {
+      checkToken(token);
+      decimalId(messageId);
+      return run('settle', token, [messageId]);
     },
 
     async claim(token, { owner, leaseMs, messageId, ttlMs }) {

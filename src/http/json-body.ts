@@ -1,0 +1,161 @@
+/**
+ * The API's JSON body parser: Fastify's own (which refuses `__proto__` and `constructor.prototype`
+ * keys), behind a scan of the raw text for what JSON.parse would silently get wrong or would
+ * spend a stack on:
+ *
+ * - integer literals beyond ±(2^53 − 1): JSON.parse rounds them (`9007199254740993` becomes
+ *   `…992`), so a 64-bit id sent as a number would name another row. They are refused, with the
+ *   field's path, never rounded. Ids are decimal strings (DESIGN.md section 2).
+ * - nesting deeper than the limit.
+ *
+ * Node 20 has no `JSON.parse` reviver with source text, so the scan reads the text itself. It
+ * is skipped when the text cannot hold either problem (no run of 16 digits; fewer `{`/`[` than
+ * the depth limit), which is every ordinary request.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { ErrorCode } from '../core/errors.js';
+import { ProblemError, problem } from './problem.js';
+
+/** Default of the nesting limit: the request object counts as depth 1. */
+export const DEFAULT_MAX_JSON_DEPTH = 32;
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** What the scan found wrong. */
+export interface JsonScanProblem {
+  kind: 'depth' | 'unsafe_integer';
+  /** JSON pointer of the value. */
+  path: string;
+  message: string;
+}
+
+/**
+ * Scans JSON text for integer literals outside the safe range and for nesting beyond
+ * `maxDepth`. Malformed text is not this function's business: it stops quietly and leaves the
+ * syntax error to JSON.parse.
+ */
+export function scanJson(text: string, maxDepth: number): JsonScanProblem | undefined {
+  const mayBeDeep = countOpeners(text) > maxDepth;
+  const mayHaveBigInt = /\d{16}/.test(text);
+  if (!mayBeDeep && !mayHaveBigInt) return undefined;
+
+  // One frame per open container: its key (object) or index (array), for the path.
+  const stack: { array: boolean; key: string; index: number; expectKey: boolean }[] = [];
+  const pointer = (): string =>
+    stack
+      .map((f) => `/${f.array ? f.index : f.key.replace(/~/g, '~0').replace(/\//g, '~1')}`)
+      .join('');
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      if (stack.length >= maxDepth) {
+        return {
+          kind: 'depth',
+          path: pointer(),
+          message: `the JSON body is nested deeper than ${maxDepth} levels`,
+        };
+      }
+      stack.push({ array: c === 0x5b, key: '', index: 0, expectKey: c === 0x7b });
+      i++;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      stack.pop();
+      i++;
+    } else if (c === 0x2c /* , */) {
+      const top = stack[stack.length - 1];
+      if (top?.array) top.index++;
+      else if (top) top.expectKey = true;
+      i++;
+    } else if (c === 0x3a /* : */) {
+      const top = stack[stack.length - 1];
+      if (top) top.expectKey = false;
+      i++;
+    } else if (c === 0x22 /* " */) {
+      let j = i + 1;
+      while (j < n && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
+      const top = stack[stack.length - 1];
+      if (top && !top.array && top.expectKey) {
+        try {
+          top.key = JSON.parse(text.slice(i, j + 1)) as string;
+        } catch {
+          return undefined;
+        }
+      }
+      i = j + 1;
+    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+      let j = i + 1;
+      let integer = true;
+      while (j < n) {
+        const d = text.charCodeAt(j);
+        if (d >= 0x30 && d <= 0x39) j++;
+        else if (d === 0x2e || d === 0x65 || d === 0x45 || d === 0x2b || d === 0x2d) {
+          integer = false;
+          j++;
+        } else break;
+      }
+      const literal = text.slice(i, j);
+      if (integer && literal.length > 15 && /^-?\d+$/.test(literal)) {
+        const value = BigInt(literal);
+        if (value > MAX_SAFE || value < -MAX_SAFE) {
+          return {
+            kind: 'unsafe_integer',
+            path: pointer(),
+            message:
+              `the integer ${literal} is beyond ±(2^53-1) and would lose precision; ` +
+              'send 64-bit ids as decimal strings',
+          };
+        }
+      }
+      i = j;
+    } else {
+      i++;
+    }
+  }
+  return undefined;
+}
+
+function countOpeners(text: string): number {
+  let count = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x7b || c === 0x5b) count++;
+  }
+  return count;
+}
+
+/** Options of {@link installJsonParser}. */
+export interface JsonParserOptions {
+  /** Largest body in bytes. */
+  bodyLimit: number;
+  /** @defaultValue {@link DEFAULT_MAX_JSON_DEPTH} */
+  maxDepth?: number;
+}
+
+/** Makes the scanning `application/json` parser the app's only body parser. */
+export function installJsonParser(app: FastifyInstance, options: JsonParserOptions): void {
+  const maxDepth = options.maxDepth ?? DEFAULT_MAX_JSON_DEPTH;
+  const parse = app.getDefaultJsonParser('error', 'error');
+  // JSON only: Fastify's text/plain parser would hand a string to the routes' schemas.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(
+    'application/json',
+    { parseAs: 'string', bodyLimit: options.bodyLimit },
+    (request: FastifyRequest, body: string | Buffer, done) => {
+      const text = typeof body === 'string' ? body : body.toString('utf8');
+      const found = scanJson(text, maxDepth);
+      if (found) {
+        done(
+          new ProblemError(
+            problem(ErrorCode.BadRequest, found.message, [
+              { path: found.path, message: found.message },
+            ]),
+          ),
+          undefined,
+        );
+        return;
+      }
+      parse(request, text, done);
+    },
+  );
+}

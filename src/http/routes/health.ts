@@ -1,0 +1,60 @@
+/**
+ * `GET /healthz` (the process is up) and `GET /readyz` (Redis and PostgreSQL answer). Public and
+ * not rate-limited: load balancers and orchestrators call them.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import { sql } from 'kysely';
+import type { Db } from '../../db/create-db.js';
+import { HealthSchema } from '../schemas.js';
+
+/** How long a readiness check waits for each service. */
+export const READY_CHECK_TIMEOUT_MS = 2_000;
+
+/** Registers the routes. */
+export function healthRoutes(app: FastifyInstance, deps: { db: Db; redis: Redis }): void {
+  const config = { public: true, rateLimit: false };
+  app.get(
+    '/healthz',
+    { config, schema: { summary: 'Liveness', tags: ['health'], response: { 200: HealthSchema } } },
+    async () => ({ status: 'ok' }),
+  );
+  app.get(
+    '/readyz',
+    {
+      config,
+      schema: {
+        summary: 'Readiness: Redis and PostgreSQL answer',
+        tags: ['health'],
+        response: { 200: HealthSchema, 503: HealthSchema },
+      },
+    },
+    async (_request, reply) => {
+      const [redis, postgres] = await Promise.all([
+        check(() => deps.redis.ping()),
+        check(() => sql`select 1`.execute(deps.db)),
+      ]);
+      const ready = redis === 'ok' && postgres === 'ok';
+      reply.code(ready ? 200 : 503);
+      return { status: ready ? 'ready' : 'unavailable', checks: { redis, postgres } };
+    },
+  );
+}
+
+async function check(probe: () => Promise<unknown>): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      probe(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('timeout')), READY_CHECK_TIMEOUT_MS);
+      }),
+    ]);
+    return 'ok';
+  } catch (err) {
+    // The reason only; connection errors can carry URLs, and this route is public.
+    return (err as Error).message === 'timeout' ? 'timeout' : 'unreachable';
+  } finally {
+    clearTimeout(timer);
+  }
+}
