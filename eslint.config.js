@@ -8,8 +8,19 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     rules: {
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
+      ],
       'no-restricted-imports': 'off',
+    },
+  },
+  {
+    // CommonJS config files (mocha reads .mocharc.cjs) run in Node with its globals.
+    files: ['**/*.cjs'],
+    languageOptions: {
+      sourceType: 'commonjs',
+      globals: { module: 'writable', require: 'readonly', process: 'readonly' },
     },
   },
   {
@@ -18,7 +29,18 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: ['pg', 'ioredis', 'bullmq', 'fastify', 'kysely', '../db/*', '../redis/*', '../worker/*'] },
+        {
+          patterns: [
+            'pg',
+            'ioredis',
+            'bullmq',
+            'fastify',
+            'kysely',
+            '../db/*',
+            '../redis/*',
+            '../worker/*',
+          ],
+        },
       ],
     },
   },

@@ -150,7 +150,9 @@ export async function runBench(options: BenchOptions): Promise<number> {
         await cleanPrefix(redis, prefix);
         const m = await scenario.run();
         measured.get(scenario.name)!.push(m);
-        process.stderr.write(`round ${r + 1}/${runs} ${scenario.name}: ${Math.round(jobs / m.seconds)} jobs/s\n`);
+        process.stderr.write(
+          `round ${r + 1}/${runs} ${scenario.name}: ${Math.round(jobs / m.seconds)} jobs/s\n`,
+        );
       }
     }
     for (const scenario of chosen) {
@@ -241,7 +243,10 @@ async function runOnceq(
       bulk.push({
         name: nameOf(workload),
         data: again,
-        opts: { jobId: `dup-${n}-${jobIdFor(again.messageId)}`, removeOnComplete: REMOVE_ON_COMPLETE },
+        opts: {
+          jobId: `dup-${n}-${jobIdFor(again.messageId)}`,
+          removeOnComplete: REMOVE_ON_COMPLETE,
+        },
       });
       continue;
     }

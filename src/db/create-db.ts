@@ -31,7 +31,6 @@ export interface DbOptions {
 /** The Kysely instance onceq passes around; `db.destroy()` ends its pool. */
 export type Db = Kysely<Database>;
 
-
 /** Creates the Kysely instance. Connections open lazily; call {@link checkDatabase} to fail fast. */
 export function createDb(options: DbOptions): Db {
   const settings = [`-c search_path=${options.schema ?? 'public'}`];
@@ -53,7 +52,9 @@ export function createDb(options: DbOptions): Db {
   pool.on('connect', (client) => {
     client.on('error', () => undefined);
   });
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: multiStatementPool(pool) }) });
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool: multiStatementPool(pool) }),
+  });
   return db;
 }
 

@@ -73,7 +73,10 @@ export async function runMessageTransaction<R>(
       return { kind: 'applied', result };
     } catch (err) {
       // On a dead connection this fails too; pg drops such a client when it is released.
-      await sql.raw('ROLLBACK').execute(conn).catch(() => undefined);
+      await sql
+        .raw('ROLLBACK')
+        .execute(conn)
+        .catch(() => undefined);
       throw err;
     }
   });

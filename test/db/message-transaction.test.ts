@@ -22,8 +22,15 @@ describe('message transaction', () => {
       await trx.insertInto('accounts').values(account('1001')).execute();
       return { status: 'applied', note: "it's \\ fine" };
     });
-    expect(out).to.deep.equal({ kind: 'applied', result: { status: 'applied', note: "it's \\ fine" } });
-    const inbox = await t.db.selectFrom('inbox').selectAll().where('message_id', '=', '1001').executeTakeFirstOrThrow();
+    expect(out).to.deep.equal({
+      kind: 'applied',
+      result: { status: 'applied', note: "it's \\ fine" },
+    });
+    const inbox = await t.db
+      .selectFrom('inbox')
+      .selectAll()
+      .where('message_id', '=', '1001')
+      .executeTakeFirstOrThrow();
     expect(inbox).to.include({ queue: "q'ueue", job_name: 'job\\name' });
     expect(inbox.result).to.deep.equal({ status: 'applied', note: "it's \\ fine" });
   });
@@ -35,7 +42,10 @@ describe('message transaction', () => {
       return 'second';
     });
     expect(ran).to.equal(false);
-    expect(out).to.deep.equal({ kind: 'duplicate', result: { status: 'applied', note: "it's \\ fine" } });
+    expect(out).to.deep.equal({
+      kind: 'duplicate',
+      result: { status: 'applied', note: "it's \\ fine" },
+    });
   });
 
   it('rolls back the effect and the inbox row when the handler throws', async () => {
@@ -49,8 +59,12 @@ describe('message transaction', () => {
       error = err;
     }
     expect((error as Error).message).to.equal('boom');
-    expect(await t.db.selectFrom('accounts').selectAll().where('id', '=', '1002').execute()).to.have.length(0);
-    expect(await t.db.selectFrom('inbox').selectAll().where('message_id', '=', '1002').execute()).to.have.length(0);
+    expect(
+      await t.db.selectFrom('accounts').selectAll().where('id', '=', '1002').execute(),
+    ).to.have.length(0);
+    expect(
+      await t.db.selectFrom('inbox').selectAll().where('message_id', '=', '1002').execute(),
+    ).to.have.length(0);
   });
 
   it('rolls back when beforeCommit throws (a lost lease)', async () => {
@@ -71,8 +85,12 @@ describe('message transaction', () => {
       error = err;
     }
     expect((error as Error).message).to.equal('lease lost');
-    expect(await t.db.selectFrom('inbox').selectAll().where('message_id', '=', '1003').execute()).to.have.length(0);
-    expect(await t.db.selectFrom('accounts').selectAll().where('id', '=', '1003').execute()).to.have.length(0);
+    expect(
+      await t.db.selectFrom('inbox').selectAll().where('message_id', '=', '1003').execute(),
+    ).to.have.length(0);
+    expect(
+      await t.db.selectFrom('accounts').selectAll().where('id', '=', '1003').execute(),
+    ).to.have.length(0);
   });
 
   it('makes a concurrent second transaction wait on the uncommitted row, then see a duplicate', async () => {
@@ -97,7 +115,9 @@ describe('message transaction', () => {
     expect(await first).to.deep.equal({ kind: 'applied', result: 'first' });
     expect(await second).to.deep.equal({ kind: 'duplicate', result: 'first' });
     expect(secondRan).to.equal(false);
-    expect(await t.db.selectFrom('accounts').selectAll().where('id', '=', '1004').execute()).to.have.length(1);
+    expect(
+      await t.db.selectFrom('accounts').selectAll().where('id', '=', '1004').execute(),
+    ).to.have.length(1);
   });
 
   it('leaves no connection inside a transaction afterwards', async () => {
@@ -119,7 +139,15 @@ describe('message transaction', () => {
   });
 
   it('writes literals PostgreSQL reads back unchanged', async () => {
-    const samples = ['plain', "it's", 'back\\slash', "both\\'q", '{"a":"x\\\\y"}', "unicode ✓ 'é'", ''];
+    const samples = [
+      'plain',
+      "it's",
+      'back\\slash',
+      "both\\'q",
+      '{"a":"x\\\\y"}',
+      "unicode ✓ 'é'",
+      '',
+    ];
     for (const text of samples) {
       const r = await sql.raw<{ v: string }>(`select ${literal(text)} as v`).execute(t.db);
       expect(r.rows[0]!.v, JSON.stringify(text)).to.equal(text);
