@@ -47,20 +47,122 @@ function insertAccepted(
 ): Promise<AcceptedMessageRow | undefined> {
   return db
     .insertInto('accepted_messages')
-    .values({
-      message_id: message.messageId,
-      principal: message.principal,
-      token: message.token,
-      fingerprint: message.fingerprint,
-      queue: message.queue,
-      job_name: message.jobName,
-      data: JSON.stringify(message.data),
-      job_id: message.jobId,
-      options: JSON.stringify(message.options),
-    })
+    .values(toRow(message))
     .onConflict((oc) => oc.columns(['principal', 'token']).doNothing())
     .returningAll()
     .executeTakeFirst();
+}
+
+function toRow(message: AcceptedMessage) {
+  return {
+    message_id: message.messageId,
+    principal: message.principal,
+    token: message.token,
+    fingerprint: message.fingerprint,
+    queue: message.queue,
+    job_name: message.jobName,
+    data: JSON.stringify(message.data),
+    job_id: message.jobId,
+    options: JSON.stringify(message.options),
+  };
+}
+
+/** Most rows one batched INSERT carries (PostgreSQL allows 65,535 parameters; 9 per row). */
+export const MAX_ACCEPT_BATCH = 500;
+
+/**
+ * INSERTs the acceptance writer keeps in flight at once. More than one, so that rows arriving
+ * during a commit wait for a free slot rather than for the commit to finish; few, so that a busy
+ * producer still sends large batches.
+ */
+export const DEFAULT_ACCEPT_CONCURRENCY = 3;
+
+/** Records accepted messages, many concurrent callers to one statement. */
+export interface AcceptanceWriter {
+  /** Same contract as {@link recordAccepted}; resolves once the row is committed. */
+  record(message: AcceptedMessage): Promise<AcceptedMessageRow>;
+}
+
+/**
+ * Group commit for acceptance. Under load the API answers many requests at once, and each must
+ * have its row committed before it answers: one INSERT and one WAL flush per request makes
+ * PostgreSQL the bottleneck. The writer sends the rows that arrived while the previous INSERT was
+ * running as one multi-row INSERT, so a quiet producer pays one round trip as before and a busy
+ * one pays one statement and one flush per batch. Each caller still gets its own row, and the
+ * same conflict rules as {@link recordAccepted}: the first acceptance of a `(principal, token)` wins.
+ */
+export function createAcceptanceWriter(
+  db: Kysely<Database>,
+  maxBatch = MAX_ACCEPT_BATCH,
+  maxConcurrent = DEFAULT_ACCEPT_CONCURRENCY,
+): AcceptanceWriter {
+  interface Pending {
+    message: AcceptedMessage;
+    resolve(row: AcceptedMessageRow): void;
+    reject(err: unknown): void;
+  }
+  let queue: Pending[] = [];
+  let running = 0;
+
+  async function flush(batch: Pending[]): Promise<void> {
+    let rows: AcceptedMessageRow[];
+    try {
+      rows = await db
+        .insertInto('accepted_messages')
+        .values(batch.map((p) => toRow(p.message)))
+        .onConflict((oc) => oc.columns(['principal', 'token']).doNothing())
+        .returningAll()
+        .execute();
+    } catch (err) {
+      // A primary-key clash (23505: two requests of one token racing across batches) fails the
+      // whole statement; one row at a time sorts out which caller gets which answer.
+      if ((err as { code?: string }).code !== '23505') {
+        for (const p of batch) p.reject(err);
+        return;
+      }
+      await Promise.all(batch.map((p) => recordAccepted(db, p.message).then(p.resolve, p.reject)));
+      return;
+    }
+    const byKey = new Map(rows.map((r) => [`${r.principal}\u0000${r.token}`, r]));
+    await Promise.all(
+      batch.map(async (p) => {
+        const { principal, token } = p.message;
+        const row = byKey.get(`${principal}\u0000${token}`);
+        // Inserted by this statement, for this caller or for a twin earlier in the batch: the
+        // first acceptance either way. Absent: recorded before this statement.
+        if (row) return p.resolve(row);
+        try {
+          const existing = await findAcceptedByToken(db, principal, token);
+          if (!existing) throw new Error('accepted message for token vanished during insert');
+          p.resolve(existing);
+        } catch (err) {
+          p.reject(err);
+        }
+      }),
+    );
+  }
+
+  async function drain(): Promise<void> {
+    running++;
+    try {
+      while (queue.length > 0) {
+        const batch = queue.slice(0, maxBatch);
+        queue = queue.slice(batch.length);
+        await flush(batch);
+      }
+    } finally {
+      running--;
+    }
+  }
+
+  return {
+    record(message) {
+      return new Promise<AcceptedMessageRow>((resolve, reject) => {
+        queue.push({ message, resolve, reject });
+        if (running < maxConcurrent) void drain();
+      });
+    },
+  };
 }
 
 /** The accepted message of a principal's token, if any. */

@@ -6,7 +6,7 @@
 import { Queue, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Db } from '../db/create-db.js';
-import { findAcceptedByToken, recordAccepted } from '../db/accepted-messages.repository.js';
+import { createAcceptanceWriter, findAcceptedByToken } from '../db/accepted-messages.repository.js';
 import { ErrorCode, OnceqError, ValidationError } from '../core/errors.js';
 import { requestFingerprint } from '../core/fingerprint.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
@@ -106,6 +106,7 @@ export function createProducer(options: ProducerOptions): Producer {
   const inFlightMs = options.inFlightMs ?? DEFAULT_IN_FLIGHT_MS;
   const tokens = createTokenStore(options.redis, { prefix: options.prefix });
   const queues = new Map<string, Queue>();
+  const acceptance = createAcceptanceWriter(options.db);
   const jobOptions: JobsOptions = {
     attempts: options.maxAttempts ?? 10,
     backoff: { type: 'exponential', delay: options.backoffMs ?? 1_000, jitter: 0.5 },
@@ -195,7 +196,7 @@ export function createProducer(options: ProducerOptions): Producer {
     }
 
     try {
-      const row = await recordAccepted(options.db, {
+      const row = await acceptance.record({
         messageId,
         principal: caller,
         token,
