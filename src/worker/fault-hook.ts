@@ -5,6 +5,8 @@
  * someone sends SIGCONT). Real signals, so the process dies or freezes exactly there.
  */
 
+import { ConfigError } from '../core/errors.js';
+
 /** The crash points, in pipeline order. */
 export const FAULT_POINTS = [
   /** The claim is held in Redis; no transaction yet. */
@@ -31,11 +33,15 @@ export const NO_FAULTS: FaultHook = { at: () => undefined };
 /** Parses `point[:kill|stop]` (kill by default); throws on anything else. */
 export function createFaultHook(spec: string | undefined): FaultHook {
   if (!spec) return NO_FAULTS;
-  const [point, action = 'kill'] = spec.split(':');
-  if (!(FAULT_POINTS as readonly string[]).includes(point ?? '') || !(action in ACTIONS)) {
-    throw new Error(
-      `ONCEQ_FAULT=${spec}: expected <point>[:kill|stop] with point one of ${FAULT_POINTS.join(', ')}`,
-    );
+  const [point, action = 'kill', ...rest] = spec.split(':');
+  if (
+    rest.length > 0 ||
+    !(FAULT_POINTS as readonly string[]).includes(point ?? '') ||
+    !Object.hasOwn(ACTIONS, action)
+  ) {
+    throw new ConfigError([
+      `ONCEQ_FAULT: "${spec}" is not <point>[:kill|stop] with point one of ${FAULT_POINTS.join(', ')}`,
+    ]);
   }
   const signal = ACTIONS[action as keyof typeof ACTIONS];
   let fired = false;
