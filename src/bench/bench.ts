@@ -11,6 +11,8 @@
  *   api-bare            HTTP: a bare Fastify route that only calls queue.add (requests/s)
  *   api-jobs            HTTP: POST /v1/jobs through the producer API, a fresh token each
  *                       (requests/s; `jobs` and `concurrency` are requests and connections)
+ *   dlq-replay          `onceq dlq replay --all` of 20,000 dead letters back to their queue
+ *                       (letters/s; the seeding is not timed, no worker runs)
  */
 import { writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -31,6 +33,7 @@ import { SnowflakeGenerator } from '../ids/snowflake-generator.js';
 import { generateToken } from '../core/token.js';
 import type { Redis } from 'ioredis';
 import { runApiRoute, runBareRoute, type ApiBenchOptions } from './api-bench.js';
+import { replayDeadLetters } from '../worker/dead-letter-replay.js';
 
 /** Options of {@link runBench} (strings: they come from the command line). */
 export interface BenchOptions {
@@ -127,6 +130,7 @@ export async function runBench(options: BenchOptions): Promise<number> {
       },
       { name: 'api-bare', run: () => runBareRoute(apiOptions()) },
       { name: 'api-jobs', run: () => runApiRoute(apiOptions()) },
+      { name: 'dlq-replay', run: () => runDlqReplay(db, redis, prefix, ids, DLQ_REPLAY_LETTERS) },
     ];
     function apiOptions(): ApiBenchOptions {
       return {
@@ -151,7 +155,7 @@ export async function runBench(options: BenchOptions): Promise<number> {
         const m = await scenario.run();
         measured.get(scenario.name)!.push(m);
         process.stderr.write(
-          `round ${r + 1}/${runs} ${scenario.name}: ${Math.round(jobs / m.seconds)} jobs/s\n`,
+          `round ${r + 1}/${runs} ${scenario.name}: ${Math.round((m.items ?? jobs) / m.seconds)} jobs/s\n`,
         );
       }
     }
@@ -177,6 +181,8 @@ export async function runBench(options: BenchOptions): Promise<number> {
 
 interface Measured {
   seconds: number;
+  /** Items the run handled, when not `--jobs` (dlq-replay). */
+  items?: number;
   latenciesMs: number[];
   rssMb: number;
 }
@@ -297,6 +303,53 @@ async function runOnceq(
   return { seconds, latenciesMs: latencies, rssMb: process.memoryUsage().rss / 2 ** 20 };
 }
 
+/** Dead letters the dlq-replay figure replays (the issue's yardstick). */
+const DLQ_REPLAY_LETTERS = 20_000;
+
+/**
+ * `replay --all` of `count` pending dead letters of the bench queue, through the same function
+ * the CLI calls. The letters are seeded with one INSERT before the clock starts.
+ */
+async function runDlqReplay(
+  db: Db,
+  redis: Redis,
+  prefix: string,
+  ids: SnowflakeGenerator,
+  count: number,
+): Promise<Measured> {
+  const messageIds = Array.from({ length: count }, () => ids.nextId());
+  const tokens = messageIds.map(() => generateToken());
+  await sql`
+    insert into dead_letters (message_id, queue, job_name, job_id, data, token, reason, error, attempts)
+    select m, ${BENCH_QUEUE}, 'bench.insert', 'm-' || m::text, jsonb_build_object('n', 1), t,
+           'exhausted', 'bench', 10
+    from unnest(${messageIds}::bigint[], ${tokens}::text[]) as u(m, t)`.execute(db);
+  // Each letter has its visible copy in the BullMQ dead-letter queue, as the pipeline leaves it;
+  // replay removes them.
+  const dlq = new Queue(`${BENCH_QUEUE}.dlq`, { connection: redis, prefix });
+  await addInChunks(
+    dlq,
+    messageIds.map((m, i) => ({
+      name: 'bench.insert',
+      data: { messageId: m, token: tokens[i], data: { n: 1 } },
+      opts: { jobId: jobIdFor(m) },
+    })),
+  );
+  const t0 = performance.now();
+  const summary = await replayDeadLetters({ db, redis, prefix });
+  const seconds = (performance.now() - t0) / 1000;
+  if (summary.replayed !== count) {
+    throw new Error(`dlq-replay replayed ${summary.replayed} of ${count}`);
+  }
+  await sql`delete from dead_letters`.execute(db);
+  const queue = new Queue(BENCH_QUEUE, { connection: redis, prefix });
+  await queue.obliterate({ force: true });
+  await queue.close();
+  await dlq.obliterate({ force: true });
+  await dlq.close();
+  return { seconds, items: count, latenciesMs: [], rssMb: process.memoryUsage().rss / 2 ** 20 };
+}
+
 function nameOf(workload: 'insert' | 'transfer'): string {
   return workload === 'insert' ? 'bench.insert' : 'ledger.transfer';
 }
@@ -352,12 +405,12 @@ async function cleanPrefix(redis: Redis, prefix: string): Promise<void> {
 }
 
 function summarise(name: string, concurrency: number, jobs: number, runs: Measured[]): Figure {
-  const rates = runs.map((r) => jobs / r.seconds);
+  const rates = runs.map((r) => (r.items ?? jobs) / r.seconds);
   const latencies = runs.flatMap((r) => r.latenciesMs).sort((a, b) => a - b);
   return {
     name,
     concurrency,
-    jobs,
+    jobs: runs[0]?.items ?? jobs,
     runs: runs.length,
     jobsPerSecond: Math.round(median(rates)),
     p50Ms: round(quantile(latencies, 0.5)),

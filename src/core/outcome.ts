@@ -12,5 +12,7 @@ export type DeliveryOutcome =
   | 'busy'
   /** The transaction failed (conflicts exhausted, an error); BullMQ will retry it. */
   | 'retried'
-  /** The job cannot succeed (invalid data, unknown job); it was failed without retries. */
-  | 'invalid';
+  /** The job cannot succeed (invalid data, unknown job); it was dead-lettered without retries. */
+  | 'invalid'
+  /** Dead-lettered: its last attempt failed, or it was older than the dedupe window. */
+  | 'dead';

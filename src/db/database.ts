@@ -3,6 +3,7 @@
  * types every query, and the `*Row` / `New*` aliases repositories use. int8 columns are `string`
  * in TypeScript: a 64-bit id never passes through a JS `number`.
  */
+import type { DeadLetterReason } from '../core/dead-letter.js';
 import type { Generated, Insertable, Selectable, ColumnType, Updateable } from 'kysely';
 
 /** A `jsonb` column: written as a JSON string or value, read back parsed. */
@@ -70,6 +71,48 @@ export interface ApiKeyTable {
   revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
+/** `dead_letters`: the durable dead-letter queue, one row per message. */
+export interface DeadLetterTable {
+  message_id: string;
+  queue: string;
+  job_name: string;
+  job_id: string;
+  /** The message's own data (the envelope's `data`). */
+  data: Json;
+  /** The message token; `null` when the envelope carried none that was well formed. */
+  token: string | null;
+  reason: DeadLetterReason;
+  error: string | null;
+  stack: string | null;
+  /** Attempts the last delivery had made, this one included. */
+  attempts: ColumnType<number, number | undefined, number>;
+  /** Job options replay keeps (priority). */
+  options: ColumnType<unknown, string | undefined, string>;
+  /** When BullMQ first got the job. */
+  enqueued_at: Date | null;
+  dead_at: ColumnType<Date, Date | string | undefined, Date | string>;
+  /** Times the message went dead (again after a replay that failed again). */
+  dead_count: ColumnType<number, number | undefined, number>;
+  /** Set by a replay; a pending dead letter has none. */
+  replayed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  replay_count: ColumnType<number, number | undefined, number>;
+  /** Set by `dlq purge`: the operator gave the message up; kept as a tombstone. */
+  purged_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+/** `outbox`: follow-up messages written by handlers, moved to BullMQ by the relay. */
+export interface OutboxTable {
+  message_id: string;
+  parent_message_id: string;
+  queue: string;
+  job_name: string;
+  data: Json;
+  token: string;
+  /** `{delay?, priority?}` of the follow-up. */
+  options: ColumnType<unknown, string | undefined, string>;
+  created_at: CreatedAt;
+}
+
 /** Every table onceq owns. */
 export interface Database {
   inbox: InboxTable;
@@ -77,6 +120,8 @@ export interface Database {
   accounts: AccountTable;
   transfers: TransferTable;
   api_keys: ApiKeyTable;
+  dead_letters: DeadLetterTable;
+  outbox: OutboxTable;
 }
 
 export type InboxRow = Selectable<InboxTable>;
@@ -90,3 +135,7 @@ export type TransferRow = Selectable<TransferTable>;
 export type NewTransfer = Insertable<TransferTable>;
 export type ApiKeyRow = Selectable<ApiKeyTable>;
 export type NewApiKey = Insertable<ApiKeyTable>;
+export type DeadLetterRow = Selectable<DeadLetterTable>;
+export type NewDeadLetter = Insertable<DeadLetterTable>;
+export type OutboxRow = Selectable<OutboxTable>;
+export type NewOutbox = Insertable<OutboxTable>;

@@ -5,7 +5,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/database.js';
 import { VersionConflictError } from '../core/errors.js';
-import type { InsertOnceOptions, JobContext } from './define-job.js';
+import type { FollowUpOptions, InsertOnceOptions, JobContext } from './define-job.js';
 
 /** What the pipeline knows about the delivery. */
 export interface ContextInput<Data> {
@@ -16,6 +16,8 @@ export interface ContextInput<Data> {
   queue: string;
   attempt: number;
   run: number;
+  /** Writes a follow-up into the outbox through `trx`; absent where there is no outbox. */
+  enqueue?: (name: string, data: unknown, options?: FollowUpOptions) => Promise<string>;
 }
 
 // The helpers address tables by name at run time, which Kysely's static types cannot follow;
@@ -61,6 +63,12 @@ export function createJobContext<Data>(input: ContextInput<Data>): JobContext<Da
         .executeTakeFirst();
       if (!updated) throw new VersionConflictError(table, id, expectedVersion);
       return Number((updated as { version: number | string }).version);
+    },
+    enqueue(name: string, data: unknown, options?: FollowUpOptions) {
+      if (!input.enqueue) {
+        return Promise.reject(new Error('ctx.enqueue needs a worker with an outbox'));
+      }
+      return input.enqueue(name, data, options);
     },
   };
 }

@@ -6,6 +6,7 @@ import type { Static, TSchema } from '@sinclair/typebox';
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/database.js';
 import { QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
+import { DEAD_LETTER_QUEUE_SUFFIX, isDeadLetterQueueName } from '../core/dead-letter.js';
 
 /** Queue a job runs on when its definition names none. */
 export const DEFAULT_QUEUE = 'default';
@@ -17,6 +18,16 @@ export const JOB_NAME = /^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$/i;
 export interface InsertOnceOptions {
   /** The primary-key (or unique) column the insert may conflict on. @defaultValue `id` */
   conflict?: string;
+}
+
+/** Options of {@link JobContext.enqueue}. */
+export interface FollowUpOptions {
+  /** Queue; defaults to the job's. */
+  queue?: string;
+  /** Delay before the first delivery, ms, counted from when the relay sends it. */
+  delay?: number;
+  /** BullMQ priority (1 is highest). */
+  priority?: number;
 }
 
 /**
@@ -60,6 +71,14 @@ export interface JobContext<Data, DB = Database> {
     expectedVersion: number,
     set: Record<string, unknown>,
   ): Promise<number>;
+  /**
+   * Enqueues a follow-up message through the transactional outbox: the row is written in this
+   * transaction, so the follow-up is sent if and only if this message commits, and it is
+   * applied once like any other message. The data is validated against the job's schema now
+   * (a `ValidationError` dead-letters this message as `invalid`). Returns the follow-up's
+   * pre-minted messageId, which stays the same through every delivery of the follow-up.
+   */
+  enqueue(name: string, data: unknown, options?: FollowUpOptions): Promise<string>;
 }
 
 /** A job: what `defineJob` returns and the registry holds. */
@@ -93,6 +112,11 @@ export function defineJob<S extends TSchema, Result>(
   // Checked here rather than when a worker starts: BullMQ refuses some names (`:`) only then.
   if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
     throw new TypeError(`job ${spec.name}: queue "${String(queue)}" must be ${QUEUE_NAME_RULE}`);
+  }
+  if (isDeadLetterQueueName(queue)) {
+    throw new TypeError(
+      `job ${spec.name}: queue "${queue}" ends with ${DEAD_LETTER_QUEUE_SUFFIX}, which names dead-letter queues`,
+    );
   }
   if (typeof spec.handle !== 'function')
     throw new TypeError(`job ${spec.name}: handle must be a function`);

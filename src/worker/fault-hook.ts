@@ -18,7 +18,16 @@ export const FAULT_POINTS = [
   /** The token is `done`; BullMQ has not yet completed the job. */
   'after-done',
 ] as const;
-export type FaultPoint = (typeof FAULT_POINTS)[number];
+
+/** Crash points off the happy path, hit only by messages that go dead. */
+export const DEAD_LETTER_FAULT_POINTS = [
+  /** The dead letter is in PostgreSQL and the dead-letter queue; the original is not yet gone. */
+  'dead-letter-copied',
+] as const;
+
+/** Every point `ONCEQ_FAULT` may name. */
+export const ALL_FAULT_POINTS = [...FAULT_POINTS, ...DEAD_LETTER_FAULT_POINTS] as const;
+export type FaultPoint = (typeof ALL_FAULT_POINTS)[number];
 
 const ACTIONS = { kill: 'SIGKILL', stop: 'SIGSTOP' } as const;
 
@@ -36,11 +45,11 @@ export function createFaultHook(spec: string | undefined): FaultHook {
   const [point, action = 'kill', ...rest] = spec.split(':');
   if (
     rest.length > 0 ||
-    !(FAULT_POINTS as readonly string[]).includes(point ?? '') ||
+    !(ALL_FAULT_POINTS as readonly string[]).includes(point ?? '') ||
     !Object.hasOwn(ACTIONS, action)
   ) {
     throw new ConfigError([
-      `ONCEQ_FAULT: "${spec}" is not <point>[:kill|stop] with point one of ${FAULT_POINTS.join(', ')}`,
+      `ONCEQ_FAULT: "${spec}" is not <point>[:kill|stop] with point one of ${ALL_FAULT_POINTS.join(', ')}`,
     ]);
   }
   const signal = ACTIONS[action as keyof typeof ACTIONS];

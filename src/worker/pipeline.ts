@@ -8,11 +8,18 @@
  * delivery (see the crash table in DESIGN.md). PostgreSQL is the truth; Redis is the fast path.
  */
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import { runMessageTransaction } from '../db/message-transaction.js';
 import { ErrorCode, NonRetryableError, OnceqError, VersionConflictError } from '../core/errors.js';
 import { envelopeProblem, type MessageEnvelope } from '../core/message.js';
+import { isExpired, type DeadLetterReason } from '../core/dead-letter.js';
+import { generateToken } from '../core/token.js';
+import { QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
+import type { Database } from '../db/database.js';
+import { insertOutbox } from '../db/outbox.repository.js';
+import type { FollowUpOptions } from '../jobs/define-job.js';
 import {
   conflictDelayMs,
   DEFAULT_CONFLICT_RETRY,
@@ -23,6 +30,7 @@ import type { TokenStore } from '../redis/token-store.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import { createJobContext } from '../jobs/context.js';
 import { NO_FAULTS, type FaultHook } from './fault-hook.js';
+import { DeadLetteredError, deadLetterOf, type DeadLetterWriter } from './dead-letters.js';
 
 /** Options of {@link createPipeline}. */
 export interface PipelineOptions {
@@ -42,6 +50,17 @@ export interface PipelineOptions {
   logger?: Logger;
   /** Called once per delivery with its outcome (metrics). */
   onOutcome?: (outcome: DeliveryOutcome, job: Job) => void;
+  /**
+   * Where messages that cannot succeed go (exhausted, invalid, expired). Without one, such jobs
+   * only fail in BullMQ (as before dead letters existed).
+   */
+  deadLetters?: DeadLetterWriter;
+  /** Messages minted longer ago than this are dead-lettered as `expired`. @defaultValue 7 d */
+  dedupeWindowMs?: number;
+  /** Mints follow-up messageIds for `ctx.enqueue` (the process's id service). */
+  ids?: () => Promise<{ nextId(): string }>;
+  /** Called after a commit that wrote follow-ups to the outbox (nudges the relay). */
+  onFollowUps?: () => void;
 }
 
 /** The result BullMQ stores as the job's return value. */
@@ -69,6 +88,7 @@ class LeaseLostError extends OnceqError {
 export function createPipeline(options: PipelineOptions) {
   const { db, tokens, registry, leaseMs, tokenTtlMs, processId } = options;
   const retry = options.conflictRetry ?? DEFAULT_CONFLICT_RETRY;
+  const dedupeWindowMs = options.dedupeWindowMs ?? 7 * 86_400_000;
   const fault = options.fault ?? NO_FAULTS;
   const renewEveryMs = Math.max(250, Math.floor(leaseMs / 3));
   // Owners must be unique per delivery; the process id is already unique per process.
@@ -108,6 +128,18 @@ export function createPipeline(options: PipelineOptions) {
     } catch (err) {
       return invalid(job, err);
     }
+    // Its inbox row may be pruned already: running it could apply it a second time.
+    if (isExpired(messageId, Date.now(), dedupeWindowMs)) {
+      return deadLetter(
+        job,
+        'expired',
+        new NonRetryableError(
+          ErrorCode.ValidationFailed,
+          `message ${messageId} is older than the dedupe window; not run, to rule out a second effect`,
+        ),
+      );
+    }
+
     const definition = registry.get(job.name);
 
     // Step 2: the claim.
@@ -148,7 +180,7 @@ export function createPipeline(options: PipelineOptions) {
     }, renewEveryMs);
     renewal.unref();
 
-    let committed: DeliveryResult;
+    let committed: DeliveryResult & { followUps: number };
     try {
       committed = await runTransaction(job, envelope, definition.handle, () => leaseLost);
     } catch (err) {
@@ -157,6 +189,11 @@ export function createPipeline(options: PipelineOptions) {
       // Let the next delivery claim at once instead of waiting out the lease.
       await tokens.release(token, { owner }).catch(() => undefined);
       if (err instanceof NonRetryableError) return invalid(job, err);
+      // The last attempt: BullMQ would fail the job for good, so it goes to the dead-letter
+      // queue instead. Not when the lease was lost: another worker owns the message now.
+      if (isLastAttempt(job) && !(err instanceof LeaseLostError)) {
+        return deadLetter(job, 'exhausted', err);
+      }
       options.onOutcome?.('retried', job);
       throw err;
     }
@@ -175,8 +212,9 @@ export function createPipeline(options: PipelineOptions) {
       );
     }
     fault.at('after-done');
+    if (committed.followUps > 0) options.onFollowUps?.();
     options.onOutcome?.(committed.outcome, job);
-    return committed;
+    return { outcome: committed.outcome, result: committed.result };
   }
 
   /** Steps 3 to 5, re-run on version conflicts with jitter, bounded. */
@@ -185,9 +223,10 @@ export function createPipeline(options: PipelineOptions) {
     envelope: MessageEnvelope,
     handle: (ctx: ReturnType<typeof createJobContext>) => Promise<unknown>,
     isLeaseLost: () => boolean,
-  ): Promise<DeliveryResult> {
+  ): Promise<DeliveryResult & { followUps: number }> {
     const { messageId } = envelope;
     for (let run = 1; ; run++) {
+      let followUps = 0;
       try {
         const outcome = await runMessageTransaction(
           db,
@@ -202,6 +241,11 @@ export function createPipeline(options: PipelineOptions) {
                 queue: job.queueName,
                 attempt: job.attemptsMade + 1,
                 run,
+                enqueue: async (name, data, opts) => {
+                  const id = await enqueueFollowUp(trx, messageId, name, data, opts);
+                  followUps++;
+                  return id;
+                },
               }),
             ),
           () => {
@@ -210,8 +254,8 @@ export function createPipeline(options: PipelineOptions) {
           },
         );
         return outcome.kind === 'applied'
-          ? { outcome: 'applied', result: outcome.result ?? null }
-          : { outcome: 'duplicate', result: outcome.result };
+          ? { outcome: 'applied', result: outcome.result ?? null, followUps }
+          : { outcome: 'duplicate', result: outcome.result, followUps: 0 };
       } catch (err) {
         if (!isConflict(err) || run >= retry.maxRuns) {
           if (isConflict(err)) {
@@ -228,12 +272,64 @@ export function createPipeline(options: PipelineOptions) {
     }
   }
 
-  function invalid(job: Job, err: unknown): never {
-    options.onOutcome?.('invalid', job);
+  /**
+   * `ctx.enqueue`: validates the follow-up now (a handler bug should surface in the handler, not
+   * in the relay), mints its messageId and token, and writes it to the outbox through `trx`.
+   */
+  async function enqueueFollowUp(
+    trx: Kysely<Database>,
+    parentMessageId: string,
+    name: string,
+    data: unknown,
+    opts: FollowUpOptions = {},
+  ): Promise<string> {
+    if (!options.ids) throw new Error('ctx.enqueue needs a worker with an id service');
+    const definition = registry.get(name);
+    registry.validate(name, data);
+    const queue = opts.queue ?? definition.queue;
+    if (!QUEUE_NAME.test(queue)) {
+      throw new NonRetryableError(
+        ErrorCode.ValidationFailed,
+        `ctx.enqueue(${name}): queue "${queue}" must be ${QUEUE_NAME_RULE}`,
+      );
+    }
+    const messageId = (await options.ids()).nextId();
+    await insertOutbox(trx, {
+      messageId,
+      parentMessageId,
+      queue,
+      jobName: name,
+      data,
+      token: generateToken(),
+      options: { delay: opts.delay, priority: opts.priority },
+    });
+    return messageId;
+  }
+
+  /** A job that can never succeed: dead-lettered as `invalid`, no retries. */
+  function invalid(job: Job, err: unknown): Promise<never> {
+    return deadLetter(job, 'invalid', err);
+  }
+
+  /**
+   * Moves the message to the dead-letter queue (the durable copy first, see dead-letters.ts)
+   * and fails the job without further attempts; the worker then removes the original. A job
+   * whose data has no messageId to key a dead letter by only fails, as it would in BullMQ.
+   */
+  async function deadLetter(job: Job, reason: DeadLetterReason, err: unknown): Promise<never> {
+    options.onOutcome?.(reason === 'invalid' ? 'invalid' : 'dead', job);
     const message = err instanceof Error ? err.message : String(err);
-    options.logger?.warn({ jobId: job.id, queue: job.queueName, outcome: 'invalid' }, message);
-    // UnrecoverableError: BullMQ fails the job without spending further attempts.
-    throw new UnrecoverableError(`invalid: ${message}`);
+    options.logger?.warn(
+      { jobId: job.id, queue: job.queueName, messageId: job.data?.messageId, outcome: reason },
+      message,
+    );
+    const text = reason === 'invalid' ? `invalid: ${message}` : message;
+    const letter = deadLetterOf(job, reason, err, job.attemptsMade + 1);
+    if (!options.deadLetters || !letter) throw new UnrecoverableError(text);
+    // If PostgreSQL refuses the letter, this throws a plain error: BullMQ keeps the job (a retry,
+    // or the failed set on the last attempt, where the reconciler finds it).
+    await options.deadLetters.write(letter);
+    throw new DeadLetteredError(reason, text);
   }
 
   /**
@@ -261,6 +357,11 @@ export function createPipeline(options: PipelineOptions) {
 }
 
 export type Pipeline = ReturnType<typeof createPipeline>;
+
+/** Whether this delivery is the job's last attempt: a failure now fails it for good. */
+function isLastAttempt(job: Job): boolean {
+  return job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+}
 
 function isConflict(err: unknown): boolean {
   if (err instanceof VersionConflictError) return true;

@@ -13,8 +13,13 @@ import type { DeliveryOutcome } from '../core/outcome.js';
 import type { ConflictRetryOptions } from '../core/retry.js';
 import { createTokenStore } from '../redis/token-store.js';
 import { closeRedis } from '../redis/connection.js';
+import { createIdService, type IdService } from '../ids/id-service.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import type { FaultHook } from './fault-hook.js';
+import { createDeadLetterWriter, DeadLetteredError } from './dead-letters.js';
+import { createOutboxRelay, type OutboxRelay } from './outbox-relay.js';
+import { createReconciler, type Reconciler } from './reconciler.js';
+import { createPruner, type Pruner } from './pruner.js';
 
 /** BullMQ moves a job to failed after this many stalls; onceq's claims make a stall harmless. */
 export const DEFAULT_MAX_STALLED_COUNT = 10;
@@ -41,6 +46,26 @@ export interface OnceqWorkerOptions {
   fault?: FaultHook;
   logger?: Logger;
   onOutcome?: (outcome: DeliveryOutcome, job: Job) => void;
+  /**
+   * Messages minted longer ago are dead-lettered as `expired`; inbox rows and accepted messages
+   * older are pruned. @defaultValue 7 d
+   */
+  dedupeWindowMs?: number;
+  /** Attempts of the jobs the worker adds (follow-ups, re-enqueued messages). @defaultValue 10 */
+  maxAttempts?: number;
+  /** Backoff base of those jobs. @defaultValue 1000 ms */
+  backoffMs?: number;
+  /**
+   * Mints the messageIds of follow-ups (`ctx.enqueue`).
+   * @defaultValue an id service leasing a worker id from Redis on first use
+   */
+  ids?: { nextId(): string };
+  /** The outbox relay, or `false` for none. @defaultValue on, every 1 s and on each commit */
+  outbox?: { intervalMs?: number } | false;
+  /** The reconciler, or `false` for none. @defaultValue on, every 60 s, grace 120 s */
+  reconciler?: { intervalMs?: number; graceMs?: number } | false;
+  /** The dedupe-window pruner, or `false` for none. @defaultValue on, every 10 min */
+  pruner?: { intervalMs?: number; batchSize?: number } | false;
 }
 
 /** A running worker. */
@@ -48,6 +73,10 @@ export interface OnceqWorker {
   readonly processId: string;
   readonly workers: readonly Worker[];
   readonly pipeline: Pipeline;
+  /** The background tasks this worker runs (absent when turned off). */
+  readonly outbox: OutboxRelay | undefined;
+  readonly reconciler: Reconciler | undefined;
+  readonly pruner: Pruner | undefined;
   /**
    * Stops taking jobs and waits up to `timeoutMs` for the ones in flight; past that, closes
    * forcibly and releases their claims so another worker can take them over at once (their
@@ -67,6 +96,57 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   const tokenRedis = options.redis.duplicate({ enableAutoPipelining: true, lazyConnect: false });
   tokenRedis.on('error', (err) => log?.debug({ err }, 'token store connection error'));
   const tokens = createTokenStore(tokenRedis, { prefix: options.prefix });
+  const dedupeWindowMs = options.dedupeWindowMs ?? 7 * 86_400_000;
+  const deadLetters = createDeadLetterWriter({
+    db: options.db,
+    redis: options.redis,
+    prefix: options.prefix,
+    fault: options.fault,
+    logger: log,
+  });
+  // Follow-ups need ids; a worker whose handlers never enqueue never leases a worker id.
+  let idService: Promise<IdService> | undefined;
+  const ids = options.ids
+    ? () => Promise.resolve(options.ids!)
+    : () => (idService ??= createIdService(options.redis, { prefix: options.prefix }));
+  const jobDefaults = { maxAttempts: options.maxAttempts, backoffMs: options.backoffMs };
+  const outbox =
+    options.outbox === false
+      ? undefined
+      : createOutboxRelay({
+          db: options.db,
+          redis: options.redis,
+          prefix: options.prefix,
+          intervalMs: options.outbox?.intervalMs,
+          ...jobDefaults,
+          logger: log,
+        });
+  const reconciler =
+    options.reconciler === false
+      ? undefined
+      : createReconciler({
+          db: options.db,
+          redis: options.redis,
+          prefix: options.prefix,
+          deadLetters,
+          intervalMs: options.reconciler?.intervalMs,
+          graceMs: options.reconciler?.graceMs,
+          dedupeWindowMs,
+          ...jobDefaults,
+          logger: log,
+        });
+  const pruner =
+    options.pruner === false
+      ? undefined
+      : createPruner({
+          db: options.db,
+          dedupeWindowMs,
+          intervalMs: options.pruner?.intervalMs,
+          batchSize: options.pruner?.batchSize,
+          logger: log,
+        });
+  // Removals of dead-lettered originals still running, awaited at close.
+  const removals = new Set<Promise<void>>();
   const pipeline = createPipeline({
     db: options.db,
     tokens,
@@ -78,6 +158,10 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
     fault: options.fault,
     logger: options.logger,
     onOutcome: options.onOutcome,
+    deadLetters,
+    dedupeWindowMs,
+    ids,
+    onFollowUps: () => outbox?.nudge(),
   });
   const queues = options.queues?.length ? options.queues : options.registry.queues();
 
@@ -100,7 +184,14 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
         ),
       );
     }
-    worker.on('failed', (job, err) =>
+    worker.on('failed', (job, err) => {
+      // The last step of a dead-letter move: the copies are written, the original goes. If the
+      // process dies first, the original stays in the failed set (replay and purge remove it).
+      if (job && err instanceof DeadLetteredError) {
+        const removal = deadLetters.removeOriginal(queue, String(job.id));
+        removals.add(removal);
+        void removal.finally(() => removals.delete(removal));
+      }
       log?.warn(
         {
           jobId: job?.id,
@@ -110,20 +201,26 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
           err: err.message,
         },
         'job failed',
-      ),
-    );
+      );
+    });
     return worker;
   });
   for (const worker of workers) {
     void worker.run().catch((err) => log?.error({ err }, 'worker stopped with an error'));
   }
   await Promise.all(workers.map((w) => w.waitUntilReady()));
+  outbox?.start();
+  reconciler?.start();
+  pruner?.start();
 
   let closing: Promise<{ forced: boolean }> | undefined;
   return {
     processId,
     workers,
     pipeline,
+    outbox,
+    reconciler,
+    pruner,
     close(timeoutMs = 10_000) {
       closing ??= (async () => {
         // Stop intake, then wait for the pipeline to go idle; close only after. BullMQ keeps the
@@ -143,7 +240,11 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
           log?.warn({ released }, 'shutdown bound reached; released in-flight claims');
         }
         await Promise.all(workers.map((w) => w.close(forced)));
+        await Promise.all([outbox?.close(), reconciler?.close(), pruner?.close()]);
+        await Promise.all([...removals]);
+        await deadLetters.close();
         await closeRedis(tokenRedis);
+        if (idService) await (await idService.catch(() => undefined))?.close();
         return { forced };
       })();
       return closing;

@@ -172,7 +172,9 @@ describe('db: migrations', function () {
       expect(rows.map((r) => `${r.table_name}.${r.column_name}`).sort()).to.deep.equal([
         'accepted_messages.message_id',
         'accounts.id',
+        'dead_letters.message_id',
         'inbox.message_id',
+        'outbox.message_id',
         'transfers.from_id',
         'transfers.id',
         'transfers.message_id',

@@ -11,6 +11,8 @@ import { defineJob } from '../../src/jobs/define-job.js';
 import { jobIdFor } from '../../src/core/message.js';
 import { tokenKey } from '../../src/redis/keys.js';
 import { generateToken } from '../../src/core/token.js';
+import { firstSnowflakeAt } from '../../src/core/snowflake.js';
+import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
 
 async function openAccount(
   stack: TestStack,
@@ -318,7 +320,7 @@ describe('pipeline', function () {
     });
     after(async () => stack.close());
 
-    it('fails after its attempts with no effect, while other jobs keep flowing', async () => {
+    it('dead-letters it after its attempts with no effect, while other jobs keep flowing', async () => {
       await stack.startWorker();
       const doomed = await stack.producer.enqueue('test.always-fails', { accountId: '999' });
       const fine = [];
@@ -329,13 +331,21 @@ describe('pipeline', function () {
         );
       await waitApplied(stack, fine);
       const queue = stack.producer.queue('ledger');
-      await waitFor(
-        'doomed job failed',
-        async () => (await (await queue.getJob(doomed.jobId))?.isFailed()) ?? false,
+      const letter = await waitFor('doomed message dead-lettered', () =>
+        findDeadLetter(stack.db, doomed.messageId),
       );
-      const job = (await queue.getJob(doomed.jobId))!;
-      expect(job.attemptsMade).to.equal(3);
-      expect(job.failedReason).to.equal('handler exploded');
+      expect(letter.reason).to.equal('exhausted');
+      expect(letter.attempts).to.equal(3);
+      expect(letter.error).to.equal('handler exploded');
+      expect(letter.stack).to.contain('handler exploded');
+      expect(letter.token).to.equal(doomed.token);
+      expect(letter.data).to.deep.equal({ accountId: '999' });
+      // The copy is written first, then the original leaves its queue.
+      await waitFor('original removed', async () => !(await queue.getJob(doomed.jobId)));
+      const dlq = stack.producer.queue('ledger.dlq');
+      const copy = (await dlq.getJob(doomed.jobId))!;
+      expect(copy.data).to.include({ messageId: doomed.messageId, token: doomed.token });
+      expect(copy.data.deadLetter).to.include({ reason: 'exhausted', attempts: 3 });
       expect(
         await stack.db.selectFrom('accounts').selectAll().where('id', '=', '999').execute(),
       ).to.have.length(0);
@@ -377,44 +387,45 @@ describe('pipeline', function () {
       );
     });
 
-    it('fails at once in the worker, not retried, with the reason recorded', async () => {
+    it('is dead-lettered at once in the worker, not retried, with the reason recorded', async () => {
       await stack.startWorker();
       const queue = new Queue('ledger', { connection: stack.redis, prefix: stack.prefix });
       try {
+        const badId = firstSnowflakeAt(Date.now());
+        const unknownId = String(BigInt(badId) + 1n);
         const bad = await queue.add(
           'ledger.transfer',
-          {
-            messageId: '123456789',
-            token: generateToken(),
-            data: { fromId: 'abc', amount: 'lots' },
-          },
-          { jobId: jobIdFor('123456789'), attempts: 5 },
+          { messageId: badId, token: generateToken(), data: { fromId: 'abc', amount: 'lots' } },
+          { jobId: jobIdFor(badId), attempts: 5 },
         );
-        const unknown = await queue.add(
+        await queue.add(
           'no.such-job',
-          { messageId: '123456790', token: generateToken(), data: {} },
+          { messageId: unknownId, token: generateToken(), data: {} },
           { attempts: 5 },
         );
         const notEnvelope = await queue.add('ledger.transfer', { hello: 'world' }, { attempts: 5 });
-        for (const job of [bad, unknown, notEnvelope]) {
-          await waitFor(
-            `job ${job.id} failed`,
-            async () => (await (await queue.getJob(job.id!))?.isFailed()) ?? false,
-          );
-        }
-        const failedBad = (await queue.getJob(bad.id!))!;
-        expect(failedBad.attemptsMade).to.equal(1);
-        expect(failedBad.failedReason).to.match(/^invalid: invalid data for job ledger.transfer: /);
-        expect(failedBad.failedReason)
-          .to.contain('/fromId')
-          .and.contain('/toId')
-          .and.contain('/amount');
-        expect((await queue.getJob(unknown.id!))!.failedReason).to.equal(
-          'invalid: unknown job "no.such-job"',
+
+        const badLetter = await waitFor('bad data dead-lettered', () =>
+          findDeadLetter(stack.db, badId),
         );
-        expect((await queue.getJob(notEnvelope.id!))!.failedReason).to.contain(
-          'envelope.messageId',
+        expect(badLetter.reason).to.equal('invalid');
+        expect(badLetter.attempts).to.equal(1);
+        expect(badLetter.error).to.match(/^invalid data for job ledger.transfer: /);
+        expect(badLetter.error).to.contain('/fromId').and.contain('/toId').and.contain('/amount');
+        await waitFor('invalid original removed', async () => !(await queue.getJob(bad.id!)));
+        const unknownLetter = await waitFor('unknown job dead-lettered', () =>
+          findDeadLetter(stack.db, unknownId),
         );
+        expect(unknownLetter.reason).to.equal('invalid');
+        expect(unknownLetter.error).to.equal('unknown job "no.such-job"');
+        // Not an onceq envelope: no messageId to key a dead letter by, so it only fails.
+        await waitFor(
+          `job ${notEnvelope.id} failed`,
+          async () => (await (await queue.getJob(notEnvelope.id!))?.isFailed()) ?? false,
+        );
+        const failed = (await queue.getJob(notEnvelope.id!))!;
+        expect(failed.attemptsMade).to.equal(1);
+        expect(failed.failedReason).to.contain('envelope.messageId');
         expect(await inboxCount(stack.db)).to.equal(0);
       } finally {
         await queue.close();

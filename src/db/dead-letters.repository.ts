@@ -1,0 +1,234 @@
+/**
+ * The durable dead-letter queue: reads and writes of `dead_letters`. A row is pending until a
+ * replay marks it (`replayed_at`) or an operator purges it (`purged_at`); both are kept, so that
+ * replays stay idempotent and the reconciler does not resurrect a message an operator gave up.
+ */
+import { sql, type Kysely } from 'kysely';
+import type { Database, DeadLetterRow } from './database.js';
+import type { DeadLetterReason } from '../core/dead-letter.js';
+
+/** What a dead letter records about a message when it goes dead. */
+export interface DeadLetter {
+  messageId: string;
+  queue: string;
+  jobName: string;
+  jobId: string;
+  data: unknown;
+  token: string | null;
+  reason: DeadLetterReason;
+  error: string | null;
+  stack: string | null;
+  attempts: number;
+  /** Job options a replay keeps (`{priority}`). */
+  options: Record<string, unknown>;
+  enqueuedAt: Date | null;
+}
+
+/** Longest error text and stack kept; the rest of a runaway message is cut. */
+const MAX_ERROR_CHARS = 8_192;
+
+/**
+ * Records a dead letter. The same message again (a crash between the copy and the removal, or a
+ * replay that failed again) updates its one row and makes it pending again.
+ */
+export async function upsertDeadLetter(db: Kysely<Database>, letter: DeadLetter): Promise<void> {
+  await db
+    .insertInto('dead_letters')
+    .values({
+      message_id: letter.messageId,
+      queue: letter.queue,
+      job_name: letter.jobName,
+      job_id: letter.jobId,
+      data: JSON.stringify(letter.data ?? null),
+      token: letter.token,
+      reason: letter.reason,
+      error: cut(letter.error),
+      stack: cut(letter.stack),
+      attempts: letter.attempts,
+      options: JSON.stringify(letter.options),
+      enqueued_at: letter.enqueuedAt,
+    })
+    .onConflict((oc) =>
+      oc.column('message_id').doUpdateSet((eb) => ({
+        queue: eb.ref('excluded.queue'),
+        job_name: eb.ref('excluded.job_name'),
+        job_id: eb.ref('excluded.job_id'),
+        data: eb.ref('excluded.data'),
+        token: eb.ref('excluded.token'),
+        reason: eb.ref('excluded.reason'),
+        error: eb.ref('excluded.error'),
+        stack: eb.ref('excluded.stack'),
+        attempts: eb.ref('excluded.attempts'),
+        options: eb.ref('excluded.options'),
+        dead_at: sql<Date>`now()`,
+        dead_count: sql<number>`dead_letters.dead_count + 1`,
+        replayed_at: null,
+        purged_at: null,
+      })),
+    )
+    .execute();
+}
+
+function cut(text: string | null): string | null {
+  return text && text.length > MAX_ERROR_CHARS ? `${text.slice(0, MAX_ERROR_CHARS)}…` : text;
+}
+
+/** The dead letter of a message (pending, replayed or purged), if any. */
+export async function findDeadLetter(
+  db: Kysely<Database>,
+  messageId: string,
+): Promise<DeadLetterRow | undefined> {
+  return db
+    .selectFrom('dead_letters')
+    .selectAll()
+    .where('message_id', '=', messageId)
+    .executeTakeFirst();
+}
+
+/** Which of `messageIds` have a dead letter (in any state). */
+export async function existingDeadLetterIds(
+  db: Kysely<Database>,
+  messageIds: readonly string[],
+): Promise<Set<string>> {
+  if (messageIds.length === 0) return new Set();
+  const rows = await db
+    .selectFrom('dead_letters')
+    .select('message_id')
+    .where('message_id', 'in', [...messageIds])
+    .execute();
+  return new Set(rows.map((r) => r.message_id));
+}
+
+/** Filters of {@link listDeadLetters}. */
+export interface DeadLetterFilter {
+  queue?: string;
+  reason?: DeadLetterReason;
+  /** Only messages with a larger id (keyset pagination). */
+  afterMessageId?: string;
+  /** @defaultValue 100 */
+  limit?: number;
+  /** Replayed and purged letters too. @defaultValue false */
+  includeSettled?: boolean;
+}
+
+/** Dead letters in message-id order (oldest message first). */
+export async function listDeadLetters(
+  db: Kysely<Database>,
+  filter: DeadLetterFilter = {},
+): Promise<DeadLetterRow[]> {
+  let query = db
+    .selectFrom('dead_letters')
+    .selectAll()
+    .orderBy('message_id')
+    .limit(filter.limit ?? 100);
+  if (!filter.includeSettled) {
+    query = query.where('replayed_at', 'is', null).where('purged_at', 'is', null);
+  }
+  if (filter.queue) query = query.where('queue', '=', filter.queue);
+  if (filter.reason) query = query.where('reason', '=', filter.reason);
+  if (filter.afterMessageId) query = query.where('message_id', '>', filter.afterMessageId);
+  return query.execute();
+}
+
+/** Pending dead letters, counted per queue and reason. */
+export async function countPendingDeadLetters(
+  db: Kysely<Database>,
+): Promise<{ queue: string; reason: DeadLetterReason; count: number }[]> {
+  const rows = await db
+    .selectFrom('dead_letters')
+    .select(['queue', 'reason', (eb) => eb.fn.countAll<string>().as('n')])
+    .where('replayed_at', 'is', null)
+    .where('purged_at', 'is', null)
+    .groupBy(['queue', 'reason'])
+    .orderBy('queue')
+    .orderBy('reason')
+    .execute();
+  return rows.map((r) => ({ queue: r.queue, reason: r.reason, count: Number(r.n) }));
+}
+
+/** What {@link claimForReplay} selects. */
+export interface ReplayClaim {
+  /** Exactly these messages (already known to exist); otherwise every pending one. */
+  messageIds?: readonly string[];
+  queue?: string;
+  reason?: DeadLetterReason;
+  /** Only messages with a larger id (keyset pagination of `--all`). */
+  afterMessageId?: string;
+  /** Only messages minted at or after this id (younger than the dedupe window). */
+  minMessageId: string;
+  limit: number;
+}
+
+/**
+ * Marks up to `limit` pending dead letters replayed and returns them. This is what makes
+ * concurrent replays safe to run: each pending row is handed to exactly one caller (rows another
+ * replay holds are skipped, not waited for), and the mark is written before the job is added, so
+ * a replay that dies after it leaves a message the reconciler re-enqueues, and a replayed job
+ * that goes dead again makes its row pending again rather than being hidden by a late mark.
+ */
+export async function claimForReplay(
+  db: Kysely<Database>,
+  claim: ReplayClaim,
+): Promise<DeadLetterRow[]> {
+  return db
+    .updateTable('dead_letters')
+    .set({ replayed_at: sql<Date>`now()`, replay_count: sql<number>`replay_count + 1` })
+    .where('message_id', 'in', (eb) => {
+      let inner = eb
+        .selectFrom('dead_letters')
+        .select('message_id')
+        .where('replayed_at', 'is', null)
+        .where('purged_at', 'is', null)
+        .where('message_id', '>=', claim.minMessageId)
+        .orderBy('message_id')
+        .limit(claim.limit)
+        .forUpdate()
+        .skipLocked();
+      if (claim.messageIds) inner = inner.where('message_id', 'in', [...claim.messageIds]);
+      if (claim.queue) inner = inner.where('queue', '=', claim.queue);
+      if (claim.reason) inner = inner.where('reason', '=', claim.reason);
+      if (claim.afterMessageId) inner = inner.where('message_id', '>', claim.afterMessageId);
+      return inner;
+    })
+    .returningAll()
+    .execute();
+}
+
+/** Filters of {@link purgeDeadLetters}. */
+export interface PurgeFilter {
+  /** Only letters that went dead before this time. */
+  deadBefore?: Date;
+  queue?: string;
+  reason?: DeadLetterReason;
+  limit: number;
+}
+
+/**
+ * Purges up to `limit` dead letters (pending or replayed): clears their data and marks them
+ * purged. The row stays as a tombstone so the reconciler leaves the message alone; the pruner
+ * deletes it once it is older than the dedupe window.
+ */
+export async function purgeDeadLetters(
+  db: Kysely<Database>,
+  filter: PurgeFilter,
+): Promise<{ message_id: string; queue: string; job_id: string }[]> {
+  return db
+    .updateTable('dead_letters')
+    .set({ purged_at: sql<Date>`now()`, data: 'null', stack: null })
+    .where('message_id', 'in', (eb) => {
+      let inner = eb
+        .selectFrom('dead_letters')
+        .select('message_id')
+        .where('purged_at', 'is', null)
+        .orderBy('message_id')
+        .limit(filter.limit)
+        .forUpdate()
+        .skipLocked();
+      if (filter.deadBefore) inner = inner.where('dead_at', '<', filter.deadBefore);
+      if (filter.queue) inner = inner.where('queue', '=', filter.queue);
+      if (filter.reason) inner = inner.where('reason', '=', filter.reason);
+      return inner;
+    })
+    .returning(['message_id', 'queue', 'job_id'])
+    .execute();
+}

@@ -1,0 +1,329 @@
+/**
+ * Dead-letter replay (DESIGN.md section 5): puts messages back on their original queue with the
+ * same messageId and token and a fresh attempt budget. Batch-oriented: per batch, one UPDATE
+ * claims up to a thousand pending letters, one SELECT finds those already applied, and the jobs
+ * go to BullMQ in one `addBulk` per queue.
+ *
+ * Why it is safe to run twice at once, or many times: a letter is claimed (marked replayed) by
+ * exactly one replay, in an UPDATE that skips rows another replay holds; the job is added under
+ * the message's own job id, so a job still present is not duplicated; and whatever is delivered
+ * twice anyway is fenced by the inbox. A message whose effect already committed is not sent
+ * again: it is counted as already applied. Replay needs nothing from Redis: the token's state
+ * there may be `done`, claimed by a dead worker, or gone, and the pipeline handles each.
+ */
+import type { Redis } from 'ioredis';
+import type { Db } from '../db/create-db.js';
+import type { DeadLetterRow } from '../db/database.js';
+import {
+  claimForReplay,
+  existingDeadLetterIds,
+  listDeadLetters,
+} from '../db/dead-letters.repository.js';
+import { ErrorCode, OnceqError } from '../core/errors.js';
+import { isSnowflake, firstSnowflakeAt, ONCEQ_EPOCH_MS } from '../core/snowflake.js';
+import { deadLetterQueueName, type DeadLetterReason } from '../core/dead-letter.js';
+import { jobIdFor, type MessageEnvelope } from '../core/message.js';
+import { generateToken } from '../core/token.js';
+import { messageJobOptions, storedJobOptions } from '../producer/job-options.js';
+import { createQueueCache, type QueueCache } from './queues.js';
+import { sql } from 'kysely';
+
+/** Letters per batch. */
+export const DEFAULT_REPLAY_BATCH = 1_000;
+
+/** Some ids given to replay have no dead letter; nothing was replayed. */
+export class UnknownDeadLettersError extends OnceqError {
+  declare readonly details: { unknown: string[] };
+  constructor(unknown: string[]) {
+    const shown = unknown.slice(0, 20).join(', ');
+    const more = unknown.length > 20 ? ` and ${unknown.length - 20} more` : '';
+    super(
+      ErrorCode.NotFound,
+      `no dead letter for ${unknown.length === 1 ? 'message' : 'messages'} ${shown}${more}; ` +
+        'nothing was replayed',
+      { details: { unknown } },
+    );
+  }
+}
+
+/** Options of {@link replayDeadLetters}. */
+export interface ReplayOptions {
+  db: Db;
+  redis: Redis;
+  prefix: string;
+  /** These messages (all must have a dead letter); otherwise every pending letter. */
+  messageIds?: readonly string[];
+  queue?: string;
+  reason?: DeadLetterReason;
+  /** Count what would happen; change nothing. */
+  dryRun?: boolean;
+  /** Letters of older messages are not replayed (the pipeline would expire them). @defaultValue 7 d */
+  dedupeWindowMs?: number;
+  /** Attempt budget of the replayed jobs. @defaultValue 10 */
+  maxAttempts?: number;
+  backoffMs?: number;
+  /** @defaultValue {@link DEFAULT_REPLAY_BATCH} */
+  batchSize?: number;
+  /** Called after each batch with the letters handled so far and the total expected. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** What a replay did. */
+export interface ReplaySummary {
+  dryRun: boolean;
+  /** Letters considered. */
+  total: number;
+  /** Back on their queue. */
+  replayed: number;
+  /** Their effect had committed: not sent again. */
+  alreadyApplied: number;
+  /** Not replayed, each with a reason (see `failures`). */
+  failed: number;
+  /** Given by id but not pending (replayed or purged before, or being replayed by another run). */
+  skipped: number;
+  failures: { messageId: string; error: string }[];
+}
+
+/** Replays dead letters; see the module comment. */
+export async function replayDeadLetters(options: ReplayOptions): Promise<ReplaySummary> {
+  const batchSize = options.batchSize ?? DEFAULT_REPLAY_BATCH;
+  const windowMs = options.dedupeWindowMs ?? 7 * 86_400_000;
+  const minMessageId = firstSnowflakeAt(Math.max(ONCEQ_EPOCH_MS, Date.now() - windowMs));
+  const explicit = options.messageIds ? [...new Set(options.messageIds)] : undefined;
+  if (explicit) {
+    const known = await existingDeadLetterIds(
+      options.db,
+      explicit.filter((id) => isSnowflake(id)),
+    );
+    // In the order given, so the operator finds them in the command line.
+    const unknown = explicit.filter((id) => !isSnowflake(id) || !known.has(id));
+    if (unknown.length > 0) throw new UnknownDeadLettersError(unknown);
+  }
+
+  const summary: ReplaySummary = {
+    dryRun: Boolean(options.dryRun),
+    total: 0,
+    replayed: 0,
+    alreadyApplied: 0,
+    failed: 0,
+    skipped: 0,
+    failures: [],
+  };
+
+  // Letters too old to replay: the pipeline would dead-letter them again as expired.
+  const expired = await pendingBelow(options, explicit, minMessageId);
+  for (const id of expired) {
+    summary.failures.push({
+      messageId: id,
+      error: 'older than the dedupe window: replaying it could apply it twice',
+    });
+  }
+  summary.failed += expired.length;
+  summary.total = explicit
+    ? explicit.length
+    : expired.length + (await countPending(options, minMessageId));
+  let done = expired.length;
+  options.onProgress?.(done, summary.total);
+
+  if (options.dryRun) {
+    await dryRun(options, explicit, minMessageId, batchSize, summary);
+    return summary;
+  }
+
+  const queues = createQueueCache(options.redis, options.prefix);
+  let sending: Promise<void> = Promise.resolve();
+  try {
+    const chunks = explicit ? chunk(explicit, batchSize) : undefined;
+    let after: string | undefined;
+    for (let i = 0; ; i++) {
+      let claimed: DeadLetterRow[];
+      if (chunks) {
+        if (i >= chunks.length) break;
+        const ids = chunks[i]!;
+        claimed = await claimForReplay(options.db, {
+          messageIds: ids,
+          minMessageId,
+          limit: ids.length,
+        });
+        const tooOld = ids.filter((id) => expired.includes(id)).length;
+        summary.skipped += ids.length - claimed.length - tooOld;
+        done += ids.length - tooOld;
+      } else {
+        claimed = await claimForReplay(options.db, {
+          queue: options.queue,
+          reason: options.reason,
+          afterMessageId: after,
+          minMessageId,
+          limit: batchSize,
+        });
+        if (claimed.length === 0) break;
+        after = claimed[claimed.length - 1]!.message_id;
+        done += claimed.length;
+      }
+      // The next claim (PostgreSQL) overlaps this batch's sending (Redis).
+      await sending;
+      options.onProgress?.(Math.min(done - claimed.length, summary.total), summary.total);
+      sending =
+        claimed.length > 0 ? replayBatch(options, queues, claimed, summary) : Promise.resolve();
+    }
+    await sending;
+    options.onProgress?.(Math.min(done, summary.total), summary.total);
+  } finally {
+    await sending.catch(() => undefined);
+    await queues.close();
+  }
+  return summary;
+}
+
+/** Sends one claimed batch: applied ones are counted, the rest go back to their queues. */
+async function replayBatch(
+  options: ReplayOptions,
+  queues: QueueCache,
+  claimed: DeadLetterRow[],
+  summary: ReplaySummary,
+): Promise<void> {
+  const applied = await appliedIds(
+    options.db,
+    claimed.map((r) => r.message_id),
+  );
+  // The visible copy and a failed original left by an interrupted move go first: an add under a
+  // job id that still exists would be a no-op. A removal refused because the job is active means
+  // a live delivery of the message, which the inbox fences like any other.
+  const stale = claimed.flatMap((row) => {
+    const found = [
+      { queue: deadLetterQueueName(row.queue), jobId: jobIdFor(row.message_id) },
+      { queue: row.queue, jobId: jobIdFor(row.message_id) },
+    ];
+    if (row.job_id && row.job_id !== jobIdFor(row.message_id)) {
+      found.push({ queue: row.queue, jobId: row.job_id });
+    }
+    return found;
+  });
+  // One pipelined EXISTS per job hash first: BullMQ's removal is a heavy script, and most of
+  // these jobs (originals removed by a finished move) do not exist.
+  const pipeline = options.redis.pipeline();
+  for (const s of stale) pipeline.exists(queues.get(s.queue).toKey(s.jobId));
+  const exists = (await pipeline.exec()) ?? [];
+  await Promise.all(
+    stale.filter((_, i) => exists[i]?.[1] === 1).map((s) => queues.get(s.queue).remove(s.jobId)),
+  );
+  const toSend = claimed.filter((row) => !applied.has(row.message_id));
+  summary.alreadyApplied += claimed.length - toSend.length;
+  const byQueue = new Map<string, DeadLetterRow[]>();
+  for (const row of toSend) byQueue.set(row.queue, [...(byQueue.get(row.queue) ?? []), row]);
+  await Promise.all(
+    [...byQueue].map(async ([queue, rows]) => {
+      try {
+        await queues.get(queue).addBulk(
+          rows.map((row) => ({
+            name: row.job_name,
+            data: {
+              messageId: row.message_id,
+              // A letter whose envelope had no usable token gets a fresh one: the token only
+              // guards concurrent runs; the inbox is what keeps the effect single.
+              token: row.token ?? generateToken(),
+              data: row.data,
+            } as MessageEnvelope,
+            opts: messageJobOptions(row.message_id, {
+              maxAttempts: options.maxAttempts,
+              backoffMs: options.backoffMs,
+              priority: storedJobOptions(row.options).priority,
+            }),
+          })),
+        );
+        summary.replayed += rows.length;
+      } catch (err) {
+        // Not sent: the letters become pending again, so a later replay can send them.
+        await sql`
+          update dead_letters set replayed_at = null, replay_count = replay_count - 1
+          where message_id = any(${rows.map((r) => r.message_id)}::bigint[])`.execute(options.db);
+        summary.failed += rows.length;
+        const error = err instanceof Error ? err.message : String(err);
+        for (const row of rows) summary.failures.push({ messageId: row.message_id, error });
+      }
+    }),
+  );
+}
+
+async function appliedIds(db: Db, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await db
+    .selectFrom('inbox')
+    .select('message_id')
+    .where('message_id', 'in', ids)
+    .execute();
+  return new Set(rows.map((r) => r.message_id));
+}
+
+/** Pending letters (matching the filters) of messages older than the window. */
+async function pendingBelow(
+  options: ReplayOptions,
+  explicit: string[] | undefined,
+  minMessageId: string,
+): Promise<string[]> {
+  let query = options.db
+    .selectFrom('dead_letters')
+    .select('message_id')
+    .where('replayed_at', 'is', null)
+    .where('purged_at', 'is', null)
+    .where('message_id', '<', minMessageId);
+  if (explicit) query = query.where('message_id', 'in', explicit);
+  if (options.queue) query = query.where('queue', '=', options.queue);
+  if (options.reason) query = query.where('reason', '=', options.reason);
+  return (await query.execute()).map((r) => r.message_id);
+}
+
+async function countPending(options: ReplayOptions, minMessageId: string): Promise<number> {
+  let query = options.db
+    .selectFrom('dead_letters')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('replayed_at', 'is', null)
+    .where('purged_at', 'is', null)
+    .where('message_id', '>=', minMessageId);
+  if (options.queue) query = query.where('queue', '=', options.queue);
+  if (options.reason) query = query.where('reason', '=', options.reason);
+  return Number((await query.executeTakeFirstOrThrow()).n);
+}
+
+/** Counts, without changing anything, what a replay would do now. */
+async function dryRun(
+  options: ReplayOptions,
+  explicit: string[] | undefined,
+  minMessageId: string,
+  batchSize: number,
+  summary: ReplaySummary,
+): Promise<void> {
+  let after: string | undefined;
+  let done = summary.failed;
+  const wanted = explicit ? new Set(explicit) : undefined;
+  for (;;) {
+    let rows = await listDeadLetters(options.db, {
+      queue: options.queue,
+      reason: options.reason,
+      afterMessageId: after,
+      limit: batchSize,
+    });
+    if (rows.length === 0) break;
+    after = rows[rows.length - 1]!.message_id;
+    rows = rows.filter(
+      (r) => BigInt(r.message_id) >= BigInt(minMessageId) && (!wanted || wanted.has(r.message_id)),
+    );
+    const applied = await appliedIds(
+      options.db,
+      rows.map((r) => r.message_id),
+    );
+    summary.alreadyApplied += applied.size;
+    summary.replayed += rows.length - applied.size;
+    done += rows.length;
+    options.onProgress?.(Math.min(done, summary.total), summary.total);
+  }
+  if (explicit) {
+    summary.skipped = explicit.length - summary.replayed - summary.alreadyApplied - summary.failed;
+  }
+}
+
+function chunk<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}

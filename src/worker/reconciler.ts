@@ -1,0 +1,243 @@
+/**
+ * The reconciler (DESIGN.md section 2, "Durable acceptance"): re-enqueues accepted messages that
+ * have no inbox row, no dead letter and no live job once a grace period has passed, so that a
+ * Redis that lost its data (a restart without persistence, a failover) loses no message. It
+ * also finishes dead-letter moves that BullMQ started on its own: a job BullMQ failed without
+ * onceq's pipeline (one that stalled too often), or whose move was cut short by a crash.
+ *
+ * One reconciler runs at a time across the fleet (a PostgreSQL advisory lock, which survives a
+ * Redis flush). It scans `accepted_messages` in batches of message-id ranges, from a low-water
+ * mark (the oldest message it last saw unsettled) up to the grace boundary, with a full rescan of
+ * the dedupe window now and then for messages that became unsettled again below the mark (a
+ * replayed dead letter whose job Redis then lost). Every re-add uses the message's job id, so a
+ * job that turns out to exist is not duplicated, and the inbox absorbs any extra delivery.
+ */
+import type { Job } from 'bullmq';
+import { sql } from 'kysely';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Db } from '../db/create-db.js';
+import type { AcceptedMessageRow } from '../db/database.js';
+import { LockId, withAdvisoryLock } from '../db/advisory-lock.js';
+import { firstSnowflakeAt, ONCEQ_EPOCH_MS } from '../core/snowflake.js';
+import type { MessageEnvelope } from '../core/message.js';
+import { messageJobOptions, storedJobOptions } from '../producer/job-options.js';
+import { createQueueCache } from './queues.js';
+import { startPeriodic, type PeriodicTask } from './periodic.js';
+import { deadLetterOf, type DeadLetterWriter } from './dead-letters.js';
+
+import { DEFAULT_RECONCILE_GRACE_MS, DEFAULT_RECONCILE_INTERVAL_MS } from '../config.js';
+/** Accepted messages examined per query. */
+export const DEFAULT_RECONCILE_BATCH = 1_000;
+/** How often the scan starts over from the start of the dedupe window. */
+export const DEFAULT_FULL_SCAN_EVERY_MS = 3_600_000;
+
+/** Options of {@link createReconciler}. */
+export interface ReconcilerOptions {
+  db: Db;
+  redis: Redis;
+  prefix: string;
+  deadLetters: DeadLetterWriter;
+  /** @defaultValue {@link DEFAULT_RECONCILE_INTERVAL_MS} */
+  intervalMs?: number;
+  /** Messages younger than this are left alone. @defaultValue {@link DEFAULT_RECONCILE_GRACE_MS} */
+  graceMs?: number;
+  /** Older messages are the pruner's (dead-lettered as expired). @defaultValue 7 d */
+  dedupeWindowMs?: number;
+  /** @defaultValue {@link DEFAULT_RECONCILE_BATCH} */
+  batchSize?: number;
+  /** @defaultValue {@link DEFAULT_FULL_SCAN_EVERY_MS} */
+  fullScanEveryMs?: number;
+  maxAttempts?: number;
+  backoffMs?: number;
+  logger?: Logger;
+}
+
+/** What one pass did. */
+export interface ReconcileReport {
+  /** False when another process holds the reconciler lock. */
+  ran: boolean;
+  /** Accepted messages with neither an inbox row nor a pending dead letter. */
+  unsettled: number;
+  /** Re-added to BullMQ: their jobs were gone. */
+  reenqueued: number;
+  /** Failed in BullMQ without a dead letter: moved to the dead-letter queue now. */
+  deadLettered: number;
+}
+
+/** A reconciler; `start()` begins the background loop. */
+export interface Reconciler {
+  runOnce(): Promise<ReconcileReport>;
+  /** Totals since start, over the passes this process ran (metrics). */
+  stats(): { passes: number; reenqueued: number; deadLettered: number };
+  start(): void;
+  close(): Promise<void>;
+}
+
+/** Creates a reconciler. */
+export function createReconciler(options: ReconcilerOptions): Reconciler {
+  const queues = createQueueCache(options.redis, options.prefix);
+  const graceMs = options.graceMs ?? DEFAULT_RECONCILE_GRACE_MS;
+  const windowMs = options.dedupeWindowMs ?? 7 * 86_400_000;
+  const batchSize = options.batchSize ?? DEFAULT_RECONCILE_BATCH;
+  const fullScanEveryMs = options.fullScanEveryMs ?? DEFAULT_FULL_SCAN_EVERY_MS;
+  let watermark: string | undefined;
+  let lastFullScan = 0;
+  let task: PeriodicTask | undefined;
+  const totals = { passes: 0, reenqueued: 0, deadLettered: 0 };
+
+  async function pass(): Promise<Omit<ReconcileReport, 'ran'>> {
+    const now = Date.now();
+    const report = { unsettled: 0, reenqueued: 0, deadLettered: 0 };
+    const upper = firstSnowflakeAt(Math.max(ONCEQ_EPOCH_MS, now - graceMs));
+    if (!watermark || now - lastFullScan >= fullScanEveryMs) {
+      watermark = firstSnowflakeAt(Math.max(ONCEQ_EPOCH_MS, now - windowMs));
+      lastFullScan = now;
+    }
+    let firstUnsettled: string | undefined;
+    let from = watermark;
+    let inclusive = true;
+    for (;;) {
+      const rows = await unsettledBatch(from, inclusive, upper);
+      if (rows.length === 0) break;
+      from = rows[rows.length - 1]!.message_id;
+      inclusive = false;
+      report.unsettled += rows.length;
+      // The job's hash decides whether the job exists: after a partial loss an id can linger
+      // in one of BullMQ's lists or sets with its hash gone, which no worker can ever run.
+      const found = await Promise.all(
+        rows.map(async (r) => {
+          const job = (await queues.get(r.queue).getJob(r.job_id)) as Job | undefined;
+          return job ? { job, state: await job.getState() } : undefined;
+        }),
+      );
+      const gone: AcceptedMessageRow[] = [];
+      for (const [i, row] of rows.entries()) {
+        const entry = found[i];
+        if (!entry || entry.state === 'unknown') {
+          gone.push(row);
+          firstUnsettled ??= row.message_id;
+        } else if (entry.state === 'failed') {
+          if (await finishDeadLetter(row, entry.job)) report.deadLettered++;
+          else firstUnsettled ??= row.message_id;
+        } else if (entry.state !== 'completed') {
+          firstUnsettled ??= row.message_id;
+        }
+      }
+      // Stale ids first, so the add below is not taken for a duplicate of a job that is gone.
+      await Promise.all(
+        gone.map((r) =>
+          queues
+            .get(r.queue)
+            .remove(r.job_id)
+            .catch(() => 0),
+        ),
+      );
+      report.reenqueued += await reenqueue(gone, now);
+      if (rows.length < batchSize) break;
+    }
+    watermark = firstUnsettled ?? upper;
+    totals.passes++;
+    totals.reenqueued += report.reenqueued;
+    totals.deadLettered += report.deadLettered;
+    return report;
+  }
+
+  /** Accepted messages in the id range with no inbox row and no pending (or purged) dead letter. */
+  async function unsettledBatch(
+    from: string,
+    inclusive: boolean,
+    upper: string,
+  ): Promise<AcceptedMessageRow[]> {
+    const { rows } = await sql<AcceptedMessageRow>`
+      select a.message_id::text as message_id, a.principal, a.token, a.fingerprint, a.queue,
+             a.job_name, a.data, a.job_id, a.options, a.accepted_at
+      from accepted_messages a
+      where a.message_id ${inclusive ? sql`>=` : sql`>`} ${from} and a.message_id < ${upper}
+        and not exists (select 1 from inbox i where i.message_id = a.message_id)
+        and not exists (select 1 from dead_letters d where d.message_id = a.message_id
+                          and (d.replayed_at is null or d.purged_at is not null))
+      order by a.message_id
+      limit ${batchSize}`.execute(options.db);
+    return rows;
+  }
+
+  async function reenqueue(rows: AcceptedMessageRow[], now: number): Promise<number> {
+    const byQueue = new Map<string, AcceptedMessageRow[]>();
+    for (const row of rows) byQueue.set(row.queue, [...(byQueue.get(row.queue) ?? []), row]);
+    await Promise.all(
+      [...byQueue].map(([queue, batch]) =>
+        queues.get(queue).addBulk(
+          batch.map((row) => {
+            const stored = storedJobOptions(row.options);
+            // A delayed message keeps what is left of its delay.
+            const delay = stored.delay
+              ? Math.max(0, row.accepted_at.getTime() + stored.delay - now)
+              : undefined;
+            return {
+              name: row.job_name,
+              data: {
+                messageId: row.message_id,
+                token: row.token,
+                data: row.data,
+              } as MessageEnvelope,
+              opts: messageJobOptions(row.message_id, {
+                maxAttempts: options.maxAttempts,
+                backoffMs: options.backoffMs,
+                priority: stored.priority,
+                delay,
+              }),
+            };
+          }),
+        ),
+      ),
+    );
+    if (rows.length > 0) {
+      options.logger?.warn(
+        { count: rows.length, first: rows[0]!.message_id },
+        'reconciler re-enqueued accepted messages whose jobs were gone',
+      );
+    }
+    return rows.length;
+  }
+
+  /** Dead-letters a job BullMQ failed on its own, then removes it. */
+  async function finishDeadLetter(row: AcceptedMessageRow, job: Job): Promise<boolean> {
+    const reason = /stall/i.test(job.failedReason ?? '') ? 'stalled' : 'exhausted';
+    const error = new Error(job.failedReason || 'failed in BullMQ');
+    error.stack = job.stacktrace?.at(-1) ?? undefined;
+    const letter = deadLetterOf(job, reason, error, job.attemptsMade);
+    if (!letter) return false;
+    await options.deadLetters.write(letter);
+    await options.deadLetters.removeOriginal(row.queue, row.job_id);
+    options.logger?.warn(
+      { messageId: row.message_id, queue: row.queue, reason },
+      'reconciler dead-lettered a job BullMQ had failed',
+    );
+    return true;
+  }
+
+  async function runOnce(): Promise<ReconcileReport> {
+    const result = await withAdvisoryLock(options.db, LockId.Reconciler, pass);
+    return result.ran
+      ? { ran: true, ...result.value }
+      : { ran: false, unsettled: 0, reenqueued: 0, deadLettered: 0 };
+  }
+
+  return {
+    runOnce,
+    stats: () => ({ ...totals }),
+    start() {
+      task ??= startPeriodic({
+        name: 'reconciler',
+        intervalMs: options.intervalMs ?? DEFAULT_RECONCILE_INTERVAL_MS,
+        run: runOnce,
+        logger: options.logger,
+      });
+    },
+    async close() {
+      await task?.close();
+      await queues.close();
+    },
+  };
+}

@@ -1,0 +1,187 @@
+/**
+ * Dead letters in process, against real Redis and PostgreSQL: messages too old for the dedupe
+ * window, replay after a fix, replay of a message whose effect already committed, the job-status
+ * look-up, and the reconciler finishing a dead-letter move that BullMQ started on its own.
+ */
+import { expect } from 'chai';
+import { Queue, Worker } from 'bullmq';
+import { createTestStack, type TestStack } from '../support/stack.js';
+import { waitFor } from '../support/ledger.js';
+import {
+  createFixtureTables,
+  effectCounts,
+  fixtureJobs,
+  FIXTURE_QUEUE,
+  setFailing,
+} from '../fixtures/jobs.js';
+import { encodeSnowflake } from '../../src/core/snowflake.js';
+import { generateToken } from '../../src/core/token.js';
+import { jobIdFor } from '../../src/core/message.js';
+import { findDeadLetter, upsertDeadLetter } from '../../src/db/dead-letters.repository.js';
+import { replayDeadLetters } from '../../src/worker/dead-letter-replay.js';
+import { createDeadLetterLookup } from '../../src/producer/dead-letter-lookup.js';
+import { findJobStatus } from '../../src/producer/job-status.js';
+
+describe('worker: dead letters', function () {
+  this.timeout(60_000);
+  let stack: TestStack;
+  beforeEach(async () => {
+    stack = await createTestStack('dead', { jobs: fixtureJobs, maxAttempts: 2, backoffMs: 10 });
+    await createFixtureTables(stack.db);
+  });
+  afterEach(async () => stack.close());
+
+  const replay = (messageIds?: string[]) =>
+    replayDeadLetters({
+      db: stack.db,
+      redis: stack.redis,
+      prefix: stack.prefix,
+      messageIds,
+      backoffMs: 10,
+    });
+
+  it('dead-letters a message older than the dedupe window as expired, without running it', async () => {
+    await stack.startWorker({ dedupeWindowMs: 60_000 });
+    const old = encodeSnowflake({ timestampMs: Date.now() - 120_000, workerId: 3, sequence: 0 });
+    const queue = new Queue(FIXTURE_QUEUE, { connection: stack.redis, prefix: stack.prefix });
+    try {
+      await queue.add(
+        'fixture.bump',
+        { messageId: old, token: generateToken(), data: { n: 1 } },
+        { jobId: jobIdFor(old), attempts: 3 },
+      );
+      const letter = await waitFor('expired letter', () => findDeadLetter(stack.db, old));
+      expect(letter.reason).to.equal('expired');
+      expect(letter.error).to.contain('older than the dedupe window');
+      expect(letter.attempts).to.equal(1);
+      expect((await effectCounts(stack.db)).size).to.equal(0);
+      // Replay refuses it too: the pipeline would only expire it again.
+      const summary = await replayDeadLetters({
+        db: stack.db,
+        redis: stack.redis,
+        prefix: stack.prefix,
+        dedupeWindowMs: 60_000,
+      });
+      expect(summary).to.include({ replayed: 0, failed: 1 });
+      expect(summary.failures[0]!.error).to.contain('dedupe window');
+    } finally {
+      await queue.close();
+    }
+  });
+
+  it('replays an exhausted message after the fault is fixed: one effect, status dead then completed', async () => {
+    await setFailing(stack.db, true);
+    await stack.startWorker();
+    const sent = await stack.producer.enqueue('fixture.bump', { n: 7 });
+    const letter = await waitFor('exhausted letter', () =>
+      findDeadLetter(stack.db, sent.messageId),
+    );
+    expect(letter).to.include({ reason: 'exhausted', attempts: 2, token: sent.token });
+    const status = () =>
+      findJobStatus(
+        {
+          db: stack.db,
+          queue: (q) => stack.producer.queue(q),
+          deadLetters: createDeadLetterLookup(stack.db),
+        },
+        sent.jobId,
+        undefined,
+      );
+    await waitFor(
+      'original removed',
+      async () =>
+        (await status())?.state === 'dead' &&
+        !(await stack.producer.queue(FIXTURE_QUEUE).getJob(sent.jobId)),
+    );
+    expect((await status())!.error).to.contain('refused');
+
+    await setFailing(stack.db, false);
+    const first = await replay([sent.messageId]);
+    expect(first).to.include({ total: 1, replayed: 1, alreadyApplied: 0, failed: 0, skipped: 0 });
+    await waitFor(
+      'applied after replay',
+      async () => (await effectCounts(stack.db)).get(sent.messageId) === 1,
+    );
+    await waitFor('status completed', async () => (await status())?.state === 'completed');
+    const row = (await findDeadLetter(stack.db, sent.messageId))!;
+    expect(row.replayed_at).to.be.instanceOf(Date);
+    expect(row.replay_count).to.equal(1);
+    expect(await stack.producer.queue('fixture.dlq').getJob(sent.jobId)).to.equal(undefined);
+
+    // Replaying it again by id: not pending any more, nothing sent.
+    const again = await replay([sent.messageId]);
+    expect(again).to.include({ replayed: 0, skipped: 1 });
+    expect((await effectCounts(stack.db)).get(sent.messageId)).to.equal(1);
+  });
+
+  it('counts a dead letter whose effect already committed as already applied; the effect count stays one', async () => {
+    await stack.startWorker();
+    const sent = await stack.producer.enqueue('fixture.bump', { n: 1 });
+    await waitFor('applied', async () => (await effectCounts(stack.db)).get(sent.messageId) === 1);
+    // The window this covers: the last attempt committed, and the move to the dead-letter queue
+    // ran anyway (a lease lost at commit, a crash before BullMQ heard of the success).
+    await upsertDeadLetter(stack.db, {
+      messageId: sent.messageId,
+      queue: FIXTURE_QUEUE,
+      jobName: 'fixture.bump',
+      jobId: sent.jobId,
+      data: { n: 1 },
+      token: sent.token,
+      reason: 'exhausted',
+      error: 'lost lease',
+      stack: null,
+      attempts: 2,
+      options: {},
+      enqueuedAt: new Date(),
+    });
+    const summary = await replay();
+    expect(summary).to.include({ total: 1, replayed: 0, alreadyApplied: 1, failed: 0 });
+    // Nothing was sent; even a stray delivery would be a duplicate.
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await effectCounts(stack.db)).get(sent.messageId)).to.equal(1);
+    expect((await findDeadLetter(stack.db, sent.messageId))!.replayed_at).to.be.instanceOf(Date);
+  });
+
+  it('refuses unknown ids naming them, and touches nothing', async () => {
+    await setFailing(stack.db, true);
+    await stack.startWorker();
+    const sent = await stack.producer.enqueue('fixture.bump', { n: 2 });
+    await waitFor('letter', () => findDeadLetter(stack.db, sent.messageId));
+    let error: Error | undefined;
+    try {
+      await replay([sent.messageId, '42', 'nope']);
+    } catch (err) {
+      error = err as Error;
+    }
+    expect(error?.message).to.contain('42').and.contain('nope').and.contain('nothing was replayed');
+    expect((await findDeadLetter(stack.db, sent.messageId))!.replayed_at).to.equal(null);
+  });
+
+  it('the reconciler finishes the move of a job BullMQ failed on its own (stalled too often)', async () => {
+    const sent = await stack.producer.enqueue('fixture.bump', { n: 3 });
+    // Play BullMQ's part: the job fails outside onceq's pipeline, as the stalled-job check does.
+    const raw = new Worker(FIXTURE_QUEUE, null, {
+      connection: stack.redis,
+      prefix: stack.prefix,
+      autorun: false,
+    });
+    try {
+      const job = (await raw.getNextJob('raw-token'))!;
+      expect(job.id).to.equal(sent.jobId);
+      job.opts.attempts = 1;
+      await job.moveToFailed(new Error('job stalled more than allowable limit'), 'raw-token');
+    } finally {
+      await raw.close();
+    }
+    const worker = await stack.startWorker({ reconciler: { intervalMs: 60_000, graceMs: 100 } });
+    await new Promise((r) => setTimeout(r, 150));
+    const report = await worker.reconciler!.runOnce();
+    expect(report).to.include({ ran: true, deadLettered: 1, reenqueued: 0 });
+    const letter = (await findDeadLetter(stack.db, sent.messageId))!;
+    expect(letter).to.include({ reason: 'stalled', token: sent.token });
+    expect(letter.error).to.contain('stalled');
+    expect(await stack.producer.queue(FIXTURE_QUEUE).getJob(sent.jobId)).to.equal(undefined);
+    // A second pass finds nothing to do.
+    expect(await worker.reconciler!.runOnce()).to.include({ deadLettered: 0, reenqueued: 0 });
+  });
+});

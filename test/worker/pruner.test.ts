@@ -1,0 +1,155 @@
+/**
+ * The dedupe window: rows older than it are pruned in batches while workers run, without making
+ * any job wait on a lock for long, and accepted messages that were never applied are
+ * dead-lettered as expired rather than dropped.
+ *
+ * Lock waits are measured, not inferred: a sampler polls pg_stat_activity every 20 ms for the
+ * workers' sessions waiting on a lock (`wait_event_type = 'Lock'`) and records how long each such
+ * statement has been running; the test asserts the longest is under 1 s.
+ */
+import { expect } from 'chai';
+import { sql } from 'kysely';
+import { createTestStack, type TestStack } from '../support/stack.js';
+import { inboxCount, waitFor } from '../support/ledger.js';
+import { createPruner } from '../../src/worker/pruner.js';
+import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
+import { firstSnowflakeAt, encodeSnowflake } from '../../src/core/snowflake.js';
+import { createDb } from '../../src/db/create-db.js';
+import { TEST_DATABASE_URL } from '../support/env.js';
+
+const DAY = 86_400_000;
+
+describe('worker: dedupe-window pruning', function () {
+  this.timeout(90_000);
+  let stack: TestStack;
+  beforeEach(async () => {
+    stack = await createTestStack('prune', { poolSize: 12 });
+  });
+  afterEach(async () => stack.close());
+
+  it('prunes 100,000 old rows while workers run; no job waits 1 s on a lock', async () => {
+    const old = firstSnowflakeAt(Date.now() - 30 * DAY);
+    await sql`
+      insert into inbox (message_id, queue, job_name, result)
+      select ${old}::bigint + g, 'ledger', 'account.open', '{"status":"applied"}'::jsonb
+      from generate_series(1, 100000) g`.execute(stack.db);
+    await sql`
+      insert into accepted_messages
+        (message_id, principal, token, fingerprint, queue, job_name, data, job_id)
+      select ${old}::bigint + g, 'p', 'tok-' || g, 'fp', 'ledger', 'account.open', '{}'::jsonb,
+             'm-' || (${old}::bigint + g)::text
+      from generate_series(1, 20000) g`.execute(stack.db);
+
+    // The sampler runs on its own pool so that it never waits behind the workers for a connection.
+    const observer = createDb({ url: TEST_DATABASE_URL, poolSize: 1, applicationName: 'observer' });
+    let maxLockWaitMs = 0;
+    let samples = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const { rows } = await sql<{ ms: number }>`
+          select coalesce(max(extract(epoch from clock_timestamp() - query_start) * 1000), 0)::float8 as ms
+          from pg_stat_activity
+          where wait_event_type = 'Lock' and application_name = 'onceq-test'
+            and query not like '%pg_stat_activity%'`.execute(observer);
+        maxLockWaitMs = Math.max(maxLockWaitMs, rows[0]!.ms);
+        samples++;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+
+    try {
+      await stack.startWorker({ concurrency: 10, pruner: false });
+      await stack.startWorker({ concurrency: 10, pruner: false });
+      const opened = [];
+      for (let i = 0; i < 4; i++) {
+        opened.push(
+          (await stack.producer.enqueue('account.open', { owner: `o${i}`, openingBalance: 10_000 }))
+            .messageId,
+        );
+      }
+      const transfers = [];
+      for (let i = 0; i < 600; i++) {
+        transfers.push(
+          stack.producer.enqueue('ledger.transfer', {
+            fromId: opened[i % 4]!,
+            toId: opened[(i + 1) % 4]!,
+            amount: 1,
+          }),
+        );
+      }
+      await Promise.all(transfers);
+      const pruner = createPruner({ db: stack.db, batchSize: 2_000, pauseMs: 5 });
+      try {
+        const report = await pruner.runOnce();
+        expect(report).to.include({ ran: true, inbox: 100_000, acceptedMessages: 20_000 });
+        // Every old accepted message had its inbox row, so none was expired.
+        expect(report.expired).to.equal(0);
+      } finally {
+        await pruner.close();
+      }
+      await waitFor(
+        'all transfers applied',
+        async () => (await inboxCount(stack.db)) === 604,
+        60_000,
+      );
+    } finally {
+      sampling = false;
+      await sampler;
+      await observer.destroy();
+    }
+    const left = await sql<{ n: string }>`
+      select count(*) as n from inbox where message_id < ${firstSnowflakeAt(Date.now() - DAY)}`.execute(
+      stack.db,
+    );
+    expect(Number(left.rows[0]!.n)).to.equal(0);
+    expect(samples).to.be.above(10);
+    expect(maxLockWaitMs, `longest lock wait seen in ${samples} samples`).to.be.below(1_000);
+  });
+
+  it('dead-letters accepted messages that were never applied as expired, and keeps young rows', async () => {
+    const oldId = encodeSnowflake({ timestampMs: Date.now() - 8 * DAY, workerId: 1, sequence: 1 });
+    const youngId = firstSnowflakeAt(Date.now() - DAY);
+    for (const id of [oldId, youngId]) {
+      await stack.db
+        .insertInto('accepted_messages')
+        .values({
+          message_id: id,
+          principal: 'p',
+          token: `tok-${id}`,
+          fingerprint: 'fp',
+          queue: 'ledger',
+          job_name: 'account.open',
+          data: JSON.stringify({ owner: 'x', openingBalance: 1 }),
+          job_id: `m-${id}`,
+          options: '{}',
+        })
+        .execute();
+      await stack.db
+        .insertInto('inbox')
+        .values({
+          message_id: String(BigInt(id) + 1n),
+          queue: 'ledger',
+          job_name: 'x',
+          result: 'null',
+        })
+        .execute();
+    }
+    const pruner = createPruner({ db: stack.db });
+    try {
+      expect(await pruner.runOnce()).to.include({ acceptedMessages: 1, expired: 1, inbox: 1 });
+    } finally {
+      await pruner.close();
+    }
+    const letter = (await findDeadLetter(stack.db, oldId))!;
+    expect(letter).to.include({
+      reason: 'expired',
+      token: `tok-${oldId}`,
+      job_name: 'account.open',
+    });
+    expect(letter.data).to.deep.equal({ owner: 'x', openingBalance: 1 });
+    const kept = await stack.db.selectFrom('accepted_messages').select('message_id').execute();
+    expect(kept.map((r) => r.message_id)).to.deep.equal([youngId]);
+    expect(await inboxCount(stack.db)).to.equal(1);
+  });
+});
