@@ -1,6 +1,6 @@
 # onceq image: `docker build -t onceq .`, then `docker run onceq <command>` with REDIS_URL and
 # DATABASE_URL set (see docker-compose.yml). The entry point is the `onceq` executable; the
-# default command, `start`, runs migrations and then a worker.
+# default command, `start`, runs migrations and then the API (port 3000) and a worker in one process.
 
 # Build stage: dev dependencies for the TypeScript build, then prune them away.
 FROM node:20-slim AS build
@@ -24,5 +24,7 @@ COPY --from=build --chown=root:root /app/node_modules ./node_modules
 COPY --from=build --chown=root:root /app/bin ./bin
 COPY --from=build --chown=root:root /app/dist ./dist
 USER node
+# The API (`api`, `start`); workers serve metrics on ONCEQ_METRICS_PORT when it is set.
+EXPOSE 3000
 ENTRYPOINT ["node", "bin/onceq.js"]
 CMD ["start"]

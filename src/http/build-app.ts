@@ -26,6 +26,9 @@ import { ProblemSchema } from './schemas.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
 import { tokenRoutes } from './routes/tokens.js';
+import { metricsRoutes } from './routes/metrics.js';
+import { adminQueueRoutes, SELF_AUTHENTICATED } from './routes/admin-queues.js';
+import type { Metrics } from '../metrics/metrics.js';
 
 /** Options of {@link buildApp}. */
 export interface BuildAppOptions {
@@ -51,11 +54,20 @@ export interface BuildAppOptions {
   deadLetters?: DeadLetterLookup;
   /** Serve the OpenAPI document and its UI at /docs. @defaultValue true */
   docs?: boolean;
+  /** Serve these metrics at `GET /metrics`. @defaultValue no route */
+  metrics?: Metrics;
+  /**
+   * Mount Bull Board at `/admin/queues` (admin keys only) over these work queues and their
+   * dead-letter queues, under the Redis key prefix. @defaultValue no board
+   */
+  adminQueues?: { prefix: string; queues: readonly string[] };
 }
 
 /** Routes anyone may call: health checks and the API's documentation. */
 function isPublic(request: FastifyRequest): boolean {
-  const config = request.routeOptions.config as { public?: boolean } | undefined;
+  const config = request.routeOptions.config as unknown as Record<string, unknown> | undefined;
+  // Bull Board's routes check the key themselves (they also take it as HTTP Basic).
+  if (config?.[SELF_AUTHENTICATED] === true) return true;
   return config?.public === true || (request.routeOptions.url ?? '').startsWith('/docs');
 }
 
@@ -149,6 +161,10 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
   }
 
   healthRoutes(app, { db: options.db, redis: options.redis });
+  if (options.metrics) metricsRoutes(app, options.metrics);
+  if (options.adminQueues) {
+    await adminQueueRoutes(app, { redis: options.redis, ...options.adminQueues, authenticate });
+  }
   tokenRoutes(app, options.producer);
   jobRoutes(app, { db: options.db, producer: options.producer, deadLetters: options.deadLetters });
   return app;

@@ -1,0 +1,91 @@
+/**
+ * The metrics a command owns: a registry for the process, the scrape-time collectors of
+ * fleet-wide state (dead letters, outbox, queue depth) and, for workers, the small HTTP server on
+ * `ONCEQ_METRICS_PORT`. `onceq start` owns one set and lends it to both of its halves, so one
+ * `/metrics` covers the API and the worker.
+ */
+import type { Logger } from 'pino';
+import { createMetrics, type Metrics } from '../metrics/metrics.js';
+import { addStateCollectors } from '../metrics/state-collectors.js';
+import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
+import { ConfigError } from '../core/errors.js';
+import type { Runtime } from './runtime.js';
+
+/** Options of {@link openMetrics}. */
+export interface OpenMetricsOptions {
+  /** Added as the `component` label of every series (`api`, `worker`, `start`). */
+  component: string;
+  /** Work queues whose depth (and whose dead-letter queues' depth) is reported. */
+  queues: readonly string[];
+  /** Serve `/metrics`, `/healthz` and `/readyz` on this port. @defaultValue no server */
+  port?: number;
+}
+
+/** Metrics owned by a command; `close()` stops the server and the collectors. */
+export interface OwnedMetrics {
+  metrics: Metrics;
+  server: MetricsServer | undefined;
+  close(): Promise<void>;
+}
+
+/** Creates the metrics, their collectors and (with a port) their server. */
+export async function openMetrics(
+  runtime: Runtime,
+  options: OpenMetricsOptions,
+): Promise<OwnedMetrics> {
+  const { config, logger } = runtime;
+  const metrics = createMetrics({
+    labels: { component: options.component },
+    onCollectError: (name, err) => logCollectError(logger, name, err),
+  });
+  const removeCollectors = addStateCollectors(metrics, {
+    db: runtime.db,
+    redis: runtime.redis,
+    prefix: config.prefix,
+    queues: options.queues,
+  });
+  let server: MetricsServer | undefined;
+  try {
+    if (options.port !== undefined) {
+      server = await startMetricsServer({
+        metrics,
+        port: options.port,
+        host: config.host,
+        logger,
+        ready: async () => {
+          await Promise.all([
+            runtime.redis.ping(),
+            runtime.db.selectNoFrom((eb) => eb.val(1).as('one')).execute(),
+          ]);
+          return true;
+        },
+      });
+      logger.info({ address: `${server.address}/metrics` }, 'metrics listening');
+    }
+  } catch (err) {
+    await removeCollectors();
+    const code = (err as NodeJS.ErrnoException)?.code;
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+      throw new ConfigError([
+        `ONCEQ_METRICS_PORT=${options.port}: cannot listen on ${config.host}:${options.port} (${code}); ` +
+          'pick a free port, or 0 for any',
+      ]);
+    }
+    throw err;
+  }
+  return {
+    metrics,
+    server,
+    async close() {
+      await server?.close();
+      await removeCollectors();
+    },
+  };
+}
+
+function logCollectError(logger: Logger, name: string, err: unknown): void {
+  logger.warn(
+    { collector: name, err: (err as Error)?.message ?? String(err) },
+    'metrics collector failed',
+  );
+}

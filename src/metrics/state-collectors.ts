@@ -1,0 +1,79 @@
+/**
+ * Scrape-time collectors of fleet-wide state: dead letters pending in PostgreSQL (the truth; the
+ * BullMQ `<queue>.dlq` copies are only for dashboards), the outbox's depth and lag, and BullMQ's
+ * job counts of the work queues and their dead-letter queues. Each is one cheap query per scrape
+ * (the pending dead letters have a partial index; the outbox is small when the relay keeps up).
+ */
+import type { Redis } from 'ioredis';
+import { sql } from 'kysely';
+import type { Db } from '../db/create-db.js';
+import { countPendingDeadLetters } from '../db/dead-letters.repository.js';
+import { deadLetterQueueName } from '../core/dead-letter.js';
+import { isSnowflake, snowflakeTimeMs } from '../core/snowflake.js';
+import { createQueueCache } from '../worker/queues.js';
+import type { Metrics } from './metrics.js';
+
+/** BullMQ states reported by `onceq_queue_jobs`. */
+export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'failed'] as const;
+
+/** Options of {@link addStateCollectors}. */
+export interface StateCollectorsOptions {
+  db: Db;
+  /** Connection for BullMQ's count commands (not closed here). */
+  redis: Redis;
+  prefix: string;
+  /** The work queues; their dead-letter queues are added. */
+  queues: readonly string[];
+}
+
+/** Adds the collectors; the returned function removes them and closes their BullMQ queues. */
+export function addStateCollectors(
+  metrics: Metrics,
+  options: StateCollectorsOptions,
+): () => Promise<void> {
+  const queueCache = createQueueCache(options.redis, options.prefix);
+  const queueNames = [
+    ...new Set(options.queues.flatMap((q) => [q, deadLetterQueueName(q)])),
+  ].sort();
+
+  const removers = [
+    metrics.addCollector('dead_letters', async () => {
+      const rows = await countPendingDeadLetters(options.db);
+      // A queue whose letters were all replayed must drop to nothing, not keep its last count.
+      metrics.deadLetters.reset();
+      for (const row of rows) {
+        metrics.deadLetters.set({ queue: row.queue, reason: row.reason }, row.count);
+      }
+    }),
+    metrics.addCollector('outbox', async () => {
+      const { rows } = await sql<{ oldest: string | null; n: string }>`
+        select min(message_id)::text as oldest, count(*)::text as n from outbox`.execute(
+        options.db,
+      );
+      const row = rows[0];
+      const oldest = row?.oldest;
+      metrics.outboxMessages.set(Number(row?.n ?? 0));
+      // The follow-up's id was minted inside its parent's transaction: its age is the lag.
+      metrics.outboxLagSeconds.set(
+        oldest && isSnowflake(oldest)
+          ? Math.max(0, (Date.now() - snowflakeTimeMs(oldest)) / 1000)
+          : 0,
+      );
+    }),
+    metrics.addCollector('queues', async () => {
+      const counts = await Promise.all(
+        queueNames.map((name) => queueCache.get(name).getJobCounts(...QUEUE_STATES)),
+      );
+      for (const [i, name] of queueNames.entries()) {
+        for (const state of QUEUE_STATES) {
+          metrics.queueJobs.set({ queue: name, state }, counts[i]![state] ?? 0);
+        }
+      }
+    }),
+  ];
+
+  return async () => {
+    for (const remove of removers) remove();
+    await queueCache.close();
+  };
+}
