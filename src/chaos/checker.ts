@@ -1,0 +1,601 @@
+/**
+ * The campaign's checker: a pure function of the history (what clients were told) and a snapshot
+ * of the database and queues after the run drained (what happened). Like Jepsen's bank and
+ * total-queue checkers it reports every anomaly it finds rather than stopping at the first:
+ *
+ * - lost: a message the API accepted (2xx) that has no effect, no dead letter and no failed job;
+ * - duplicated: a message with two or more effects of one kind (inbox rows, transfer rows,
+ *   account rows);
+ * - unexpected: an effect whose message nobody accepted;
+ * - ledger invariants (DESIGN.md section 7), checked row by row;
+ * - replays: every later definite answer for a token must equal the first (status and body).
+ *
+ * The effect of a message is its inbox row, plus its transfer row (`ledger.transfer`) or its
+ * account row (`account.open`). The database's keys make a second inbox or transfer row
+ * impossible, so a real double commit shows up in the invariants (a balance moved twice, a
+ * version bumped twice); the row counts are still checked, and hand-made snapshots in the unit
+ * tests prove both paths report.
+ */
+import type { HistoryEvent, RequestEvent } from './history.js';
+import { POISON_JOB_NAME } from './poison-job.js';
+
+/** A row of `accepted_messages`, as the checker needs it. */
+export interface AcceptedSnapshotRow {
+  message_id: string;
+  token: string;
+  job_name: string;
+  data: unknown;
+}
+
+/** A row of `inbox`. */
+export interface InboxSnapshotRow {
+  message_id: string;
+  job_name: string;
+  result: unknown;
+}
+
+/** A row of `accounts`; int8 columns as strings. */
+export interface AccountSnapshotRow {
+  id: string;
+  owner: string;
+  opening_balance: string;
+  balance: string;
+  version: number;
+  closed: boolean;
+}
+
+/** A row of `transfers`. */
+export interface TransferSnapshotRow {
+  id: string;
+  from_id: string;
+  to_id: string;
+  amount: string;
+  message_id: string;
+}
+
+/** A row of `dead_letters`. */
+export interface DeadLetterSnapshotRow {
+  message_id: string;
+  job_name: string;
+  reason: string;
+}
+
+/** A BullMQ job in a terminal `failed` state, or still live (waiting, active, delayed). */
+export interface JobSnapshot {
+  jobId: string;
+  messageId: string | undefined;
+  name: string;
+  state: string;
+  failedReason?: string;
+}
+
+/** Delivery figures read from the jobs left in Redis (a lower bound after a Redis fault). */
+export interface DeliveryFigures {
+  /** Jobs found in Redis (every state). */
+  jobs: number;
+  /** Sum of BullMQ's `attemptsStarted`: deliveries to a worker. */
+  deliveries: number;
+  /** Sum of BullMQ's `stalledCounter`: deliveries taken over after a lost lock. */
+  stalled: number;
+  /** Completed jobs whose delivery applied the message. */
+  applied: number;
+  /** Completed jobs whose delivery found the message already applied. */
+  duplicates: number;
+}
+
+/** What the database and the queues hold after the run drained. */
+export interface DbSnapshot {
+  accepted: AcceptedSnapshotRow[];
+  inbox: InboxSnapshotRow[];
+  accounts: AccountSnapshotRow[];
+  transfers: TransferSnapshotRow[];
+  /** `null` when the schema has no `dead_letters` table (dead letters not built yet). */
+  deadLetters: DeadLetterSnapshotRow[] | null;
+  /** Failed jobs in Redis. */
+  failedJobs: JobSnapshot[];
+  /** Jobs still waiting, active, delayed or prioritized. */
+  liveJobs: JobSnapshot[];
+  deliveries?: DeliveryFigures;
+}
+
+/** A message that was accepted and came to nothing. */
+export interface LostMessage {
+  messageId: string;
+  token: string;
+  name: string;
+  /** A job for it is still waiting or delayed: stuck rather than dropped. */
+  stillQueued: boolean;
+  /** BullMQ failed its job but no dead letter holds it. */
+  failedWithoutDeadLetter: boolean;
+  /** History line (1-based) of the 2xx answer. */
+  line: number;
+}
+
+/** One anomaly, with where to look. */
+export interface Anomaly {
+  messageId?: string;
+  token?: string;
+  detail: string;
+  /** History lines (1-based) that show it. */
+  lines?: number[];
+}
+
+/** The checker's verdict. */
+export interface CheckResult {
+  valid: boolean;
+  /** Distinct messages answered 2xx. */
+  accepted: number;
+  /** Messages with an inbox row. */
+  applied: number;
+  lost: LostMessage[];
+  duplicated: Anomaly[];
+  unexpected: Anomaly[];
+  /** 2xx answers the database does not back (no accepted row, another token, another id). */
+  acceptance: Anomaly[];
+  /** Dead letters by reason; `null` when there is no dead-letter table yet. */
+  deadLetters: Record<string, number> | null;
+  /** Failed BullMQ jobs of messages with no dead letter, by reason. */
+  failed: Record<string, number>;
+  poison: {
+    accepted: number;
+    deadOrFailed: number;
+    applied: Anomaly[];
+    rawInjected: number;
+    rawDeadOrFailed: number;
+    /** Raw poison jobs gone without a trace: never accepted, so a Redis fault may drop them. */
+    rawVanished: number;
+  };
+  indeterminate: {
+    /** Requests that got no answer. */
+    requests: number;
+    /** Messages accepted by the database whose client never got a 2xx. */
+    acceptedWithoutAnswer: number;
+    /** Of those, how many were applied (allowed: the request may have succeeded). */
+    appliedWithoutAnswer: number;
+  };
+  replays: { checked: number; mismatched: Anomaly[] };
+  invariants: {
+    ok: boolean;
+    violations: string[];
+    accounts: number;
+    transfers: number;
+    sumBalances: string;
+    sumOpening: string;
+  };
+  requests: { total: number; byStatus: Record<string, number> };
+  deliveries?: DeliveryFigures;
+  /** Oddities that do not make the run invalid but deserve a look. */
+  warnings: string[];
+}
+
+/** Answers that settle what a request did; 409 and 429 say "try again", 5xx and none "unknown". */
+export function isDefinite(status: number | null): status is number {
+  return status !== null && status < 500 && status !== 409 && status !== 429;
+}
+
+function is2xx(status: number | null): boolean {
+  return status !== null && status >= 200 && status < 300;
+}
+
+/** Checks a history against a snapshot. Pure; never throws on odd data, it reports it. */
+export function checkCampaign(history: readonly HistoryEvent[], snapshot: DbSnapshot): CheckResult {
+  const warnings: string[] = [];
+  const requests: { event: RequestEvent; line: number }[] = [];
+  const rawPoison = new Map<string, number>();
+  history.forEach((event, i) => {
+    if (event.type === 'request' && event.op !== 'tokens') requests.push({ event, line: i + 1 });
+    if (event.type === 'poison-raw' && event.ok) rawPoison.set(event.messageId, i + 1);
+  });
+
+  const byStatus: Record<string, number> = {};
+  for (const { event } of history
+    .map((event, i) => ({ event, line: i + 1 }))
+    .filter((e) => e.event.type === 'request')) {
+    const r = event as RequestEvent;
+    const key = r.status === null ? 'none' : String(r.status);
+    byStatus[key] = (byStatus[key] ?? 0) + 1;
+  }
+
+  // What clients were told: the first 2xx per message.
+  const answered = new Map<
+    string,
+    { token: string; name: string; data: unknown; line: number; all: number[] }
+  >();
+  const tokensAnswered = new Set<string>();
+  for (const { event, line } of requests) {
+    if (!is2xx(event.status) || !event.token) continue;
+    const messageId = (event.body as { messageId?: unknown } | null)?.messageId;
+    if (typeof messageId !== 'string') continue;
+    tokensAnswered.add(event.token);
+    const request = event.request as { name: string; data: unknown };
+    const seen = answered.get(messageId);
+    if (seen) seen.all.push(line);
+    else
+      answered.set(messageId, {
+        token: event.token,
+        name: request.name,
+        data: request.data,
+        line,
+        all: [line],
+      });
+  }
+
+  const acceptedById = new Map(snapshot.accepted.map((r) => [r.message_id, r]));
+  const acceptance: Anomaly[] = [];
+  for (const [messageId, a] of answered) {
+    const row = acceptedById.get(messageId);
+    if (!row) {
+      acceptance.push({
+        messageId,
+        token: a.token,
+        detail: 'answered 2xx but not in accepted_messages',
+        lines: a.all,
+      });
+    } else if (row.token !== a.token) {
+      acceptance.push({
+        messageId,
+        token: a.token,
+        detail: `answered for token ${a.token} but accepted under token ${row.token}`,
+        lines: a.all,
+      });
+    }
+  }
+
+  // Every message the system knows of: accepted rows, plus 2xx answers it may have forgotten.
+  const known = new Map<string, { name: string; data: unknown; token: string }>();
+  for (const r of snapshot.accepted)
+    known.set(r.message_id, { name: r.job_name, data: r.data, token: r.token });
+  for (const [id, a] of answered) {
+    if (!known.has(id)) known.set(id, { name: a.name, data: a.data, token: a.token });
+  }
+
+  const countBy = <T>(rows: readonly T[], key: (r: T) => string): Map<string, number> => {
+    const m = new Map<string, number>();
+    for (const r of rows) m.set(key(r), (m.get(key(r)) ?? 0) + 1);
+    return m;
+  };
+  const inboxCount = countBy(snapshot.inbox, (r) => r.message_id);
+  const inboxById = new Map(snapshot.inbox.map((r) => [r.message_id, r]));
+  const transferCount = countBy(snapshot.transfers, (r) => r.message_id);
+  const accountCount = countBy(snapshot.accounts, (r) => r.id);
+  const dead = new Map((snapshot.deadLetters ?? []).map((r) => [r.message_id, r]));
+  const failed = new Map<string, JobSnapshot>();
+  for (const j of snapshot.failedJobs) if (j.messageId) failed.set(j.messageId, j);
+  // Where dead letters exist, a message ends applied or dead-lettered (DESIGN.md section 1.2):
+  // a job BullMQ failed without a dead letter counts as lost. Before them, failed is the end.
+  const deadLetterTable = snapshot.deadLetters !== null;
+  const live = new Set(snapshot.liveJobs.map((j) => j.messageId).filter(Boolean) as string[]);
+
+  const accountIdOf = (messageId: string, data: unknown): string => {
+    const id = (data as { accountId?: unknown } | null)?.accountId;
+    return typeof id === 'string' ? id : messageId;
+  };
+
+  // Lost and duplicated.
+  const lost: LostMessage[] = [];
+  const duplicated: Anomaly[] = [];
+  const poisonApplied: Anomaly[] = [];
+  let poisonAccepted = 0;
+  let poisonDead = 0;
+  for (const [messageId, a] of answered) {
+    const applied = inboxCount.get(messageId) ?? 0;
+    const terminal = dead.has(messageId) || (!deadLetterTable && failed.has(messageId));
+    if (a.name === POISON_JOB_NAME) {
+      poisonAccepted++;
+      if (terminal) poisonDead++;
+    }
+    if (applied === 0 && !terminal) {
+      lost.push({
+        messageId,
+        token: a.token,
+        name: a.name,
+        stillQueued: live.has(messageId),
+        failedWithoutDeadLetter: failed.has(messageId),
+        line: a.line,
+      });
+    }
+  }
+  for (const [messageId, m] of known) {
+    const n = inboxCount.get(messageId) ?? 0;
+    if (n > 1) duplicated.push({ messageId, token: m.token, detail: `${n} inbox rows` });
+    const t = transferCount.get(messageId) ?? 0;
+    if (t > 1) duplicated.push({ messageId, token: m.token, detail: `${t} transfer rows` });
+    if (m.name === 'account.open') {
+      const accounts = accountCount.get(accountIdOf(messageId, m.data)) ?? 0;
+      if (accounts > 1) {
+        duplicated.push({ messageId, token: m.token, detail: `${accounts} account rows` });
+      }
+    }
+    if (m.name === POISON_JOB_NAME && n > 0) {
+      poisonApplied.push({ messageId, token: m.token, detail: 'poison message applied' });
+    }
+    if (n > 0 && dead.has(messageId)) {
+      warnings.push(`message ${messageId} is applied and also dead-lettered`);
+    }
+  }
+
+  // Unexpected effects.
+  const unexpected: Anomaly[] = [];
+  for (const r of snapshot.inbox) {
+    if (!known.has(r.message_id)) {
+      const raw = rawPoison.get(r.message_id);
+      unexpected.push({
+        messageId: r.message_id,
+        detail: raw
+          ? `inbox row for a raw poison job (${r.job_name}) that no one accepted`
+          : `inbox row (${r.job_name}) for a message no one accepted`,
+        lines: raw ? [raw] : undefined,
+      });
+    }
+  }
+  for (const r of snapshot.transfers) {
+    if (!known.has(r.message_id)) {
+      unexpected.push({
+        messageId: r.message_id,
+        detail: `transfer row ${r.id} for a message no one accepted`,
+      });
+    }
+  }
+  const openedIds = new Set<string>();
+  for (const [messageId, m] of known) {
+    if (m.name === 'account.open') openedIds.add(accountIdOf(messageId, m.data));
+  }
+  for (const r of snapshot.accounts) {
+    if (!openedIds.has(r.id))
+      unexpected.push({ detail: `account ${r.id} that no accepted message opened` });
+  }
+
+  // Indeterminate requests.
+  let acceptedWithoutAnswer = 0;
+  let appliedWithoutAnswer = 0;
+  for (const r of snapshot.accepted) {
+    if (answered.has(r.message_id) || tokensAnswered.has(r.token)) continue;
+    acceptedWithoutAnswer++;
+    if ((inboxCount.get(r.message_id) ?? 0) > 0) appliedWithoutAnswer++;
+  }
+
+  // Replays: every later definite answer for a token equals the first one.
+  const byToken = new Map<string, { event: RequestEvent; line: number }[]>();
+  for (const r of requests) {
+    if (!r.event.token || !isDefinite(r.event.status)) continue;
+    const list = byToken.get(r.event.token) ?? [];
+    list.push(r);
+    byToken.set(r.event.token, list);
+  }
+  let replaysChecked = 0;
+  const mismatched: Anomaly[] = [];
+  for (const [token, list] of byToken) {
+    list.sort((a, b) => a.event.time - b.event.time || a.line - b.line);
+    const first = list[0]!;
+    for (const later of list.slice(1)) {
+      if (canonical(later.event.request) !== canonical(first.event.request)) continue;
+      replaysChecked++;
+      if (
+        later.event.status !== first.event.status ||
+        canonical(later.event.body) !== canonical(first.event.body)
+      ) {
+        mismatched.push({
+          token,
+          detail:
+            `replay answered ${later.event.status} ${canonical(later.event.body)}; ` +
+            `first answer was ${first.event.status} ${canonical(first.event.body)}`,
+          lines: [first.line, later.line],
+        });
+      }
+    }
+  }
+
+  const invariants = checkLedger(snapshot, known, inboxById);
+
+  // Dead letters and failures.
+  let deadLetters: Record<string, number> | null = null;
+  if (snapshot.deadLetters) {
+    deadLetters = {};
+    for (const r of snapshot.deadLetters) deadLetters[r.reason] = (deadLetters[r.reason] ?? 0) + 1;
+  }
+  const failedByReason: Record<string, number> = {};
+  for (const j of snapshot.failedJobs) {
+    if (j.messageId && dead.has(j.messageId)) continue;
+    const reason = /^(\w+):/.exec(j.failedReason ?? '')?.[1] ?? 'error';
+    failedByReason[reason] = (failedByReason[reason] ?? 0) + 1;
+  }
+  let rawDead = 0;
+  let rawVanished = 0;
+  for (const messageId of rawPoison.keys()) {
+    if (dead.has(messageId) || (!deadLetterTable && failed.has(messageId))) rawDead++;
+    else if (!live.has(messageId)) rawVanished++;
+  }
+
+  const applied = [...known.keys()].filter((id) => (inboxCount.get(id) ?? 0) > 0).length;
+  const valid =
+    lost.length === 0 &&
+    duplicated.length === 0 &&
+    unexpected.length === 0 &&
+    acceptance.length === 0 &&
+    poisonApplied.length === 0 &&
+    mismatched.length === 0 &&
+    invariants.ok;
+
+  return {
+    valid,
+    accepted: answered.size,
+    applied,
+    lost,
+    duplicated,
+    unexpected,
+    acceptance,
+    deadLetters,
+    failed: failedByReason,
+    poison: {
+      accepted: poisonAccepted,
+      deadOrFailed: poisonDead,
+      applied: poisonApplied,
+      rawInjected: rawPoison.size,
+      rawDeadOrFailed: rawDead,
+      rawVanished,
+    },
+    indeterminate: {
+      requests: requests.filter((r) => r.event.status === null).length,
+      acceptedWithoutAnswer,
+      appliedWithoutAnswer,
+    },
+    replays: { checked: replaysChecked, mismatched },
+    invariants,
+    requests: { total: Object.values(byStatus).reduce((a, b) => a + b, 0), byStatus },
+    deliveries: snapshot.deliveries,
+    warnings,
+  };
+}
+
+/**
+ * The ledger invariants over the snapshot's rows: conservation of money, each balance from its
+ * transfers, one transfer row per applied transfer message, versions equal to the number of
+ * updates, owners equal to the last applied rename, accounts equal to what their open asked.
+ */
+function checkLedger(
+  snapshot: DbSnapshot,
+  known: Map<string, { name: string; data: unknown; token: string }>,
+  inboxById: Map<string, InboxSnapshotRow>,
+): CheckResult['invariants'] {
+  const violations: string[] = [];
+  const status = (messageId: string): unknown =>
+    (inboxById.get(messageId)?.result as { status?: unknown } | null | undefined)?.status;
+
+  let sumBalances = 0n;
+  let sumOpening = 0n;
+  for (const a of snapshot.accounts) {
+    sumBalances += BigInt(a.balance);
+    sumOpening += BigInt(a.opening_balance);
+  }
+  if (sumBalances !== sumOpening) {
+    violations.push(`sum of balances ${sumBalances} ≠ sum of opening balances ${sumOpening}`);
+  }
+
+  // Opens: the applied ones, their accounts, their opening balances.
+  let sumAppliedOpens = 0n;
+  const accountsById = new Map(snapshot.accounts.map((a) => [a.id, a]));
+  const openOwner = new Map<string, string>();
+  for (const [messageId, m] of known) {
+    if (m.name !== 'account.open' || status(messageId) !== 'applied') continue;
+    const data = m.data as { owner: string; openingBalance: number; accountId?: string };
+    const id = data.accountId ?? messageId;
+    sumAppliedOpens += BigInt(data.openingBalance);
+    openOwner.set(id, data.owner);
+    const account = accountsById.get(id);
+    if (!account) violations.push(`open ${messageId} applied but account ${id} does not exist`);
+    else if (account.opening_balance !== String(data.openingBalance)) {
+      violations.push(
+        `account ${id} opening balance ${account.opening_balance} ≠ ${data.openingBalance} asked by ${messageId}`,
+      );
+    }
+  }
+  if (sumAppliedOpens !== sumBalances) {
+    violations.push(
+      `sum of balances ${sumBalances} ≠ sum of opening balances of applied opens ${sumAppliedOpens}`,
+    );
+  }
+
+  // Transfers: rows against applied messages, balances against rows.
+  const flow = new Map<string, bigint>();
+  const touches = new Map<string, number>();
+  const rowsByMessage = new Map<string, TransferSnapshotRow>();
+  for (const t of snapshot.transfers) {
+    const amount = BigInt(t.amount);
+    flow.set(t.to_id, (flow.get(t.to_id) ?? 0n) + amount);
+    flow.set(t.from_id, (flow.get(t.from_id) ?? 0n) - amount);
+    touches.set(t.to_id, (touches.get(t.to_id) ?? 0) + 1);
+    touches.set(t.from_id, (touches.get(t.from_id) ?? 0) + 1);
+    rowsByMessage.set(t.message_id, t);
+    const m = known.get(t.message_id);
+    if (m && status(t.message_id) !== 'applied') {
+      violations.push(
+        `transfer row ${t.id} for message ${t.message_id}, whose result is ${JSON.stringify(inboxById.get(t.message_id)?.result ?? null)}`,
+      );
+    }
+    if (m) {
+      const d = m.data as { fromId: string; toId: string; amount: number };
+      if (d.fromId !== t.from_id || d.toId !== t.to_id || String(d.amount) !== t.amount) {
+        violations.push(`transfer row ${t.id} does not match message ${t.message_id}'s data`);
+      }
+    }
+  }
+  for (const [messageId, m] of known) {
+    if (m.name === 'ledger.transfer' && status(messageId) === 'applied') {
+      if (!rowsByMessage.has(messageId))
+        violations.push(`transfer ${messageId} applied but has no transfer row`);
+    }
+  }
+  for (const a of snapshot.accounts) {
+    const expected = BigInt(a.opening_balance) + (flow.get(a.id) ?? 0n);
+    if (BigInt(a.balance) !== expected) {
+      violations.push(
+        `account ${a.id} balance ${a.balance} ≠ opening ${a.opening_balance} + transfers = ${expected}`,
+      );
+    }
+  }
+
+  // Versions and owners: renames and closes that were applied.
+  const updates = new Map<string, number>(touches);
+  const lastRename = new Map<string, { version: number; owner: string; messageId: string }>();
+  for (const [messageId, m] of known) {
+    const result = inboxById.get(messageId)?.result as
+      { status?: string; version?: number } | null | undefined;
+    if (m.name === 'account.rename' && result?.status === 'applied') {
+      const d = m.data as { accountId: string; owner: string };
+      updates.set(d.accountId, (updates.get(d.accountId) ?? 0) + 1);
+      const prev = lastRename.get(d.accountId);
+      const version = Number(result.version);
+      if (prev && prev.version === version) {
+        violations.push(
+          `renames ${prev.messageId} and ${messageId} both applied as version ${version} of account ${d.accountId}`,
+        );
+      }
+      if (!prev || version > prev.version)
+        lastRename.set(d.accountId, { version, owner: d.owner, messageId });
+    }
+    if (m.name === 'account.close' && result?.status === 'closed') {
+      const d = m.data as { accountId: string };
+      updates.set(d.accountId, (updates.get(d.accountId) ?? 0) + 1);
+    }
+  }
+  for (const a of snapshot.accounts) {
+    const expected = updates.get(a.id) ?? 0;
+    if (a.version !== expected) {
+      violations.push(`account ${a.id} version ${a.version} ≠ ${expected} applied updates`);
+    }
+    const rename = lastRename.get(a.id);
+    const owner = rename?.owner ?? openOwner.get(a.id);
+    if (owner !== undefined && a.owner !== owner) {
+      violations.push(
+        `account ${a.id} owner "${a.owner}" ≠ "${owner}" (${rename ? `rename ${rename.messageId}` : 'its open'})`,
+      );
+    }
+    if (BigInt(a.balance) < 0n) violations.push(`account ${a.id} balance ${a.balance} < 0`);
+  }
+
+  return {
+    ok: violations.length === 0,
+    violations,
+    accounts: snapshot.accounts.length,
+    transfers: snapshot.transfers.length,
+    sumBalances: sumBalances.toString(),
+    sumOpening: sumOpening.toString(),
+  };
+}
+
+/** JSON with sorted keys, so two equal values always give the same text. */
+export function canonical(value: unknown): string {
+  return JSON.stringify(sortKeys(value));
+}
+
+function sortKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortKeys);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.keys(value as Record<string, unknown>)
+        .sort()
+        .map((k) => [k, sortKeys((value as Record<string, unknown>)[k])]),
+    );
+  }
+  return value;
+}

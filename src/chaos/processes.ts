@@ -1,0 +1,243 @@
+/**
+ * The campaign's child processes: the real `onceq api` and `onceq worker` commands and a private
+ * `redis-server`, each supervised so the nemesis can kill, pause and restart them, and so a
+ * process that dies on its own (a crash the nemesis did not ask for) is recorded and restarted.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import type { Writable } from 'node:stream';
+import type { HistoryWriter, ProcessEvent } from './history.js';
+
+/**
+ * How to run the `onceq` CLI as a child: from the sources through tsx when this module runs from
+ * the sources (tests, `npm run onceq`), from the compiled file otherwise (`bin/onceq.js`).
+ */
+export function cliCommand(): { command: string; args: string[] } {
+  const fromSources = import.meta.url.endsWith('.ts');
+  const entry = fileURLToPath(
+    new URL(`../cli/index.${fromSources ? 'ts' : 'js'}`, import.meta.url),
+  );
+  return {
+    command: process.execPath,
+    args: fromSources ? ['--import', 'tsx', entry] : [entry],
+  };
+}
+
+/** Path of a sibling module of this one, `.ts` or `.js` as this module is. */
+export function siblingModule(name: string): string {
+  const ext = import.meta.url.endsWith('.ts') ? 'ts' : 'js';
+  return fileURLToPath(new URL(`./${name}.${ext}`, import.meta.url));
+}
+
+/** A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** `url` with `application_name` set, so `pg_stat_activity` tells the children apart. */
+export function withApplicationName(url: string, name: string): string {
+  const parsed = new URL(url);
+  parsed.searchParams.set('application_name', name);
+  return parsed.toString();
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Options of {@link ManagedProcess}. */
+export interface ManagedProcessOptions {
+  /** Name in the history and the log (`api`, `worker-1`, `redis`). */
+  name: string;
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+  /** Output that means the process is ready. */
+  readyText: string;
+  /** Receives the children's output, one prefixed line at a time. */
+  log?: Writable;
+  history?: HistoryWriter;
+  /** Called with every line the process writes (stdout and stderr). */
+  onLine?: (line: string) => void;
+  /** How long to wait for `readyText` per start attempt. @defaultValue 30 s */
+  startTimeoutMs?: number;
+}
+
+/** A supervised child: started, killed, paused, restarted by the nemesis; restarted if it dies. */
+export class ManagedProcess {
+  private child: ChildProcess | undefined;
+  private exited: Promise<void> = Promise.resolve();
+  private expectExit = false;
+  private stopping = false;
+  private starting: Promise<void> | undefined;
+  /** True while SIGSTOPped. */
+  paused = false;
+  /** Exits the nemesis did not cause. */
+  crashes = 0;
+  /** Successful starts. */
+  starts = 0;
+
+  constructor(readonly options: ManagedProcessOptions) {}
+
+  get name(): string {
+    return this.options.name;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** Running (maybe paused) and ready. */
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && !this.child.signalCode;
+  }
+
+  /** Starts the process and resolves once it is ready; retries a start that fails, until stopped. */
+  start(): Promise<void> {
+    if (this.running && !this.starting) return Promise.resolve();
+    this.starting ??= this.startLoop().finally(() => (this.starting = undefined));
+    return this.starting;
+  }
+
+  private async startLoop(): Promise<void> {
+    for (let attempt = 1; !this.stopping; attempt++) {
+      if (await this.startOnce()) return;
+      await sleep(Math.min(500 * attempt, 3_000));
+    }
+  }
+
+  private startOnce(): Promise<boolean> {
+    const { options } = this;
+    this.expectExit = false;
+    const child = spawn(options.command, options.args, {
+      env: options.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    this.paused = false;
+    let ready = false;
+    let resolveStart: (ok: boolean) => void = () => undefined;
+    const started = new Promise<boolean>((resolve) => (resolveStart = resolve));
+    let seen = '';
+    const onData = (stream: 'out' | 'err') => {
+      let partial = '';
+      return (chunk: Buffer) => {
+        const text = chunk.toString();
+        if (!ready) {
+          seen = (seen + text).slice(-4_096);
+          if (seen.includes(options.readyText)) {
+            ready = true;
+            this.starts++;
+            options.history?.write<ProcessEvent>({
+              type: 'process',
+              name: options.name,
+              event: 'started',
+              pid: child.pid,
+            });
+            resolveStart(true);
+          }
+        }
+        if (options.log || options.onLine) {
+          const lines = (partial + text).split('\n');
+          partial = lines.pop() ?? '';
+          for (const line of lines) {
+            options.log?.write(`[${options.name}${stream === 'err' ? '!' : ''}] ${line}\n`);
+            options.onLine?.(line);
+          }
+        }
+      };
+    };
+    child.stdout!.on('data', onData('out'));
+    child.stderr!.on('data', onData('err'));
+    const timer = setTimeout(() => {
+      if (!ready) child.kill('SIGKILL');
+    }, options.startTimeoutMs ?? 30_000);
+    this.exited = new Promise((resolve) => {
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        const expected = this.expectExit || this.stopping;
+        options.history?.write<ProcessEvent>({
+          type: 'process',
+          name: options.name,
+          event: 'exited',
+          pid: child.pid,
+          code,
+          signal,
+          expected,
+        });
+        if (!ready) resolveStart(false);
+        if (this.child === child) this.child = undefined;
+        if (ready && !expected) {
+          // A crash: restart it, as an operator's supervisor would.
+          this.crashes++;
+          void sleep(500).then(() => {
+            if (!this.stopping && !this.child) void this.start();
+          });
+        }
+        resolve();
+      });
+    });
+    child.on('error', () => undefined);
+    return started;
+  }
+
+  /** Sends a signal; SIGKILL and SIGTERM wait for the exit. */
+  async signal(signal: NodeJS.Signals): Promise<void> {
+    // A start in progress finishes first: a kill must hit a running process.
+    if (this.starting) await this.starting;
+    const child = this.child;
+    if (!child || !this.running) return;
+    if (signal === 'SIGSTOP') {
+      child.kill('SIGSTOP');
+      this.paused = true;
+      return;
+    }
+    if (signal === 'SIGCONT') {
+      child.kill('SIGCONT');
+      this.paused = false;
+      return;
+    }
+    this.expectExit = true;
+    if (this.paused) child.kill('SIGCONT');
+    child.kill(signal);
+    await this.exited;
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`; no restart afterwards. */
+  async stop(graceMs = 10_000): Promise<void> {
+    this.stopping = true;
+    // A process still starting is not worth a graceful stop.
+    if (this.starting) await this.destroy();
+    const child = this.child;
+    if (!child || !this.running) return;
+    this.expectExit = true;
+    if (this.paused) child.kill('SIGCONT');
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  /** SIGKILL at once; no restart afterwards (after-hooks, aborted runs). */
+  async destroy(): Promise<void> {
+    this.stopping = true;
+    this.expectExit = true;
+    const child = this.child;
+    if (child && this.running) {
+      child.kill('SIGCONT');
+      child.kill('SIGKILL');
+    }
+    await this.starting?.catch(() => undefined);
+    await this.exited;
+  }
+}

@@ -1,0 +1,446 @@
+/**
+ * One chaos campaign, end to end: a private Redis, a migrated PostgreSQL schema of its own, the
+ * real API and N real workers as child processes, the workload and the nemesis for the given
+ * duration, then heal everything, let the run drain, snapshot, stop, and check.
+ *
+ * Isolation: the campaign's Redis is a `redis-server` it starts on a free port (Redis on this
+ * machine is shared, so it never restarts or flushes that one), its key prefix and schema are
+ * fresh names, and the pg sessions of each child carry their own `application_name`, so
+ * `pg_terminate_backend` only ever hits the campaign's workers.
+ */
+import { createWriteStream } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { Queue } from 'bullmq';
+import { sql } from 'kysely';
+import { createDb, type Db } from '../db/create-db.js';
+import { ensureDatabase, migrateToLatest } from '../db/migrate.js';
+import { insertApiKey } from '../db/api-keys.repository.js';
+import { mintApiKey } from '../core/api-key.js';
+import { closeRedis, createRedis } from '../redis/connection.js';
+import { checkCampaign, type CheckResult } from './checker.js';
+import { Nemesis } from './faults.js';
+import { HistoryWriter, readHistory, type MetaEvent, type PhaseEvent } from './history.js';
+import {
+  cliCommand,
+  freePort,
+  ManagedProcess,
+  siblingModule,
+  sleep,
+  withApplicationName,
+} from './processes.js';
+import { createRandom, deriveSeed, planFaults, type FaultKind } from './schedule.js';
+import { probeDrain, readSnapshot } from './snapshot.js';
+import { Workload, type WorkloadShares, type WorkloadStats } from './workload.js';
+
+/** Options of {@link runCampaign}. */
+export interface CampaignOptions {
+  seed: number;
+  /** Length of the workload (faults included), ms. */
+  durationMs: number;
+  workers: number;
+  /** Operations per second. */
+  rate: number;
+  faults: readonly FaultKind[];
+  /** The JSON-lines history. */
+  historyFile: string;
+  /** The children's output. @defaultValue `<historyFile>.log` */
+  logFile?: string;
+  /** PostgreSQL server; the campaign makes a schema of its own there. */
+  databaseUrl: string;
+  /** @defaultValue `redis-server` */
+  redisServer?: string;
+  /** Workers' lock duration (and claim lease). @defaultValue 2000 */
+  lockDurationMs?: number;
+  /** @defaultValue 5 */
+  maxAttempts?: number;
+  /** Jobs in flight per worker. @defaultValue 4 */
+  concurrency?: number;
+  /** Concurrent HTTP clients. @defaultValue 8 */
+  clients?: number;
+  /** Mean gap between faults. @defaultValue see `planFaults` */
+  faultIntervalMs?: number;
+  /** Bound on the drain after the workload. @defaultValue 120 s */
+  drainTimeoutMs?: number;
+  /**
+   * The drain also ends when nothing is live and nothing changed for this long (a reconciler
+   * had its chance). @defaultValue 30 s
+   */
+  drainQuietMs?: number;
+  /** Keep the schema afterwards: always, never, or when the run is invalid. @defaultValue 'invalid' */
+  keepSchema?: 'always' | 'never' | 'invalid';
+  shares?: Partial<WorkloadShares>;
+  /** Extra environment for the API and workers (e.g. reconciler settings). */
+  env?: Record<string, string>;
+  /** Called about once a second with a progress line, and once at the end with `final`. */
+  onProgress?: (line: string, final: boolean) => void;
+  /** Ends the workload early (Ctrl-C); the run still heals, drains and checks. */
+  signal?: AbortSignal;
+}
+
+/** What a campaign did and what the checker found. */
+export interface CampaignReport {
+  valid: boolean;
+  result: CheckResult;
+  seed: number;
+  schema: string;
+  prefix: string;
+  schemaKept: boolean;
+  historyFile: string;
+  logFile: string;
+  planned: Record<FaultKind, number>;
+  injected: Record<FaultKind, number>;
+  backendsTerminated: number;
+  /** Exits the nemesis did not cause, per process. */
+  crashes: Record<string, number>;
+  workload: WorkloadStats;
+  /** Deliveries that ran to an end, from the workers' logs: completed (by outcome) or failed. */
+  deliveries: { completed: number; failed: number; outcomes: Record<string, number> };
+  workloadMs: number;
+  drainMs: number;
+  /** False when the drain hit its bound with jobs still live or messages unresolved. */
+  drained: boolean;
+}
+
+const QUEUES = ['ledger'];
+
+/** Runs a campaign; never leaves a child process behind, whatever happens. */
+export async function runCampaign(options: CampaignOptions): Promise<CampaignReport> {
+  const lockDurationMs = options.lockDurationMs ?? 2_000;
+  const maxAttempts = options.maxAttempts ?? 5;
+  const runId = `chaos_${options.seed >>> 0}_${randomBytes(3).toString('hex')}`;
+  const schema = runId;
+  const prefix = runId;
+  const logFile = options.logFile ?? `${options.historyFile}.log`;
+  const plan = planFaults({
+    seed: options.seed,
+    durationMs: options.durationMs,
+    faults: options.faults,
+    workers: options.workers,
+    lockDurationMs,
+    intervalMs: options.faultIntervalMs,
+  });
+  const planned = countKinds(plan.map((f) => f.kind));
+
+  const cleanups: (() => Promise<unknown>)[] = [];
+  const processes: ManagedProcess[] = [];
+  // A harness that dies without reaching `finally` must not leave workers looping on a dead Redis.
+  const killOnExit = () => {
+    for (const p of processes) if (p.pid) process.kill(p.pid, 'SIGKILL');
+  };
+  process.on('exit', killOnExit);
+  const log = createWriteStream(logFile, { flags: 'w' });
+  log.on('error', () => undefined);
+  let history: HistoryWriter | undefined;
+  let db: Db | undefined;
+  let keep = false;
+  try {
+    await ensureDatabase(options.databaseUrl);
+    db = createDb({
+      url: options.databaseUrl,
+      schema,
+      poolSize: 4,
+      applicationName: `onceq-chaos-harness-${runId}`,
+    });
+    const harnessDb = db;
+    await migrateToLatest(db, schema);
+    const minted = mintApiKey();
+    await insertApiKey(db, { id: minted.id, principal: 'chaos', hash: minted.hash, admin: false });
+
+    const redisPort = await freePort();
+    const apiPort = await freePort();
+    const redisUrl = `redis://127.0.0.1:${redisPort}`;
+    const redis = new ManagedProcess({
+      name: 'redis',
+      command: options.redisServer ?? 'redis-server',
+      args: [
+        '--port',
+        String(redisPort),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--daemonize',
+        'no',
+      ],
+      env: { PATH: process.env.PATH ?? '' },
+      readyText: 'Ready to accept connections',
+      log,
+    });
+    processes.push(redis);
+    await redis.start();
+
+    const cli = cliCommand();
+    const appName = (role: string) => `onceq-${runId}-${role}`;
+    const childEnv = (role: string): Record<string, string> => ({
+      PATH: process.env.PATH ?? '',
+      ...(process.env.HOME ? { HOME: process.env.HOME } : {}),
+      ...(process.env.TMPDIR ? { TMPDIR: process.env.TMPDIR } : {}),
+      DATABASE_URL: withApplicationName(options.databaseUrl, appName(role)),
+      REDIS_URL: redisUrl,
+      ONCEQ_DB_SCHEMA: schema,
+      ONCEQ_PREFIX: prefix,
+      ONCEQ_LOCK_DURATION: `${lockDurationMs}ms`,
+      ONCEQ_SHUTDOWN_TIMEOUT: '3s',
+      ONCEQ_MAX_ATTEMPTS: String(maxAttempts),
+      ONCEQ_CONCURRENCY: String(options.concurrency ?? 4),
+      ONCEQ_DB_POOL_SIZE: '4',
+      ONCEQ_JOBS: siblingModule('poison-job'),
+      ONCEQ_HOST: '127.0.0.1',
+      ONCEQ_RATE_LIMIT: '0',
+      // The reconciler (where built) acts within the drain: a message whose job a Redis fault
+      // dropped is re-enqueued seconds later, not minutes.
+      ONCEQ_RECONCILE_INTERVAL: '2s',
+      ONCEQ_RECONCILE_GRACE: '5s',
+      PORT: String(apiPort),
+      LOG_LEVEL: 'info',
+      ...options.env,
+    });
+
+    const startMs = Date.now();
+    history = new HistoryWriter(options.historyFile, startMs);
+    const h = history;
+    h.write<MetaEvent>({
+      type: 'meta',
+      startedAt: new Date(startMs).toISOString(),
+      seed: options.seed,
+      options: {
+        durationMs: options.durationMs,
+        workers: options.workers,
+        rate: options.rate,
+        faults: options.faults,
+        lockDurationMs,
+        maxAttempts,
+        schema,
+        prefix,
+        redisPort,
+        apiPort,
+      },
+      plan,
+    });
+    redis.options.history = h;
+
+    const api = new ManagedProcess({
+      name: 'api',
+      command: cli.command,
+      args: [...cli.args, 'api'],
+      env: childEnv('api'),
+      readyText: 'api listening',
+      log,
+      history: h,
+    });
+    // Deliveries as the workers saw them end: BullMQ's per-job counters vanish with a Redis
+    // fault, the workers' logs do not (deliveries cut short by a kill are not counted).
+    const deliveries = { completed: 0, failed: 0, outcomes: {} as Record<string, number> };
+    const onWorkerLine = (line: string) => {
+      if (line.includes('"msg":"job completed"')) {
+        deliveries.completed++;
+        const outcome = /"outcome":"([a-z-]+)"/.exec(line)?.[1] ?? 'unknown';
+        deliveries.outcomes[outcome] = (deliveries.outcomes[outcome] ?? 0) + 1;
+      } else if (line.includes('"msg":"job failed"')) {
+        deliveries.failed++;
+      }
+    };
+    const workers = Array.from(
+      { length: options.workers },
+      (_, i) =>
+        new ManagedProcess({
+          name: `worker-${i + 1}`,
+          command: cli.command,
+          args: [...cli.args, 'worker'],
+          env: { ...childEnv(`worker-${i + 1}`), LOG_LEVEL: 'debug' },
+          readyText: 'worker started',
+          onLine: onWorkerLine,
+          log,
+          history: h,
+        }),
+    );
+    processes.push(api, ...workers);
+    await Promise.all([api.start(), ...workers.map((w) => w.start())]);
+
+    const redisClient = createRedis({ url: redisUrl, connectionName: 'onceq-chaos' });
+    cleanups.push(() => closeRedis(redisClient));
+    await redisClient.connect();
+    const queues = QUEUES.map((name) => {
+      const q = new Queue(name, { connection: redisClient, prefix });
+      q.on('error', () => undefined);
+      return q;
+    });
+    cleanups.unshift(() => Promise.all(queues.map((q) => q.close())));
+
+    const workload = new Workload({
+      port: apiPort,
+      apiKey: minted.key,
+      rate: options.rate,
+      clients: options.clients,
+      random: createRandom(deriveSeed(options.seed, 'workload')),
+      history: h,
+      db: harnessDb,
+      queue: queues[0]!,
+      maxAttempts,
+      shares: options.shares,
+    });
+    const nemesis = new Nemesis(
+      {
+        api,
+        workers,
+        redis,
+        workerAppName: (i) => appName(`worker-${i + 1}`),
+        db: harnessDb,
+        redisClient,
+        inFlight: () => workload.stats.inFlight,
+      },
+      h,
+    );
+
+    // The workload phase, with a progress line.
+    const workloadStart = Date.now();
+    let applied = 0;
+    let probing = false;
+    const progress = (phase: string, extra = '') => {
+      if (!probing) {
+        probing = true;
+        sql<{ n: string }>`select count(*)::text as n from inbox`
+          .execute(harnessDb)
+          .then((r) => (applied = Number(r.rows[0]?.n ?? 0)))
+          .catch(() => undefined)
+          .finally(() => (probing = false));
+      }
+      const s = workload.stats;
+      const elapsed = Math.round((Date.now() - workloadStart) / 1_000);
+      const up = workers.filter((w) => w.running && !w.paused).length;
+      const faults = Object.entries(nemesis.injected)
+        .filter(([, n]) => n > 0)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(' ');
+      options.onProgress?.(
+        `chaos ${phase} ${elapsed}s/${Math.round(options.durationMs / 1_000)}s | ` +
+          `req ${s.requests} ok ${s.ok} fail ${s.fail} none ${s.none} | ` +
+          `accepted ${s.accepted} applied ${applied} | faults ${nemesis.total}/${plan.length}` +
+          `${faults ? ` (${faults})` : ''} | api ${api.running ? 'up' : 'down'} ` +
+          `workers ${up}/${workers.length} redis ${redis.running ? 'up' : 'down'}${extra}`,
+        false,
+      );
+    };
+    const ticker = setInterval(() => progress('run'), 1_000);
+    cleanups.unshift(async () => clearInterval(ticker));
+    workload.start();
+    nemesis.start(plan);
+    await waitOrAbort(options.durationMs, options.signal);
+    await workload.stop();
+    h.write<PhaseEvent>({ type: 'phase', phase: 'workload-done', detail: { ...workload.stats } });
+    await nemesis.finish();
+    // Everything healthy again before the drain: nothing paused, every process up.
+    for (const w of workers) if (w.paused) await w.signal('SIGCONT');
+    await Promise.all([redis.start(), api.start(), ...workers.map((w) => w.start())]);
+    h.write<PhaseEvent>({ type: 'phase', phase: 'faults-healed', detail: { ...nemesis.injected } });
+    const workloadMs = Date.now() - workloadStart;
+    clearInterval(ticker);
+
+    // Drain: until every accepted message is resolved and nothing is live, or it stops moving.
+    const drainStart = Date.now();
+    const drainTimeoutMs = options.drainTimeoutMs ?? 120_000;
+    const quietMs = options.drainQuietMs ?? 30_000;
+    let drained = false;
+    let last = '';
+    let lastChange = Date.now();
+    for (;;) {
+      const probe = await probeDrain(harnessDb, schema, queues, workload.acceptedIds).catch(
+        () => undefined,
+      );
+      if (probe) {
+        applied = probe.applied;
+        if (probe.live === 0 && probe.unresolved.length === 0) {
+          drained = true;
+          break;
+        }
+        const state = `${probe.live}/${probe.unresolved.length}/${probe.applied}`;
+        if (state !== last) {
+          last = state;
+          lastChange = Date.now();
+        }
+        if (probe.live === 0 && Date.now() - lastChange > quietMs) break;
+        progress('drain', ` | live ${probe.live} unresolved ${probe.unresolved.length}`);
+      }
+      if (Date.now() - drainStart > drainTimeoutMs) break;
+      await sleep(1_000);
+    }
+    const drainMs = Date.now() - drainStart;
+    h.write<PhaseEvent>({ type: 'phase', phase: 'drained', detail: { drained, drainMs } });
+
+    const snapshot = await readSnapshot(harnessDb, schema, queues);
+    await Promise.all([...workers.map((w) => w.stop(5_000)), api.stop(5_000)]);
+    await h.close();
+    const result = checkCampaign(await readHistory(options.historyFile), snapshot);
+    const crashes: Record<string, number> = {};
+    for (const p of processes) if (p.crashes > 0) crashes[p.name] = p.crashes;
+    keep = options.keepSchema === 'always' || (options.keepSchema !== 'never' && !result.valid);
+    const report: CampaignReport = {
+      valid: result.valid,
+      result,
+      seed: options.seed,
+      schema,
+      prefix,
+      schemaKept: keep,
+      historyFile: options.historyFile,
+      logFile,
+      planned,
+      injected: { ...nemesis.injected },
+      backendsTerminated: nemesis.backendsTerminated,
+      crashes,
+      workload: { ...workload.stats },
+      deliveries,
+      workloadMs,
+      drainMs,
+      drained,
+    };
+    options.onProgress?.(
+      `chaos done: ${result.valid ? 'valid' : 'INVALID'} | accepted ${result.accepted} ` +
+        `applied ${result.applied} lost ${result.lost.length} duplicated ${result.duplicated.length} ` +
+        `unexpected ${result.unexpected.length}`,
+      true,
+    );
+    return report;
+  } finally {
+    for (const c of cleanups) await c().catch(() => undefined);
+    await Promise.all(processes.map((p) => p.destroy().catch(() => undefined)));
+    process.off('exit', killOnExit);
+    await history?.close().catch(() => undefined);
+    await new Promise<void>((resolve) => log.end(() => resolve()));
+    if (db) {
+      if (!keep) {
+        await sql`drop schema if exists ${sql.id(schema)} cascade`
+          .execute(db)
+          .catch(() => undefined);
+      }
+      await db.destroy();
+    }
+  }
+}
+
+function countKinds(kinds: FaultKind[]): Record<FaultKind, number> {
+  const counts: Record<FaultKind, number> = {
+    kill: 0,
+    pause: 0,
+    pgkill: 0,
+    'redis-restart': 0,
+    'redis-flush': 0,
+    'api-kill': 0,
+  };
+  for (const k of kinds) counts[k]++;
+  return counts;
+}
+
+function waitOrAbort(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done);
+  });
+}

@@ -1,0 +1,182 @@
+/**
+ * Reads what the checker judges: the campaign schema's tables and the jobs left in the
+ * campaign's Redis. Also the drain probe, which tells when the run has settled.
+ */
+import { sql } from 'kysely';
+import type { Job, Queue } from 'bullmq';
+import type { Db } from '../db/create-db.js';
+import { messageIdOf } from '../core/message.js';
+import type {
+  AccountSnapshotRow,
+  AcceptedSnapshotRow,
+  DbSnapshot,
+  DeadLetterSnapshotRow,
+  DeliveryFigures,
+  InboxSnapshotRow,
+  JobSnapshot,
+  TransferSnapshotRow,
+} from './checker.js';
+
+/** BullMQ states in which a job will still be delivered. */
+export const LIVE_STATES = [
+  'waiting',
+  'active',
+  'delayed',
+  'prioritized',
+  'waiting-children',
+] as const;
+
+/** Whether the schema has the dead-letter table (built by the dead-letter work). */
+export async function hasDeadLetterTable(db: Db, schema: string): Promise<boolean> {
+  const r = await sql<{ found: boolean }>`
+    select to_regclass(${`${schema}.dead_letters`}) is not null as found`.execute(db);
+  return r.rows[0]?.found === true;
+}
+
+/** The message id a job works on: its envelope's, else the one in its job id. */
+function messageIdOfJob(job: Job): string | undefined {
+  const fromData = (job.data as { messageId?: unknown } | null)?.messageId;
+  if (typeof fromData === 'string') return fromData;
+  return job.id ? messageIdOf(job.id) : undefined;
+}
+
+function jobSnapshot(job: Job, state: string): JobSnapshot {
+  return {
+    jobId: job.id ?? '',
+    messageId: messageIdOfJob(job),
+    name: job.name,
+    state,
+    failedReason: job.failedReason || undefined,
+  };
+}
+
+/** Every job of some states, page by page. */
+async function jobsIn(queue: Queue, states: readonly string[]): Promise<Job[]> {
+  const all: Job[] = [];
+  const page = 1_000;
+  for (const state of states) {
+    for (let start = 0; ; start += page) {
+      // BullMQ's typed state list is narrower than the strings it accepts.
+      const jobs = await queue.getJobs(
+        [state] as Parameters<Queue['getJobs']>[0],
+        start,
+        start + page - 1,
+        true,
+      );
+      all.push(...jobs.filter(Boolean).map((j) => Object.assign(j, { snapshotState: state })));
+      if (jobs.length < page) break;
+    }
+  }
+  return all;
+}
+
+/** Reads the snapshot the checker takes. */
+export async function readSnapshot(db: Db, schema: string, queues: Queue[]): Promise<DbSnapshot> {
+  const accepted = await sql<AcceptedSnapshotRow>`
+    select message_id::text as message_id, token, job_name, data
+    from accepted_messages order by message_id`.execute(db);
+  const inbox = await sql<InboxSnapshotRow>`
+    select message_id::text as message_id, job_name, result
+    from inbox order by message_id`.execute(db);
+  const accounts = await sql<AccountSnapshotRow>`
+    select id::text as id, owner, opening_balance::text as opening_balance,
+           balance::text as balance, version, closed_at is not null as closed
+    from accounts order by id`.execute(db);
+  const transfers = await sql<TransferSnapshotRow>`
+    select id::text as id, from_id::text as from_id, to_id::text as to_id,
+           amount::text as amount, message_id::text as message_id
+    from transfers order by id`.execute(db);
+  let deadLetters: DeadLetterSnapshotRow[] | null = null;
+  if (await hasDeadLetterTable(db, schema)) {
+    const rows = await sql<DeadLetterSnapshotRow>`
+      select message_id::text as message_id, job_name, reason
+      from dead_letters order by message_id`.execute(db);
+    deadLetters = rows.rows;
+  }
+
+  const failedJobs: JobSnapshot[] = [];
+  const liveJobs: JobSnapshot[] = [];
+  const deliveries: DeliveryFigures = {
+    jobs: 0,
+    deliveries: 0,
+    stalled: 0,
+    applied: 0,
+    duplicates: 0,
+  };
+  for (const queue of queues) {
+    for (const job of await jobsIn(queue, ['completed', 'failed', ...LIVE_STATES])) {
+      const state = (job as Job & { snapshotState: string }).snapshotState;
+      deliveries.jobs++;
+      deliveries.deliveries += job.attemptsStarted ?? 0;
+      deliveries.stalled += job.stalledCounter ?? 0;
+      if (state === 'completed') {
+        const outcome = (job.returnvalue as { outcome?: string } | null)?.outcome;
+        if (outcome === 'applied') deliveries.applied++;
+        else if (outcome === 'duplicate') deliveries.duplicates++;
+      } else if (state === 'failed') {
+        failedJobs.push(jobSnapshot(job, state));
+      } else {
+        liveJobs.push(jobSnapshot(job, state));
+      }
+    }
+  }
+  return {
+    accepted: accepted.rows,
+    inbox: inbox.rows,
+    accounts: accounts.rows,
+    transfers: transfers.rows,
+    deadLetters,
+    failedJobs,
+    liveJobs,
+    deliveries,
+  };
+}
+
+/** What the drain loop watches. */
+export interface DrainProbe {
+  /** Jobs that will still be delivered. */
+  live: number;
+  /** Of the given message ids, those with no inbox row, no dead letter and no failed job. */
+  unresolved: string[];
+  applied: number;
+}
+
+/** How far the run is from settled. */
+export async function probeDrain(
+  db: Db,
+  schema: string,
+  queues: Queue[],
+  acceptedIds: Iterable<string>,
+): Promise<DrainProbe> {
+  let live = 0;
+  const failed = new Set<string>();
+  const dead = await hasDeadLetterTable(db, schema);
+  for (const queue of queues) {
+    const counts = await queue.getJobCounts(...LIVE_STATES);
+    live += Object.values(counts).reduce((a, b) => a + b, 0);
+    // Without dead letters, a failed job is where a message ends (see the checker).
+    if (dead) continue;
+    for (const job of await jobsIn(queue, ['failed'])) {
+      const id = messageIdOfJob(job);
+      if (id) failed.add(id);
+    }
+  }
+  const ids = [...acceptedIds].filter((id) => !failed.has(id));
+  const resolved = new Set<string>();
+  for (let i = 0; i < ids.length; i += 5_000) {
+    const chunk = ids.slice(i, i + 5_000);
+    if (chunk.length === 0) break;
+    const rows = await sql<{ id: string }>`
+      select message_id::text as id from inbox where message_id = any(${chunk}::bigint[])
+      ${dead ? sql`union select message_id::text from dead_letters where message_id = any(${chunk}::bigint[])` : sql``}`.execute(
+      db,
+    );
+    for (const r of rows.rows) resolved.add(r.id);
+  }
+  const appliedRow = await sql<{ n: string }>`select count(*)::text as n from inbox`.execute(db);
+  return {
+    live,
+    unresolved: ids.filter((id) => !resolved.has(id)),
+    applied: Number(appliedRow.rows[0]?.n ?? 0),
+  };
+}
