@@ -4,6 +4,7 @@
  */
 import { ConfigError } from './core/errors.js';
 import { formatDuration, parseDuration } from './core/duration.js';
+import { isWellFormedApiKey } from './core/api-key.js';
 
 /** Log levels pino understands. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -35,6 +36,17 @@ export interface Config {
   readonly tokenTtlMs: number;
   /** `ONCEQ_DEDUPE_WINDOW`: how long inbox rows are kept. @defaultValue 7 d */
   readonly dedupeWindowMs: number;
+  /** `ONCEQ_RECONCILE_INTERVAL`: between two reconciler passes (one process at a time). @defaultValue 60 s */
+  readonly reconcileIntervalMs: number;
+  /**
+   * `ONCEQ_RECONCILE_GRACE`: how old an accepted message must be before the reconciler
+   * re-enqueues it for want of a job. @defaultValue 120 s
+   */
+  readonly reconcileGraceMs: number;
+  /** `ONCEQ_PRUNE_INTERVAL`: between two dedupe-window pruning passes. @defaultValue 10 min */
+  readonly pruneIntervalMs: number;
+  /** `ONCEQ_OUTBOX_INTERVAL`: between two outbox relay runs (commits also wake it). @defaultValue 1 s */
+  readonly outboxIntervalMs: number;
   /** `ONCEQ_SHUTDOWN_TIMEOUT`: bound on finishing in-flight jobs at SIGTERM. @defaultValue 10 s */
   readonly shutdownTimeoutMs: number;
   /** `ONCEQ_JOBS`: path of a module whose exports are user job definitions. */
@@ -52,6 +64,16 @@ export interface Config {
    * `N/<duration>` (`100/1s`, `6000/m`); `0` turns the limit off. @defaultValue 60000/m
    */
   readonly rateLimit: { readonly max: number; readonly windowMs: number };
+  /**
+   * `ONCEQ_METRICS_PORT`: port of the Prometheus `/metrics` endpoint of a worker process (on
+   * `ONCEQ_HOST`); `0` picks a free port. Unset: worker processes serve no metrics (the API
+   * serves its own at `/metrics` on `PORT`). @defaultValue unset
+   */
+  readonly metricsPort: number | undefined;
+  /** `ONCEQ_API_URL`: the producer API that `onceq demo` drives. @defaultValue unset */
+  readonly apiUrl: string | undefined;
+  /** `ONCEQ_API_KEY`: the API key `onceq demo` sends. A secret: never logged. @defaultValue unset */
+  readonly apiKey: string | undefined;
 }
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
@@ -65,6 +87,10 @@ export const DEFAULT_LOCK_DURATION_MS = 30_000;
 export const DEFAULT_TOKEN_TTL_MS = 24 * 3_600_000;
 export const DEFAULT_DEDUPE_WINDOW_MS = 7 * 86_400_000;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
+export const DEFAULT_RECONCILE_INTERVAL_MS = 60_000;
+export const DEFAULT_RECONCILE_GRACE_MS = 120_000;
+export const DEFAULT_PRUNE_INTERVAL_MS = 600_000;
+export const DEFAULT_OUTBOX_INTERVAL_MS = 1_000;
 export const DEFAULT_HOST = '0.0.0.0';
 export const DEFAULT_BODY_LIMIT = 1_048_576;
 /** High on purpose: it stops a runaway client, not normal traffic (1,000 requests/s). */
@@ -151,6 +177,17 @@ export function loadConfig(env: Env = process.env): Config {
     return { max: Number(match[1]), windowMs };
   };
 
+  const optionalInt = (name: string, min: number, max: number): number | undefined =>
+    read(name) === undefined ? undefined : int(name, min, min, max);
+
+  const apiUrl = read('ONCEQ_API_URL');
+  if (apiUrl !== undefined) url('ONCEQ_API_URL', apiUrl, ['http:', 'https:']);
+  const apiKey = read('ONCEQ_API_KEY');
+  // The value is a secret: the message names the variable and the expected shape only.
+  if (apiKey !== undefined && !isWellFormedApiKey(apiKey)) {
+    problems.push('ONCEQ_API_KEY: not a well-formed API key (oqk_…, as printed by keys create)');
+  }
+
   const logLevel = (read('LOG_LEVEL') ?? 'info').toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     problems.push(`LOG_LEVEL=${logLevel}: expected one of ${LOG_LEVELS.join(', ')}`);
@@ -181,6 +218,10 @@ export function loadConfig(env: Env = process.env): Config {
     lockDurationMs: duration('ONCEQ_LOCK_DURATION', DEFAULT_LOCK_DURATION_MS, 1_000),
     tokenTtlMs: duration('ONCEQ_TOKEN_TTL', DEFAULT_TOKEN_TTL_MS, 1_000),
     dedupeWindowMs: duration('ONCEQ_DEDUPE_WINDOW', DEFAULT_DEDUPE_WINDOW_MS, 60_000),
+    reconcileIntervalMs: duration('ONCEQ_RECONCILE_INTERVAL', DEFAULT_RECONCILE_INTERVAL_MS, 100),
+    reconcileGraceMs: duration('ONCEQ_RECONCILE_GRACE', DEFAULT_RECONCILE_GRACE_MS, 100),
+    pruneIntervalMs: duration('ONCEQ_PRUNE_INTERVAL', DEFAULT_PRUNE_INTERVAL_MS, 100),
+    outboxIntervalMs: duration('ONCEQ_OUTBOX_INTERVAL', DEFAULT_OUTBOX_INTERVAL_MS, 100),
     shutdownTimeoutMs: duration('ONCEQ_SHUTDOWN_TIMEOUT', DEFAULT_SHUTDOWN_TIMEOUT_MS, 0),
     jobsModule: read('ONCEQ_JOBS'),
     logLevel: logLevel as LogLevel,
@@ -188,6 +229,9 @@ export function loadConfig(env: Env = process.env): Config {
     host: name('ONCEQ_HOST', DEFAULT_HOST, /^[A-Za-z0-9.:_-]{1,253}$/, 'a host name or IP address'),
     bodyLimit: int('ONCEQ_BODY_LIMIT', DEFAULT_BODY_LIMIT, 1_024, 100 * 1_048_576),
     rateLimit: Object.freeze(rateLimit()),
+    metricsPort: optionalInt('ONCEQ_METRICS_PORT', 0, 65535),
+    apiUrl,
+    apiKey,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

@@ -21,6 +21,7 @@ import {
   type Config,
 } from '../src/config.js';
 import { ConfigError, ErrorCode } from '../src/core/errors.js';
+import { mintApiKey } from '../src/core/api-key.js';
 
 /** The ConfigError that `env` produces; fails the test when there is none. */
 function configError(env: Record<string, string | undefined>): ConfigError {
@@ -55,6 +56,10 @@ describe('config', () => {
         lockDurationMs: 30_000,
         tokenTtlMs: 24 * 3_600_000,
         dedupeWindowMs: 7 * 86_400_000,
+        reconcileIntervalMs: 60_000,
+        reconcileGraceMs: 120_000,
+        pruneIntervalMs: 600_000,
+        outboxIntervalMs: 1_000,
         shutdownTimeoutMs: 10_000,
         jobsModule: undefined,
         logLevel: 'info',
@@ -62,6 +67,9 @@ describe('config', () => {
         host: '0.0.0.0',
         bodyLimit: 1_048_576,
         rateLimit: { max: 60_000, windowMs: 60_000 },
+        metricsPort: undefined,
+        apiUrl: undefined,
+        apiKey: undefined,
       } satisfies Config);
     });
 
@@ -151,13 +159,38 @@ describe('config', () => {
           ONCEQ_SHUTDOWN_TIMEOUT: text,
           // The dedupe window has a one-minute floor.
           ONCEQ_DEDUPE_WINDOW: ms >= 60_000 ? text : '1m',
+          ONCEQ_RECONCILE_INTERVAL: text,
+          ONCEQ_RECONCILE_GRACE: text,
+          ONCEQ_PRUNE_INTERVAL: text,
+          ONCEQ_OUTBOX_INTERVAL: text,
         });
+        for (const key of [
+          'reconcileIntervalMs',
+          'reconcileGraceMs',
+          'pruneIntervalMs',
+          'outboxIntervalMs',
+        ] as const) {
+          expect(config[key], key).to.equal(ms);
+        }
         expect(config.lockDurationMs).to.equal(ms);
         expect(config.tokenTtlMs).to.equal(ms);
         expect(config.shutdownTimeoutMs).to.equal(ms);
         expect(config.dedupeWindowMs).to.equal(ms >= 60_000 ? ms : 60_000);
       });
     }
+
+    it('reads the background-task settings down to 100 ms (tests use short ones)', () => {
+      const config = loadConfig({
+        ONCEQ_RECONCILE_INTERVAL: '100ms',
+        ONCEQ_RECONCILE_GRACE: '1s',
+        ONCEQ_PRUNE_INTERVAL: '5m',
+        ONCEQ_OUTBOX_INTERVAL: '250ms',
+      });
+      expect(config.reconcileIntervalMs).to.equal(100);
+      expect(config.reconcileGraceMs).to.equal(1_000);
+      expect(config.pruneIntervalMs).to.equal(300_000);
+      expect(config.outboxIntervalMs).to.equal(250);
+    });
 
     it('accepts a zero shutdown timeout (release in-flight jobs at once)', () => {
       expect(loadConfig({ ONCEQ_SHUTDOWN_TIMEOUT: '0' }).shutdownTimeoutMs).to.equal(0);
@@ -244,6 +277,11 @@ describe('config', () => {
       ['ONCEQ_TOKEN_TTL', '99999999999999999d'],
       ['ONCEQ_DEDUPE_WINDOW', '59s'],
       ['ONCEQ_SHUTDOWN_TIMEOUT', 'soon'],
+      ['ONCEQ_RECONCILE_INTERVAL', '50ms'],
+      ['ONCEQ_RECONCILE_INTERVAL', 'often'],
+      ['ONCEQ_RECONCILE_GRACE', '0'],
+      ['ONCEQ_PRUNE_INTERVAL', '-1m'],
+      ['ONCEQ_OUTBOX_INTERVAL', '99ms'],
       ['LOG_LEVEL', 'loud'],
       ['LOG_LEVEL', 'verbose'],
       ['ONCEQ_PREFIX', 'a:b'],
@@ -368,6 +406,37 @@ describe('config', () => {
       );
       expect(redactUrl('redis://127.0.0.1:6379')).to.equal('redis://127.0.0.1:6379');
       expect(redactUrl('::not a url')).to.equal('<invalid URL>');
+    });
+  });
+
+  describe('operations settings (metrics port, demo client)', () => {
+    it('reads ONCEQ_METRICS_PORT, with 0 for a free port; unset means no worker metrics server', () => {
+      expect(loadConfig({}).metricsPort).to.equal(undefined);
+      expect(loadConfig({ ONCEQ_METRICS_PORT: '9464' }).metricsPort).to.equal(9464);
+      expect(loadConfig({ ONCEQ_METRICS_PORT: '0' }).metricsPort).to.equal(0);
+      for (const bad of ['-1', '65536', 'http', '94.64']) {
+        expect(
+          problemsAbout(configError({ ONCEQ_METRICS_PORT: bad }), 'ONCEQ_METRICS_PORT'),
+        ).to.have.length(1);
+      }
+    });
+
+    it('reads ONCEQ_API_URL as an http(s) URL', () => {
+      expect(loadConfig({ ONCEQ_API_URL: 'http://127.0.0.1:3000' }).apiUrl).to.equal(
+        'http://127.0.0.1:3000',
+      );
+      expect(
+        problemsAbout(configError({ ONCEQ_API_URL: 'redis://x:1' }), 'ONCEQ_API_URL'),
+      ).to.have.length(1);
+    });
+
+    it('checks the shape of ONCEQ_API_KEY and never repeats its value in the error', () => {
+      const { key } = mintApiKey();
+      expect(loadConfig({ ONCEQ_API_KEY: key }).apiKey).to.equal(key);
+      const bad = `${key.slice(0, -1)}!`;
+      const err = configError({ ONCEQ_API_KEY: bad });
+      expect(problemsAbout(err, 'ONCEQ_API_KEY')).to.have.length(1);
+      expect(err.message).not.to.contain(bad.slice(21));
     });
   });
 

@@ -8,16 +8,34 @@ import { loadConfig } from '../config.js';
 import { createIdService } from '../ids/id-service.js';
 import { createProducer } from '../producer/producer.js';
 import { buildApp } from '../http/build-app.js';
+import { createDeadLetterLookup } from '../producer/dead-letter-lookup.js';
 import { openRuntime, waitForShutdownSignal } from './runtime.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { openMetrics, type OwnedMetrics } from './metrics.js';
+
+/** Options of {@link runApi}. */
+export interface RunApiOptions {
+  /**
+   * Stop when this settles (`onceq start` shares one signal between its halves).
+   * @defaultValue the first SIGTERM or SIGINT (a second one exits at once)
+   */
+  stop?: Promise<unknown>;
+  /** Serve these metrics at /metrics. @defaultValue metrics of its own */
+  metrics?: Metrics;
+}
 
 /** Runs the API until a signal; returns the exit code. */
-export async function runApi(): Promise<number> {
+export async function runApi(options: RunApiOptions = {}): Promise<number> {
   // The registry first: a bad ONCEQ_JOBS is reported before anything is connected.
   const registry = await loadRegistry(loadConfig().jobsModule);
   const runtime = await openRuntime({ name: 'api' });
   const { config, logger } = runtime;
-  const signalled = waitForShutdownSignal(logger);
+  const signalled = options.stop ?? waitForShutdownSignal(logger);
+  let owned: OwnedMetrics | undefined;
   try {
+    if (!options.metrics) {
+      owned = await openMetrics(runtime, { component: 'api', queues: registry.queues() });
+    }
     const ids = await createIdService(runtime.redis, { prefix: config.prefix });
     try {
       const producer = createProducer({
@@ -37,6 +55,9 @@ export async function runApi(): Promise<number> {
           logger,
           bodyLimit: config.bodyLimit,
           rateLimit: config.rateLimit,
+          deadLetters: createDeadLetterLookup(runtime.db),
+          metrics: options.metrics ?? owned?.metrics,
+          adminQueues: { prefix: config.prefix, queues: registry.queues() },
         });
         try {
           const address = await app.listen({ port: config.port, host: config.host });
@@ -54,6 +75,7 @@ export async function runApi(): Promise<number> {
       await ids.close();
     }
   } finally {
+    await owned?.close();
     await runtime.close();
   }
 }

@@ -8,6 +8,9 @@ import { loadConfig } from '../config.js';
 import { startWorker } from '../worker/worker.js';
 import { createFaultHook } from '../worker/fault-hook.js';
 import { exitNow, openRuntime, waitForShutdownSignal } from './runtime.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { createJobObserver } from '../metrics/job-observer.js';
+import { openMetrics, type OwnedMetrics } from './metrics.js';
 
 /**
  * How long past ONCEQ_SHUTDOWN_TIMEOUT the command waits for the worker to have released the
@@ -19,6 +22,16 @@ export const RELEASE_GRACE_MS = 1_000;
 export interface RunWorkerOptions {
   /** Run migrations first (creating the database if missing). */
   migrate?: boolean;
+  /**
+   * Stop when this settles (`onceq start` shares one signal between its halves).
+   * @defaultValue the first SIGTERM or SIGINT (a second one exits at once)
+   */
+  stop?: Promise<unknown>;
+  /**
+   * Count into these metrics and leave serving them to the caller. @defaultValue metrics of its
+   * own, served on ONCEQ_METRICS_PORT when that is set
+   */
+  metrics?: Metrics;
 }
 
 /** Runs a worker until a signal; returns the exit code. */
@@ -27,14 +40,25 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
   const runtime = await openRuntime({ worker: true, name: 'worker' });
   const { config, logger } = runtime;
   // Listen before the first job can arrive: a signal during start-up must still shut down cleanly.
-  const signalled = waitForShutdownSignal(logger);
+  const signalled = options.stop ?? waitForShutdownSignal(logger);
+  let owned: OwnedMetrics | undefined;
   try {
     if (options.migrate) {
       const { results } = await migrateToLatest(runtime.db, config.databaseSchema);
       for (const r of results ?? [])
         logger.info({ migration: r.migrationName, status: r.status }, 'migration');
     }
-    const registry = await loadRegistry(config.jobsModule);
+    const jobs = await loadRegistry(config.jobsModule);
+    if (!options.metrics) {
+      owned = await openMetrics(runtime, {
+        component: 'worker',
+        queues: config.queues.length ? config.queues : jobs.queues(),
+        port: config.metricsPort,
+      });
+    }
+    // Times handlers, counts outcomes, and logs one line per delivery.
+    const observer = createJobObserver({ metrics: options.metrics ?? owned?.metrics, logger });
+    const registry = observer.instrument(jobs);
     const worker = await startWorker({
       db: runtime.db,
       redis: runtime.redis,
@@ -46,6 +70,12 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
       tokenTtlMs: config.tokenTtlMs,
       fault: createFaultHook(config.fault),
       logger,
+      onOutcome: observer.onOutcome,
+      dedupeWindowMs: config.dedupeWindowMs,
+      maxAttempts: config.maxAttempts,
+      outbox: { intervalMs: config.outboxIntervalMs },
+      reconciler: { intervalMs: config.reconcileIntervalMs, graceMs: config.reconcileGraceMs },
+      pruner: { intervalMs: config.pruneIntervalMs },
     });
     logger.info(
       {
@@ -79,6 +109,7 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
     logger.info({ forced: false }, 'worker stopped');
     return 0;
   } finally {
+    await owned?.close();
     await runtime.close();
   }
 }
