@@ -11,6 +11,7 @@ import type { FaultEvent, HistoryWriter } from './history.js';
 import type { ManagedProcess } from './processes.js';
 import { sleep } from './processes.js';
 import type { FaultKind, PlannedFault } from './schedule.js';
+import { withTimeout } from '../core/with-timeout.js';
 
 /** What the nemesis acts on. */
 export interface FaultTargets {
@@ -168,19 +169,5 @@ function laneOf(fault: PlannedFault): string {
       return 'api';
     default:
       return 'redis';
-  }
-}
-
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }

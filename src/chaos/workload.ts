@@ -25,6 +25,7 @@ import type {
 import { POISON_JOB_NAME } from './poison-job.js';
 import type { Random } from './schedule.js';
 import { sleep } from './processes.js';
+import { withTimeout } from '../core/with-timeout.js';
 
 /** Shares of the workload's choices; each is a probability. */
 export interface WorkloadShares {
@@ -432,19 +433,5 @@ export class Workload {
       );
       req.end(payload);
     });
-  }
-}
-
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }

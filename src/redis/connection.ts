@@ -6,6 +6,7 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { redactUrl } from '../config.js';
 import { ServiceUnreachableError } from '../core/errors.js';
+import { withTimeout } from '../core/with-timeout.js';
 
 /** Options of {@link createRedis}. */
 export interface RedisConnectionOptions {
@@ -64,20 +65,6 @@ function describeReason(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   const text = err.message || (err as { code?: string }).code || err.name;
   return text.replace(/\s*\n\s*/g, ' ');
-}
-
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Closes a connection, falling back to disconnect when QUIT cannot be sent. */
