@@ -36,7 +36,11 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
     if (!options.metrics) {
       owned = await openMetrics(runtime, { component: 'api', queues: registry.queues() });
     }
-    const ids = await createIdService(runtime.redis, { prefix: config.prefix });
+    const ids = await createIdService(runtime.redis, {
+      prefix: config.prefix,
+      onLost: (event) => logger.warn(event, 'worker id lost; leasing another'),
+      onReacquired: (event) => logger.info(event, 'worker id leased again'),
+    });
     try {
       const producer = createProducer({
         db: runtime.db,
@@ -52,6 +56,7 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
           db: runtime.db,
           redis: runtime.redis,
           producer,
+          ids,
           logger,
           bodyLimit: config.bodyLimit,
           rateLimit: config.rateLimit,

@@ -36,6 +36,8 @@ export interface BuildAppOptions {
   redis: Redis;
   /** The producer, with the connections above; its principal is replaced per request. */
   producer: Producer;
+  /** The id service behind the producer; `/readyz` reports whether it can mint. */
+  ids?: { isReady(): boolean };
   /** The process logger (see logger.ts; it redacts secrets). @defaultValue no logging */
   logger?: Logger;
   /** Largest request body, bytes. @defaultValue 1 MiB */
@@ -160,7 +162,7 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
     await app.register(swaggerUi, { routePrefix: '/docs' });
   }
 
-  healthRoutes(app, { db: options.db, redis: options.redis });
+  healthRoutes(app, { db: options.db, redis: options.redis, ids: options.ids });
   if (options.metrics) metricsRoutes(app, options.metrics);
   if (options.adminQueues) {
     await adminQueueRoutes(app, { redis: options.redis, ...options.adminQueues, authenticate });

@@ -124,6 +124,11 @@ export function toProblem(err: unknown): MappedError {
         return plain(problem(ErrorCode.Unavailable, 'a backing service is unreachable'), {
           'retry-after': `${UNAVAILABLE_RETRY_AFTER_S}`,
         });
+      case ErrorCode.IdGeneratorStopped:
+        // The worker-id lease was lost (Redis lost its data) and a new one is being leased.
+        return plain(problem(ErrorCode.Unavailable, 'no message ids can be minted right now'), {
+          'retry-after': `${UNAVAILABLE_RETRY_AFTER_S}`,
+        });
       default:
         if (PROBLEM_CATALOGUE[err.code]) return plain(problem(err.code, err.message));
     }

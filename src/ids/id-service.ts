@@ -1,31 +1,63 @@
 /**
  * The id service a process starts once: a leased worker id and a generator that mints only while
  * the lease is valid. `close()` stops minting first, then releases the worker id.
+ *
+ * A lease can be lost for good while the process lives on: Redis restarted without persistence
+ * or was flushed (the entry is `gone`), or the process was paused past its ttl and another one
+ * took the id (`taken`). The service then leases a new worker id in the background and mints
+ * again once it holds one; until then `nextId()` throws {@link IdGeneratorStoppedError}, which
+ * callers answer as "unavailable, retry" (the API's 503 with `Retry-After`).
+ *
+ * After `gone`, every other process of the fleet lost its entry too, but each goes on minting
+ * until its own next renewal tells it so, which can take up to a lease ttl. A new lease taken in
+ * that time could be an id one of them still uses, so the service mints with it only once a ttl
+ * has passed since the loss was seen: by then every lease granted before the data loss has
+ * lapsed or been found lost.
  */
 import type { Redis } from 'ioredis';
 import { IdGeneratorStoppedError } from '../core/errors.js';
 import { SnowflakeGenerator } from './snowflake-generator.js';
 import {
   acquireWorkerId,
+  DEFAULT_WORKER_ID_TTL_MS,
   type WorkerIdLease,
   type WorkerIdLeaseOptions,
+  type WorkerIdLostEvent,
 } from './worker-id-lease.js';
+
+/** Longest pause between two attempts to lease a replacement worker id. */
+const MAX_REACQUIRE_BACKOFF_MS = 5_000;
+
+/** Passed to {@link IdServiceOptions.onReacquired}. */
+export interface WorkerIdReacquiredEvent {
+  /** The worker id that was lost. */
+  previousWorkerId: number;
+  /** The worker id now leased. */
+  workerId: number;
+  /** Monotonic time (`performance.now()`) from which it mints; later than now after `gone`. */
+  mintsFrom: number;
+}
 
 /** Options of {@link createIdService}: the lease's, plus the generator's clock tolerance. */
 export interface IdServiceOptions extends WorkerIdLeaseOptions {
   /** See `SnowflakeGeneratorOptions.maxClockSkewWaitMs`. @defaultValue 5 */
   maxClockSkewWaitMs?: number;
+  /** Called when a lost worker id has been replaced by a new lease. */
+  onReacquired?: (event: WorkerIdReacquiredEvent) => void;
 }
 
 /** Mints this process's snowflake ids. */
 export interface IdService {
-  /** The leased worker id stamped into every id. */
+  /** The worker id stamped into the ids minted now (the last one leased). */
   readonly workerId: number;
-  /** The lease behind it (for health checks: `lease.isValid()`). */
+  /** The current lease (the last one taken, possibly lost while a new one is being leased). */
   readonly lease: WorkerIdLease;
+  /** Whether `nextId()` would mint now: a valid lease, past any wait after a loss, not closed. */
+  isReady(): boolean;
   /**
    * A new id, as a decimal string.
-   * @throws IdGeneratorStoppedError when the lease is lost, lapsed or closed.
+   * @throws IdGeneratorStoppedError when the lease is lost, lapsed or closed, or a replacement
+   * is not usable yet; retry later.
    * @throws ClockMovedBackwardsError when the clock stepped back too far.
    */
   nextId(): string;
@@ -34,33 +66,159 @@ export interface IdService {
 }
 
 /**
- * Leases a worker id and returns a generator bound to it.
+ * Leases a worker id and returns a generator bound to it, which replaces the lease if it is
+ * ever lost.
  * @throws WorkerIdUnavailableError when every worker id is leased: the process must not start.
  */
 export async function createIdService(redis: Redis, options: IdServiceOptions): Promise<IdService> {
-  const lease = await acquireWorkerId(redis, options);
-  let closed = false;
-  let generator: SnowflakeGenerator;
-  try {
-    generator = new SnowflakeGenerator({
-      workerId: lease.workerId,
-      maxClockSkewWaitMs: options.maxClockSkewWaitMs,
-      isLeaseValid: () => !closed && lease.isValid(),
-    });
-  } catch (err) {
-    await lease.close();
-    throw err;
+  const service = new LeasedIdService(redis, options);
+  await service.start();
+  return service;
+}
+
+interface Current {
+  lease: WorkerIdLease;
+  generator: SnowflakeGenerator;
+}
+
+class LeasedIdService implements IdService {
+  readonly #ttlMs: number;
+  readonly #retryMs: number;
+  #current: Current | undefined;
+  /** Monotonic time before which nothing is minted (set after a `gone` loss). */
+  #mintsFrom = 0;
+  /** Set while the current lease is lost and a replacement is being leased. */
+  #replacing: Promise<void> | undefined;
+  #closed = false;
+  #wake: (() => void) | undefined;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly options: IdServiceOptions,
+  ) {
+    this.#ttlMs = options.ttlMs ?? DEFAULT_WORKER_ID_TTL_MS;
+    this.#retryMs = Math.min(MAX_REACQUIRE_BACKOFF_MS, Math.max(10, Math.floor(this.#ttlMs / 3)));
   }
-  return {
-    workerId: lease.workerId,
-    lease,
-    nextId() {
-      if (closed) throw new IdGeneratorStoppedError('the id service is closed');
-      return generator.nextId();
-    },
-    async close() {
-      closed = true;
+
+  async start(): Promise<void> {
+    this.#current = await this.#lease(undefined);
+  }
+
+  get workerId(): number {
+    return this.#held().lease.workerId;
+  }
+
+  get lease(): WorkerIdLease {
+    return this.#held().lease;
+  }
+
+  isReady(): boolean {
+    return (
+      !this.#closed &&
+      this.#replacing === undefined &&
+      performance.now() >= this.#mintsFrom &&
+      this.#current !== undefined &&
+      this.#current.lease.isValid()
+    );
+  }
+
+  nextId(): string {
+    if (this.#closed) throw new IdGeneratorStoppedError('the id service is closed');
+    const current = this.#held();
+    if (this.#replacing) {
+      throw new IdGeneratorStoppedError(
+        `worker id ${current.lease.workerId} was lost; leasing another one`,
+      );
+    }
+    const waitMs = Math.ceil(this.#mintsFrom - performance.now());
+    if (waitMs > 0) {
+      throw new IdGeneratorStoppedError(
+        `Redis lost the worker-id leases; minting resumes in ${waitMs} ms, once no process can ` +
+          `still be using a lease granted before the loss`,
+      );
+    }
+    return current.generator.nextId();
+  }
+
+  async close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#wake?.();
+    }
+    await this.#replacing;
+    await this.#current?.lease.close();
+  }
+
+  #held(): Current {
+    if (!this.#current) throw new IdGeneratorStoppedError('the id service has not started');
+    return this.#current;
+  }
+
+  /** Leases a worker id; a lease of the same id as `previous` continues after its last id. */
+  async #lease(previous: Current | undefined): Promise<Current> {
+    const lease = await acquireWorkerId(this.redis, {
+      ...this.options,
+      onLost: (event) => this.#lost(event),
+    });
+    try {
+      const generator = new SnowflakeGenerator({
+        workerId: lease.workerId,
+        maxClockSkewWaitMs: this.options.maxClockSkewWaitMs,
+        isLeaseValid: () => !this.#closed && lease.isValid(),
+        after: previous?.lease.workerId === lease.workerId ? previous.generator.lastId : undefined,
+      });
+      return { lease, generator };
+    } catch (err) {
       await lease.close();
-    },
-  };
+      throw err;
+    }
+  }
+
+  #lost(event: WorkerIdLostEvent): void {
+    this.options.onLost?.(event);
+    if (this.#closed || this.#replacing) return;
+    if (event.reason === 'gone') {
+      this.#mintsFrom = Math.max(this.#mintsFrom, performance.now() + this.#ttlMs);
+    }
+    this.#replacing = this.#replace(event).finally(() => {
+      this.#replacing = undefined;
+    });
+  }
+
+  /** Leases a replacement, retrying (Redis may still be down) until it succeeds or closes. */
+  async #replace(event: WorkerIdLostEvent): Promise<void> {
+    const previous = this.#current;
+    for (let attempt = 0; !this.#closed; attempt++) {
+      try {
+        const next = await this.#lease(previous);
+        if (this.#closed) {
+          await next.lease.close();
+          return;
+        }
+        this.#current = next;
+        this.options.onReacquired?.({
+          previousWorkerId: event.workerId,
+          workerId: next.lease.workerId,
+          mintsFrom: this.#mintsFrom,
+        });
+        return;
+      } catch (err) {
+        this.options.onError?.(err);
+        await this.#sleep(Math.min(MAX_REACQUIRE_BACKOFF_MS, this.#retryMs * 2 ** attempt));
+      }
+    }
+  }
+
+  /** Sleeps without keeping the process alive; `close()` cuts it short. */
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      this.#wake = done;
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
 }

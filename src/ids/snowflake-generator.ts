@@ -59,6 +59,11 @@ export interface SnowflakeGeneratorOptions {
    * @defaultValue always true (for tests and tools that own their worker id outright)
    */
   isLeaseValid?: () => boolean;
+  /**
+   * Mint only ids above this one (a decimal snowflake of the same worker id): a generator that
+   * takes over a worker id this process minted with before continues after its last id.
+   */
+  after?: string;
 }
 
 /** The shape of `snowflake-id`'s default export (the package ships no types). */
@@ -120,6 +125,16 @@ export class SnowflakeGenerator {
     this.#raw = new RawSnowflakeClass({ mid: workerId, offset: ONCEQ_EPOCH_MS });
     if (this.#raw.mid !== workerId) {
       throw new Error(`snowflake-id stored machine id ${this.#raw.mid} for worker id ${workerId}`);
+    }
+    if (options.after !== undefined) {
+      const parts = decodeSnowflake(options.after);
+      if (parts.workerId !== workerId) {
+        throw new RangeError(
+          `after must be an id of worker ${workerId}, got ${options.after} of worker ${parts.workerId}`,
+        );
+      }
+      this.#last = BigInt(options.after);
+      this.#lastTimestampMs = parts.timestampMs;
     }
   }
 

@@ -108,7 +108,16 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   let idService: Promise<IdService> | undefined;
   const ids = options.ids
     ? () => Promise.resolve(options.ids!)
-    : () => (idService ??= createIdService(options.redis, { prefix: options.prefix }));
+    : () =>
+        (idService ??= createIdService(options.redis, {
+          prefix: options.prefix,
+          onLost: (event) => log?.warn(event, 'worker id lost; leasing another'),
+          onReacquired: (event) => log?.info(event, 'worker id leased again'),
+        }).catch((err: unknown) => {
+          // Not cached: the next follow-up tries again (every id may be free again by then).
+          idService = undefined;
+          throw err;
+        }));
   const jobDefaults = { maxAttempts: options.maxAttempts, backoffMs: options.backoffMs };
   const outbox =
     options.outbox === false

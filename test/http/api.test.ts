@@ -10,6 +10,7 @@ import { scanJson } from '../../src/http/json-body.js';
 import { revokeApiKey } from '../../src/db/api-keys.repository.js';
 import { parseApiKey } from '../../src/core/api-key.js';
 import { generateToken, isWellFormedToken } from '../../src/core/token.js';
+import { workerIdsKey } from '../../src/redis/keys.js';
 
 const OPEN = { name: 'account.open', data: { owner: 'alice', openingBalance: 100 } };
 
@@ -24,6 +25,14 @@ function raw(t: ApiTest, key: string, token: string, payload: string) {
     },
     payload,
   });
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 describe('http: the producer API', function () {
@@ -133,7 +142,7 @@ describe('http: the producer API', function () {
       expect(asAdmin.statusCode).to.equal(200);
     });
 
-    it('/healthz and /readyz answer without a key; /readyz checks Redis and PostgreSQL', async () => {
+    it('/healthz and /readyz answer without a key; /readyz checks Redis, PostgreSQL and ids', async () => {
       expect((await t.inject({ method: 'GET', url: '/healthz' })).json()).to.deep.equal({
         status: 'ok',
       });
@@ -141,7 +150,7 @@ describe('http: the producer API', function () {
       expect(ready.statusCode).to.equal(200);
       expect(ready.json()).to.deep.equal({
         status: 'ready',
-        checks: { redis: 'ok', postgres: 'ok' },
+        checks: { redis: 'ok', postgres: 'ok', ids: 'ok' },
       });
     });
 
@@ -204,6 +213,51 @@ describe('http: the producer API', function () {
       expect(scanJson('{"a\\"b":{"c/d":[0,9007199254740992]}}', 32)?.path).to.equal('/a"b/c~1d/1');
       // The token was never touched.
       expect((await t.enqueue(alice, token, OPEN)).statusCode).to.equal(202);
+    });
+  });
+
+  describe('Redis loses the worker-id leases', () => {
+    // A short lease, so the wait after a loss (one ttl) fits a test.
+    const TTL_MS = 1_500;
+    let t: ApiTest;
+    let alice: string;
+    before(async () => {
+      t = await createApiTest('idloss', { stack: { ids: { ttlMs: TTL_MS, heartbeatMs: 100 } } });
+      alice = await t.key('alice');
+    });
+    after(async () => t.close());
+
+    it('answers 503 with Retry-After (not 500) and /readyz 503, then accepts again under a new lease', async () => {
+      const before = await t.enqueue(alice, await t.token(alice), OPEN);
+      expect(before.statusCode).to.equal(202);
+
+      // What a Redis restart without persistence does to the lease entries.
+      await t.stack.redis.del(workerIdsKey(t.stack.prefix));
+      await waitFor(async () => !t.stack.ids.isReady(), 2_000);
+
+      const token = await t.token(alice);
+      const during = await t.enqueue(alice, token, OPEN);
+      expect(during.statusCode).to.equal(503);
+      expect(during.headers['retry-after']).to.match(/^\d+$/);
+      expect(during.json()).to.include({ status: 503, code: 'service_unavailable' });
+      const ready = await t.inject({ method: 'GET', url: '/readyz' });
+      expect(ready.statusCode).to.equal(503);
+      expect(ready.json().checks).to.include({ ids: 'unavailable' });
+      // Nothing was written for the refused request: the same token is still unused.
+      expect(
+        await t.stack.db.selectFrom('accepted_messages').select('token').execute(),
+      ).to.have.length(1);
+
+      await waitFor(async () => t.stack.ids.isReady(), 4 * TTL_MS);
+      const after = await t.enqueue(alice, token, OPEN);
+      expect(after.statusCode).to.equal(202);
+      expect((await t.inject({ method: 'GET', url: '/readyz' })).statusCode).to.equal(200);
+      const ids = [before.json().messageId, after.json().messageId];
+      expect(new Set(ids).size).to.equal(2);
+      // A lease is held again, recorded in Redis under the (possibly new) worker id.
+      expect(
+        await t.stack.redis.hexists(workerIdsKey(t.stack.prefix), String(t.stack.ids.workerId)),
+      ).to.equal(1);
     });
   });
 

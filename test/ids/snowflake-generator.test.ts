@@ -285,4 +285,18 @@ describe('SnowflakeGenerator', () => {
     expect(() => generator.nextId()).to.throw(IdGeneratorStoppedError, /no longer leased/);
     expect(generator.lastId).to.equal(id);
   });
+  it('continues above `after`: a generator taking over a worker id never repeats its ids', () => {
+    const first = new SnowflakeGenerator({ workerId: 9 });
+    // Many ids in this millisecond, so a fresh generator's first ids would land at or below.
+    const minted = Array.from({ length: 3000 }, () => first.nextId());
+    const last = minted[minted.length - 1]!;
+    const next = new SnowflakeGenerator({ workerId: 9, after: last });
+    const continued = Array.from({ length: 3000 }, () => next.nextId());
+    expect(BigInt(continued[0]!) > BigInt(last)).to.equal(true);
+    expect(new Set([...minted, ...continued]).size).to.equal(6000);
+    expect(() => new SnowflakeGenerator({ workerId: 10, after: last })).to.throw(
+      RangeError,
+      /id of worker 10/,
+    );
+  });
 });

@@ -13,7 +13,12 @@ import {
   WorkerIdUnavailableError,
 } from '../../src/core/errors.js';
 import { decodeSnowflake } from '../../src/core/snowflake.js';
-import { createIdService, type IdService } from '../../src/ids/id-service.js';
+import {
+  createIdService,
+  type IdService,
+  type IdServiceOptions,
+  type WorkerIdReacquiredEvent,
+} from '../../src/ids/id-service.js';
 import { WORKER_ID_MAX, WORKER_ID_MIN } from '../../src/ids/snowflake-generator.js';
 import {
   acquireWorkerId,
@@ -27,6 +32,14 @@ import { workerIdsKey } from '../../src/redis/keys.js';
 import { deletePrefix, testRedis, uniqueName } from '../support/env.js';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function waitUntil(check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
 
 /** Closes a connection and waits for its socket to go: QUIT's reply comes before the close. */
 async function closeFully(connection: Redis): Promise<void> {
@@ -280,7 +293,7 @@ describe('worker-id lease', () => {
   });
 
   describe('createIdService', () => {
-    async function service(options: Partial<WorkerIdLeaseOptions> = {}): Promise<IdService> {
+    async function service(options: Partial<IdServiceOptions> = {}): Promise<IdService> {
       const s = await createIdService(redis, { prefix, ...options });
       services.push(s);
       return s;
@@ -309,10 +322,80 @@ describe('worker-id lease', () => {
         String(s.workerId),
         `someone-else|${(await redisNowMs()) + 60_000}`,
       );
+      const takenId = s.workerId;
       await s.lease.renew();
       expect(lost.map((e) => e.reason)).to.deep.equal(['taken']);
       expect(() => s.nextId()).to.throw(IdGeneratorStoppedError);
-      expect((await entry(s.workerId))?.owner).to.equal('someone-else');
+      expect((await entry(takenId))?.owner).to.equal('someone-else');
+    });
+
+    it('leases another worker id after a takeover and mints with it at once', async () => {
+      const reacquired: WorkerIdReacquiredEvent[] = [];
+      const s = await service({ onReacquired: (e) => reacquired.push(e) });
+      const first = s.nextId();
+      const takenId = s.workerId;
+      await redis.hset(
+        workerIdsKey(prefix),
+        String(takenId),
+        `someone-else|${(await redisNowMs()) + 60_000}`,
+      );
+      await s.lease.renew();
+      await waitUntil(() => s.isReady(), 2_000);
+      expect(s.workerId).to.not.equal(takenId);
+      expect(reacquired).to.have.length(1);
+      expect(reacquired[0]).to.include({ previousWorkerId: takenId, workerId: s.workerId });
+      const next = s.nextId();
+      expect(decodeSnowflake(next).workerId).to.equal(s.workerId);
+      expect(next).to.not.equal(first);
+      expect((await entry(s.workerId))?.owner).to.equal(s.lease.owner);
+      expect((await entry(takenId))?.owner).to.equal('someone-else');
+    });
+
+    it('after Redis lost the leases, mints nothing for one ttl, then continues above its last id', async () => {
+      // One usable id, so the replacement is the same worker id and must not repeat an id.
+      const ttlMs = 800;
+      const s = await service({ ttlMs, heartbeatMs: 50, maxWorkerId: WORKER_ID_MIN });
+      const before = Array.from({ length: 2000 }, () => s.nextId());
+      await redis.del(workerIdsKey(prefix));
+      const lostAt = performance.now();
+      await waitUntil(() => !s.isReady(), 1_000);
+      expect(() => s.nextId()).to.throw(IdGeneratorStoppedError, /resumes in|leasing another/);
+      // Another process that still believes it holds the id may mint until its own renewal
+      // fails: nothing is minted here before a whole ttl has passed since the loss.
+      await waitUntil(() => s.isReady(), 3 * ttlMs);
+      expect(performance.now() - lostAt).to.be.at.least(ttlMs - 100);
+      expect(s.workerId).to.equal(WORKER_ID_MIN);
+      const after = s.nextId();
+      expect(BigInt(after) > BigInt(before[before.length - 1]!)).to.equal(true);
+      expect(await entry(WORKER_ID_MIN)).to.include({ owner: s.lease.owner });
+    });
+
+    it('keeps trying to lease a replacement while every id is held, and close() stops it', async () => {
+      const s = await service({ ttlMs: 600, heartbeatMs: 50, maxWorkerId: WORKER_ID_MIN });
+      s.nextId();
+      await redis.hset(
+        workerIdsKey(prefix),
+        String(WORKER_ID_MIN),
+        `someone-else|${(await redisNowMs()) + 60_000}`,
+      );
+      await waitUntil(() => !s.isReady(), 1_000);
+      await sleep(400);
+      expect(() => s.nextId()).to.throw(IdGeneratorStoppedError);
+      // The other holder goes away: the service takes the id on a later attempt.
+      await redis.hdel(workerIdsKey(prefix), String(WORKER_ID_MIN));
+      await waitUntil(() => s.isReady(), 8_000);
+      expect((await entry(WORKER_ID_MIN))?.owner).to.equal(s.lease.owner);
+      // Taken again; close() during the retries ends promptly and leaves the other's entry.
+      await redis.hset(
+        workerIdsKey(prefix),
+        String(WORKER_ID_MIN),
+        `someone-else|${(await redisNowMs()) + 60_000}`,
+      );
+      await waitUntil(() => !s.isReady(), 1_000);
+      const closing = performance.now();
+      await s.close();
+      expect(performance.now() - closing).to.be.below(1_000);
+      expect((await entry(WORKER_ID_MIN))?.owner).to.equal('someone-else');
     });
 
     it('stops minting at close() and releases the worker id', async () => {

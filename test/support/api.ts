@@ -37,6 +37,7 @@ export async function createApiTest(
       db: stack.db,
       redis: stack.redis,
       producer: stack.producer,
+      ids: stack.ids,
       keyCacheMs: 0,
       ...options,
     });

@@ -9,7 +9,11 @@ import { JobRegistry } from '../../src/jobs/registry.js';
 import { ledgerJobs } from '../../src/jobs/examples/ledger/index.js';
 import type { JobDefinition } from '../../src/jobs/define-job.js';
 import { startWorker, type OnceqWorker, type OnceqWorkerOptions } from '../../src/worker/worker.js';
-import { createIdService } from '../../src/ids/id-service.js';
+import {
+  createIdService,
+  type IdService,
+  type IdServiceOptions,
+} from '../../src/ids/id-service.js';
 import { closeRedis } from '../../src/redis/connection.js';
 import type { DeliveryOutcome } from '../../src/core/outcome.js';
 import type { Db } from '../../src/db/create-db.js';
@@ -22,6 +26,8 @@ export interface TestStack {
   redis: Redis;
   registry: JobRegistry;
   producer: Producer;
+  /** The producer's id service. */
+  ids: IdService;
   /** Outcomes reported by every worker of this stack, in order. */
   outcomes: { outcome: DeliveryOutcome; jobId: string; messageId: string }[];
   startWorker(options?: Partial<OnceqWorkerOptions>): Promise<OnceqWorker>;
@@ -33,6 +39,8 @@ export interface TestStackOptions {
   maxAttempts?: number;
   backoffMs?: number;
   poolSize?: number;
+  /** Options of the producer's id service (a short lease ttl, for tests of its loss). */
+  ids?: Partial<IdServiceOptions>;
 }
 
 export async function createTestStack(
@@ -44,7 +52,7 @@ export async function createTestStack(
   const redis = testRedis();
   await redis.connect();
   const registry = new JobRegistry([...ledgerJobs, ...(options.jobs ?? [])]);
-  const ids = await createIdService(redis, { prefix });
+  const ids = await createIdService(redis, { ...options.ids, prefix });
   const producer = createProducer({
     db,
     redis,
@@ -63,6 +71,7 @@ export async function createTestStack(
     redis,
     registry,
     producer,
+    ids,
     outcomes,
     async startWorker(overrides = {}) {
       const worker = await startWorker({

@@ -12,7 +12,10 @@ import { HealthSchema } from '../schemas.js';
 export const READY_CHECK_TIMEOUT_MS = 2_000;
 
 /** Registers the routes. */
-export function healthRoutes(app: FastifyInstance, deps: { db: Db; redis: Redis }): void {
+export function healthRoutes(
+  app: FastifyInstance,
+  deps: { db: Db; redis: Redis; ids?: { isReady(): boolean } },
+): void {
   const config = { public: true, rateLimit: false };
   app.get(
     '/healthz',
@@ -24,7 +27,7 @@ export function healthRoutes(app: FastifyInstance, deps: { db: Db; redis: Redis 
     {
       config,
       schema: {
-        summary: 'Readiness: Redis and PostgreSQL answer',
+        summary: 'Readiness: Redis and PostgreSQL answer, and message ids can be minted',
         tags: ['health'],
         response: { 200: HealthSchema, 503: HealthSchema },
       },
@@ -34,9 +37,12 @@ export function healthRoutes(app: FastifyInstance, deps: { db: Db; redis: Redis 
         check(() => deps.redis.ping()),
         check(() => sql`select 1`.execute(deps.db)),
       ]);
-      const ready = redis === 'ok' && postgres === 'ok';
+      const checks: Record<string, string> = { redis, postgres };
+      // A lost worker-id lease (Redis lost its data) answers 503 until a new one can mint.
+      if (deps.ids) checks['ids'] = deps.ids.isReady() ? 'ok' : 'unavailable';
+      const ready = Object.values(checks).every((c) => c === 'ok');
       reply.code(ready ? 200 : 503);
-      return { status: ready ? 'ready' : 'unavailable', checks: { redis, postgres } };
+      return { status: ready ? 'ready' : 'unavailable', checks };
     },
   );
 }
