@@ -3,6 +3,7 @@
  * producer answers, so a Redis that loses its data never loses a message.
  */
 import type { Kysely } from 'kysely';
+import { ErrorCode, OnceqError } from '../core/errors.js';
 import type { Database, AcceptedMessageRow } from './database.js';
 
 /** What is recorded at acceptance. */
@@ -21,6 +22,7 @@ export interface AcceptedMessage {
 /**
  * Records the message; when `(principal, token)` is already recorded, returns that row instead
  * (the first acceptance wins, whatever message id a retry minted).
+ * @throws OnceqError (`internal_error`) when the message id is taken by another request's row.
  */
 export async function recordAccepted(
   db: Kysely<Database>,
@@ -30,15 +32,41 @@ export async function recordAccepted(
   try {
     inserted = await insertAccepted(db, message);
   } catch (err) {
-    // Two requests recording the same token at once, both past the arbiter check, insert the
-    // same message_id: the loser trips the primary key (23505), not the (principal, token)
-    // target that DO NOTHING covers. The winner's row is then the answer.
-    if ((err as { code?: string }).code !== '23505') throw err;
+    return answerFailedInsert(db, message, err);
   }
   if (inserted) return inserted;
   const existing = await findAcceptedByToken(db, message.principal, message.token);
   if (!existing) throw new Error(`accepted message for token vanished during insert`);
   return existing;
+}
+
+/**
+ * The answer to a caller whose row, inserted alone, failed with `err`. Two requests recording the
+ * same token at once, both past the arbiter check, insert the same message_id: the loser trips
+ * the primary key (23505), not the `(principal, token)` target that DO NOTHING covers, and the
+ * winner's row is then the answer. A unique violation that leaves no row for the token is a
+ * message id taken by another request (two snowflakes alike): answering with that row would hand
+ * this caller someone else's message, so it is an error, and the API answers 5xx.
+ */
+async function answerFailedInsert(
+  db: Kysely<Database>,
+  message: AcceptedMessage,
+  err: unknown,
+): Promise<AcceptedMessageRow> {
+  if ((err as { code?: string }).code !== '23505') throw err;
+  const existing = await findAcceptedByToken(db, message.principal, message.token);
+  if (existing) return existing;
+  throw new OnceqError(
+    ErrorCode.Internal,
+    `message id ${message.messageId} is already recorded for another request`,
+    {
+      cause: err,
+      details: {
+        messageId: message.messageId,
+        constraint: (err as { constraint?: string }).constraint,
+      },
+    },
+  );
 }
 
 function insertAccepted(
@@ -114,10 +142,13 @@ export function createAcceptanceWriter(
         .returningAll()
         .execute();
     } catch (err) {
-      // A primary-key clash (23505: two requests of one token racing across batches) fails the
-      // whole statement; one row at a time sorts out which caller gets which answer.
-      if ((err as { code?: string }).code !== '23505') {
-        for (const p of batch) p.reject(err);
+      // One statement fails for all its rows, whatever the cause: a primary-key clash (two
+      // requests of one token racing across batches), one caller's data PostgreSQL refuses (a
+      // \u0000 in jsonb, a value out of range), a deadlock with another batch. One row per
+      // statement gives each caller its own outcome, so one bad request fails only itself.
+      if (batch.length === 1) {
+        const [p] = batch as [Pending];
+        await answerFailedInsert(db, p.message, err).then(p.resolve, p.reject);
         return;
       }
       await Promise.all(batch.map((p) => recordAccepted(db, p.message).then(p.resolve, p.reject)));

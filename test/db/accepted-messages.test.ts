@@ -3,10 +3,13 @@
  * first acceptance of its `(principal, token)`, committed.
  */
 import { expect } from 'chai';
-import { sql } from 'kysely';
+import { InsertQueryNode, sql, ValuesNode, type Kysely, type KyselyPlugin } from 'kysely';
 import { createTestSchema, type TestSchema } from '../support/env.js';
+import { ErrorCode, OnceqError } from '../../src/core/errors.js';
+import type { Database } from '../../src/db/database.js';
 import {
   createAcceptanceWriter,
+  findAcceptedByMessageId,
   findAcceptedByToken,
   recordAccepted,
   type AcceptedMessage,
@@ -26,6 +29,30 @@ function message(token: string, principal = 'p1'): AcceptedMessage {
     jobId: `m-${messageId}`,
     options: {},
   };
+}
+
+/**
+ * The same database, with the row count of every INSERT it sends noted in `sizes`: how a test
+ * sees which callers shared a statement. The statements still run against the real PostgreSQL.
+ */
+function watchInserts(db: Kysely<Database>): { db: Kysely<Database>; sizes: number[] } {
+  const sizes: number[] = [];
+  const plugin: KyselyPlugin = {
+    transformQuery({ node }) {
+      if (InsertQueryNode.is(node) && node.values && ValuesNode.is(node.values)) {
+        sizes.push(node.values.values.length);
+      }
+      return node;
+    },
+    transformResult: ({ result }) => Promise.resolve(result),
+  };
+  return { db: db.withPlugin(plugin), sizes };
+}
+
+/** The pg error code of a rejection (its cause's, for an OnceqError wrapping one). */
+function pgCode(result: PromiseSettledResult<unknown>): string | undefined {
+  expect(result.status).to.equal('rejected');
+  return ((result as PromiseRejectedResult).reason as { code?: string }).code;
 }
 
 describe('db: acceptance writer', function () {
@@ -82,7 +109,8 @@ describe('db: acceptance writer', function () {
   });
 
   it('falls back row by row on a primary-key clash, and still answers everyone', async () => {
-    const writer = createAcceptanceWriter(t.db, 500, 1);
+    const watched = watchInserts(t.db);
+    const writer = createAcceptanceWriter(watched.db, 500, 1);
     const first = message('clash');
     await recordAccepted(t.db, first);
     // Same message id under another principal's token: the primary key, not the (principal,
@@ -93,22 +121,78 @@ describe('db: acceptance writer', function () {
     const results = await Promise.allSettled(
       [blocker, clash, neighbour].map((m) => writer.record(m)),
     );
+    expect(watched.sizes, 'the blocker alone, one batch of two, then row by row').to.deep.equal([
+      1, 2, 1, 1,
+    ]);
     expect(results[0]!.status).to.equal('fulfilled');
     expect(results[2]!.status).to.equal('fulfilled');
-    expect(results[1]!.status).to.equal('rejected');
-    expect((results[1] as PromiseRejectedResult).reason).to.be.instanceOf(Error);
     expect(await findAcceptedByToken(t.db, 'p1', 'neighbour')).to.not.equal(undefined);
+    // Not "already accepted": the row holding that id is another request's message.
+    expect(results[1]!.status).to.equal('rejected');
+    const reason = (results[1] as PromiseRejectedResult).reason as OnceqError;
+    expect(reason).to.be.instanceOf(OnceqError);
+    expect(reason.code).to.equal(ErrorCode.Internal);
+    expect((reason.cause as { code?: string }).code).to.equal('23505');
+    expect(await findAcceptedByToken(t.db, 'p2', 'other')).to.equal(undefined);
+    const holder = await findAcceptedByMessageId(t.db, first.messageId);
+    expect([holder!.principal, holder!.token]).to.deep.equal(['p1', 'clash']);
   });
 
-  it('rejects every caller of a batch the database refuses, and writes none of it', async () => {
-    const writer = createAcceptanceWriter(t.db, 500, 1);
-    const good = message('good');
-    const bad = { ...message('bad'), principal: null as unknown as string };
+  it('rejects a message id taken by another request, not answering with that request’s row', async () => {
+    const first = message('taken');
+    await recordAccepted(t.db, first);
+    const alone = { ...message('mine', 'p2'), messageId: first.messageId };
+    // Both ways in: recordAccepted, and a writer batch of one (nothing else in flight).
+    const watched = watchInserts(t.db);
+    const writer = createAcceptanceWriter(watched.db, 500, 1);
+    const results = await Promise.allSettled([recordAccepted(t.db, alone), writer.record(alone)]);
+    for (const result of results) {
+      expect(result.status).to.equal('rejected');
+      const reason = (result as PromiseRejectedResult).reason as OnceqError;
+      expect(reason).to.be.instanceOf(OnceqError);
+      expect(reason.code).to.equal(ErrorCode.Internal);
+      expect(reason.message).to.contain(first.messageId);
+      expect((reason.cause as { code?: string }).code).to.equal('23505');
+    }
+    expect(watched.sizes, 'a batch of one is not retried').to.deep.equal([1]);
+    expect(await findAcceptedByToken(t.db, 'p2', 'mine')).to.equal(undefined);
+  });
+
+  it('answers each caller of a batch the database refuses on its own: only the bad ones fail', async () => {
+    const watched = watchInserts(t.db);
+    const writer = createAcceptanceWriter(watched.db, 500, 1);
+    // The lead flushes alone; everything after it queues behind and goes as one batch of seven.
     const lead = message('lead2');
-    const results = await Promise.allSettled([lead, good, bad].map((m) => writer.record(m)));
-    expect(results[0]!.status).to.equal('fulfilled');
-    expect(results[1]!.status).to.equal('rejected');
-    expect(results[2]!.status).to.equal('rejected');
-    expect(await findAcceptedByToken(t.db, 'p1', 'good')).to.equal(undefined);
+    const good = ['g1', 'g2', 'g3', 'g4', 'g5'].map((token) => message(token));
+    // PostgreSQL refuses \u0000 in jsonb (22P05) and a message id past bigint (22003).
+    const nul = { ...message('nul'), data: { text: 'a\u0000b' } };
+    const huge = { ...message('huge'), messageId: '99999999999999999999' };
+    const batch = [good[0]!, nul, good[1]!, good[2]!, huge, good[3]!, good[4]!];
+    const results = await Promise.allSettled([lead, ...batch].map((m) => writer.record(m)));
+    expect(watched.sizes, 'one batch of seven, then each row alone').to.deep.equal([
+      1, 7, 1, 1, 1, 1, 1, 1, 1,
+    ]);
+    expect(pgCode(results[2]!)).to.equal('22P05');
+    expect(pgCode(results[5]!)).to.equal('22003');
+    for (const [i, m] of [lead, ...batch].entries()) {
+      if (m === nul || m === huge) continue;
+      expect(results[i]!.status, m.token).to.equal('fulfilled');
+      const row = (results[i] as PromiseFulfilledResult<{ message_id: string }>).value;
+      expect(row.message_id).to.equal(m.messageId);
+      expect((await findAcceptedByToken(t.db, 'p1', m.token))!.message_id).to.equal(m.messageId);
+    }
+    expect(await findAcceptedByToken(t.db, 'p1', 'nul')).to.equal(undefined);
+    expect(await findAcceptedByToken(t.db, 'p1', 'huge')).to.equal(undefined);
+  });
+
+  it('rejects the caller of a batch of one the database refuses, and carries on', async () => {
+    const watched = watchInserts(t.db);
+    const writer = createAcceptanceWriter(watched.db, 500, 1);
+    const nul = { ...message('nul'), data: { text: '\u0000' } };
+    const [refused] = await Promise.allSettled([writer.record(nul)]);
+    expect(pgCode(refused!)).to.equal('22P05');
+    const next = message('next');
+    expect((await writer.record(next)).message_id).to.equal(next.messageId);
+    expect(watched.sizes, 'the refused row is not retried').to.deep.equal([1, 1]);
   });
 });
