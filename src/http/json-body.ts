@@ -7,6 +7,8 @@
  *   `…992`), so a 64-bit id sent as a number would name another row. They are refused, with the
  *   field's path, never rounded. Ids are decimal strings (DESIGN.md section 2).
  * - nesting deeper than the limit.
+ * - the escape `\u0000` in a string: PostgreSQL's jsonb cannot store it, so the request would
+ *   fail only at the database; it is refused up front, with the field's path.
  *
  * Node 20 has no `JSON.parse` reviver with source text, so the scan reads the text itself. It
  * is skipped when the text cannot hold either problem (no run of 16 digits; fewer `{`/`[` than
@@ -23,21 +25,22 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** What the scan found wrong. */
 export interface JsonScanProblem {
-  kind: 'depth' | 'unsafe_integer';
+  kind: 'depth' | 'unsafe_integer' | 'nul_character';
   /** JSON pointer of the value. */
   path: string;
   message: string;
 }
 
 /**
- * Scans JSON text for integer literals outside the safe range and for nesting beyond
- * `maxDepth`. Malformed text is not this function's business: it stops quietly and leaves the
+ * Scans JSON text for integer literals outside the safe range, for nesting beyond `maxDepth`,
+ * and for the `\u0000` escape. Malformed text is not this function's business: it stops quietly and leaves the
  * syntax error to JSON.parse.
  */
 export function scanJson(text: string, maxDepth: number): JsonScanProblem | undefined {
   const mayBeDeep = countOpeners(text) > maxDepth;
   const mayHaveBigInt = /\d{16}/.test(text);
-  if (!mayBeDeep && !mayHaveBigInt) return undefined;
+  const mayHaveNul = text.includes('\\u0000');
+  if (!mayBeDeep && !mayHaveBigInt && !mayHaveNul) return undefined;
 
   // One frame per open container: its key (object) or index (array), for the path.
   const stack: { array: boolean; key: string; index: number; expectKey: boolean }[] = [];
@@ -73,8 +76,24 @@ export function scanJson(text: string, maxDepth: number): JsonScanProblem | unde
       i++;
     } else if (c === 0x22 /* " */) {
       let j = i + 1;
-      while (j < n && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
+      let nul = false;
+      while (j < n && text.charCodeAt(j) !== 0x22) {
+        if (text.charCodeAt(j) !== 0x5c) {
+          j++;
+          continue;
+        }
+        if (mayHaveNul && text.startsWith('u0000', j + 1)) nul = true;
+        j += 2;
+      }
       const top = stack[stack.length - 1];
+      if (nul) {
+        return {
+          kind: 'nul_character',
+          path: pointer(),
+          message:
+            'a string contains the character U+0000 (\\u0000), which PostgreSQL cannot store',
+        };
+      }
       if (top && !top.array && top.expectKey) {
         try {
           top.key = JSON.parse(text.slice(i, j + 1)) as string;

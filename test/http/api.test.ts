@@ -184,6 +184,25 @@ describe('http: the producer API', function () {
       expect(res.json().code).to.equal('not_found');
     });
 
+    it('refuses \\u0000 in strings (jsonb cannot store it) with 400 naming the field, before any write', async () => {
+      const token = await t.token(alice);
+      const res = await raw(
+        t,
+        alice,
+        token,
+        '{"name":"account.open","data":{"owner":"al\\u0000ice","openingBalance":1}}',
+      );
+      expect(res.statusCode).to.equal(400);
+      expect(res.json()).to.include({ code: 'bad_request' });
+      expect(res.json().errors[0].path).to.equal('/data/owner');
+      expect(res.json().detail).to.contain('U+0000');
+      // An escaped backslash followed by "u0000" is ordinary text.
+      expect(scanJson('{"a":"\\\\u0000"}', 32)).to.equal(undefined);
+      expect(scanJson('{"a":["x","\\u0000"]}', 32)?.path).to.equal('/a/1');
+      // The token was never touched: the corrected request is accepted with it.
+      expect((await t.enqueue(alice, token, OPEN)).statusCode).to.equal(202);
+    });
+
     it('refuses ids sent as JSON numbers beyond 2^53-1, naming the field, never rounding them', async () => {
       const token = await t.token(alice);
       for (const [payload, path] of [
