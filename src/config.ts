@@ -47,6 +47,12 @@ export interface Config {
   readonly pruneIntervalMs: number;
   /** `ONCEQ_OUTBOX_INTERVAL`: between two outbox relay runs (commits also wake it). @defaultValue 1 s */
   readonly outboxIntervalMs: number;
+  /**
+   * `ONCEQ_STATEMENT_TIMEOUT`: `statement_timeout` of the worker's PostgreSQL sessions; 0 turns it
+   * off. A statement that hangs (a lock never released, a stuck server) fails after this long, so
+   * the delivery rolls back and is retried instead of renewing its claim forever. @defaultValue 60 s
+   */
+  readonly statementTimeoutMs: number;
   /** `ONCEQ_SHUTDOWN_TIMEOUT`: bound on finishing in-flight jobs at SIGTERM. @defaultValue 10 s */
   readonly shutdownTimeoutMs: number;
   /** `ONCEQ_JOBS`: path of a module whose exports are user job definitions. */
@@ -87,6 +93,7 @@ export const DEFAULT_LOCK_DURATION_MS = 30_000;
 export const DEFAULT_TOKEN_TTL_MS = 24 * 3_600_000;
 export const DEFAULT_DEDUPE_WINDOW_MS = 7 * 86_400_000;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
+export const DEFAULT_STATEMENT_TIMEOUT_MS = 60_000;
 export const DEFAULT_RECONCILE_INTERVAL_MS = 60_000;
 export const DEFAULT_RECONCILE_GRACE_MS = 120_000;
 export const DEFAULT_PRUNE_INTERVAL_MS = 600_000;
@@ -222,6 +229,7 @@ export function loadConfig(env: Env = process.env): Config {
     reconcileGraceMs: duration('ONCEQ_RECONCILE_GRACE', DEFAULT_RECONCILE_GRACE_MS, 100),
     pruneIntervalMs: duration('ONCEQ_PRUNE_INTERVAL', DEFAULT_PRUNE_INTERVAL_MS, 100),
     outboxIntervalMs: duration('ONCEQ_OUTBOX_INTERVAL', DEFAULT_OUTBOX_INTERVAL_MS, 100),
+    statementTimeoutMs: duration('ONCEQ_STATEMENT_TIMEOUT', DEFAULT_STATEMENT_TIMEOUT_MS, 0),
     shutdownTimeoutMs: duration('ONCEQ_SHUTDOWN_TIMEOUT', DEFAULT_SHUTDOWN_TIMEOUT_MS, 0),
     jobsModule: read('ONCEQ_JOBS'),
     logLevel: logLevel as LogLevel,

@@ -60,6 +60,7 @@ describe('config', () => {
         reconcileGraceMs: 120_000,
         pruneIntervalMs: 600_000,
         outboxIntervalMs: 1_000,
+        statementTimeoutMs: 60_000,
         shutdownTimeoutMs: 10_000,
         jobsModule: undefined,
         logLevel: 'info',
@@ -163,12 +164,14 @@ describe('config', () => {
           ONCEQ_RECONCILE_GRACE: text,
           ONCEQ_PRUNE_INTERVAL: text,
           ONCEQ_OUTBOX_INTERVAL: text,
+          ONCEQ_STATEMENT_TIMEOUT: text,
         });
         for (const key of [
           'reconcileIntervalMs',
           'reconcileGraceMs',
           'pruneIntervalMs',
           'outboxIntervalMs',
+          'statementTimeoutMs',
         ] as const) {
           expect(config[key], key).to.equal(ms);
         }
@@ -195,6 +198,13 @@ describe('config', () => {
     it('accepts a zero shutdown timeout (release in-flight jobs at once)', () => {
       expect(loadConfig({ ONCEQ_SHUTDOWN_TIMEOUT: '0' }).shutdownTimeoutMs).to.equal(0);
       expect(loadConfig({ ONCEQ_SHUTDOWN_TIMEOUT: '0s' }).shutdownTimeoutMs).to.equal(0);
+    });
+
+    it('turns the worker statement timeout off with 0, and names the variable of a bad value', () => {
+      expect(loadConfig({ ONCEQ_STATEMENT_TIMEOUT: '0' }).statementTimeoutMs).to.equal(0);
+      expect(() => loadConfig({ ONCEQ_STATEMENT_TIMEOUT: 'soon' })).to.throw(
+        /ONCEQ_STATEMENT_TIMEOUT/,
+      );
     });
 
     it('reads every LOG_LEVEL pino knows, case-insensitively', () => {

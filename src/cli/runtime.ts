@@ -38,6 +38,8 @@ export async function openRuntime(options: RuntimeOptions = {}): Promise<Runtime
     poolSize: config.poolSize,
     // A paused worker's transaction must not block the message's next owner for long.
     idleInTransactionTimeoutMs: options.worker ? config.lockDurationMs : 0,
+    // A hung statement must end, or its delivery would keep renewing the message's claim.
+    statementTimeoutMs: options.worker ? config.statementTimeoutMs : 0,
     applicationName: `onceq-${options.name ?? 'cli'}`,
   });
   const redis = createRedis({

@@ -10,6 +10,9 @@ import type { Database } from './database.js';
 import { redactUrl } from '../config.js';
 import { ServiceUnreachableError } from '../core/errors.js';
 
+/** Idle time before the first TCP keepalive probe on a PostgreSQL connection. */
+const KEEPALIVE_INITIAL_DELAY_MS = 10_000;
+
 /** Options of {@link createDb}. */
 export interface DbOptions {
   /** PostgreSQL URL. */
@@ -24,6 +27,12 @@ export interface DbOptions {
    * @defaultValue 0
    */
   idleInTransactionTimeoutMs?: number;
+  /**
+   * `statement_timeout` of every session, in ms; 0 disables it. A statement that hangs (waiting
+   * on a lock nobody releases, a stuck server) fails after this long instead of holding its
+   * message's claim, which the worker renews while the delivery runs, forever. @defaultValue 0
+   */
+  statementTimeoutMs?: number;
   /** `application_name`, visible in `pg_stat_activity`. @defaultValue `onceq` */
   applicationName?: string;
 }
@@ -37,11 +46,19 @@ export function createDb(options: DbOptions): Db {
   if (options.idleInTransactionTimeoutMs) {
     settings.push(`-c idle_in_transaction_session_timeout=${options.idleInTransactionTimeoutMs}`);
   }
+  if (options.statementTimeoutMs) {
+    settings.push(`-c statement_timeout=${options.statementTimeoutMs}`);
+  }
   const pool = new pg.Pool({
     connectionString: options.url,
     max: options.poolSize ?? 10,
     application_name: options.applicationName ?? 'onceq',
     options: settings.join(' '),
+    // A server that vanished without closing the connection (a network partition, a host that
+    // died) is noticed by TCP keepalive within about a minute, not the OS default of two hours:
+    // the query in flight then fails and its delivery is retried.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
   });
   // A connection that dies while idle in the pool (a restarted server, a terminated backend) is
   // dropped by pg; without a listener the 'error' event would crash the process.
