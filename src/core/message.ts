@@ -1,3 +1,4 @@
+import { isSnowflake } from './snowflake.js';
 import { isWellFormedToken } from './token.js';
 
 /**
@@ -28,15 +29,16 @@ export function jobIdFor(messageId: string): string {
 export function messageIdOf(jobId: string): string | undefined {
   if (!jobId.startsWith(JOB_ID_PREFIX)) return undefined;
   const id = jobId.slice(JOB_ID_PREFIX.length);
-  return /^[0-9]{1,19}$/.test(id) ? id : undefined;
+  return isSnowflake(id) ? id : undefined;
 }
 
 /** Checks the envelope's shape; returns a reason when it is not a valid envelope. */
 export function envelopeProblem(value: unknown): string | undefined {
   if (typeof value !== 'object' || value === null) return 'job data is not an onceq envelope';
   const v = value as Record<string, unknown>;
-  if (typeof v.messageId !== 'string' || !/^[0-9]{1,19}$/.test(v.messageId)) {
-    return 'envelope.messageId must be a decimal snowflake string';
+  if (typeof v.messageId !== 'string' || !isSnowflake(v.messageId)) {
+    // Also bounds it to PostgreSQL's bigint: a 19-digit id above 2^63-1 would fail every insert.
+    return 'envelope.messageId must be a decimal snowflake string (at most 2^63-1)';
   }
   if (!isWellFormedToken(v.token)) return 'envelope.token is missing or not an onceq token';
   if (!('data' in v)) return 'envelope.data is missing';

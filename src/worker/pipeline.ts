@@ -159,7 +159,11 @@ export function createPipeline(options: PipelineOptions) {
     if (claim.status === 'busy') {
       options.onOutcome?.('busy', job);
       // Back to the queue until the other owner's lease runs out: not an attempt, not a failure.
-      const wait = Math.max(claim.leaseUntil - Date.now(), 50) + Math.floor(Math.random() * 100);
+      // leaseUntil is Redis time; bounded by one lease so a skewed local clock can neither park
+      // the message for long nor spin on it.
+      const wait =
+        Math.min(Math.max(claim.leaseUntil - Date.now(), 50), leaseMs) +
+        Math.floor(Math.random() * 100);
       await job.moveToDelayed(Date.now() + wait, bullToken);
       throw new DelayedError();
     }

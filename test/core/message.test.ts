@@ -1,0 +1,36 @@
+/** The message envelope check and the job-id mapping. */
+import { expect } from 'chai';
+import { envelopeProblem, jobIdFor, messageIdOf } from '../../src/core/message.js';
+import { generateToken } from '../../src/core/token.js';
+
+describe('message envelope', () => {
+  const token = generateToken();
+
+  it('accepts a snowflake up to 2^63-1, a well-formed token and data', () => {
+    expect(envelopeProblem({ messageId: '9223372036854775807', token, data: null })).to.equal(
+      undefined,
+    );
+    expect(envelopeProblem({ messageId: '252308235105689600', token, data: { a: 1 } })).to.equal(
+      undefined,
+    );
+  });
+
+  it('names what is wrong: an id beyond bigint, a non-canonical id, a bad token, no data', () => {
+    // 19 digits, but above PostgreSQL's bigint: every insert of it would fail.
+    expect(envelopeProblem({ messageId: '9223372036854775808', token, data: 1 })).to.match(
+      /envelope\.messageId.*2\^63-1/,
+    );
+    expect(envelopeProblem({ messageId: '0123', token, data: 1 })).to.match(/envelope\.messageId/);
+    expect(envelopeProblem({ messageId: 123, token, data: 1 })).to.match(/envelope\.messageId/);
+    expect(envelopeProblem({ messageId: '1', token: 'nope', data: 1 })).to.match(/envelope\.token/);
+    expect(envelopeProblem({ messageId: '1', token })).to.match(/envelope\.data/);
+    expect(envelopeProblem('x')).to.match(/not an onceq envelope/);
+  });
+
+  it('maps message ids to job ids and back, refusing ids that are not snowflakes', () => {
+    expect(messageIdOf(jobIdFor('252308235105689600'))).to.equal('252308235105689600');
+    expect(messageIdOf('m-9223372036854775808')).to.equal(undefined);
+    expect(messageIdOf('m-12x')).to.equal(undefined);
+    expect(messageIdOf('252308235105689600')).to.equal(undefined);
+  });
+});
