@@ -50,6 +50,7 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
         ids,
         tokenTtlMs: config.tokenTtlMs,
         maxAttempts: config.maxAttempts,
+        dedupeWindowMs: config.dedupeWindowMs,
       });
       try {
         const app = await buildApp({

@@ -38,6 +38,7 @@ export async function runEnqueue(name: string, opts: EnqueueCommandOptions): Pro
         ids,
         tokenTtlMs: runtime.config.tokenTtlMs,
         maxAttempts: runtime.config.maxAttempts,
+        dedupeWindowMs: runtime.config.dedupeWindowMs,
       });
       try {
         const result = await producer.enqueue(name, data, {

@@ -5,12 +5,13 @@
  */
 import { Queue, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { closeRedis } from '../redis/connection.js';
 import type { Db } from '../db/create-db.js';
 import { createAcceptanceWriter, findAcceptedByToken } from '../db/accepted-messages.repository.js';
 import { ErrorCode, OnceqError, ValidationError } from '../core/errors.js';
 import { requestFingerprint } from '../core/fingerprint.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
-import { QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
+import { DEFAULT_DEDUPE_WINDOW_MS, QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
 import { createTokenStore, type IssuedToken, type TokenStore } from '../redis/token-store.js';
 import type { JobRegistry } from '../jobs/registry.js';
 
@@ -41,7 +42,18 @@ export interface ProducerOptions {
    * which a retry takes over. @defaultValue {@link DEFAULT_IN_FLIGHT_MS}
    */
   inFlightMs?: number;
+  /**
+   * The workers' dedupe window (`ONCEQ_DEDUPE_WINDOW`). A message first delivered after it would
+   * be dead-lettered as `expired` unrun, so a `delay` that long is refused. @defaultValue 7 d
+   */
+  dedupeWindowMs?: number;
 }
+
+/**
+ * Bad enqueue options (`queue`, `delay`, `priority`); paths name the option (`/delay`), where a
+ * plain {@link ValidationError} from the job's schema points into its data.
+ */
+export class EnqueueOptionsError extends ValidationError {}
 
 /** Default of {@link ProducerOptions.inFlightMs}: far above any healthy enqueue. */
 export const DEFAULT_IN_FLIGHT_MS = 10_000;
@@ -86,7 +98,10 @@ export interface EnqueueResult {
   replayed: boolean;
 }
 
-/** A producer; `close()` closes its BullMQ queues (not the connections it was given). */
+/**
+ * A producer; `close()` closes its BullMQ queues and its own token connection (not the
+ * connections it was given).
+ */
 export interface Producer {
   enqueue(name: string, data: unknown, options?: EnqueueOptions): Promise<EnqueueResult>;
   /** Issues a token bound to this producer's principal. */
@@ -104,7 +119,12 @@ export function createProducer(options: ProducerOptions): Producer {
   const principal = options.principal ?? LOCAL_PRINCIPAL;
   const tokenTtlMs = options.tokenTtlMs ?? 24 * 3_600_000;
   const inFlightMs = options.inFlightMs ?? DEFAULT_IN_FLIGHT_MS;
-  const tokens = createTokenStore(options.redis, { prefix: options.prefix });
+  // Token scripts go over a connection of their own with auto-pipelining: under load the
+  // accepts and settles of many requests leave in one write per tick instead of one each. BullMQ
+  // keeps the plain connection (its scripts are not written for auto-pipelining).
+  const tokenRedis = options.redis.duplicate({ enableAutoPipelining: true });
+  tokenRedis.on('error', () => undefined);
+  const tokens = createTokenStore(tokenRedis, { prefix: options.prefix });
   const queues = new Map<string, Queue>();
   const acceptance = createAcceptanceWriter(options.db);
   const jobOptions: JobsOptions = {
@@ -142,7 +162,7 @@ export function createProducer(options: ProducerOptions): Producer {
     const job = options.registry.get(name);
     options.registry.validate(name, data);
     const queueName = opts.queue ?? job.queue;
-    checkOptions(queueName, opts);
+    checkOptions(queueName, opts, options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS);
     const caller = opts.principal ?? principal;
     const token = opts.token ?? (await tokens.issue(caller, { ttlMs: tokenTtlMs }))[0]!.token;
     const fingerprint = requestFingerprint({
@@ -246,6 +266,7 @@ export function createProducer(options: ProducerOptions): Producer {
     tokens,
     async close() {
       await Promise.all([...queues.values()].map((q) => q.close()));
+      await closeRedis(tokenRedis);
       queues.clear();
     },
   };
@@ -258,12 +279,19 @@ function reusedError(): OnceqError {
   );
 }
 
-function checkOptions(queue: string, opts: EnqueueOptions): void {
+function checkOptions(queue: string, opts: EnqueueOptions, dedupeWindowMs: number): void {
   const fields = [];
   if (!QUEUE_NAME.test(queue))
     fields.push({ path: '/queue', message: `must be ${QUEUE_NAME_RULE}` });
   if (opts.delay !== undefined && (!Number.isSafeInteger(opts.delay) || opts.delay < 0)) {
     fields.push({ path: '/delay', message: 'must be a non-negative integer of milliseconds' });
+  } else if (opts.delay !== undefined && opts.delay >= dedupeWindowMs) {
+    fields.push({
+      path: '/delay',
+      message:
+        `must be below the dedupe window (${dedupeWindowMs} ms): a message delivered after it ` +
+        'is dead-lettered as expired',
+    });
   }
   if (
     opts.priority !== undefined &&
@@ -272,7 +300,7 @@ function checkOptions(queue: string, opts: EnqueueOptions): void {
     fields.push({ path: '/priority', message: 'must be an integer from 0 to 2097152' });
   }
   if (fields.length)
-    throw new ValidationError(
+    throw new EnqueueOptionsError(
       `invalid enqueue options: ${fields.map((f) => `${f.path} ${f.message}`).join('; ')}`,
       fields,
     );

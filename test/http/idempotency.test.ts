@@ -251,6 +251,8 @@ describe('http: POST /v1/jobs and Idempotency-Key', function () {
         [{ name: 'account.open' }, '/data'],
         [{ ...OPEN, delay: -1 }, '/delay'],
         [{ ...OPEN, delay: '5' }, '/delay'],
+        // Delivered only after the dedupe window (7 d by default): it would expire unrun.
+        [{ ...OPEN, delay: 7 * 86_400_000 }, '/delay'],
         [{ ...OPEN, priority: 1.5 }, '/priority'],
         [{ ...OPEN, queue: 'bad:queue' }, '/queue'],
         [{ ...OPEN, extra: true }, '/extra'],

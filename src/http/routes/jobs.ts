@@ -13,7 +13,7 @@
  * The producer library does the token work (producer/producer.ts); this file maps it to HTTP.
  */
 import type { FastifyInstance } from 'fastify';
-import type { Producer } from '../../producer/producer.js';
+import { EnqueueOptionsError, type Producer } from '../../producer/producer.js';
 import { findJobStatus, type DeadLetterLookup } from '../../producer/job-status.js';
 import type { Db } from '../../db/create-db.js';
 import { parseIdempotencyKey } from '../../core/token.js';
@@ -114,6 +114,9 @@ export function jobRoutes(app: FastifyInstance, options: JobRoutesOptions): void
         });
       } catch (err) {
         // The job's schema sees `data`; the client sent the whole body: point into it.
+        if (err instanceof EnqueueOptionsError) {
+          throw new ProblemError(problem(ErrorCode.ValidationFailed, err.message, err.details));
+        }
         if (err instanceof ValidationError) {
           const errors = err.details.map((f) => ({ path: `/data${f.path}`, message: f.message }));
           const detail = `invalid data for job ${name}: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}`;
