@@ -3,6 +3,7 @@
  * a close past its bound returns without them and releases their claims.
  */
 import { expect } from 'chai';
+import { sql } from 'kysely';
 import { Type } from '@sinclair/typebox';
 import { createTestStack, type TestStack } from '../support/stack.js';
 import { inboxCount, waitFor } from '../support/ledger.js';
@@ -68,5 +69,41 @@ describe('worker: close(timeoutMs)', function () {
       async () => worker.pipeline.inFlightCount() === 0,
     );
     expect(await inboxCount(stack.db), 'the abandoned delivery rolled back').to.equal(0);
+  });
+
+  it('hands the released job to the next worker, which applies it once', async () => {
+    const worker = await stack.startWorker({ queues: ['held'] });
+    const sent = await stack.producer.enqueue('test.held', {});
+    await current.entered;
+    expect(await worker.close(300)).to.deep.equal({ forced: true });
+
+    // The next worker gets the job once BullMQ sees it stalled (one lock duration). The
+    // abandoned delivery still holds its uncommitted inbox row, so the next one waits on that
+    // row lock until the abandoned handler returns and its transaction rolls back.
+    const abandoned = current;
+    current = gate();
+    current.open();
+    await stack.startWorker({ queues: ['held'] });
+    await waitFor('the next delivery to wait on the abandoned inbox row', async () => {
+      const { rows } = await sql<{ n: string }>`
+        select count(*)::text as n from pg_stat_activity
+        where datname = current_database() and wait_event_type = 'Lock'
+          and query ilike '%inbox%'`.execute(stack.db);
+      return Number(rows[0]!.n) > 0 || undefined;
+    });
+    expect(await inboxCount(stack.db)).to.equal(0);
+    abandoned.open();
+    await waitFor('the message applied by the next worker', async () =>
+      stack.outcomes.some((o) => o.outcome === 'applied') ? true : undefined,
+    );
+    await waitFor(
+      'the abandoned delivery to end',
+      async () => worker.pipeline.inFlightCount() === 0,
+    );
+    expect(await inboxCount(stack.db)).to.equal(1);
+    const outcomes = stack.outcomes.filter((o) => o.messageId === sent.messageId);
+    expect(outcomes.filter((o) => o.outcome === 'applied')).to.have.length(1);
+    const job = await stack.producer.queue('held').getJob(sent.jobId);
+    await waitFor('the job completed', async () => (await job?.isCompleted()) || undefined);
   });
 });
