@@ -23,6 +23,7 @@ export const ErrorCode = {
   ScriptFailed: 'script_failed',
   MigrationFailed: 'migration_failed',
   TokenMismatch: 'token_mismatch',
+  NestedTransaction: 'nested_transaction',
   // Codes of the HTTP API's problem+json answers (statuses: src/http/problem.ts).
   TokenMissing: 'idempotency_key_missing',
   BadRequest: 'bad_request',

@@ -6,10 +6,29 @@
  * simple-protocol query: two round trips (and two socket writes) fewer per message than
  * `db.transaction()`, which is most of the gap between exactly-once and a plain insert on a
  * machine where the worker's CPU is the bottleneck. The literals are a decimal message id, and
- * text escaped by pg's `escapeLiteral`. The handler gets a Kysely instance bound to the same
- * connection, so everything it runs is inside the transaction.
+ * text escaped by pg's `escapeLiteral`.
+ *
+ * The handler gets a {@link MessageTransaction} bound to the same connection, so everything it
+ * runs is inside the transaction. Since that `BEGIN` is ours, not Kysely's, Kysely does not know
+ * the connection is in a transaction: a plain Kysely instance there would let the handler run
+ * `trx.transaction()` or `trx.startTransaction()`, whose `COMMIT` would commit the message
+ * early (the inbox row without the handler's later effects, or without its result). The class
+ * refuses those; a raw `` sql`COMMIT` `` it cannot see, and nothing here stops it.
  */
-import { sql, type Kysely } from 'kysely';
+import {
+  PostgresAdapter,
+  PostgresIntrospector,
+  PostgresQueryCompiler,
+  sql,
+  Transaction,
+  type Dialect,
+  type DrainOuterGeneric,
+  type Driver,
+  type KyselyPlugin,
+  type KyselyProps,
+  type QueryExecutor,
+} from 'kysely';
+import { ErrorCode, NonRetryableError } from '../core/errors.js';
 import type { Database } from './database.js';
 import type { Db } from './create-db.js';
 
@@ -30,6 +49,121 @@ export interface InboxKey {
 export class CommitFailedError extends Error {}
 
 /**
+ * A handler tried to open a transaction or take a connection from `ctx.trx`; `details.attempted`
+ * names the call. Nothing was sent to PostgreSQL, and the message's transaction rolls back. It is
+ * a bug in the handler that no retry fixes, so the message is dead-lettered as `invalid` at once.
+ */
+export class NestedTransactionError extends NonRetryableError {
+  declare readonly details: { attempted: string };
+  constructor(attempted: string) {
+    super(
+      ErrorCode.NestedTransaction,
+      `${attempted} refused: ctx.trx already runs inside the message's transaction, which onceq ` +
+        'commits together with the inbox row; a transaction or connection opened from it would let ' +
+        "Kysely run its own BEGIN/COMMIT on the message's connection, commit the message early " +
+        'and break exactly-once. Run the queries on ctx.trx itself; for a ' +
+        'partial rollback, use sql`SAVEPOINT name` and sql`ROLLBACK TO SAVEPOINT name`.',
+      { details: { attempted } },
+    );
+  }
+}
+
+/**
+ * What a handler gets as `ctx.trx`: a Kysely `Transaction` on the message's connection, inside
+ * the message's transaction. Queries (and `withSchema`, `withPlugin`…) work as on any Kysely
+ * transaction; `transaction()`, `startTransaction()` and `connection()` throw a
+ * {@link NestedTransactionError}, and are typed `never` so the compiler flags them too. Kysely's
+ * own `Transaction` refuses the first and the last but not `startTransaction()`, and only at run
+ * time.
+ *
+ * Raw SQL goes through unchecked: a handler's `` sql`COMMIT` `` would still commit the message
+ * early. Do not write one.
+ */
+export class MessageTransaction<DB> extends Transaction<DB> {
+  readonly #props: KyselyProps;
+
+  /** @internal Built by {@link runMessageTransaction}; handlers never construct one. */
+  constructor(props: KyselyProps) {
+    super(props);
+    this.#props = props;
+  }
+
+  /** @deprecated Refused, see {@link NestedTransactionError}: the transaction is already open. */
+  override transaction(): never {
+    throw new NestedTransactionError('ctx.trx.transaction()');
+  }
+
+  /** @deprecated Refused, see {@link NestedTransactionError}: the transaction is already open. */
+  override startTransaction(): never {
+    throw new NestedTransactionError('ctx.trx.startTransaction()');
+  }
+
+  /** @deprecated Refused, see {@link NestedTransactionError}: the transaction is already open. */
+  override connection(): never {
+    throw new NestedTransactionError('ctx.trx.connection()');
+  }
+
+  // Kysely's versions return a plain `Transaction`: only the driver would stop that one, with a
+  // vaguer error, and its types would not flag the calls.
+  override withPlugin(plugin: KyselyPlugin): MessageTransaction<DB> {
+    return this.#derive(super.withPlugin(plugin).getExecutor());
+  }
+
+  override withoutPlugins(): MessageTransaction<DB> {
+    return this.#derive(super.withoutPlugins().getExecutor());
+  }
+
+  override withSchema(schema: string): MessageTransaction<DB> {
+    return this.#derive(super.withSchema(schema).getExecutor());
+  }
+
+  // `any` as in Kysely's own signature, which an override must match.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  override withTables<T extends Record<string, Record<string, any>>>(): MessageTransaction<
+    DrainOuterGeneric<DB & T>
+  > {
+    return new MessageTransaction(this.#props);
+  }
+
+  #derive(executor: QueryExecutor): MessageTransaction<DB> {
+    return new MessageTransaction({ ...this.#props, executor });
+  }
+}
+
+/**
+ * The driver of a {@link MessageTransaction}. Its executor already holds the connection, so a
+ * driver is only reached to open, end or drop transactions and connections, which the pipeline
+ * alone does: every such call is refused, a second fence behind the class's own overrides.
+ */
+const PINNED_DRIVER: Driver = {
+  init: () => Promise.resolve(),
+  acquireConnection: () => Promise.reject(new NestedTransactionError('acquiring a connection')),
+  beginTransaction: () => Promise.reject(new NestedTransactionError('BEGIN')),
+  commitTransaction: () => Promise.reject(new NestedTransactionError('COMMIT')),
+  rollbackTransaction: () => Promise.reject(new NestedTransactionError('ROLLBACK')),
+  releaseConnection: () => Promise.resolve(),
+  destroy: () => Promise.reject(new NestedTransactionError('destroy()')),
+};
+
+/** PostgreSQL, as a {@link MessageTransaction} needs it: for introspection, and for the props. */
+const PINNED_DIALECT: Dialect = {
+  createAdapter: () => new PostgresAdapter(),
+  createDriver: () => PINNED_DRIVER,
+  createQueryCompiler: () => new PostgresQueryCompiler(),
+  createIntrospector: (db) => new PostgresIntrospector(db),
+};
+
+/** The handler's view of the message's connection, whose executor `executor` is. */
+function messageTransaction(executor: QueryExecutor): MessageTransaction<Database> {
+  return new MessageTransaction<Database>({
+    config: { dialect: PINNED_DIALECT },
+    dialect: PINNED_DIALECT,
+    driver: PINNED_DRIVER,
+    executor,
+  });
+}
+
+/**
  * Runs one message transaction: `BEGIN` + inbox insert; if the message is already in the inbox,
  * roll back and return the stored result; else run `body`, call `beforeCommit` (which may throw
  * to abort), then store the result and `COMMIT`. Any error rolls back and is rethrown.
@@ -37,7 +171,7 @@ export class CommitFailedError extends Error {}
 export async function runMessageTransaction<R>(
   db: Db,
   key: InboxKey,
-  body: (trx: Kysely<Database>) => Promise<R>,
+  body: (trx: MessageTransaction<Database>) => Promise<R>,
   beforeCommit?: () => void,
 ): Promise<MessageTransactionResult<R>> {
   if (!/^[0-9]{1,19}$/.test(key.messageId)) throw new RangeError(`bad message id ${key.messageId}`);
@@ -59,7 +193,7 @@ export async function runMessageTransaction<R>(
           .executeTakeFirst();
         return { kind: 'duplicate', result: stored?.result ?? null };
       }
-      const result = await body(conn);
+      const result = await body(messageTransaction(conn.getExecutor()));
       beforeCommit?.();
       const committed = await sql
         .raw<{ command: string }>(

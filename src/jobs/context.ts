@@ -4,12 +4,14 @@
  */
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/database.js';
+import type { MessageTransaction } from '../db/message-transaction.js';
 import { VersionConflictError } from '../core/errors.js';
 import type { FollowUpOptions, InsertOnceOptions, JobContext } from './define-job.js';
 
 /** What the pipeline knows about the delivery. */
 export interface ContextInput<Data> {
-  trx: Kysely<Database>;
+  /** The message's transaction; it refuses nested transactions, so it goes to the handler as is. */
+  trx: MessageTransaction<Database>;
   data: Data;
   messageId: string;
   jobName: string;

@@ -3,8 +3,8 @@
  * plain JSON Schema), and a handler that runs inside the message's transaction.
  */
 import type { Static, TSchema } from '@sinclair/typebox';
-import type { Kysely } from 'kysely';
 import type { Database } from '../db/database.js';
+import type { MessageTransaction } from '../db/message-transaction.js';
 import { QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
 import { DEAD_LETTER_QUEUE_SUFFIX, isDeadLetterQueueName } from '../core/dead-letter.js';
 
@@ -48,9 +48,14 @@ export interface JobContext<Data, DB = Database> {
   /** Transaction run within this delivery, from 1 (re-runs follow version conflicts). */
   readonly run: number;
   /**
-   * The transaction. Do not commit, roll back or open nested transactions: onceq does that.
+   * The message's transaction (a Kysely `Transaction`): onceq commits it with the inbox row.
+   * `trx.transaction()`, `trx.startTransaction()` and `trx.connection()` throw a
+   * `NestedTransactionError` (and do not compile): Kysely would run its own `BEGIN`/`COMMIT`
+   * through them and commit the message early. For a partial rollback, run `` sql`SAVEPOINT name` `` and
+   * `` sql`ROLLBACK TO SAVEPOINT name` `` on it. Raw SQL is not checked: never run
+   * `` sql`COMMIT` `` or `` sql`ROLLBACK` `` here, onceq cannot stop those.
    */
-  readonly trx: Kysely<DB>;
+  readonly trx: MessageTransaction<DB>;
   /**
    * `INSERT … ON CONFLICT (conflict) DO NOTHING`; true when the row was inserted. Ids must be
    * chosen before the first attempt (the messageId, or ids from the payload), never minted here.

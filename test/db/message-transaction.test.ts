@@ -3,9 +3,14 @@
  * the SQL literals it builds by hand.
  */
 import { expect } from 'chai';
-import { sql } from 'kysely';
+import { Kysely, sql, Transaction } from 'kysely';
 import { createTestSchema, type TestSchema } from '../support/env.js';
-import { literal, runMessageTransaction } from '../../src/db/message-transaction.js';
+import {
+  literal,
+  MessageTransaction,
+  NestedTransactionError,
+  runMessageTransaction,
+} from '../../src/db/message-transaction.js';
 
 describe('message transaction', () => {
   let t: TestSchema;
@@ -118,6 +123,69 @@ describe('message transaction', () => {
     expect(
       await t.db.selectFrom('accounts').selectAll().where('id', '=', '1004').execute(),
     ).to.have.length(1);
+  });
+
+  it('hands the body a Kysely Transaction that refuses nested transactions', async () => {
+    await runMessageTransaction(t.db, key('1005'), async (trx) => {
+      expect(trx).to.be.instanceOf(MessageTransaction);
+      expect(trx).to.be.instanceOf(Transaction);
+      expect(() => trx.transaction()).to.throw(NestedTransactionError, 'ctx.trx.transaction()');
+      expect(() => trx.startTransaction()).to.throw(
+        NestedTransactionError,
+        'ctx.trx.startTransaction()',
+      );
+      expect(() => trx.connection()).to.throw(NestedTransactionError, 'ctx.trx.connection()');
+      for (const derived of [
+        trx.withSchema(t.schema),
+        trx.withoutPlugins(),
+        trx.withTables<{ extra: { id: string } }>(),
+      ]) {
+        expect(derived).to.be.instanceOf(MessageTransaction);
+      }
+    });
+  });
+
+  it("refuses Kysely's own transaction methods at the driver too, sending nothing", async () => {
+    // Kysely.prototype's methods skip MessageTransaction's overrides and reach its driver, the
+    // second fence. Had either sent BEGIN/COMMIT, account 1006 would survive the throw below.
+    let error: unknown;
+    try {
+      await runMessageTransaction(t.db, key('1006'), async (trx) => {
+        await trx.insertInto('accounts').values(account('1006')).execute();
+        const refusals: unknown[] = [];
+        await Kysely.prototype.transaction
+          .call(trx)
+          .execute(async () => undefined)
+          .catch((err: unknown) => refusals.push(err));
+        await Kysely.prototype.startTransaction
+          .call(trx)
+          .execute()
+          .catch((err: unknown) => refusals.push(err));
+        expect(refusals).to.have.length(2);
+        for (const err of refusals) {
+          expect(err).to.be.instanceOf(NestedTransactionError);
+          expect((err as NestedTransactionError).details).to.deep.equal({ attempted: 'BEGIN' });
+        }
+        throw new Error('after the refusals');
+      });
+    } catch (err) {
+      error = err;
+    }
+    expect((error as Error).message).to.equal('after the refusals');
+    expect(
+      await t.db.selectFrom('accounts').selectAll().where('id', '=', '1006').execute(),
+    ).to.have.length(0);
+    expect(
+      await t.db.selectFrom('inbox').selectAll().where('message_id', '=', '1006').execute(),
+    ).to.have.length(0);
+  });
+
+  it('introspects through the message transaction', async () => {
+    const out = await runMessageTransaction(t.db, key('1007'), async (trx) => {
+      const tables = await trx.introspection.getTables();
+      return tables.some((table) => table.schema === t.schema && table.name === 'accounts');
+    });
+    expect(out).to.deep.equal({ kind: 'applied', result: true });
   });
 
   it('leaves no connection inside a transaction afterwards', async () => {
