@@ -24,6 +24,7 @@ export const ErrorCode = {
   MigrationFailed: 'migration_failed',
   TokenMismatch: 'token_mismatch',
   NestedTransaction: 'nested_transaction',
+  InvalidResult: 'invalid_result',
   // Codes of the HTTP API's problem+json answers (statuses: src/http/problem.ts).
   TokenMissing: 'idempotency_key_missing',
   BadRequest: 'bad_request',

@@ -197,7 +197,7 @@ export async function runMessageTransaction<R>(
       beforeCommit?.();
       const committed = await sql
         .raw<{ command: string }>(
-          `UPDATE inbox SET result = ${literal(JSON.stringify(result ?? null))}::jsonb ` +
+          `UPDATE inbox SET result = ${literal(resultJson(result))}::jsonb ` +
             `WHERE message_id = ${key.messageId}; COMMIT`,
         )
         .execute(conn);
@@ -214,6 +214,35 @@ export async function runMessageTransaction<R>(
       throw err;
     }
   });
+}
+
+/** `\u0000` written by JSON.stringify (an odd run of backslashes before it, not an escaped one). */
+const NUL_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\u0000/;
+
+/**
+ * The handler's result as jsonb text. A result that cannot be stored fails the same way on every
+ * attempt, so it is a non-retryable error (the message is dead-lettered as `invalid`) rather
+ * than a retry loop: one JSON.stringify refuses (a BigInt, a cycle), or one PostgreSQL's jsonb
+ * refuses (a string holding U+0000).
+ */
+export function resultJson(result: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(result ?? null);
+  } catch (err) {
+    throw new NonRetryableError(
+      ErrorCode.InvalidResult,
+      `the handler's result cannot be stored as JSON: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  if (NUL_ESCAPE.test(text)) {
+    throw new NonRetryableError(
+      ErrorCode.InvalidResult,
+      "the handler's result contains the character U+0000, which PostgreSQL's jsonb cannot store",
+    );
+  }
+  return text;
 }
 
 /**

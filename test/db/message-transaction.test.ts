@@ -9,8 +9,10 @@ import {
   literal,
   MessageTransaction,
   NestedTransactionError,
+  resultJson,
   runMessageTransaction,
 } from '../../src/db/message-transaction.js';
+import { NonRetryableError } from '../../src/core/errors.js';
 
 describe('message transaction', () => {
   let t: TestSchema;
@@ -70,6 +72,40 @@ describe('message transaction', () => {
     expect(
       await t.db.selectFrom('inbox').selectAll().where('message_id', '=', '1002').execute(),
     ).to.have.length(0);
+  });
+
+  it('refuses a result that cannot be stored, non-retryably, and rolls everything back', async () => {
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    const cases: [string, unknown, RegExp][] = [
+      ['1010', { amount: 10n }, /BigInt/],
+      ['1011', cycle, /circular/i],
+      ['1012', { note: 'a\u0000b' }, /U\+0000/],
+    ];
+    for (const [id, result, message] of cases) {
+      let error: unknown;
+      try {
+        await runMessageTransaction(t.db, key(id), async (trx) => {
+          await trx.insertInto('accounts').values(account(id)).execute();
+          return result;
+        });
+      } catch (err) {
+        error = err;
+      }
+      expect(error, id).to.be.instanceOf(NonRetryableError);
+      expect((error as NonRetryableError).code).to.equal('invalid_result');
+      expect((error as Error).message).to.match(message);
+      expect(
+        await t.db.selectFrom('accounts').selectAll().where('id', '=', id).execute(),
+      ).to.have.length(0);
+      expect(
+        await t.db.selectFrom('inbox').selectAll().where('message_id', '=', id).execute(),
+      ).to.have.length(0);
+    }
+    // A backslash followed by "u0000" is ordinary text, stored as such.
+    expect(resultJson({ path: 'C:\\u0000' })).to.equal('{"path":"C:\\\\u0000"}');
+    const out = await runMessageTransaction(t.db, key('1013'), async () => ({ path: 'C:\\u0000' }));
+    expect(out).to.deep.equal({ kind: 'applied', result: { path: 'C:\\u0000' } });
   });
 
   it('rolls back when beforeCommit throws (a lost lease)', async () => {
