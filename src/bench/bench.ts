@@ -341,6 +341,9 @@ async function runDlqReplay(
   if (summary.replayed !== count) {
     throw new Error(`dlq-replay replayed ${summary.replayed} of ${count}`);
   }
+  // The timed work includes removing the visible copies: a figure that skipped it would lie.
+  const copiesLeft = await dlq.count();
+  if (copiesLeft !== 0) throw new Error(`dlq-replay left ${copiesLeft} copies in ${dlq.name}`);
   await sql`delete from dead_letters`.execute(db);
   const queue = new Queue(BENCH_QUEUE, { connection: redis, prefix });
   await queue.obliterate({ force: true });

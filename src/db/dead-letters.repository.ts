@@ -159,17 +159,32 @@ export interface ReplayClaim {
   limit: number;
 }
 
+/** The columns of a letter that replay needs, all {@link claimForReplay} returns. */
+export const REPLAY_COLUMNS = [
+  'message_id',
+  'queue',
+  'job_name',
+  'job_id',
+  'data',
+  'token',
+  'options',
+] as const;
+
+/** A claimed letter: what it takes to put its message back on its queue. */
+export type ReplayLetter = Pick<DeadLetterRow, (typeof REPLAY_COLUMNS)[number]>;
+
 /**
- * Marks up to `limit` pending dead letters replayed and returns them. This is what makes
- * concurrent replays safe to run: each pending row is handed to exactly one caller (rows another
- * replay holds are skipped, not waited for), and the mark is written before the job is added, so
- * a replay that dies after it leaves a message the reconciler re-enqueues, and a replayed job
- * that goes dead again makes its row pending again rather than being hidden by a late mark.
+ * Marks up to `limit` pending dead letters replayed and returns them (without their error and
+ * stack, up to 8 KiB each, which replay does not need). This is what makes concurrent replays
+ * safe to run: each pending row is handed to exactly one caller (rows another replay holds are
+ * skipped, not waited for), and the mark is written before the job is added, so a replay that
+ * dies after it leaves a message the reconciler re-enqueues, and a replayed job that goes dead
+ * again makes its row pending again rather than being hidden by a late mark.
  */
 export async function claimForReplay(
   db: Kysely<Database>,
   claim: ReplayClaim,
-): Promise<DeadLetterRow[]> {
+): Promise<ReplayLetter[]> {
   return db
     .updateTable('dead_letters')
     .set({ replayed_at: sql<Date>`now()`, replay_count: sql<number>`replay_count + 1` })
@@ -190,7 +205,7 @@ export async function claimForReplay(
       if (claim.afterMessageId) inner = inner.where('message_id', '>', claim.afterMessageId);
       return inner;
     })
-    .returningAll()
+    .returning(REPLAY_COLUMNS)
     .execute();
 }
 

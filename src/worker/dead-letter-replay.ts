@@ -1,8 +1,13 @@
 /**
  * Dead-letter replay (DESIGN.md section 5): puts messages back on their original queue with the
  * same messageId and token and a fresh attempt budget. Batch-oriented: per batch, one UPDATE
- * claims up to a thousand pending letters, one SELECT finds those already applied, and the jobs
- * go to BullMQ in one `addBulk` per queue.
+ * claims up to a thousand pending letters; then, at the same time, one SELECT finds those already
+ * applied and one script call per queue and 500 jobs removes their stale jobs (the visible copy in
+ * `<queue>.dlq`, an original left by an interrupted move: see `removeJobs`); the jobs then go to
+ * BullMQ in one `addBulk` per queue. Up to two batches are being sent while the next is claimed.
+ * A replay killed midway loses nothing: a claimed letter whose job was not added yet is marked
+ * replayed with no inbox row and no job, which is what the reconciler re-enqueues; the window only
+ * bounds how many letters wait for it.
  *
  * Why it is safe to run twice at once, or many times: a letter is claimed (marked replayed) by
  * exactly one replay, in an UPDATE that skips rows another replay holds; the job is added under
@@ -13,11 +18,11 @@
  */
 import type { Redis } from 'ioredis';
 import type { Db } from '../db/create-db.js';
-import type { DeadLetterRow } from '../db/database.js';
 import {
   claimForReplay,
   existingDeadLetterIds,
   listDeadLetters,
+  type ReplayLetter,
 } from '../db/dead-letters.repository.js';
 import { ErrorCode, OnceqError } from '../core/errors.js';
 import { isSnowflake, firstSnowflakeAt, ONCEQ_EPOCH_MS } from '../core/snowflake.js';
@@ -26,10 +31,14 @@ import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { generateToken } from '../core/token.js';
 import { messageJobOptions, storedJobOptions } from '../producer/job-options.js';
 import { createQueueCache, type QueueCache } from './queues.js';
+import { removeJobs } from './dead-letters.js';
 import { sql } from 'kysely';
 
 /** Letters per batch. */
 export const DEFAULT_REPLAY_BATCH = 1_000;
+
+/** Batches being sent at once while the next one is claimed. */
+export const DEFAULT_REPLAY_BATCHES_IN_FLIGHT = 2;
 
 /** Some ids given to replay have no dead letter; nothing was replayed. */
 export class UnknownDeadLettersError extends OnceqError {
@@ -64,6 +73,8 @@ export interface ReplayOptions {
   backoffMs?: number;
   /** @defaultValue {@link DEFAULT_REPLAY_BATCH} */
   batchSize?: number;
+  /** @defaultValue {@link DEFAULT_REPLAY_BATCHES_IN_FLIGHT} */
+  batchesInFlight?: number;
   /** Called after each batch with the letters handled so far and the total expected. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -131,12 +142,15 @@ export async function replayDeadLetters(options: ReplayOptions): Promise<ReplayS
   }
 
   const queues = createQueueCache(options.redis, options.prefix);
-  let sending: Promise<void> = Promise.resolve();
+  const maxInFlight = Math.max(1, options.batchesInFlight ?? DEFAULT_REPLAY_BATCHES_IN_FLIGHT);
+  const inFlight: Promise<void>[] = [];
   try {
     const chunks = explicit ? chunk(explicit, batchSize) : undefined;
     let after: string | undefined;
     for (let i = 0; ; i++) {
-      let claimed: DeadLetterRow[];
+      let claimed: ReplayLetter[];
+      // Letters this batch accounts for in the progress: the skipped ones count as handled.
+      let handled: number;
       if (chunks) {
         if (i >= chunks.length) break;
         const ids = chunks[i]!;
@@ -147,7 +161,7 @@ export async function replayDeadLetters(options: ReplayOptions): Promise<ReplayS
         });
         const tooOld = ids.filter((id) => expired.includes(id)).length;
         summary.skipped += ids.length - claimed.length - tooOld;
-        done += ids.length - tooOld;
+        handled = ids.length - tooOld;
       } else {
         claimed = await claimForReplay(options.db, {
           queue: options.queue,
@@ -158,18 +172,25 @@ export async function replayDeadLetters(options: ReplayOptions): Promise<ReplayS
         });
         if (claimed.length === 0) break;
         after = claimed[claimed.length - 1]!.message_id;
-        done += claimed.length;
+        handled = claimed.length;
       }
-      // The next claim (PostgreSQL) overlaps this batch's sending (Redis).
-      await sending;
-      options.onProgress?.(Math.min(done - claimed.length, summary.total), summary.total);
-      sending =
-        claimed.length > 0 ? replayBatch(options, queues, claimed, summary) : Promise.resolve();
+      // The next claims (PostgreSQL) overlap the sending of earlier batches (Redis and
+      // PostgreSQL); the window bounds how many claimed letters are in flight at once.
+      if (inFlight.length >= maxInFlight) await inFlight.shift();
+      const sent = (
+        claimed.length > 0 ? replayBatch(options, queues, claimed, summary) : Promise.resolve()
+      ).then(() => {
+        done += handled;
+        options.onProgress?.(Math.min(done, summary.total), summary.total);
+      });
+      // Awaited in order below; until then a failure must not count as unhandled.
+      sent.catch(() => undefined);
+      inFlight.push(sent);
     }
-    await sending;
+    while (inFlight.length > 0) await inFlight.shift();
     options.onProgress?.(Math.min(done, summary.total), summary.total);
   } finally {
-    await sending.catch(() => undefined);
+    await Promise.allSettled(inFlight);
     await queues.close();
   }
   return summary;
@@ -179,38 +200,40 @@ export async function replayDeadLetters(options: ReplayOptions): Promise<ReplayS
 async function replayBatch(
   options: ReplayOptions,
   queues: QueueCache,
-  claimed: DeadLetterRow[],
+  claimed: ReplayLetter[],
   summary: ReplaySummary,
 ): Promise<void> {
-  const applied = await appliedIds(
-    options.db,
-    claimed.map((r) => r.message_id),
-  );
   // The visible copy and a failed original left by an interrupted move go first: an add under a
   // job id that still exists would be a no-op. A removal refused because the job is active means
   // a live delivery of the message, which the inbox fences like any other.
-  const stale = claimed.flatMap((row) => {
-    const found = [
-      { queue: deadLetterQueueName(row.queue), jobId: jobIdFor(row.message_id) },
-      { queue: row.queue, jobId: jobIdFor(row.message_id) },
-    ];
-    if (row.job_id && row.job_id !== jobIdFor(row.message_id)) {
-      found.push({ queue: row.queue, jobId: row.job_id });
-    }
-    return found;
-  });
-  // One pipelined EXISTS per job hash first: BullMQ's removal is a heavy script, and most of
-  // these jobs (originals removed by a finished move) do not exist.
-  const pipeline = options.redis.pipeline();
-  for (const s of stale) pipeline.exists(queues.get(s.queue).toKey(s.jobId));
-  const exists = (await pipeline.exec()) ?? [];
-  await Promise.all(
-    stale.filter((_, i) => exists[i]?.[1] === 1).map((s) => queues.get(s.queue).remove(s.jobId)),
-  );
+  const stale = new Map<string, Set<string>>();
+  const staleJob = (queue: string, jobId: string) => {
+    let ids = stale.get(queue);
+    if (!ids) stale.set(queue, (ids = new Set()));
+    ids.add(jobId);
+  };
+  for (const row of claimed) {
+    const jobId = jobIdFor(row.message_id);
+    staleJob(deadLetterQueueName(row.queue), jobId);
+    staleJob(row.queue, jobId);
+    if (row.job_id) staleJob(row.queue, row.job_id);
+  }
+  // Independent of each other: the inbox look-up (PostgreSQL) runs while Redis removes.
+  const [applied] = await Promise.all([
+    appliedIds(
+      options.db,
+      claimed.map((r) => r.message_id),
+    ),
+    ...[...stale].map(([queue, ids]) => removeJobs(options.redis, queues.get(queue), [...ids])),
+  ]);
   const toSend = claimed.filter((row) => !applied.has(row.message_id));
   summary.alreadyApplied += claimed.length - toSend.length;
-  const byQueue = new Map<string, DeadLetterRow[]>();
-  for (const row of toSend) byQueue.set(row.queue, [...(byQueue.get(row.queue) ?? []), row]);
+  const byQueue = new Map<string, ReplayLetter[]>();
+  for (const row of toSend) {
+    const rows = byQueue.get(row.queue);
+    if (rows) rows.push(row);
+    else byQueue.set(row.queue, [row]);
+  }
   await Promise.all(
     [...byQueue].map(async ([queue, rows]) => {
       try {

@@ -1,9 +1,10 @@
 /**
  * `onceq dlq`: the real CLI in child processes against real Redis and PostgreSQL. Bad input gets
  * one clear line and exit code 1 with nothing touched; two `replay --all` runs at once over the
- * same 500 dead letters still give one effect per message.
+ * same 500 dead letters still give one effect per message; a replay killed midway loses none.
  */
 import { expect } from 'chai';
+import { sql } from 'kysely';
 import { createTestStack, type TestStack } from '../support/stack.js';
 import { spawnWorker, type WorkerChild } from '../support/child.js';
 import { waitFor } from '../support/ledger.js';
@@ -12,7 +13,7 @@ import { findDeadLetter, upsertDeadLetter } from '../../src/db/dead-letters.repo
 import { firstSnowflakeAt } from '../../src/core/snowflake.js';
 import { generateToken } from '../../src/core/token.js';
 import { jobIdFor } from '../../src/core/message.js';
-import type { ReplaySummary } from '../../src/worker/dead-letter-replay.js';
+import { replayDeadLetters, type ReplaySummary } from '../../src/worker/dead-letter-replay.js';
 
 describe('cli: onceq dlq', function () {
   this.timeout(90_000);
@@ -154,5 +155,70 @@ describe('cli: onceq dlq', function () {
     // And a third replay, after both, finds nothing pending.
     const third = await run('replay', '--all', '--json');
     expect(JSON.parse(third.stdout) as ReplaySummary).to.include({ total: 0, replayed: 0 });
+  });
+
+  it('a replay killed midway loses no letter: the reconciler and a second replay apply each once', async () => {
+    // Enough letters that the replay is still running when its first jobs show up.
+    const count = 6_000;
+    const base = BigInt(firstSnowflakeAt(Date.now()));
+    const ids = Array.from({ length: count }, (_, i) => String(base + BigInt(i)));
+    const tokens = ids.map(() => generateToken());
+    // Accepted, then dead-lettered with a visible copy each, as the API and the pipeline leave them.
+    await sql`
+      insert into accepted_messages (message_id, principal, token, fingerprint, queue, job_name, data, job_id)
+      select m, 'test', t, 'f', ${FIXTURE_QUEUE}, 'fixture.bump', jsonb_build_object('n', 1), 'm-' || m::text
+      from unnest(${ids}::bigint[], ${tokens}::text[]) as u(m, t)`.execute(stack.db);
+    await sql`
+      insert into dead_letters (message_id, queue, job_name, job_id, data, token, reason, error, attempts)
+      select m, ${FIXTURE_QUEUE}, 'fixture.bump', 'm-' || m::text, jsonb_build_object('n', 1), t,
+             'exhausted', 'boom', 3
+      from unnest(${ids}::bigint[], ${tokens}::text[]) as u(m, t)`.execute(stack.db);
+    const dlqQueue = stack.producer.queue(`${FIXTURE_QUEUE}.dlq`);
+    for (let i = 0; i < count; i += 1_000) {
+      await dlqQueue.addBulk(
+        ids.slice(i, i + 1_000).map((m, j) => ({
+          name: 'fixture.bump',
+          data: { messageId: m, token: tokens[i + j], data: { n: 1 } },
+          opts: { jobId: jobIdFor(m) },
+        })),
+      );
+    }
+
+    const queue = stack.producer.queue(FIXTURE_QUEUE);
+    const child = dlq('replay', '--all', '--json');
+    await waitFor('the first replayed jobs', async () => (await queue.count()) > 0, 30_000, 2);
+    child.child.kill('SIGKILL');
+    expect((await child.exited).signal).to.equal('SIGKILL');
+    const { rows } = await sql<{ pending: string; claimed: string }>`
+      select count(*) filter (where replayed_at is null)::text as pending,
+             count(*) filter (where replayed_at is not null)::text as claimed
+      from dead_letters`.execute(stack.db);
+    const sent = await queue.count();
+    // Claimed (marked replayed) but never sent: the letters a crash leaves to the reconciler.
+    const stranded = Number(rows[0]!.claimed) - sent;
+    expect(Number(rows[0]!.pending) + stranded, 'killed before the replay ended').to.be.above(0);
+
+    const worker = await stack.startWorker({
+      concurrency: 20,
+      // Its own passes start at a random point of the hour: in practice only runOnce runs.
+      reconciler: { intervalMs: 3_600_000, graceMs: 1 },
+    });
+    const reconciled = await worker.reconciler!.runOnce();
+    expect(reconciled.reenqueued).to.equal(stranded);
+    const second = await replayDeadLetters({
+      db: stack.db,
+      redis: stack.redis,
+      prefix: stack.prefix,
+    });
+    expect(second).to.include({ replayed: Number(rows[0]!.pending), failed: 0 });
+    const counts = await waitFor(
+      `${count} effects`,
+      async () => {
+        const c = await effectCounts(stack.db);
+        return c.size === count ? c : undefined;
+      },
+      60_000,
+    );
+    expect([...counts.values()].filter((n) => n !== 1)).to.deep.equal([]);
   });
 });
