@@ -175,6 +175,8 @@ export function createProducer(options: ProducerOptions): Producer {
 
     let messageId: string;
     let replayed: boolean;
+    // Whether the acceptance is known to be in PostgreSQL already (read back from there).
+    let recorded = false;
     const accepted = await tokens.accept(token, {
       principal: caller,
       fingerprint,
@@ -187,12 +189,24 @@ export function createProducer(options: ProducerOptions): Producer {
         messageId = accepted.messageId;
         replayed = false;
         break;
-      case 'in_use':
-        throw new OnceqError(
-          ErrorCode.TokenInUse,
-          'a request with this idempotency token is still in flight; retry shortly',
-          { details: { pendingUntil: accepted.pendingUntil } },
-        );
+      case 'in_use': {
+        // The first request's window is still open: it is in flight, or it succeeded (a success
+        // leaves the window to run out, see the end of this function). PostgreSQL tells the two
+        // apart: once the first acceptance is committed, this request is a replay of it.
+        const row = await findAcceptedByToken(options.db, caller, token);
+        if (!row) {
+          throw new OnceqError(
+            ErrorCode.TokenInUse,
+            'a request with this idempotency token is still in flight; retry shortly',
+            { details: { pendingUntil: accepted.pendingUntil } },
+          );
+        }
+        if (row.fingerprint !== fingerprint) throw reusedError();
+        messageId = row.message_id;
+        recorded = true;
+        replayed = true;
+        break;
+      }
       case 'replay':
         messageId = accepted.messageId;
         replayed = true;
@@ -210,25 +224,29 @@ export function createProducer(options: ProducerOptions): Producer {
         }
         if (row.fingerprint !== fingerprint) throw reusedError();
         messageId = row.message_id;
+        recorded = true;
         replayed = true;
         break;
       }
     }
 
+    let answered = false;
     try {
-      const row = await acceptance.record({
-        messageId,
-        principal: caller,
-        token,
-        fingerprint,
-        queue: queueName,
-        jobName: name,
-        data,
-        jobId: jobIdFor(messageId),
-        options: { delay: opts.delay, priority: opts.priority },
-      });
-      // The first recorded acceptance is the truth, even if this call minted another id.
-      messageId = row.message_id;
+      if (!recorded) {
+        const row = await acceptance.record({
+          messageId,
+          principal: caller,
+          token,
+          fingerprint,
+          queue: queueName,
+          jobName: name,
+          data,
+          jobId: jobIdFor(messageId),
+          options: { delay: opts.delay, priority: opts.priority },
+        });
+        // The first recorded acceptance is the truth, even if this call minted another id.
+        messageId = row.message_id;
+      }
       const envelope: MessageEnvelope = { messageId, token, data };
       // Adding with the same job id is a no-op while the job exists, so a replay re-adds safely;
       // if the job was lost or already removed, the inbox absorbs the extra delivery.
@@ -238,12 +256,15 @@ export function createProducer(options: ProducerOptions): Producer {
         delay: opts.delay,
         priority: opts.priority,
       });
+      answered = true;
     } finally {
-      // The first use is answered (or failed, and a retry may take over at once). Not awaited:
-      // the command is queued on this connection before the answer leaves, so a replay through
-      // the same connection runs after it; a failure to settle only leaves the window to run
-      // out (a retry then gets 409 a little longer), so it must not delay or replace the answer.
-      if (accepted.status === 'accepted') {
+      // A first use that failed closes its in-flight window, so a retry takes over at once
+      // instead of getting 409 until the window runs out. One that succeeded leaves the window
+      // open: a replay inside it finds the committed acceptance in PostgreSQL (the 'in_use' case
+      // above), and every successful enqueue, the common case, saves a Redis script. Not
+      // awaited: the command is queued on the token connection before the answer leaves, so a
+      // retry through it runs after; a failure to settle only leaves the window to run out.
+      if (accepted.status === 'accepted' && !answered) {
         tokens.settle(token, { messageId: accepted.messageId }).catch(() => undefined);
       }
     }
