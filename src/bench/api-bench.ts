@@ -3,12 +3,15 @@
  * the whole API (authentication, rate limiting off, body scan, schema, token acceptance in
  * Redis, the accepted row in PostgreSQL, `queue.add`) against a bare Fastify route that only
  * calls `queue.add` with the same body. Both listen on loopback and are driven by autocannon in
- * this process, with the same connections and the same number of requests.
+ * a child process (so the load generator does not share the server's event loop), with the same
+ * connections and the same number of requests.
  *
  * Every API request needs a fresh token: they are issued in bulk before the clock starts and fed
  * to the requests one by one through autocannon's `setupRequest`, so issuing is not measured.
  */
-import autocannon from 'autocannon';
+import { fork } from 'node:child_process';
+import { dirname, extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import Fastify from 'fastify';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -18,6 +21,7 @@ import { createProducer } from '../producer/producer.js';
 import { buildApp } from '../http/build-app.js';
 import { mintApiKey } from '../core/api-key.js';
 import { insertApiKey } from '../db/api-keys.repository.js';
+import type { CannonRequest, CannonResult } from './cannon-child.js';
 
 /** One measured run, in the shape the bench summarises (jobs = requests here). */
 export interface ApiMeasured {
@@ -41,59 +45,49 @@ export interface ApiBenchOptions {
   job: { name: string; data: unknown; queue: string };
 }
 
-/** Runs `requests` POSTs at `url` + `path`; `nextHeaders` adds headers to each request. */
+/** Runs `requests` POSTs at `url` + `path` from a child process (see cannon-child.ts). */
 async function cannon(
   url: string,
   path: string,
   options: ApiBenchOptions,
   headers: Record<string, string>,
-  nextHeaders?: () => Record<string, string>,
+  tokens?: string[],
 ): Promise<ApiMeasured> {
-  const latencies: number[] = [];
-  const body = JSON.stringify({ name: options.job.name, data: options.job.data });
-  const t0 = performance.now();
-  // autocannon notices that `amount` is reached on its 1 s tick, so the run's own duration is
-  // rounded up to whole seconds; the clock stops at the last answer instead.
-  let last = t0;
-  let non2xx = 0;
-  const result = await new Promise<autocannon.Result>((resolve, reject) => {
-    const instance = autocannon(
-      {
-        url,
-        connections: options.connections,
-        amount: options.requests,
-        requests: [
-          {
-            method: 'POST',
-            path,
-            body,
-            headers: { 'content-type': 'application/json', ...headers },
-            ...(nextHeaders
-              ? {
-                  setupRequest: (request) => ({
-                    ...request,
-                    headers: { ...request.headers, ...nextHeaders() },
-                  }),
-                }
-              : {}),
-          },
-        ],
-      },
-      (err, res) => (err ? reject(err) : resolve(res)),
-    );
-    instance.on('response', (_client, statusCode, _bytes, responseTime) => {
-      if (statusCode < 200 || statusCode > 299) non2xx++;
-      latencies.push(responseTime);
-      last = performance.now();
-    });
+  const request: CannonRequest = {
+    url,
+    path,
+    connections: options.connections,
+    amount: options.requests,
+    body: JSON.stringify({ name: options.job.name, data: options.job.data }),
+    headers,
+    tokens,
+  };
+  // The same loader as this process (tsx in development, plain node for the build).
+  const here = fileURLToPath(import.meta.url);
+  const child = fork(join(dirname(here), `cannon-child${extname(here)}`), [], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
-  const seconds = (last - t0) / 1000;
-  if (non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
-    throw new Error(
-      `api bench: ${non2xx} non-2xx answers, ${result.errors} errors, ${result.timeouts} timeouts`,
-    );
+  try {
+    const result = await new Promise<CannonResult>((resolve, reject) => {
+      child.once('message', (m) => resolve(m as CannonResult));
+      child.once('error', reject);
+      child.once('exit', (code) => reject(new Error(`api bench: load generator exited ${code}`)));
+      child.send(request);
+    });
+    if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
+      throw new Error(
+        `api bench: ${result.non2xx} non-2xx answers, ${result.errors} errors, ` +
+          `${result.timeouts} timeouts`,
+      );
+    }
+    return {
+      seconds: result.seconds,
+      latenciesMs: result.latenciesMs,
+      rssMb: process.memoryUsage().rss / 2 ** 20,
+    };
+  } finally {
+    if (child.exitCode === null) child.kill();
   }
-  return { seconds, latenciesMs: latencies, rssMb: process.memoryUsage().rss / 2 ** 20 };
 }
 
 /** `api-bare`: a Fastify route whose handler is `queue.add` and nothing else. */
@@ -149,15 +143,12 @@ export async function runApiRoute(options: ApiBenchOptions): Promise<ApiMeasured
   });
   try {
     const address = await app.listen({ port: 0, host: '127.0.0.1' });
-    let next = 0;
     return await cannon(
       address,
       '/v1/jobs',
       options,
       { authorization: `Bearer ${minted.key}` },
-      () => ({
-        'idempotency-key': tokens[next++ % tokens.length]!,
-      }),
+      tokens,
     );
   } finally {
     await app.close();
