@@ -184,50 +184,51 @@ export function createProducer(options: ProducerOptions): Producer {
       ttlMs: tokenTtlMs,
       inFlightMs,
     });
+    /** The message id PostgreSQL recorded for this token and request, else `missing()`. */
+    async function recordedMessageId(missing: () => Error): Promise<string> {
+      const row = await findAcceptedByToken(options.db, caller, token);
+      if (!row) throw missing();
+      if (row.fingerprint !== fingerprint) throw reusedError();
+      return row.message_id;
+    }
     switch (accepted.status) {
       case 'accepted':
         messageId = accepted.messageId;
         replayed = false;
         break;
-      case 'in_use': {
+      case 'in_use':
         // The first request's window is still open: it is in flight, or it succeeded (a success
         // leaves the window to run out, see the end of this function). PostgreSQL tells the two
         // apart: once the first acceptance is committed, this request is a replay of it.
-        const row = await findAcceptedByToken(options.db, caller, token);
-        if (!row) {
-          throw new OnceqError(
-            ErrorCode.TokenInUse,
-            'a request with this idempotency token is still in flight; retry shortly',
-            { details: { pendingUntil: accepted.pendingUntil } },
-          );
-        }
-        if (row.fingerprint !== fingerprint) throw reusedError();
-        messageId = row.message_id;
+        messageId = await recordedMessageId(
+          () =>
+            new OnceqError(
+              ErrorCode.TokenInUse,
+              'a request with this idempotency token is still in flight; retry shortly',
+              { details: { pendingUntil: accepted.pendingUntil } },
+            ),
+        );
         recorded = true;
         replayed = true;
         break;
-      }
       case 'replay':
         messageId = accepted.messageId;
         replayed = true;
         break;
       case 'reused':
         throw reusedError();
-      case 'unknown': {
+      case 'unknown':
         // Redis may have lost the token after it was accepted: PostgreSQL remembers.
-        const row = await findAcceptedByToken(options.db, caller, token);
-        if (!row) {
-          throw new OnceqError(
-            ErrorCode.TokenUnknown,
-            'the idempotency token was never issued, has expired, or belongs to another principal',
-          );
-        }
-        if (row.fingerprint !== fingerprint) throw reusedError();
-        messageId = row.message_id;
+        messageId = await recordedMessageId(
+          () =>
+            new OnceqError(
+              ErrorCode.TokenUnknown,
+              'the idempotency token was never issued, has expired, or belongs to another principal',
+            ),
+        );
         recorded = true;
         replayed = true;
         break;
-      }
     }
 
     let answered = false;
