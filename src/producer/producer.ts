@@ -3,7 +3,7 @@
  * accepted message in PostgreSQL, then add the BullMQ job. Every step is idempotent, so a caller
  * that retries `enqueue` with the same token after any failure gets the same message and one job.
  */
-import { Queue, type JobsOptions } from 'bullmq';
+import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { closeRedis } from '../redis/connection.js';
 import type { Db } from '../db/create-db.js';
@@ -12,6 +12,7 @@ import { ErrorCode, OnceqError, ValidationError } from '../core/errors.js';
 import { requestFingerprint } from '../core/fingerprint.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { DEFAULT_DEDUPE_WINDOW_MS, QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
+import { messageJobOptions } from './job-options.js';
 import { createTokenStore, type IssuedToken, type TokenStore } from '../redis/token-store.js';
 import type { JobRegistry } from '../jobs/registry.js';
 
@@ -127,14 +128,6 @@ export function createProducer(options: ProducerOptions): Producer {
   const tokens = createTokenStore(tokenRedis, { prefix: options.prefix });
   const queues = new Map<string, Queue>();
   const acceptance = createAcceptanceWriter(options.db);
-  const jobOptions: JobsOptions = {
-    attempts: options.maxAttempts ?? 10,
-    backoff: { type: 'exponential', delay: options.backoffMs ?? 1_000, jitter: 0.5 },
-    // Completed jobs are kept a day for status look-ups; the inbox keeps the truth longer.
-    removeOnComplete: { age: 86_400, count: 100_000 },
-    removeOnFail: false,
-  };
-
   function queue(name: string): Queue {
     let q = queues.get(name);
     if (!q) {
@@ -251,12 +244,16 @@ export function createProducer(options: ProducerOptions): Producer {
       const envelope: MessageEnvelope = { messageId, token, data };
       // Adding with the same job id is a no-op while the job exists, so a replay re-adds safely;
       // if the job was lost or already removed, the inbox absorbs the extra delivery.
-      await queue(queueName).add(name, envelope, {
-        ...jobOptions,
-        jobId: jobIdFor(messageId),
-        delay: opts.delay,
-        priority: opts.priority,
-      });
+      await queue(queueName).add(
+        name,
+        envelope,
+        messageJobOptions(messageId, {
+          maxAttempts: options.maxAttempts,
+          backoffMs: options.backoffMs,
+          delay: opts.delay,
+          priority: opts.priority,
+        }),
+      );
       answered = true;
     } finally {
       // A first use that failed closes its in-flight window, so a retry takes over at once

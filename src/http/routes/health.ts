@@ -7,6 +7,7 @@ import type { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import type { Db } from '../../db/create-db.js';
 import { HealthSchema } from '../schemas.js';
+import { withTimeout } from '../../core/with-timeout.js';
 
 /** How long a readiness check waits for each service. */
 export const READY_CHECK_TIMEOUT_MS = 2_000;
@@ -48,19 +49,11 @@ export function healthRoutes(
 }
 
 async function check(probe: () => Promise<unknown>): Promise<string> {
-  let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([
-      probe(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error('timeout')), READY_CHECK_TIMEOUT_MS);
-      }),
-    ]);
+    await withTimeout(probe(), READY_CHECK_TIMEOUT_MS);
     return 'ok';
   } catch (err) {
     // The reason only; connection errors can carry URLs, and this route is public.
-    return (err as Error).message === 'timeout' ? 'timeout' : 'unreachable';
-  } finally {
-    clearTimeout(timer);
+    return /^no answer in/.test((err as Error).message) ? 'timeout' : 'unreachable';
   }
 }
