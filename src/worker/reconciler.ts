@@ -103,8 +103,11 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       from = rows[rows.length - 1]!.message_id;
       inclusive = false;
       report.unsettled += rows.length;
-      // The job's hash decides whether the job exists: after a partial loss an id can linger
-      // in one of BullMQ's lists or sets with its hash gone, which no worker can ever run.
+      // A job exists when its hash carries this message. After a partial loss an id can linger
+      // in one of BullMQ's lists or sets with its hash gone: either nothing answers for it, or a
+      // worker popped it and BullMQ's own scripts wrote a new hash holding only their bookkeeping
+      // (moveToActive's `processedOn` and `ats`, the stall check's `stc`), which the pipeline then
+      // fails as having no envelope. Such a husk can never run the message, in any state.
       const found = await Promise.all(
         rows.map(async (r) => {
           const job = (await queues.get(r.queue).getJob(r.job_id)) as Job | undefined;
@@ -112,10 +115,14 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
         }),
       );
       const gone: AcceptedMessageRow[] = [];
+      const husks: AcceptedMessageRow[] = [];
       for (const [i, row] of rows.entries()) {
         const entry = found[i];
         if (!entry || entry.state === 'unknown') {
           gone.push(row);
+          firstUnsettled ??= row.message_id;
+        } else if (!carriesMessage(entry.job, row)) {
+          husks.push(row);
           firstUnsettled ??= row.message_id;
         } else if (entry.state === 'failed') {
           if (await finishDeadLetter(row, entry.job)) report.deadLettered++;
@@ -125,14 +132,11 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
         }
       }
       // Stale ids first, so the add below is not taken for a duplicate of a job that is gone.
-      await Promise.all(
-        gone.map((r) =>
-          queues
-            .get(r.queue)
-            .remove(r.job_id)
-            .catch(() => 0),
-        ),
-      );
+      await Promise.all(gone.map(removeJob));
+      // A husk a worker holds right now (BullMQ refuses to remove a locked job) would turn the
+      // add into a no-op; it is failed within moments and taken at the next pass.
+      const removed = await Promise.all(husks.map(removeJob));
+      gone.push(...husks.filter((_, i) => removed[i] === 1));
       report.reenqueued += await reenqueue(gone, now);
       if (rows.length < batchSize) break;
     }
@@ -141,6 +145,14 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     totals.reenqueued += report.reenqueued;
     totals.deadLettered += report.deadLettered;
     return report;
+  }
+
+  /** BullMQ's removal: 1 when removed (or nothing was there), 0 when locked or it failed. */
+  function removeJob(row: AcceptedMessageRow): Promise<number> {
+    return queues
+      .get(row.queue)
+      .remove(row.job_id)
+      .catch(() => 0);
   }
 
   /** Accepted messages in the id range with no inbox row and no pending (or purged) dead letter. */
@@ -240,4 +252,10 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       await queues.close();
     },
   };
+}
+
+/** Whether `job` is the message's job, not a husk of BullMQ bookkeeping left by a partial loss. */
+function carriesMessage(job: Job, row: AcceptedMessageRow): boolean {
+  const data = job.data as Partial<MessageEnvelope> | null | undefined;
+  return typeof data === 'object' && data !== null && data.messageId === row.message_id;
 }
