@@ -158,12 +158,20 @@ export function createPipeline(options: PipelineOptions) {
     }
     if (claim.status === 'busy') {
       options.onOutcome?.('busy', job);
-      // Back to the queue until the other owner's lease runs out: not an attempt, not a failure.
-      // leaseUntil is Redis time; bounded by one lease so a skewed local clock can neither park
-      // the message for long nor spin on it.
+      // Back to the queue for a while: not an attempt, not a failure. The holder is nearly always
+      // a live delivery that commits within milliseconds (a duplicate enqueued next to its
+      // original, a stalled job's first run still going); its lease only bounds the wait for a
+      // holder that died. So look again soon and double the wait at each bounce, never past the
+      // lease's end: a few cheap claims instead of a whole lease parked. leaseUntil is Redis
+      // time; bounded by one lease so a skewed local clock can neither park the message for long
+      // nor spin on it.
+      const untilLeaseEnd = Math.min(
+        Math.max(claim.leaseUntil - Date.now(), BUSY_FIRST_WAIT_MS),
+        leaseMs,
+      );
+      const backoff = BUSY_FIRST_WAIT_MS * 2 ** Math.min(busyBounces(job), 20);
       const wait =
-        Math.min(Math.max(claim.leaseUntil - Date.now(), 50), leaseMs) +
-        Math.floor(Math.random() * 100);
+        Math.min(backoff, untilLeaseEnd) + Math.floor(Math.random() * BUSY_FIRST_WAIT_MS);
       await job.moveToDelayed(Date.now() + wait, bullToken);
       throw new DelayedError();
     }
@@ -361,6 +369,18 @@ export function createPipeline(options: PipelineOptions) {
 }
 
 export type Pipeline = ReturnType<typeof createPipeline>;
+
+/** First wait of a delivery that found its message claimed by a live owner; doubles per bounce. */
+const BUSY_FIRST_WAIT_MS = 50;
+
+/**
+ * How many times this job was already put back as busy: BullMQ counts every start
+ * (`attemptsStarted`), failed attempts (`attemptsMade`) and stalls (`stalledCounter`); the
+ * starts that were neither, before this one, were busy bounces.
+ */
+function busyBounces(job: Job): number {
+  return Math.max(0, job.attemptsStarted - 1 - job.attemptsMade - job.stalledCounter);
+}
 
 /** Whether this delivery is the job's last attempt: a failure now fails it for good. */
 function isLastAttempt(job: Job): boolean {
