@@ -26,6 +26,8 @@ import type { CannonRequest, CannonResult } from './cannon-child.js';
 /** One measured run, in the shape the bench summarises (jobs = requests here). */
 export interface ApiMeasured {
   seconds: number;
+  /** Requests sent (the rate's numerator). */
+  items: number;
   latenciesMs: number[];
   rssMb: number;
 }
@@ -82,6 +84,7 @@ async function cannon(
     }
     return {
       seconds: result.seconds,
+      items: result.latenciesMs.length,
       latenciesMs: result.latenciesMs,
       rssMb: process.memoryUsage().rss / 2 ** 20,
     };

@@ -184,7 +184,7 @@ export async function runBench(options: BenchOptions): Promise<number> {
 
 interface Measured {
   seconds: number;
-  /** Items the run handled, when not `--jobs` (dlq-replay). */
+  /** Items the run handled, when not `--jobs` (dlq-replay, the API figures). */
   items?: number;
   latenciesMs: number[];
   rssMb: number;
