@@ -57,7 +57,8 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
       });
     }
     // Times handlers, counts outcomes, and logs one line per delivery.
-    const observer = createJobObserver({ metrics: options.metrics ?? owned?.metrics, logger });
+    const metrics = options.metrics ?? owned?.metrics;
+    const observer = createJobObserver({ metrics, logger });
     const registry = observer.instrument(jobs);
     const worker = await startWorker({
       db: runtime.db,
@@ -74,7 +75,11 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
       dedupeWindowMs: config.dedupeWindowMs,
       maxAttempts: config.maxAttempts,
       outbox: { intervalMs: config.outboxIntervalMs },
-      reconciler: { intervalMs: config.reconcileIntervalMs, graceMs: config.reconcileGraceMs },
+      reconciler: {
+        intervalMs: config.reconcileIntervalMs,
+        graceMs: config.reconcileGraceMs,
+        onPass: (report) => metrics?.observeReconcilerPass(report),
+      },
       pruner: { intervalMs: config.pruneIntervalMs },
     });
     logger.info(

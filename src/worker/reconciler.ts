@@ -51,6 +51,8 @@ export interface ReconcilerOptions {
   maxAttempts?: number;
   backoffMs?: number;
   logger?: Logger;
+  /** Called after every pass this process ran or skipped (metrics). */
+  onPass?: (report: ReconcileReport) => void;
 }
 
 /** What one pass did. */
@@ -63,6 +65,8 @@ export interface ReconcileReport {
   reenqueued: number;
   /** Failed in BullMQ without a dead letter: moved to the dead-letter queue now. */
   deadLettered: number;
+  /** The oldest message the pass left unsettled (its id carries its age); none when all are. */
+  oldestUnsettledMessageId?: string;
 }
 
 /** A reconciler; `start()` begins the background loop. */
@@ -88,7 +92,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
 
   async function pass(): Promise<Omit<ReconcileReport, 'ran'>> {
     const now = Date.now();
-    const report = { unsettled: 0, reenqueued: 0, deadLettered: 0 };
+    const report: Omit<ReconcileReport, 'ran'> = { unsettled: 0, reenqueued: 0, deadLettered: 0 };
     const upper = firstSnowflakeAt(Math.max(ONCEQ_EPOCH_MS, now - graceMs));
     if (!watermark || now - lastFullScan >= fullScanEveryMs) {
       watermark = firstSnowflakeAt(Math.max(ONCEQ_EPOCH_MS, now - windowMs));
@@ -141,6 +145,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       if (rows.length < batchSize) break;
     }
     watermark = firstUnsettled ?? upper;
+    report.oldestUnsettledMessageId = firstUnsettled;
     totals.passes++;
     totals.reenqueued += report.reenqueued;
     totals.deadLettered += report.deadLettered;
@@ -231,9 +236,11 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
 
   async function runOnce(): Promise<ReconcileReport> {
     const result = await withAdvisoryLock(options.db, LockId.Reconciler, pass);
-    return result.ran
+    const report: ReconcileReport = result.ran
       ? { ran: true, ...result.value }
       : { ran: false, unsettled: 0, reenqueued: 0, deadLettered: 0 };
+    options.onPass?.(report);
+    return report;
   }
 
   return {

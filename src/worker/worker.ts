@@ -18,7 +18,7 @@ import { createPipeline, type Pipeline } from './pipeline.js';
 import type { FaultHook } from './fault-hook.js';
 import { createDeadLetterWriter, DeadLetteredError } from './dead-letters.js';
 import { createOutboxRelay, type OutboxRelay } from './outbox-relay.js';
-import { createReconciler, type Reconciler } from './reconciler.js';
+import { createReconciler, type ReconcileReport, type Reconciler } from './reconciler.js';
 import { createPruner, type Pruner } from './pruner.js';
 
 /** BullMQ moves a job to failed after this many stalls; onceq's claims make a stall harmless. */
@@ -63,7 +63,8 @@ export interface OnceqWorkerOptions {
   /** The outbox relay, or `false` for none. @defaultValue on, every 1 s and on each commit */
   outbox?: { intervalMs?: number } | false;
   /** The reconciler, or `false` for none. @defaultValue on, every 60 s, grace 120 s */
-  reconciler?: { intervalMs?: number; graceMs?: number } | false;
+  reconciler?:
+    { intervalMs?: number; graceMs?: number; onPass?: (report: ReconcileReport) => void } | false;
   /** The dedupe-window pruner, or `false` for none. @defaultValue on, every 10 min */
   pruner?: { intervalMs?: number; batchSize?: number } | false;
 }
@@ -140,6 +141,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
           deadLetters,
           intervalMs: options.reconciler?.intervalMs,
           graceMs: options.reconciler?.graceMs,
+          onPass: options.reconciler?.onPass,
           dedupeWindowMs,
           ...jobDefaults,
           logger: log,

@@ -13,7 +13,8 @@ import { tokenKey } from '../../src/redis/keys.js';
 import type { OnceqWorker } from '../../src/worker/worker.js';
 import { jobIdFor } from '../../src/core/message.js';
 import { LEDGER_QUEUE } from '../../src/jobs/examples/ledger/index.js';
-import { createReconciler } from '../../src/worker/reconciler.js';
+import { createReconciler, type ReconcileReport } from '../../src/worker/reconciler.js';
+import { createMetrics } from '../../src/metrics/metrics.js';
 import { createDeadLetterWriter } from '../../src/worker/dead-letters.js';
 import { createTestStack, type TestStack } from '../support/stack.js';
 import { assertLedgerInvariants, inboxCount, waitFor } from '../support/ledger.js';
@@ -95,12 +96,19 @@ describe('worker: reconciler', function () {
       redis: husk.redis,
       prefix: husk.prefix,
     });
+    const metrics = createMetrics({ defaultMetrics: false });
+    const passes: ReconcileReport[] = [];
     const reconciler = createReconciler({
       db: husk.db,
       redis: husk.redis,
       prefix: husk.prefix,
       deadLetters,
       graceMs: 0,
+      // As `onceq worker` wires it: every pass reaches the reconciler metrics.
+      onPass: (r) => {
+        passes.push(r);
+        metrics.observeReconcilerPass(r);
+      },
     });
     try {
       const { messageId } = await husk.producer.enqueue('account.open', {
@@ -117,6 +125,11 @@ describe('worker: reconciler', function () {
 
       const report = await reconciler.runOnce();
       expect(report).to.include({ ran: true, unsettled: 1, reenqueued: 1, deadLettered: 0 });
+      expect(report.oldestUnsettledMessageId).to.equal(messageId);
+      expect(passes).to.deep.equal([report]);
+      expect(await metrics.text()).to.match(
+        /onceq_reconciler_messages_total\{action="reenqueued"\} 1\b/,
+      );
       await waitFor('the message applied', async () => (await inboxCount(husk.db)) === 1);
       expect((await queue.getJob(jobId))?.data).to.include({ messageId });
       expect(await reconciler.runOnce()).to.include({ unsettled: 0, reenqueued: 0 });
