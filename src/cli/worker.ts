@@ -94,8 +94,8 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
     // A handler still running at the bound cannot be stopped from outside: it holds a pooled
     // connection (so closing the pool would wait for it) and maybe timers (so the process would
     // not end). Past the bound, once the claims are released, the process exits instead: its
-    // open transactions die with their connections and roll back, and BullMQ redelivers the
-    // stalled jobs to another worker, which claims them at once.
+    // open transactions die with their connections and roll back, and the released jobs, put
+    // back by close(), go to another worker, which claims them at once.
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'deadline'>((resolve) => {
       timer = setTimeout(() => resolve('deadline'), config.shutdownTimeoutMs + RELEASE_GRACE_MS);
@@ -104,9 +104,9 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
     clearTimeout(timer);
     if (stopped === 'deadline' || stopped.forced) {
       // The worker released the claims when the bound passed; this catches any it missed.
-      const released = await worker.pipeline.releaseAll().catch(() => 0);
+      const missed = await worker.pipeline.releaseAll().catch(() => []);
       logger.warn(
-        { released, inFlight: worker.pipeline.inFlightCount() },
+        { released: missed.length, inFlight: worker.pipeline.inFlightCount() },
         'worker stopped with deliveries still running; exiting without waiting for them',
       );
       return exitNow(0, logger);

@@ -94,7 +94,10 @@ export function createPipeline(options: PipelineOptions) {
   // Owners must be unique per delivery; the process id is already unique per process.
   let deliveries = 0;
   // Claims held by running deliveries; `abandon` makes the delivery roll back instead of commit.
-  const inFlight = new Map<string, { token: string; owner: string; abandon(): void }>();
+  const inFlight = new Map<
+    string,
+    { token: string; owner: string; job: Job; bullToken?: string; abandon(): void }
+  >();
   let running = 0;
   let idleWaiters: (() => void)[] = [];
 
@@ -179,7 +182,7 @@ export function createPipeline(options: PipelineOptions) {
 
     let leaseLost = false;
     const key = `${job.id}:${owner}`;
-    inFlight.set(key, { token, owner, abandon: () => (leaseLost = true) });
+    inFlight.set(key, { token, owner, job, bullToken, abandon: () => (leaseLost = true) });
     const renewal = setInterval(() => {
       tokens.renew(token, { owner, leaseMs }).then(
         (r) => {
@@ -346,17 +349,19 @@ export function createPipeline(options: PipelineOptions) {
 
   /**
    * Releases the claims of deliveries still in flight (at a forced shutdown), so another worker
-   * can take them at once. Each abandoned delivery rolls back at its commit point rather than
+   * can take them, and returns their jobs with their BullMQ lock tokens: the caller puts the jobs
+   * back once its BullMQ workers are closed (see worker.ts), rather than leave them locked until
+   * BullMQ finds them stalled. Each abandoned delivery rolls back at its commit point rather than
    * commit after its claim was given up (the inbox would fence it anyway; this keeps it honest).
    */
-  async function releaseAll(): Promise<number> {
+  async function releaseAll(): Promise<{ job: Job; bullToken?: string }[]> {
     const held = [...inFlight.values()];
     inFlight.clear();
     for (const h of held) h.abandon();
     await Promise.all(
       held.map((h) => tokens.release(h.token, { owner: h.owner }).catch(() => undefined)),
     );
-    return held.length;
+    return held.map((h) => ({ job: h.job, bullToken: h.bullToken }));
   }
 
   return {

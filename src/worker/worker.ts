@@ -4,7 +4,7 @@
  */
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { Worker, type Job } from 'bullmq';
+import { Job, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
@@ -20,6 +20,7 @@ import { createDeadLetterWriter, DeadLetteredError } from './dead-letters.js';
 import { createOutboxRelay, type OutboxRelay } from './outbox-relay.js';
 import { createReconciler, type ReconcileReport, type Reconciler } from './reconciler.js';
 import { createPruner, type Pruner } from './pruner.js';
+import { createQueueCache } from './queues.js';
 
 /** BullMQ moves a job to failed after this many stalls; onceq's claims make a stall harmless. */
 export const DEFAULT_MAX_STALLED_COUNT = 10;
@@ -224,6 +225,26 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   reconciler?.start();
   pruner?.start();
 
+  /** Moves released jobs from active to delayed-until-now, with the lock tokens they held. */
+  async function putBack(released: { job: Job; bullToken?: string }[]): Promise<void> {
+    if (released.length === 0) return;
+    const queues = createQueueCache(options.redis, options.prefix);
+    try {
+      await Promise.all(
+        released.map(async ({ job, bullToken }) => {
+          if (!bullToken || job.id === undefined) return;
+          const again = await Job.fromId(queues.get(job.queueName), job.id);
+          // Refused when the lock is no longer ours (already stalled and taken): nothing to do.
+          await again?.moveToDelayed(Date.now(), bullToken).catch(() => undefined);
+        }),
+      );
+    } catch (err) {
+      log?.warn({ err }, 'could not put released jobs back; BullMQ will find them stalled');
+    } finally {
+      await queues.close();
+    }
+  }
+
   let closing: Promise<{ forced: boolean }> | undefined;
   return {
     processId,
@@ -246,11 +267,18 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
         });
         const forced = await Promise.race([graceful, timeout]);
         clearTimeout(timer);
+        const released = forced ? await pipeline.releaseAll() : [];
         if (forced) {
-          const released = await pipeline.releaseAll();
-          log?.warn({ released }, 'shutdown bound reached; released in-flight claims');
+          log?.warn(
+            { released: released.length },
+            'shutdown bound reached; released in-flight claims',
+          );
         }
         await Promise.all(workers.map((w) => w.close(forced)));
+        // Only now, with no worker of ours left to fetch them again: put the released jobs back
+        // (delayed until now, which spends no attempt), so another process takes them at once
+        // instead of after BullMQ's stalled-job check, one or two lock durations later.
+        await putBack(released);
         await Promise.all([outbox?.close(), reconciler?.close(), pruner?.close()]);
         await Promise.all([...removals]);
         await deadLetters.close();

@@ -71,15 +71,18 @@ describe('worker: close(timeoutMs)', function () {
     expect(await inboxCount(stack.db), 'the abandoned delivery rolled back').to.equal(0);
   });
 
-  it('hands the released job to the next worker, which applies it once', async () => {
-    const worker = await stack.startWorker({ queues: ['held'] });
+  it('hands the released job to the next worker at once, which applies it once', async () => {
+    // A long lock: left to BullMQ's stalled-job check, the job would wait this long or more.
+    const LOCK_MS = 20_000;
+    const worker = await stack.startWorker({ queues: ['held'], lockDurationMs: LOCK_MS });
     const sent = await stack.producer.enqueue('test.held', {});
     await current.entered;
     expect(await worker.close(300)).to.deep.equal({ forced: true });
+    const closedAt = performance.now();
 
-    // The next worker gets the job once BullMQ sees it stalled (one lock duration). The
-    // abandoned delivery still holds its uncommitted inbox row, so the next one waits on that
-    // row lock until the abandoned handler returns and its transaction rolls back.
+    // The released job is put back at once, so the next worker takes it long before the lock
+    // would have run out. The abandoned delivery still holds its uncommitted inbox row, so the
+    // next one waits on that row lock until the abandoned handler returns and rolls back.
     const abandoned = current;
     current = gate();
     current.open();
@@ -91,6 +94,7 @@ describe('worker: close(timeoutMs)', function () {
           and query ilike '%inbox%'`.execute(stack.db);
       return Number(rows[0]!.n) > 0 || undefined;
     });
+    expect(performance.now() - closedAt, 'taken before the lock ran out').to.be.below(LOCK_MS / 2);
     expect(await inboxCount(stack.db)).to.equal(0);
     abandoned.open();
     await waitFor('the message applied by the next worker', async () =>
@@ -105,5 +109,7 @@ describe('worker: close(timeoutMs)', function () {
     expect(outcomes.filter((o) => o.outcome === 'applied')).to.have.length(1);
     const job = await stack.producer.queue('held').getJob(sent.jobId);
     await waitFor('the job completed', async () => (await job?.isCompleted()) || undefined);
+    // Put back as delayed, not failed: the release spent none of the job's attempts.
+    expect((await stack.producer.queue('held').getJob(sent.jobId))!.attemptsMade).to.equal(1);
   });
 });
