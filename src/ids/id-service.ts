@@ -12,10 +12,12 @@
  * until its own next renewal tells it so, which can take up to a lease ttl. A new lease taken in
  * that time could be an id one of them still uses, so the service mints with it only once a ttl
  * has passed since the loss was seen: by then every lease granted before the data loss has
- * lapsed or been found lost.
+ * lapsed or been found lost. The same wait follows `taken`: after a data loss, a process whose
+ * id another process re-leased first hears `taken`, not `gone`, and cannot tell the two apart.
  */
 import type { Redis } from 'ioredis';
 import { IdGeneratorStoppedError } from '../core/errors.js';
+import { withTimeout } from '../core/with-timeout.js';
 import { SnowflakeGenerator } from './snowflake-generator.js';
 import {
   acquireWorkerId,
@@ -27,6 +29,8 @@ import {
 
 /** Longest pause between two attempts to lease a replacement worker id. */
 const MAX_REACQUIRE_BACKOFF_MS = 5_000;
+/** How long `close()` waits for a replacement lease being taken. */
+const CLOSE_WAIT_MS = 2_000;
 
 /** Passed to {@link IdServiceOptions.onReacquired}. */
 export interface WorkerIdReacquiredEvent {
@@ -34,7 +38,7 @@ export interface WorkerIdReacquiredEvent {
   previousWorkerId: number;
   /** The worker id now leased. */
   workerId: number;
-  /** Monotonic time (`performance.now()`) from which it mints; later than now after `gone`. */
+  /** Monotonic time (`performance.now()`) from which it mints: one lease ttl after the loss. */
   mintsFrom: number;
 }
 
@@ -91,6 +95,8 @@ class LeasedIdService implements IdService {
   #replacing: Promise<void> | undefined;
   #closed = false;
   #wake: (() => void) | undefined;
+  /** The last id minted with each worker id this service held, for a later lease of it. */
+  readonly #lastIds = new Map<number, string>();
 
   constructor(
     private readonly redis: Redis,
@@ -101,7 +107,7 @@ class LeasedIdService implements IdService {
   }
 
   async start(): Promise<void> {
-    this.#current = await this.#lease(undefined);
+    this.#current = await this.#lease();
   }
 
   get workerId(): number {
@@ -145,7 +151,9 @@ class LeasedIdService implements IdService {
       this.#closed = true;
       this.#wake?.();
     }
-    await this.#replacing;
+    // A replacement stuck on an unreachable Redis must not hold shutdown: a lease it still gets
+    // is closed by #replace itself, since the service is closed by then.
+    await withTimeout(this.#replacing ?? Promise.resolve(), CLOSE_WAIT_MS).catch(() => undefined);
     await this.#current?.lease.close();
   }
 
@@ -154,8 +162,8 @@ class LeasedIdService implements IdService {
     return this.#current;
   }
 
-  /** Leases a worker id; a lease of the same id as `previous` continues after its last id. */
-  async #lease(previous: Current | undefined): Promise<Current> {
+  /** Leases a worker id; the generator of an id this service minted with before continues after it. */
+  async #lease(): Promise<Current> {
     const lease = await acquireWorkerId(this.redis, {
       ...this.options,
       onLost: (event) => this.#lost(event),
@@ -165,7 +173,7 @@ class LeasedIdService implements IdService {
         workerId: lease.workerId,
         maxClockSkewWaitMs: this.options.maxClockSkewWaitMs,
         isLeaseValid: () => !this.#closed && lease.isValid(),
-        after: previous?.lease.workerId === lease.workerId ? previous.generator.lastId : undefined,
+        after: this.#lastIds.get(lease.workerId),
       });
       return { lease, generator };
     } catch (err) {
@@ -177,9 +185,7 @@ class LeasedIdService implements IdService {
   #lost(event: WorkerIdLostEvent): void {
     this.options.onLost?.(event);
     if (this.#closed || this.#replacing) return;
-    if (event.reason === 'gone') {
-      this.#mintsFrom = Math.max(this.#mintsFrom, performance.now() + this.#ttlMs);
-    }
+    this.#mintsFrom = Math.max(this.#mintsFrom, performance.now() + this.#ttlMs);
     this.#replacing = this.#replace(event).finally(() => {
       this.#replacing = undefined;
     });
@@ -187,10 +193,11 @@ class LeasedIdService implements IdService {
 
   /** Leases a replacement, retrying (Redis may still be down) until it succeeds or closes. */
   async #replace(event: WorkerIdLostEvent): Promise<void> {
-    const previous = this.#current;
+    const lastId = this.#current?.generator.lastId;
+    if (lastId !== undefined) this.#lastIds.set(event.workerId, lastId);
     for (let attempt = 0; !this.#closed; attempt++) {
       try {
-        const next = await this.#lease(previous);
+        const next = await this.#lease();
         if (this.#closed) {
           await next.lease.close();
           return;
