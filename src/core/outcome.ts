@@ -8,7 +8,10 @@ export type DeliveryOutcome =
   | 'applied'
   /** The message had already been applied; its stored result was returned. */
   | 'duplicate'
-  /** Another worker holds the live claim; the job was put back without spending an attempt. */
+  /**
+   * Another worker holds the live claim, or the delivery was given up at a forced shutdown; the
+   * job was put back without spending an attempt.
+   */
   | 'busy'
   /** The transaction failed (conflicts exhausted, an error); BullMQ will retry it. */
   | 'retried'

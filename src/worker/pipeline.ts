@@ -181,8 +181,18 @@ export function createPipeline(options: PipelineOptions) {
     fault.at('after-claim');
 
     let leaseLost = false;
+    let abandoned = false;
     const key = `${job.id}:${owner}`;
-    inFlight.set(key, { token, owner, job, bullToken, abandon: () => (leaseLost = true) });
+    inFlight.set(key, {
+      token,
+      owner,
+      job,
+      bullToken,
+      abandon: () => {
+        abandoned = true;
+        leaseLost = true;
+      },
+    });
     const renewal = setInterval(() => {
       tokens.renew(token, { owner, leaseMs }).then(
         (r) => {
@@ -203,6 +213,13 @@ export function createPipeline(options: PipelineOptions) {
       inFlight.delete(key);
       // Let the next delivery claim at once instead of waiting out the lease.
       await tokens.release(token, { owner }).catch(() => undefined);
+      if (abandoned) {
+        // Given up at a forced shutdown (releaseAll): rolled back, and not this delivery's
+        // failure, so it spends no attempt. Put back now, unless the shutdown already did.
+        options.onOutcome?.('busy', job);
+        if (bullToken) await job.moveToDelayed(Date.now(), bullToken).catch(() => undefined);
+        throw new DelayedError();
+      }
       if (err instanceof NonRetryableError) return invalid(job, err);
       // The last attempt: BullMQ would fail the job for good, so it goes to the dead-letter
       // queue instead. Not when the lease was lost: another worker owns the message now.
