@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis';
 import { closeRedis } from '../redis/connection.js';
 import type { Db } from '../db/create-db.js';
 import { createAcceptanceWriter, findAcceptedByToken } from '../db/accepted-messages.repository.js';
-import { ErrorCode, OnceqError, ValidationError } from '../core/errors.js';
+import { ErrorCode, IdGeneratorStoppedError, OnceqError, ValidationError } from '../core/errors.js';
 import { requestFingerprint } from '../core/fingerprint.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { DEFAULT_DEDUPE_WINDOW_MS, QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
@@ -166,17 +166,10 @@ export function createProducer(options: ProducerOptions): Producer {
       priority: opts.priority,
     });
 
-    let messageId: string;
-    let replayed: boolean;
+    let messageId!: string;
+    let replayed!: boolean;
     // Whether the acceptance is known to be in PostgreSQL already (read back from there).
     let recorded = false;
-    const accepted = await tokens.accept(token, {
-      principal: caller,
-      fingerprint,
-      messageId: options.ids.nextId(),
-      ttlMs: tokenTtlMs,
-      inFlightMs,
-    });
     /** The message id PostgreSQL recorded for this token and request, else `missing()`. */
     async function recordedMessageId(missing: () => Error): Promise<string> {
       const row = await findAcceptedByToken(options.db, caller, token);
@@ -184,7 +177,31 @@ export function createProducer(options: ProducerOptions): Producer {
       if (row.fingerprint !== fingerprint) throw reusedError();
       return row.message_id;
     }
-    switch (accepted.status) {
+    let candidateId: string | undefined;
+    try {
+      candidateId = options.ids.nextId();
+    } catch (err) {
+      // No id can be minted now (the worker-id lease is being replaced). A replay needs none:
+      // it is answered from PostgreSQL; anything else gets the error (503, retry later).
+      if (!(err instanceof IdGeneratorStoppedError)) throw err;
+      candidateId = undefined;
+      messageId = await recordedMessageId(() => err);
+      recorded = true;
+      replayed = true;
+    }
+    const accepted =
+      candidateId === undefined
+        ? undefined
+        : await tokens.accept(token, {
+            principal: caller,
+            fingerprint,
+            messageId: candidateId,
+            ttlMs: tokenTtlMs,
+            inFlightMs,
+          });
+    switch (accepted?.status) {
+      case undefined:
+        break;
       case 'accepted':
         messageId = accepted.messageId;
         replayed = false;
@@ -262,7 +279,7 @@ export function createProducer(options: ProducerOptions): Producer {
       // above), and every successful enqueue, the common case, saves a Redis script. Not
       // awaited: the command is queued on the token connection before the answer leaves, so a
       // retry through it runs after; a failure to settle only leaves the window to run out.
-      if (accepted.status === 'accepted' && !answered) {
+      if (accepted?.status === 'accepted' && !answered) {
         tokens.settle(token, { messageId: accepted.messageId }).catch(() => undefined);
       }
     }

@@ -247,7 +247,8 @@ describe('http: the producer API', function () {
     after(async () => t.close());
 
     it('answers 503 with Retry-After (not 500) and /readyz 503, then accepts again under a new lease', async () => {
-      const before = await t.enqueue(alice, await t.token(alice), OPEN);
+      const firstToken = await t.token(alice);
+      const before = await t.enqueue(alice, firstToken, OPEN);
       expect(before.statusCode).to.equal(202);
 
       // What a Redis restart without persistence does to the lease entries.
@@ -262,6 +263,11 @@ describe('http: the producer API', function () {
       const ready = await t.inject({ method: 'GET', url: '/readyz' });
       expect(ready.statusCode).to.equal(503);
       expect(ready.json().checks).to.include({ ids: 'unavailable' });
+      // A replay needs no new id: it is answered from PostgreSQL meanwhile.
+      const replay = await t.enqueue(alice, firstToken, OPEN);
+      expect(replay.statusCode).to.equal(202);
+      expect(replay.headers['idempotent-replayed']).to.equal('true');
+      expect(replay.json().messageId).to.equal(before.json().messageId);
       // Nothing was written for the refused request: the same token is still unused.
       expect(
         await t.stack.db.selectFrom('accepted_messages').select('token').execute(),
