@@ -301,9 +301,12 @@ export function createProducer(options: ProducerOptions): Producer {
     queue,
     tokens,
     async close() {
-      await Promise.all([...queues.values()].map((q) => q.close()));
-      await closeRedis(tokenRedis);
-      queues.clear();
+      try {
+        await Promise.all([...queues.values()].map((q) => q.close()));
+      } finally {
+        await closeRedis(tokenRedis);
+        queues.clear();
+      }
     },
   };
 }
