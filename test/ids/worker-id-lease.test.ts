@@ -4,6 +4,7 @@
  * is about one process losing Redis), and a crash or a pause is a closed connection or a blocked
  * event loop, never a mock.
  */
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { expect } from 'chai';
 import type { Redis } from 'ioredis';
 import {
@@ -27,9 +28,9 @@ import {
   type WorkerIdLeaseOptions,
   type WorkerIdLostEvent,
 } from '../../src/ids/worker-id-lease.js';
-import { closeRedis } from '../../src/redis/connection.js';
+import { closeRedis, createRedis } from '../../src/redis/connection.js';
 import { workerIdsKey } from '../../src/redis/keys.js';
-import { deletePrefix, testRedis, uniqueName } from '../support/env.js';
+import { deletePrefix, TEST_REDIS_URL, testRedis, uniqueName } from '../support/env.js';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -47,6 +48,40 @@ async function closeFully(connection: Redis): Promise<void> {
   const ended = new Promise<void>((resolve) => connection.once('end', () => resolve()));
   await closeRedis(connection);
   await ended;
+}
+
+/** A TCP relay to the test Redis whose traffic can be dropped from then on. */
+async function silentableRelay(): Promise<{
+  port: number;
+  silence(): void;
+  close(): Promise<void>;
+}> {
+  const target = new URL(TEST_REDIS_URL);
+  const sockets = new Set<Socket>();
+  let silent = false;
+  const server = createServer((client) => {
+    const upstream = connect(Number(target.port || 6379), target.hostname);
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      sockets.add(from);
+      from.on('data', (chunk) => {
+        if (!silent) to.write(chunk);
+      });
+      from.on('error', () => undefined);
+      from.on('close', () => to.destroy());
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    silence: () => (silent = true),
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }
 
 /** Blocks the whole event loop, as a long GC pause or a SIGSTOP would: no timer can fire. */
@@ -401,6 +436,41 @@ describe('worker-id lease', () => {
       await s.close();
       expect(performance.now() - closing).to.be.below(1_000);
       expect((await entry(WORKER_ID_MIN))?.owner).to.equal('someone-else');
+    });
+
+    it('close() returns within its bound while a replacement lease hangs on a silent Redis', async () => {
+      // A TCP relay to the real Redis that can go silent, as a network partition does.
+      const relay = await silentableRelay();
+      const through = createRedis({
+        url: `redis://127.0.0.1:${relay.port}`,
+        connectionName: 'onceq-test',
+      });
+      try {
+        const s = await createIdService(through, {
+          prefix,
+          ttlMs: 600,
+          heartbeatMs: 200,
+          maxWorkerId: WORKER_ID_MIN,
+        });
+        // Taken by another owner: the renewal loses it, and every replacement attempt finds
+        // the only id held (AllLeased), then sleeps and tries again.
+        await redis.hset(
+          workerIdsKey(prefix),
+          String(WORKER_ID_MIN),
+          `someone-else|${(await redisNowMs()) + 60_000}`,
+        );
+        await s.lease.renew();
+        expect(s.isReady()).to.equal(false);
+        // Now Redis stops answering: the next attempt waits forever in the offline queue.
+        relay.silence();
+        await sleep(400);
+        const closing = performance.now();
+        await s.close();
+        expect(performance.now() - closing).to.be.below(4_000);
+      } finally {
+        through.disconnect();
+        await relay.close();
+      }
     });
 
     it('stops minting at close() and releases the worker id', async () => {
