@@ -33,8 +33,8 @@ export interface JsonScanProblem {
 
 /**
  * Scans JSON text for integer literals outside the safe range, for nesting beyond `maxDepth`,
- * and for the `\u0000` escape. Malformed text is not this function's business: it stops quietly and leaves the
- * syntax error to JSON.parse.
+ * and for the `\u0000` escape. Malformed text is not this function's business: it stops
+ * quietly and leaves the syntax error to JSON.parse.
  */
 export function scanJson(text: string, maxDepth: number): JsonScanProblem | undefined {
   const mayBeDeep = countOpeners(text) > maxDepth;

@@ -89,7 +89,7 @@ class LeasedIdService implements IdService {
   readonly #ttlMs: number;
   readonly #retryMs: number;
   #current: Current | undefined;
-  /** Monotonic time before which nothing is minted (set after a `gone` loss). */
+  /** Monotonic time before which nothing is minted (one lease ttl after the last loss). */
   #mintsFrom = 0;
   /** Set while the current lease is lost and a replacement is being leased. */
   #replacing: Promise<void> | undefined;
@@ -139,7 +139,7 @@ class LeasedIdService implements IdService {
     const waitMs = Math.ceil(this.#mintsFrom - performance.now());
     if (waitMs > 0) {
       throw new IdGeneratorStoppedError(
-        `Redis lost the worker-id leases; minting resumes in ${waitMs} ms, once no process can ` +
+        `the worker-id lease was lost; minting resumes in ${waitMs} ms, once no process can ` +
           `still be using a lease granted before the loss`,
       );
     }

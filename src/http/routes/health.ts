@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import type { Db } from '../../db/create-db.js';
 import { HealthSchema } from '../schemas.js';
-import { withTimeout } from '../../core/with-timeout.js';
+import { TimeoutError, withTimeout } from '../../core/with-timeout.js';
 
 /** How long a readiness check waits for each service. */
 export const READY_CHECK_TIMEOUT_MS = 2_000;
@@ -54,6 +54,6 @@ async function check(probe: () => Promise<unknown>): Promise<string> {
     return 'ok';
   } catch (err) {
     // The reason only; connection errors can carry URLs, and this route is public.
-    return /^no answer in/.test((err as Error).message) ? 'timeout' : 'unreachable';
+    return err instanceof TimeoutError ? 'timeout' : 'unreachable';
   }
 }
