@@ -255,7 +255,10 @@ export function createProducer(options: ProducerOptions): Producer {
           jobId: jobIdFor(messageId),
           options: { delay: opts.delay, priority: opts.priority },
         });
-        // The first recorded acceptance is the truth, even if this call minted another id.
+        // The first recorded acceptance is the truth, even if this call minted another id. Redis
+        // said first use (or replay) but PostgreSQL holds another request for the token: Redis
+        // went back in time (a restored snapshot), and this request reuses the token.
+        if (row.fingerprint !== fingerprint) throw reusedError();
         messageId = row.message_id;
       }
       const envelope: MessageEnvelope = { messageId, token, data };

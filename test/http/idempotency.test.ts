@@ -416,6 +416,26 @@ describe('http: POST /v1/jobs and Idempotency-Key', function () {
       expect(bobs.json().code).to.equal('idempotency_key_unknown');
     });
 
+    it('another request after Redis went back to before the first use: 422 reused, no job for it', async () => {
+      const token = await t.token(alice);
+      const key = tokenKey(t.stack.prefix, token);
+      // A snapshot of the token as issued, restored after its first use: Redis went back in time.
+      const issued = await t.stack.redis.dumpBuffer(key);
+      const first = await t.enqueue(alice, token, OPEN);
+      expect(first.statusCode).to.equal(202);
+      const before = await counts(t);
+      await t.stack.redis.restore(key, 60_000, issued!, 'REPLACE');
+      const other = await t.enqueue(alice, token, {
+        ...OPEN,
+        data: { owner: 'mallory', openingBalance: 5 },
+      });
+      expect(other.statusCode).to.equal(422);
+      expect(other.json().code).to.equal('idempotency_key_reused');
+      expect(await counts(t)).to.deep.equal(before);
+      const job = await t.stack.producer.queue('ledger').getJob(first.json().jobId);
+      expect(job?.data.data).to.deep.equal(OPEN.data);
+    });
+
     it('replay after Redis lost everything of the test (tokens and BullMQ keys): the original answer, one job', async () => {
       const isolated = await createApiTest('idem_flush');
       try {
