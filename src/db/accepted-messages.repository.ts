@@ -105,10 +105,23 @@ export const MAX_ACCEPT_BATCH = 500;
  */
 export const DEFAULT_ACCEPT_CONCURRENCY = 3;
 
+/**
+ * What the acceptance writer answers: the identity of the first acceptance of a token. The
+ * batched INSERT returns these columns only; reading back every row's data (jsonb) and
+ * timestamps would cost PostgreSQL and the API for nothing.
+ */
+export type AcceptedRef = Pick<
+  AcceptedMessageRow,
+  'message_id' | 'principal' | 'token' | 'fingerprint'
+>;
+
 /** Records accepted messages, many concurrent callers to one statement. */
 export interface AcceptanceWriter {
-  /** Same contract as {@link recordAccepted}; resolves once the row is committed. */
-  record(message: AcceptedMessage): Promise<AcceptedMessageRow>;
+  /**
+   * Same contract as {@link recordAccepted}; resolves once the row is committed, with the first
+   * acceptance of the token (whose fingerprint may differ from this message's).
+   */
+  record(message: AcceptedMessage): Promise<AcceptedRef>;
 }
 
 /**
@@ -126,20 +139,20 @@ export function createAcceptanceWriter(
 ): AcceptanceWriter {
   interface Pending {
     message: AcceptedMessage;
-    resolve(row: AcceptedMessageRow): void;
+    resolve(row: AcceptedRef): void;
     reject(err: unknown): void;
   }
   let queue: Pending[] = [];
   let running = 0;
 
   async function flush(batch: Pending[]): Promise<void> {
-    let rows: AcceptedMessageRow[];
+    let rows: AcceptedRef[];
     try {
       rows = await db
         .insertInto('accepted_messages')
         .values(batch.map((p) => toRow(p.message)))
         .onConflict((oc) => oc.columns(['principal', 'token']).doNothing())
-        .returningAll()
+        .returning(['message_id', 'principal', 'token', 'fingerprint'])
         .execute();
     } catch (err) {
       // One statement fails for all its rows, whatever the cause: a primary-key clash (two
@@ -186,11 +199,23 @@ export function createAcceptanceWriter(
     }
   }
 
+  // A drain starts on the next turn of the event loop, not at the first record: the requests
+  // that arrive in one turn (one read of many sockets) then share one INSERT instead of each
+  // taking a free slot with a one-row statement.
+  let scheduled = false;
+  function startDrain(): void {
+    scheduled = false;
+    if (queue.length > 0 && running < maxConcurrent) void drain();
+  }
+
   return {
     record(message) {
-      return new Promise<AcceptedMessageRow>((resolve, reject) => {
+      return new Promise<AcceptedRef>((resolve, reject) => {
         queue.push({ message, resolve, reject });
-        if (running < maxConcurrent) void drain();
+        if (!scheduled && running < maxConcurrent) {
+          scheduled = true;
+          setImmediate(startDrain);
+        }
       });
     },
   };
