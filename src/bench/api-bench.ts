@@ -6,8 +6,14 @@
  * a child process (so the load generator does not share the server's event loop), with the same
  * connections and the same number of requests.
  *
- * Every API request needs a fresh token: they are issued in bulk before the clock starts and fed
- * to the requests one by one through autocannon's `setupRequest`, so issuing is not measured.
+ * Between the two, `api-stores`: a bare route that does only the three writes the contract asks
+ * of every enqueue (the token accepted in Redis, the acceptance committed to PostgreSQL through
+ * the same group-commit writer, `queue.add`), without authentication, validation, fingerprint or
+ * error mapping. api-stores / api-bare is what those writes cost on this machine; api-jobs /
+ * api-stores is what the API adds on top of them.
+ *
+ * Every tokened request needs a fresh token: they are issued in bulk before the clock starts and
+ * fed to the requests one by one through autocannon's `setupRequest`, so issuing is not measured.
  */
 import { fork } from 'node:child_process';
 import { dirname, extname, join } from 'node:path';
@@ -17,7 +23,11 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Db } from '../db/create-db.js';
 import type { JobRegistry } from '../jobs/registry.js';
-import { createProducer } from '../producer/producer.js';
+import { createProducer, DEFAULT_IN_FLIGHT_MS, type Producer } from '../producer/producer.js';
+import { createAcceptanceWriter } from '../db/accepted-messages.repository.js';
+import { createTokenStore } from '../redis/token-store.js';
+import { closeRedis } from '../redis/connection.js';
+import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { buildApp } from '../http/build-app.js';
 import { mintApiKey } from '../core/api-key.js';
 import { insertApiKey } from '../db/api-keys.repository.js';
@@ -111,15 +121,86 @@ export async function runBareRoute(options: ApiBenchOptions): Promise<ApiMeasure
   }
 }
 
-/** `api-jobs`: `POST /v1/jobs` through the whole API, a fresh token per request. */
-export async function runApiRoute(options: ApiBenchOptions): Promise<ApiMeasured> {
-  const producer = createProducer({
+/** Issues `count` tokens to `principal`, 1,000 per round trip. */
+async function issueTokens(producer: Producer, principal: string, count: number): Promise<string[]> {
+  const tokens: string[] = [];
+  for (let i = 0; i < count; i += 1000) {
+    const batches = Math.min(10, Math.ceil((count - i) / 100));
+    const issued = await Promise.all(
+      Array.from({ length: batches }, () => producer.issueTokens({ principal, count: 100 })),
+    );
+    for (const batch of issued) tokens.push(...batch.map((t) => t.token));
+  }
+  return tokens;
+}
+
+/** A producer over the bench's connections (its token connection and queues are its own). */
+function benchProducer(options: ApiBenchOptions): Producer {
+  return createProducer({
     db: options.db,
     redis: options.redis,
     prefix: options.prefix,
     registry: options.registry,
     ids: options.ids,
   });
+}
+
+/**
+ * `api-stores`: a bare route doing the producer's three writes and nothing else, over the same
+ * kind of connections as the producer (token scripts auto-pipelined, BullMQ on the plain one).
+ */
+export async function runStoresRoute(options: ApiBenchOptions): Promise<ApiMeasured> {
+  const PRINCIPAL = 'bench-stores';
+  const TTL_MS = 3_600_000;
+  const producer = benchProducer(options);
+  const tokenRedis = options.redis.duplicate({ enableAutoPipelining: true });
+  const tokens = createTokenStore(tokenRedis, { prefix: options.prefix });
+  const acceptance = createAcceptanceWriter(options.db);
+  const queue = new Queue(options.job.queue, { connection: options.redis, prefix: options.prefix });
+  const app = Fastify({ logger: false });
+  app.post('/', async (request, reply) => {
+    const { name, data } = request.body as { name: string; data: unknown };
+    const token = request.headers['idempotency-key'] as string;
+    const fingerprint = token; // unique per request; computing a real one is the API's work
+    const accepted = await tokens.accept(token, {
+      principal: PRINCIPAL,
+      fingerprint,
+      messageId: options.ids.nextId(),
+      ttlMs: TTL_MS,
+      inFlightMs: DEFAULT_IN_FLIGHT_MS,
+    });
+    if (accepted.status !== 'accepted') throw new Error(`token not accepted: ${accepted.status}`);
+    const { messageId } = accepted;
+    await acceptance.record({
+      messageId,
+      principal: PRINCIPAL,
+      token,
+      fingerprint,
+      queue: options.job.queue,
+      jobName: name,
+      data,
+      jobId: jobIdFor(messageId),
+      options: {},
+    });
+    const envelope: MessageEnvelope = { messageId, token, data };
+    await queue.add(name, envelope, { jobId: jobIdFor(messageId) });
+    return reply.code(202).send({ jobId: jobIdFor(messageId), messageId });
+  });
+  try {
+    const issued = await issueTokens(producer, PRINCIPAL, options.requests);
+    const address = await app.listen({ port: 0, host: '127.0.0.1' });
+    return await cannon(address, '/', options, {}, issued);
+  } finally {
+    await app.close();
+    await queue.close();
+    await closeRedis(tokenRedis);
+    await producer.close();
+  }
+}
+
+/** `api-jobs`: `POST /v1/jobs` through the whole API, a fresh token per request. */
+export async function runApiRoute(options: ApiBenchOptions): Promise<ApiMeasured> {
+  const producer = benchProducer(options);
   const minted = mintApiKey();
   await insertApiKey(options.db, {
     id: minted.id,
@@ -127,16 +208,7 @@ export async function runApiRoute(options: ApiBenchOptions): Promise<ApiMeasured
     hash: minted.hash,
     admin: false,
   });
-  const tokens: string[] = [];
-  for (let i = 0; i < options.requests; i += 1000) {
-    const batches = Math.min(10, Math.ceil((options.requests - i) / 100));
-    const issued = await Promise.all(
-      Array.from({ length: batches }, () =>
-        producer.issueTokens({ principal: 'bench', count: 100 }),
-      ),
-    );
-    for (const batch of issued) tokens.push(...batch.map((t) => t.token));
-  }
+  const tokens = await issueTokens(producer, 'bench', options.requests);
   const app = await buildApp({
     db: options.db,
     redis: options.redis,

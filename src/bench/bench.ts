@@ -9,6 +9,8 @@
  *   onceq-insert-dup30  the same with 30% of deliveries duplicates of earlier messages
  *   onceq-transfer      onceq running ledger.transfer between 1,000 accounts
  *   api-bare            HTTP: a bare Fastify route that only calls queue.add (requests/s)
+ *   api-stores          HTTP: a bare route doing only the writes every enqueue needs: token
+ *                       accepted in Redis, acceptance committed to PostgreSQL, queue.add
  *   api-jobs            HTTP: POST /v1/jobs through the producer API, a fresh token each
  *                       (requests/s; `concurrency` is connections, `jobs` requests but at
  *                       least 30,000; autocannon runs in a child process)
@@ -33,7 +35,7 @@ import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { SnowflakeGenerator } from '../ids/snowflake-generator.js';
 import { generateToken } from '../core/token.js';
 import type { Redis } from 'ioredis';
-import { runApiRoute, runBareRoute, type ApiBenchOptions } from './api-bench.js';
+import { runApiRoute, runBareRoute, runStoresRoute, type ApiBenchOptions } from './api-bench.js';
 import { replayDeadLetters } from '../worker/dead-letter-replay.js';
 
 /** Options of {@link runBench} (strings: they come from the command line). */
@@ -130,6 +132,7 @@ export async function runBench(options: BenchOptions): Promise<number> {
           runOnceq(db, redis, prefix, registry, ids, jobs, concurrency, 0, 'transfer', accounts),
       },
       { name: 'api-bare', run: () => runBareRoute(apiOptions()) },
+      { name: 'api-stores', run: () => runStoresRoute(apiOptions()) },
       { name: 'api-jobs', run: () => runApiRoute(apiOptions()) },
       { name: 'dlq-replay', run: () => runDlqReplay(db, redis, prefix, ids, DLQ_REPLAY_LETTERS) },
     ];
@@ -457,8 +460,11 @@ function ratios(figures: Figure[]): Record<string, number> {
     }
   }
   const bare = by.get('api-bare');
+  const stores = by.get('api-stores');
   const api = by.get('api-jobs');
   if (bare && api) out['api-jobs / api-bare'] = round(api / bare);
+  if (bare && stores) out['api-stores / api-bare'] = round(stores / bare);
+  if (stores && api) out['api-jobs / api-stores'] = round(api / stores);
   return out;
 }
 
