@@ -220,10 +220,16 @@ export async function runMessageTransaction<R>(
 const NUL_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\u0000/;
 
 /**
+ * A lone surrogate as JSON.stringify writes it: escaped, `\ud800` to `\udfff` (a paired one is
+ * written as the character itself), after an odd run of backslashes.
+ */
+const LONE_SURROGATE_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\ud[89a-f][0-9a-f]{2}/;
+
+/**
  * The handler's result as jsonb text. A result that cannot be stored fails the same way on every
  * attempt, so it is a non-retryable error (the message is dead-lettered as `invalid`) rather
  * than a retry loop: one JSON.stringify refuses (a BigInt, a cycle), or one PostgreSQL's jsonb
- * refuses (a string holding U+0000).
+ * refuses (a string holding U+0000 or a lone surrogate).
  */
 export function resultJson(result: unknown): string {
   let text: string;
@@ -240,6 +246,13 @@ export function resultJson(result: unknown): string {
     throw new NonRetryableError(
       ErrorCode.InvalidResult,
       "the handler's result contains the character U+0000, which PostgreSQL's jsonb cannot store",
+    );
+  }
+  if (LONE_SURROGATE_ESCAPE.test(text)) {
+    throw new NonRetryableError(
+      ErrorCode.InvalidResult,
+      "the handler's result contains a UTF-16 surrogate without its pair, which is not Unicode " +
+        "text and which PostgreSQL's jsonb cannot store",
     );
   }
   return text;

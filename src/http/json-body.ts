@@ -7,8 +7,9 @@
  *   `…992`), so a 64-bit id sent as a number would name another row. They are refused, with the
  *   field's path, never rounded. Ids are decimal strings (DESIGN.md section 2).
  * - nesting deeper than the limit.
- * - the escape `\u0000` in a string: PostgreSQL's jsonb cannot store it, so the request would
- *   fail only at the database; it is refused up front, with the field's path.
+ * - the escape `\u0000` in a string, and an escaped UTF-16 surrogate without its partner
+ *   (`"\ud800"`): PostgreSQL's jsonb stores neither, so the request would fail only at the
+ *   database; they are refused up front, with the field's path.
  *
  * Node 20 has no `JSON.parse` reviver with source text, so the scan reads the text itself. It
  * is skipped when the text cannot hold either problem (no run of 16 digits; fewer `{`/`[` than
@@ -25,7 +26,7 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** What the scan found wrong. */
 export interface JsonScanProblem {
-  kind: 'depth' | 'unsafe_integer' | 'nul_character';
+  kind: 'depth' | 'unsafe_integer' | 'nul_character' | 'lone_surrogate';
   /** JSON pointer of the value. */
   path: string;
   message: string;
@@ -39,8 +40,8 @@ export interface JsonScanProblem {
 export function scanJson(text: string, maxDepth: number): JsonScanProblem | undefined {
   const mayBeDeep = countOpeners(text) > maxDepth;
   const mayHaveBigInt = /\d{16}/.test(text);
-  const mayHaveNul = text.includes('\\u0000');
-  if (!mayBeDeep && !mayHaveBigInt && !mayHaveNul) return undefined;
+  const mayHaveBadEscape = text.includes('\\u0000') || SURROGATE_ESCAPE.test(text);
+  if (!mayBeDeep && !mayHaveBigInt && !mayHaveBadEscape) return undefined;
 
   // One frame per open container: its key (object) or index (array), for the path.
   const stack: { array: boolean; key: string; index: number; expectKey: boolean }[] = [];
@@ -76,22 +77,46 @@ export function scanJson(text: string, maxDepth: number): JsonScanProblem | unde
       i++;
     } else if (c === 0x22 /* " */) {
       let j = i + 1;
-      let nul = false;
+      let bad: 'nul_character' | 'lone_surrogate' | undefined;
       while (j < n && text.charCodeAt(j) !== 0x22) {
         if (text.charCodeAt(j) !== 0x5c) {
           j++;
           continue;
         }
-        if (mayHaveNul && text.startsWith('u0000', j + 1)) nul = true;
+        if (mayHaveBadEscape && text.charCodeAt(j + 1) === 0x75 /* u */) {
+          const unit = hexUnit(text, j + 2);
+          if (unit === 0) bad ??= 'nul_character';
+          else if (unit >= 0xd800 && unit <= 0xdbff) {
+            // A high surrogate is stored only as the first half of a pair.
+            const next = text.charCodeAt(j + 6) === 0x5c && text.charCodeAt(j + 7) === 0x75;
+            const low = next ? hexUnit(text, j + 8) : -1;
+            if (low >= 0xdc00 && low <= 0xdfff) {
+              j += 12;
+              continue;
+            }
+            bad ??= 'lone_surrogate';
+          } else if (unit >= 0xdc00 && unit <= 0xdfff) bad ??= 'lone_surrogate';
+          j += 6;
+          continue;
+        }
         j += 2;
       }
       const top = stack[stack.length - 1];
-      if (nul) {
+      if (bad === 'nul_character') {
         return {
-          kind: 'nul_character',
+          kind: bad,
           path: pointer(),
           message:
             'a string contains the character U+0000 (\\u0000), which PostgreSQL cannot store',
+        };
+      }
+      if (bad === 'lone_surrogate') {
+        return {
+          kind: bad,
+          path: pointer(),
+          message:
+            'a string contains an escaped UTF-16 surrogate without its pair (\\ud800-\\udfff), ' +
+            'which is not Unicode text and which PostgreSQL cannot store',
         };
       }
       if (top && !top.array && top.expectKey) {
@@ -132,6 +157,15 @@ export function scanJson(text: string, maxDepth: number): JsonScanProblem | unde
     }
   }
   return undefined;
+}
+
+/** An escaped UTF-16 surrogate, `\\ud800` to `\\udfff` (either case). */
+const SURROGATE_ESCAPE = /\\u[dD][89abcdefABCDEF]/;
+
+/** The code unit of the four hex digits at `at`, or -1 when they are not four hex digits. */
+function hexUnit(text: string, at: number): number {
+  const hex = text.slice(at, at + 4);
+  return /^[0-9a-fA-F]{4}$/.test(hex) ? parseInt(hex, 16) : -1;
 }
 
 function countOpeners(text: string): number {

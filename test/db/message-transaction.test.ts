@@ -81,6 +81,8 @@ describe('message transaction', () => {
       ['1010', { amount: 10n }, /BigInt/],
       ['1011', cycle, /circular/i],
       ['1012', { note: 'a\u0000b' }, /U\+0000/],
+      ['1014', { note: 'half of \ud83d' }, /surrogate/],
+      ['1015', ['\ude00 alone'], /surrogate/],
     ];
     for (const [id, result, message] of cases) {
       let error: unknown;
@@ -106,6 +108,10 @@ describe('message transaction', () => {
     expect(resultJson({ path: 'C:\\u0000' })).to.equal('{"path":"C:\\\\u0000"}');
     const out = await runMessageTransaction(t.db, key('1013'), async () => ({ path: 'C:\\u0000' }));
     expect(out).to.deep.equal({ kind: 'applied', result: { path: 'C:\\u0000' } });
+    // A surrogate pair (an emoji) is ordinary text, and so is a backslash before "ud800".
+    const text = { emoji: '\ud83d\ude00', path: 'C:\\ud800' };
+    const stored = await runMessageTransaction(t.db, key('1016'), async () => text);
+    expect(stored).to.deep.equal({ kind: 'applied', result: text });
   });
 
   it('rolls back when beforeCommit throws (a lost lease)', async () => {

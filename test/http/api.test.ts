@@ -203,6 +203,42 @@ describe('http: the producer API', function () {
       expect((await t.enqueue(alice, token, OPEN)).statusCode).to.equal(202);
     });
 
+    it('refuses an escaped lone surrogate (jsonb cannot store it) with 400 naming the field, before any write', async () => {
+      const token = await t.token(alice);
+      for (const [payload, path] of [
+        [
+          '{"name":"account.open","data":{"owner":"al\\ud800ice","openingBalance":1}}',
+          '/data/owner',
+        ],
+        ['{"name":"account.open","data":{"owner":"\\uDFFF","openingBalance":1}}', '/data/owner'],
+        ['{"name":"account.open","data":{"owner":"x\\ud83d","openingBalance":1}}', '/data/owner'],
+      ] as const) {
+        const res = await raw(t, alice, token, payload);
+        expect(res.statusCode, payload).to.equal(400);
+        expect(res.json()).to.include({ code: 'bad_request' });
+        expect(res.json().errors[0].path).to.equal(path);
+        expect(res.json().detail).to.contain('surrogate');
+      }
+      // A pair is a character (U+1F600), and an escaped backslash before "ud800" is plain text.
+      expect(scanJson('{"a":"\\ud83d\\ude00"}', 32)).to.equal(undefined);
+      expect(scanJson('{"a":"\\\\ud800"}', 32)).to.equal(undefined);
+      expect(scanJson('{"a":["x","\\udc00\\ud800"]}', 32)?.path).to.equal('/a/1');
+      // The token was never touched, and the pair is accepted and stored.
+      const res = await raw(
+        t,
+        alice,
+        token,
+        '{"name":"account.open","data":{"owner":"\\ud83d\\ude00","openingBalance":1}}',
+      );
+      expect(res.statusCode).to.equal(202);
+      const row = await t.stack.db
+        .selectFrom('accepted_messages')
+        .select('data')
+        .where('message_id', '=', res.json().messageId)
+        .executeTakeFirstOrThrow();
+      expect(row.data).to.deep.equal({ owner: '\u{1F600}', openingBalance: 1 });
+    });
+
     it('refuses ids sent as JSON numbers beyond 2^53-1, naming the field, never rounding them', async () => {
       const token = await t.token(alice);
       for (const [payload, path] of [
