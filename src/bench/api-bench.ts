@@ -122,7 +122,11 @@ export async function runBareRoute(options: ApiBenchOptions): Promise<ApiMeasure
 }
 
 /** Issues `count` tokens to `principal`, 1,000 per round trip. */
-async function issueTokens(producer: Producer, principal: string, count: number): Promise<string[]> {
+async function issueTokens(
+  producer: Producer,
+  principal: string,
+  count: number,
+): Promise<string[]> {
   const tokens: string[] = [];
   for (let i = 0; i < count; i += 1000) {
     const batches = Math.min(10, Math.ceil((count - i) / 100));
