@@ -38,6 +38,7 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
     }
     const ids = await createIdService(runtime.redis, {
       prefix: config.prefix,
+      db: runtime.db,
       onLost: (event) => logger.warn(event, 'worker id lost; leasing another'),
       onReacquired: (event) => logger.info(event, 'worker id leased again'),
     });

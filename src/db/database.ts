@@ -59,6 +59,14 @@ export interface TransferTable {
   created_at: CreatedAt;
 }
 
+/** `worker_id_epochs`: the last worker-id hash lifetime seen per Redis key prefix. */
+export interface WorkerIdEpochTable {
+  prefix: string;
+  epoch: string;
+  after_loss: Generated<boolean>;
+  changed_at: Generated<Date>;
+}
+
 /** `api_keys`: keys of the producer HTTP API; only a hash of each secret is stored. */
 export interface ApiKeyTable {
   /** The public lookup id inside the key (`oqk_<id>_<secret>`); text, not a snowflake. */
@@ -120,6 +128,7 @@ export interface Database {
   accounts: AccountTable;
   transfers: TransferTable;
   api_keys: ApiKeyTable;
+  worker_id_epochs: WorkerIdEpochTable;
   dead_letters: DeadLetterTable;
   outbox: OutboxTable;
 }

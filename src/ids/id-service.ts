@@ -14,8 +14,17 @@
  * has passed since the loss was seen: by then every lease granted before the data loss has
  * lapsed or been found lost. The same wait follows `taken`: after a data loss, a process whose
  * id another process re-leased first hears `taken`, not `gone`, and cannot tell the two apart.
+ *
+ * A process that starts after the loss heard nothing, and Redis alone cannot tell it that the
+ * fleet's leases were just wiped (an empty hash looks like a first start). The hash carries an
+ * epoch, and PostgreSQL remembers the last one per prefix (worker_id_epochs): a lease from an
+ * epoch that replaced another is used only once the epoch is a ttl old. The fleet is assumed to
+ * share one lease ttl. Without `db` this check is skipped.
  */
 import type { Redis } from 'ioredis';
+import type { Kysely } from 'kysely';
+import type { Database } from '../db/database.js';
+import { recordWorkerIdEpoch } from '../db/worker-id-epochs.repository.js';
 import { IdGeneratorStoppedError } from '../core/errors.js';
 import { withTimeout } from '../core/with-timeout.js';
 import { SnowflakeGenerator } from './snowflake-generator.js';
@@ -48,6 +57,12 @@ export interface IdServiceOptions extends WorkerIdLeaseOptions {
   maxClockSkewWaitMs?: number;
   /** Called when a lost worker id has been replaced by a new lease. */
   onReacquired?: (event: WorkerIdReacquiredEvent) => void;
+  /**
+   * Where the worker-id epoch is remembered, so that a process starting just after Redis lost
+   * its data waits out the leases granted before the loss (see the file comment). Every
+   * long-lived process should pass it. @defaultValue no check
+   */
+  db?: Kysely<Database>;
 }
 
 /** Mints this process's snowflake ids. */
@@ -139,8 +154,8 @@ class LeasedIdService implements IdService {
     const waitMs = Math.ceil(this.#mintsFrom - performance.now());
     if (waitMs > 0) {
       throw new IdGeneratorStoppedError(
-        `the worker-id lease was lost; minting resumes in ${waitMs} ms, once no process can ` +
-          `still be using a lease granted before the loss`,
+        `worker-id leases were lost (Redis lost them, or this one lapsed); minting resumes in ` +
+          `${waitMs} ms, once no process can still be using a lease granted before the loss`,
       );
     }
     return current.generator.nextId();
@@ -168,7 +183,9 @@ class LeasedIdService implements IdService {
       ...this.options,
       onLost: (event) => this.#lost(event),
     });
+    const leasedAt = performance.now();
     try {
+      await this.#waitOutLoss(lease, leasedAt);
       const generator = new SnowflakeGenerator({
         workerId: lease.workerId,
         maxClockSkewWaitMs: this.options.maxClockSkewWaitMs,
@@ -180,6 +197,23 @@ class LeasedIdService implements IdService {
       await lease.close();
       throw err;
     }
+  }
+
+  /**
+   * Pushes minting back until the lease's epoch is a ttl old when PostgreSQL says the epoch
+   * replaced another (Redis lost the hash), or cannot say.
+   */
+  async #waitOutLoss(lease: WorkerIdLease, leasedAt: number): Promise<void> {
+    const { db } = this.options;
+    if (!db) return;
+    let afterLoss = true;
+    try {
+      ({ afterLoss } = await recordWorkerIdEpoch(db, lease.prefix, lease.epoch.id));
+    } catch (err) {
+      this.options.onError?.(err);
+    }
+    const waitMs = this.#ttlMs - lease.epoch.ageMs;
+    if (afterLoss && waitMs > 0) this.#mintsFrom = Math.max(this.#mintsFrom, leasedAt + waitMs);
   }
 
   #lost(event: WorkerIdLostEvent): void {

@@ -77,6 +77,12 @@ export interface WorkerIdLease {
   /** Expiry in Redis time (Unix ms) confirmed by the last successful acquire or renewal. */
   readonly expiresAtMs: number;
   /**
+   * The lifetime of the worker-id hash this lease was taken from (see acquire-worker-id-1.lua):
+   * its id, and its age in ms (Redis time) when the lease was taken. A new epoch means Redis
+   * lost the hash, or it never existed.
+   */
+  readonly epoch: { id: string; ageMs: number };
+  /**
    * Whether ids may be minted with this worker id now: not lost, not closed, and before the local
    * expiry minus the safety margin. Cheap enough to ask per id.
    */
@@ -102,7 +108,12 @@ export enum WorkerIdScriptCode {
 
 /** A script reply, mapped. */
 export type WorkerIdScriptResult =
-  | { kind: 'acquired'; workerId: number; expiresAtMs: number }
+  | {
+      kind: 'acquired';
+      workerId: number;
+      expiresAtMs: number;
+      epoch: { id: string; ageMs: number };
+    }
   | { kind: 'renewed'; expiresAtMs: number }
   | { kind: 'released' }
   | { kind: 'not-held'; reason: WorkerIdLostReason };
@@ -116,13 +127,20 @@ export function workerIdScriptResult(
   reply: unknown,
   context: { prefix: string; count: number },
 ): WorkerIdScriptResult {
-  const [code, a, b] = Array.isArray(reply) ? (reply as unknown[]) : [];
+  const [code, a, b, c, d] = Array.isArray(reply) ? (reply as unknown[]) : [];
   switch (code) {
-    case WorkerIdScriptCode.Acquired:
-      if (typeof a === 'number' && typeof b === 'number') {
-        return { kind: 'acquired', workerId: a, expiresAtMs: b };
+    case WorkerIdScriptCode.Acquired: {
+      const epoch = typeof c === 'string' ? /^([0-9a-f]+)\|(\d+)$/.exec(c) : null;
+      if (typeof a === 'number' && typeof b === 'number' && epoch && typeof d === 'number') {
+        return {
+          kind: 'acquired',
+          workerId: a,
+          expiresAtMs: b,
+          epoch: { id: epoch[1]!, ageMs: Math.max(0, d - Number(epoch[2])) },
+        };
       }
       break;
+    }
     case WorkerIdScriptCode.Renewed:
       if (typeof a === 'number') return { kind: 'renewed', expiresAtMs: a };
       break;
@@ -202,13 +220,27 @@ export async function acquireWorkerId(
     redis,
     'acquire-worker-id',
     [workerIdsKey(o.prefix)],
-    [o.owner, o.ttlMs, WORKER_ID_MIN, o.maxWorkerId, randomInt(WORKER_ID_MIN, o.maxWorkerId + 1)],
+    [
+      o.owner,
+      o.ttlMs,
+      WORKER_ID_MIN,
+      o.maxWorkerId,
+      randomInt(WORKER_ID_MIN, o.maxWorkerId + 1),
+      randomBytes(16).toString('hex'),
+    ],
   );
   const result = workerIdScriptResult(reply, { prefix: o.prefix, count: idCount(o) });
   if (result.kind !== 'acquired') {
     throw new OnceqError(ErrorCode.ScriptFailed, `acquire-worker-id answered ${result.kind}`);
   }
-  const lease = new RedisWorkerIdLease(redis, o, result.workerId, result.expiresAtMs, sentAt);
+  const lease = new RedisWorkerIdLease(
+    redis,
+    o,
+    result.workerId,
+    result.expiresAtMs,
+    result.epoch,
+    sentAt,
+  );
   lease.scheduleHeartbeat();
   return lease;
 }
@@ -232,6 +264,7 @@ class RedisWorkerIdLease implements WorkerIdLease {
     private readonly o: ResolvedOptions,
     workerId: number,
     expiresAtMs: number,
+    readonly epoch: { id: string; ageMs: number },
     sentAt: number,
   ) {
     this.workerId = workerId;

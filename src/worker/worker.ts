@@ -113,6 +113,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
     : () =>
         (idService ??= createIdService(options.redis, {
           prefix: options.prefix,
+          db: options.db,
           onLost: (event) => log?.warn(event, 'worker id lost; leasing another'),
           onReacquired: (event) => log?.info(event, 'worker id leased again'),
         }).catch((err: unknown) => {

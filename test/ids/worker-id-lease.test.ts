@@ -30,7 +30,15 @@ import {
 } from '../../src/ids/worker-id-lease.js';
 import { closeRedis, createRedis } from '../../src/redis/connection.js';
 import { workerIdsKey } from '../../src/redis/keys.js';
-import { deletePrefix, TEST_REDIS_URL, testRedis, uniqueName } from '../support/env.js';
+import { recordWorkerIdEpoch } from '../../src/db/worker-id-epochs.repository.js';
+import {
+  createTestSchema,
+  deletePrefix,
+  TEST_REDIS_URL,
+  testRedis,
+  uniqueName,
+  type TestSchema,
+} from '../support/env.js';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -157,7 +165,9 @@ describe('worker-id lease', () => {
       expect(stored?.owner).to.equal(lease.owner);
       expect(stored?.expiresAtMs).to.equal(lease.expiresAtMs);
     }
-    expect(await redis.hlen(workerIdsKey(prefix))).to.equal(25);
+    // 25 leases and the hash's epoch.
+    expect(await redis.hlen(workerIdsKey(prefix))).to.equal(26);
+    expect(await redis.hget(workerIdsKey(prefix), 'epoch')).to.match(/^[0-9a-f]{32}\|\d+$/);
   });
 
   it('throws WorkerIdUnavailableError when every id of the range is leased', async () => {
@@ -288,10 +298,11 @@ describe('worker-id lease', () => {
 
   it('maps script replies in one place and rejects unknown ones', () => {
     const context = { prefix: 'p', count: 3 };
-    expect(workerIdScriptResult([1, 7, 99], context)).to.deep.equal({
+    expect(workerIdScriptResult([1, 7, 99, 'ab12|1000', 1250], context)).to.deep.equal({
       kind: 'acquired',
       workerId: 7,
       expiresAtMs: 99,
+      epoch: { id: 'ab12', ageMs: 250 },
     });
     expect(workerIdScriptResult([-3], context)).to.deep.equal({
       kind: 'not-held',
@@ -301,7 +312,7 @@ describe('worker-id lease', () => {
       WorkerIdUnavailableError,
       /all 3 worker ids/,
     );
-    for (const reply of [[42], 'OK', null, [1, 'x']]) {
+    for (const reply of [[42], 'OK', null, [1, 'x'], [1, 7, 99], [1, 7, 99, 'no-time', 5]]) {
       let error: unknown;
       try {
         workerIdScriptResult(reply, context);
@@ -408,6 +419,63 @@ describe('worker-id lease', () => {
       const after = s.nextId();
       expect(BigInt(after) > BigInt(before[before.length - 1]!)).to.equal(true);
       expect(await entry(WORKER_ID_MIN)).to.include({ owner: s.lease.owner });
+    });
+
+    describe('a process that starts after Redis lost the leases (worker_id_epochs)', () => {
+      let t: TestSchema;
+      before(async () => {
+        t = await createTestSchema('epochs', 4);
+      });
+      after(async () => t.drop());
+
+      it('records the first epoch of a prefix as no loss; a new epoch as a loss, for every caller', async () => {
+        const [a, b] = [uniqueName('epoch'), uniqueName('epoch')];
+        // Five processes starting at once on a new prefix all learn "first start".
+        const first = await Promise.all(
+          Array.from({ length: 5 }, () => recordWorkerIdEpoch(t.db, a, 'e1')),
+        );
+        expect(first.map((r) => r.afterLoss)).to.deep.equal([false, false, false, false, false]);
+        expect(await recordWorkerIdEpoch(t.db, a, 'e2')).to.deep.equal({ afterLoss: true });
+        expect(await recordWorkerIdEpoch(t.db, a, 'e2')).to.deep.equal({ afterLoss: true });
+        // Prefixes are independent.
+        expect(await recordWorkerIdEpoch(t.db, b, 'e2')).to.deep.equal({ afterLoss: false });
+      });
+
+      it('mints at once on the first start of a prefix, and after the whole fleet stopped', async () => {
+        const s = await service({ db: t.db, ttlMs: 60_000 });
+        expect(s.isReady()).to.equal(true);
+        s.nextId();
+        await s.close();
+        // The epoch outlives the leases: a restart of every process is not a loss.
+        const again = await service({ db: t.db, ttlMs: 60_000 });
+        expect(again.isReady()).to.equal(true);
+        again.nextId();
+      });
+
+      it('waits one ttl from the loss before minting with a worker id a running process still holds', async () => {
+        const ttlMs = 1_500;
+        const old = await service({ db: t.db, ttlMs, heartbeatMs: 1_000, maxWorkerId: 1 });
+        const minted = old.nextId();
+        await redis.del(workerIdsKey(prefix));
+        const lostAt = performance.now();
+        // A process started now gets the very worker id `old` holds and mints with until its
+        // next renewal: both would stamp the same ids.
+        const fresh = await service({ db: t.db, ttlMs, heartbeatMs: 500, maxWorkerId: 1 });
+        expect(fresh.workerId).to.equal(old.workerId);
+        expect(fresh.isReady()).to.equal(false);
+        expect(() => fresh.nextId()).to.throw(IdGeneratorStoppedError, /resumes in/);
+        // So does any other process of the new epoch, whatever id it leased.
+        const other = await service({ db: t.db, ttlMs, heartbeatMs: 500 });
+        expect(other.isReady()).to.equal(false);
+        await waitUntil(() => fresh.isReady() && other.isReady(), 3 * ttlMs);
+        expect(performance.now() - lostAt).to.be.at.least(ttlMs - 100);
+        // By then `old` has heard that its id is gone and mints no more.
+        expect(() => old.nextId()).to.throw(IdGeneratorStoppedError);
+        expect(BigInt(fresh.nextId()) > BigInt(minted)).to.equal(true);
+        // A process that starts once the epoch is a ttl old mints at once.
+        const later = await service({ db: t.db, ttlMs, heartbeatMs: 500 });
+        expect(later.isReady()).to.equal(true);
+      });
     });
 
     it('keeps trying to lease a replacement while every id is held, and close() stops it', async () => {

@@ -7,10 +7,19 @@
   ARGV[3]  lowest worker id of the range
   ARGV[4]  highest worker id of the range
   ARGV[5]  worker id to start scanning at (random, so starting processes spread over the range)
+  ARGV[6]  a fresh random epoch id, used only when the hash has no epoch
 
   Returns
-    {1, id, expiresAtMs}  Acquired: the id was free, expired or released, and is now ours
-    {-1}                  AllLeased: every id of the range is held by an unexpired lease
+    {1, id, expiresAtMs, epoch, nowMs}  Acquired: the id was free, expired or released, and is
+                                        now ours; epoch is "<epoch id>|<createdAtMs>"
+    {-1}                                AllLeased: every id of the range is held by an unexpired
+                                        lease
+
+  The field `epoch` names this hash's lifetime. It is written by the first acquire into an empty
+  hash and never removed, so a new epoch means the hash was lost (Redis restarted without
+  persistence, or was flushed) or never existed: processes that leased ids before a loss may
+  still be minting with them for up to a ttl, which the caller learns by comparing the epoch
+  with the one PostgreSQL remembers (id-service.ts).
 
   Times come from Redis TIME, so the clocks of the competing processes never matter. A value
   that cannot be parsed counts as expired. A released id may carry an empty owner and a
@@ -26,6 +35,12 @@ local start = tonumber(ARGV[5])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
+local epoch = redis.call('HGET', key, 'epoch')
+if not epoch then
+  epoch = string.format('%s|%d', ARGV[6], now)
+  redis.call('HSET', key, 'epoch', epoch)
+end
+
 local count = highest - lowest + 1
 for i = 0, count - 1 do
   local id = lowest + (start - lowest + i) % count
@@ -34,7 +49,7 @@ for i = 0, count - 1 do
   if not expiresAt or expiresAt <= now then
     local newExpiresAt = now + ttl
     redis.call('HSET', key, id, string.format('%s|%d', owner, newExpiresAt))
-    return {1, id, newExpiresAt}
+    return {1, id, newExpiresAt, epoch, now}
   end
 end
 return {-1}
