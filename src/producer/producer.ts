@@ -257,8 +257,13 @@ export function createProducer(options: ProducerOptions): Producer {
         });
         // The first recorded acceptance is the truth, even if this call minted another id. Redis
         // said first use (or replay) but PostgreSQL holds another request for the token: Redis
-        // went back in time (a restored snapshot), and this request reuses the token.
-        if (row.fingerprint !== fingerprint) throw reusedError();
+        // went back in time (a restored snapshot), and this request reuses the token. What Redis
+        // now holds is wrong and would refuse the first request's own replays: drop it, so that
+        // they are answered from PostgreSQL.
+        if (row.fingerprint !== fingerprint) {
+          await tokens.settle(token, { messageId, forget: true }).catch(() => undefined);
+          throw reusedError();
+        }
         messageId = row.message_id;
       }
       const envelope: MessageEnvelope = { messageId, token, data };

@@ -158,9 +158,11 @@ export interface TokenStore {
   accept(token: string, options: AcceptOptions): Promise<AcceptResult>;
   /**
    * Closes the in-flight window `accept` opened for `messageId` (the first request has been
-   * answered or has failed); a missing key or another message's token is left alone.
+   * answered or has failed); a missing key or another message's token is left alone. With
+   * `forget`, deletes the token's state instead (same condition): PostgreSQL holds another
+   * request as the token's first acceptance, and replays must be answered from there.
    */
-  settle(token: string, options: { messageId: string }): Promise<SettleResult>;
+  settle(token: string, options: { messageId: string; forget?: boolean }): Promise<SettleResult>;
   /**
    * Takes the lease on the message: `claimed` (also when the key is missing, an expired lease is
    * taken over, or this owner claims again), `done` with the stored result, or `busy` until the
@@ -239,10 +241,10 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
       return run('accept', token, [principal, fingerprint, messageId, ttlMs, inFlightMs]);
     },
 
-    async settle(token, { messageId }) {
+    async settle(token, { messageId, forget = false }) {
       checkToken(token);
       decimalId(messageId);
-      return run('settle', token, [messageId]);
+      return run('settle', token, [messageId, forget ? '1' : '0']);
     },
 
     async claim(token, { owner, leaseMs, messageId, ttlMs }) {

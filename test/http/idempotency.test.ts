@@ -434,6 +434,18 @@ describe('http: POST /v1/jobs and Idempotency-Key', function () {
       expect(await counts(t)).to.deep.equal(before);
       const job = await t.stack.producer.queue('ledger').getJob(first.json().jobId);
       expect(job?.data.data).to.deep.equal(OPEN.data);
+      // The first request's own replay is still its original answer.
+      const replay = await t.enqueue(alice, token, OPEN);
+      expect(replay.statusCode).to.equal(202);
+      expect(replay.body).to.equal(first.body);
+      expect(replay.headers['idempotent-replayed']).to.equal('true');
+      // And the other request stays refused.
+      const again = await t.enqueue(alice, token, {
+        ...OPEN,
+        data: { owner: 'mallory', openingBalance: 5 },
+      });
+      expect(again.json().code).to.equal('idempotency_key_reused');
+      expect(await counts(t)).to.deep.equal(before);
     });
 
     it('replay after Redis lost everything of the test (tokens and BullMQ keys): the original answer, one job', async () => {

@@ -360,6 +360,24 @@ describe('redis/token-store', () => {
       expect(snapshot?.acceptedAt).to.be.a('number');
     });
 
+    it('settle with forget deletes the state of that messageId only', async () => {
+      const token = await accepted();
+      expect(await store.settle(token, { messageId: OTHER_MID, forget: true })).to.deep.equal({
+        status: 'settled',
+      });
+      expect(await store.inspect(token)).to.include({ messageId: MID, state: 'accepted' });
+      await store.settle(token, { messageId: MID, forget: true });
+      expect(await store.inspect(token)).to.equal(undefined);
+      // Forgotten, the token is unknown to Redis (PostgreSQL answers its replays).
+      const again = await store.accept(token, {
+        principal: ALICE,
+        fingerprint: FP,
+        messageId: OTHER_MID,
+        ttlMs: TTL,
+      });
+      expect(again.status).to.equal('unknown');
+    });
+
     it('extends a shorter TTL to ttlMs and never shortens a longer one', async () => {
       const short = await issued(5_000);
       await store.accept(short, { principal: ALICE, fingerprint: FP, messageId: MID, ttlMs: TTL });

@@ -7,6 +7,9 @@
   KEYS[1]  token hash
 
   ARGV[1]  mid: the messageId the request was accepted with
+  ARGV[2]  "1" to delete the token's state instead (still only for that mid): Redis accepted a
+           request that PostgreSQL knows is not the token's first, so what Redis holds is wrong
+           and replays must be answered from PostgreSQL
 
   Returns
     { 10 }               SETTLED   (the window is closed, or there was none)
@@ -15,6 +18,10 @@ local key = KEYS[1]
 local mid = ARGV[1]
 
 if redis.call('HGET', key, 'mid') == mid then
-  redis.call('HDEL', key, 'pending')
+  if ARGV[2] == '1' then
+    redis.call('DEL', key)
+  else
+    redis.call('HDEL', key, 'pending')
+  end
 end
 return { 10 }
