@@ -40,6 +40,8 @@ import {
 const MAX_REACQUIRE_BACKOFF_MS = 5_000;
 /** How long `close()` waits for a replacement lease being taken. */
 const CLOSE_WAIT_MS = 2_000;
+/** How long the epoch check may wait for PostgreSQL before assuming a loss (and waiting a ttl). */
+const EPOCH_CHECK_TIMEOUT_MS = 5_000;
 
 /** Passed to {@link IdServiceOptions.onReacquired}. */
 export interface WorkerIdReacquiredEvent {
@@ -201,14 +203,17 @@ class LeasedIdService implements IdService {
 
   /**
    * Pushes minting back until the lease's epoch is a ttl old when PostgreSQL says the epoch
-   * replaced another (Redis lost the hash), or cannot say.
+   * replaced another (Redis lost the hash, restarted or failed over), or cannot say in time.
    */
   async #waitOutLoss(lease: WorkerIdLease, leasedAt: number): Promise<void> {
     const { db } = this.options;
     if (!db) return;
     let afterLoss = true;
     try {
-      ({ afterLoss } = await recordWorkerIdEpoch(db, lease.prefix, lease.epoch.id));
+      ({ afterLoss } = await withTimeout(
+        recordWorkerIdEpoch(db, lease.prefix, lease.epoch.id),
+        EPOCH_CHECK_TIMEOUT_MS,
+      ));
     } catch (err) {
       this.options.onError?.(err);
     }

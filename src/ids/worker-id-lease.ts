@@ -77,9 +77,9 @@ export interface WorkerIdLease {
   /** Expiry in Redis time (Unix ms) confirmed by the last successful acquire or renewal. */
   readonly expiresAtMs: number;
   /**
-   * The lifetime of the worker-id hash this lease was taken from (see acquire-worker-id-1.lua):
-   * its id, and its age in ms (Redis time) when the lease was taken. A new epoch means Redis
-   * lost the hash, or it never existed.
+   * The lifetime of the leases as the Redis this lease came from holds them (see
+   * acquire-worker-id-1.lua): its id, and its age in ms when the lease was taken. A new epoch
+   * means Redis lost the worker-id hash, restarted or failed over, or the hash never existed.
    */
   readonly epoch: { id: string; ageMs: number };
   /**
@@ -129,18 +129,18 @@ export function workerIdScriptResult(
 ): WorkerIdScriptResult {
   const [code, a, b, c, d] = Array.isArray(reply) ? (reply as unknown[]) : [];
   switch (code) {
-    case WorkerIdScriptCode.Acquired: {
-      const epoch = typeof c === 'string' ? /^([0-9a-f]+)\|(\d+)$/.exec(c) : null;
-      if (typeof a === 'number' && typeof b === 'number' && epoch && typeof d === 'number') {
-        return {
-          kind: 'acquired',
-          workerId: a,
-          expiresAtMs: b,
-          epoch: { id: epoch[1]!, ageMs: Math.max(0, d - Number(epoch[2])) },
-        };
+    case WorkerIdScriptCode.Acquired:
+      if (
+        typeof a === 'number' &&
+        typeof b === 'number' &&
+        typeof c === 'string' &&
+        c !== '' &&
+        typeof d === 'number' &&
+        d >= 0
+      ) {
+        return { kind: 'acquired', workerId: a, expiresAtMs: b, epoch: { id: c, ageMs: d } };
       }
       break;
-    }
     case WorkerIdScriptCode.Renewed:
       if (typeof a === 'number') return { kind: 'renewed', expiresAtMs: a };
       break;

@@ -4,7 +4,11 @@
  * is about one process losing Redis), and a crash or a pause is a closed connection or a blocked
  * event loop, never a mock.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import type { Redis } from 'ioredis';
 import {
@@ -31,6 +35,7 @@ import {
 import { closeRedis, createRedis } from '../../src/redis/connection.js';
 import { workerIdsKey } from '../../src/redis/keys.js';
 import { recordWorkerIdEpoch } from '../../src/db/worker-id-epochs.repository.js';
+import { freePort } from '../../src/chaos/processes.js';
 import {
   createTestSchema,
   deletePrefix,
@@ -47,6 +52,14 @@ async function waitUntil(check: () => boolean, timeoutMs: number): Promise<void>
   while (!check()) {
     if (performance.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
     await sleep(10);
+  }
+}
+
+async function waitUntilAsync(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await check())) {
+    if (performance.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await sleep(20);
   }
 }
 
@@ -298,11 +311,11 @@ describe('worker-id lease', () => {
 
   it('maps script replies in one place and rejects unknown ones', () => {
     const context = { prefix: 'p', count: 3 };
-    expect(workerIdScriptResult([1, 7, 99, 'ab12|1000', 1250], context)).to.deep.equal({
+    expect(workerIdScriptResult([1, 7, 99, 'ab12@run1', 250], context)).to.deep.equal({
       kind: 'acquired',
       workerId: 7,
       expiresAtMs: 99,
-      epoch: { id: 'ab12', ageMs: 250 },
+      epoch: { id: 'ab12@run1', ageMs: 250 },
     });
     expect(workerIdScriptResult([-3], context)).to.deep.equal({
       kind: 'not-held',
@@ -312,7 +325,15 @@ describe('worker-id lease', () => {
       WorkerIdUnavailableError,
       /all 3 worker ids/,
     );
-    for (const reply of [[42], 'OK', null, [1, 'x'], [1, 7, 99], [1, 7, 99, 'no-time', 5]]) {
+    for (const reply of [
+      [42],
+      'OK',
+      null,
+      [1, 'x'],
+      [1, 7, 99],
+      [1, 7, 99, '', 5],
+      [1, 7, 99, 'e', -1],
+    ]) {
       let error: unknown;
       try {
         workerIdScriptResult(reply, context);
@@ -475,6 +496,97 @@ describe('worker-id lease', () => {
         // A process that starts once the epoch is a ttl old mints at once.
         const later = await service({ db: t.db, ttlMs, heartbeatMs: 500 });
         expect(later.isReady()).to.equal(true);
+      });
+    });
+
+    describe('a Redis restarted from a snapshot older than the leases', () => {
+      // A private redis-server (the shared one is never restarted), saving to a directory of
+      // its own; restarted, it loads that snapshot: the epoch field is back, the leases in it
+      // have expired, while the process that held them goes on renewing after the restart.
+      let dir: string;
+      let port: number;
+      let server: ChildProcess | undefined;
+      let t: TestSchema;
+
+      async function startServer(): Promise<void> {
+        server = spawn(
+          'redis-server',
+          ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', ''],
+          { stdio: 'ignore' },
+        );
+        const probe = createRedis({ url: `redis://127.0.0.1:${port}`, failFast: true });
+        try {
+          await waitUntilAsync(async () => (await probe.ping().catch(() => '')) === 'PONG', 5_000);
+        } finally {
+          probe.disconnect();
+        }
+      }
+      async function killServer(): Promise<void> {
+        const s = server;
+        server = undefined;
+        if (!s || s.exitCode !== null) return;
+        await new Promise<void>((resolve) => {
+          s.once('exit', () => resolve());
+          s.kill('SIGKILL');
+        });
+      }
+      async function privateConnection(): Promise<Redis> {
+        const c = createRedis({ url: `redis://127.0.0.1:${port}` });
+        extraConnections.push(c);
+        await c.connect();
+        return c;
+      }
+
+      before(async () => {
+        t = await createTestSchema('restart', 4);
+        dir = mkdtempSync(join(tmpdir(), 'onceq-redis-'));
+        port = await freePort();
+        await startServer();
+      });
+      after(async () => {
+        await killServer();
+        rmSync(dir, { recursive: true, force: true });
+        await t.drop();
+      });
+
+      it('counts the restart as a loss though the hash came back, and waits one ttl', async function () {
+        this.timeout(30_000);
+        const ttlMs = 3_000;
+        const old = await createIdService(await privateConnection(), {
+          prefix,
+          db: t.db,
+          ttlMs,
+          heartbeatMs: 2_300,
+          maxWorkerId: 1,
+        });
+        services.push(old);
+        expect(old.isReady()).to.equal(true);
+        const minted = old.nextId();
+        const snapshotAt = performance.now();
+        const c = await privateConnection();
+        await c.save();
+        // The snapshot's lease expires; the live one is renewed at 2.3 s.
+        await sleep(ttlMs + 200 - (performance.now() - snapshotAt));
+        await killServer();
+        await startServer();
+        const restartedAt = performance.now();
+        // Same hash epoch as before the restart: only the server's run_id tells the two apart.
+        const fresh = await createIdService(await privateConnection(), {
+          prefix,
+          db: t.db,
+          ttlMs,
+          heartbeatMs: 1_000,
+          maxWorkerId: 1,
+        });
+        services.push(fresh);
+        expect(fresh.workerId, 'the id `old` still mints with').to.equal(old.workerId);
+        expect(fresh.isReady()).to.equal(false);
+        expect(() => fresh.nextId()).to.throw(IdGeneratorStoppedError, /resumes in/);
+        await waitUntil(() => fresh.isReady(), 3 * ttlMs);
+        expect(performance.now() - restartedAt).to.be.at.least(ttlMs - 1_200);
+        // `old` renewed meanwhile, found its id taken, and mints no more.
+        expect(() => old.nextId()).to.throw(IdGeneratorStoppedError);
+        expect(BigInt(fresh.nextId()) > BigInt(minted)).to.equal(true);
       });
     });
 
