@@ -140,9 +140,18 @@ describe('worker: transactional outbox', function () {
         return { status: 'applied' };
       },
     };
+    // Data the schema accepts but PostgreSQL's jsonb cannot store (half a surrogate pair).
+    const halfPairParent = {
+      ...badParent,
+      name: 'fixture.half-pair-parent',
+      async handle(ctx: Parameters<(typeof fixtureJobs)[1]['handle']>[0]) {
+        await ctx.enqueue('account.open', { owner: 'half \ud83d', openingBalance: 1 });
+        return { status: 'applied' };
+      },
+    };
     await stack.close();
     stack = await createTestStack('outbox-bad', {
-      jobs: [...fixtureJobs, badParent],
+      jobs: [...fixtureJobs, badParent, halfPairParent],
       maxAttempts: 3,
     });
     await createFixtureTables(stack.db);
@@ -154,6 +163,16 @@ describe('worker: transactional outbox', function () {
     expect(letter.reason).to.equal('invalid');
     expect(letter.attempts).to.equal(1);
     expect(letter.error).to.contain('/n');
+    const half = await stack.producer.enqueue('fixture.half-pair-parent', {
+      n: 2,
+      throwAfter: false,
+    });
+    const halfLetter = await waitFor('half-pair parent dead-lettered', () =>
+      findDeadLetter(stack.db, half.messageId),
+    );
+    expect(halfLetter.reason).to.equal('invalid');
+    expect(halfLetter.attempts).to.equal(1);
+    expect(halfLetter.error).to.contain('/owner').and.contain('surrogate');
     expect(
       Number(
         (await sql<{ n: string }>`select count(*) as n from outbox`.execute(stack.db)).rows[0]!.n,

@@ -387,6 +387,35 @@ describe('pipeline', function () {
       );
     });
 
+    it('is refused by the producer when PostgreSQL could not store it, naming the field', async () => {
+      for (const [data, path, words] of [
+        [{ owner: 'a\u0000b', openingBalance: 1 }, '/owner', /U\+0000/],
+        [{ owner: 'half \ud83d', openingBalance: 1 }, '/owner', /surrogate/],
+        [{ owner: '\ude00 first', openingBalance: 1 }, '/owner', /surrogate/],
+      ] as const) {
+        let error: { code?: string; details?: { path: string; message: string }[] } | undefined;
+        try {
+          await stack.producer.enqueue('account.open', data);
+        } catch (err) {
+          error = err as typeof error;
+        }
+        expect(error?.code, JSON.stringify(data)).to.equal('validation_failed');
+        expect(error?.details?.[0]?.path).to.equal(path);
+        expect(error?.details?.[0]?.message).to.match(words);
+      }
+      // Nothing was written; a whole pair (an emoji) is ordinary text.
+      expect(await stack.db.selectFrom('accepted_messages').selectAll().execute()).to.have.length(
+        0,
+      );
+      const sent = await stack.producer.enqueue('account.open', {
+        owner: '\ud83d\ude00',
+        openingBalance: 1,
+      });
+      expect(sent.replayed).to.equal(false);
+      await stack.db.deleteFrom('accepted_messages').execute();
+      await stack.producer.queue('ledger').obliterate({ force: true });
+    });
+
     it('is dead-lettered at once in the worker, not retried, with the reason recorded', async () => {
       await stack.startWorker();
       const queue = new Queue('ledger', { connection: stack.redis, prefix: stack.prefix });
