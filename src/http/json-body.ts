@@ -96,12 +96,21 @@ export function scanJson(text: string, maxDepth: number): JsonScanProblem | unde
             }
             bad ??= 'lone_surrogate';
           } else if (unit >= 0xdc00 && unit <= 0xdfff) bad ??= 'lone_surrogate';
-          j += 6;
+          // Not four hex digits: malformed, which JSON.parse reports; step over `\u` only.
+          j += unit < 0 ? 2 : 6;
           continue;
         }
         j += 2;
       }
       const top = stack[stack.length - 1];
+      // A property name: its own path is the one to report (it becomes the pointer's last token).
+      if (top && !top.array && top.expectKey) {
+        try {
+          top.key = JSON.parse(text.slice(i, j + 1)) as string;
+        } catch {
+          return undefined;
+        }
+      }
       if (bad === 'nul_character') {
         return {
           kind: bad,
@@ -118,13 +127,6 @@ export function scanJson(text: string, maxDepth: number): JsonScanProblem | unde
             'a string contains an escaped UTF-16 surrogate without its pair (\\ud800-\\udfff), ' +
             'which is not Unicode text and which PostgreSQL cannot store',
         };
-      }
-      if (top && !top.array && top.expectKey) {
-        try {
-          top.key = JSON.parse(text.slice(i, j + 1)) as string;
-        } catch {
-          return undefined;
-        }
       }
       i = j + 1;
     } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {

@@ -223,6 +223,11 @@ describe('http: the producer API', function () {
       expect(scanJson('{"a":"\\ud83d\\ude00"}', 32)).to.equal(undefined);
       expect(scanJson('{"a":"\\\\ud800"}', 32)).to.equal(undefined);
       expect(scanJson('{"a":["x","\\udc00\\ud800"]}', 32)?.path).to.equal('/a/1');
+      // A property name is reported by its own path, not its previous sibling's.
+      expect(scanJson('{"a":1,"b\\ud800":2}', 32)?.path).to.equal('/b\ud800');
+      expect(scanJson('{"a":{"k\\u0000":1}}', 32)?.path).to.equal('/a/k\u0000');
+      // A malformed escape is left to JSON.parse, and the scan does not run past the string.
+      expect(scanJson('{"a":"\\uZZ","b":"\\ud800"}', 32)?.path).to.equal('/b');
       // The token was never touched, and the pair is accepted and stored.
       const res = await raw(
         t,
