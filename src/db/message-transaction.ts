@@ -29,6 +29,7 @@ import {
   type QueryExecutor,
 } from 'kysely';
 import { ErrorCode, NonRetryableError } from '../core/errors.js';
+import { jsonTextProblem } from '../core/jsonb.js';
 import type { Database } from './database.js';
 import type { Db } from './create-db.js';
 
@@ -216,15 +217,6 @@ export async function runMessageTransaction<R>(
   });
 }
 
-/** `\u0000` written by JSON.stringify (an odd run of backslashes before it, not an escaped one). */
-const NUL_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\u0000/;
-
-/**
- * A lone surrogate as JSON.stringify writes it: escaped, `\ud800` to `\udfff` (a paired one is
- * written as the character itself), after an odd run of backslashes.
- */
-const LONE_SURROGATE_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\ud[89a-f][0-9a-f]{2}/;
-
 /**
  * The handler's result as jsonb text. A result that cannot be stored fails the same way on every
  * attempt, so it is a non-retryable error (the message is dead-lettered as `invalid`) rather
@@ -242,18 +234,9 @@ export function resultJson(result: unknown): string {
       { cause: err },
     );
   }
-  if (NUL_ESCAPE.test(text)) {
-    throw new NonRetryableError(
-      ErrorCode.InvalidResult,
-      "the handler's result contains the character U+0000, which PostgreSQL's jsonb cannot store",
-    );
-  }
-  if (LONE_SURROGATE_ESCAPE.test(text)) {
-    throw new NonRetryableError(
-      ErrorCode.InvalidResult,
-      "the handler's result contains a UTF-16 surrogate without its pair, which is not Unicode " +
-        "text and which PostgreSQL's jsonb cannot store",
-    );
+  const problem = jsonTextProblem(text);
+  if (problem) {
+    throw new NonRetryableError(ErrorCode.InvalidResult, `the handler's result ${problem}`);
   }
   return text;
 }

@@ -10,7 +10,7 @@ import type { Db } from '../db/create-db.js';
 import { createAcceptanceWriter, findAcceptedByToken } from '../db/accepted-messages.repository.js';
 import { ErrorCode, IdGeneratorStoppedError, OnceqError, ValidationError } from '../core/errors.js';
 import { requestFingerprint } from '../core/fingerprint.js';
-import { findJsonbProblem } from '../core/jsonb.js';
+import { assertJsonbStorable } from '../core/jsonb.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { DEFAULT_DEDUPE_WINDOW_MS, QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
 import { messageJobOptions } from './job-options.js';
@@ -155,13 +155,7 @@ export function createProducer(options: ProducerOptions): Producer {
   ): Promise<EnqueueResult> {
     const job = options.registry.get(name);
     options.registry.validate(name, data);
-    const unstorable = findJsonbProblem(data);
-    if (unstorable) {
-      throw new ValidationError(
-        `invalid data for job ${name}: ${unstorable.path || '/'} ${unstorable.message}`,
-        [unstorable],
-      );
-    }
+    assertJsonbStorable(data, `invalid data for job ${name}`);
     const queueName = opts.queue ?? job.queue;
     checkOptions(queueName, opts, options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS);
     const caller = opts.principal ?? principal;

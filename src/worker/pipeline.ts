@@ -12,14 +12,8 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import { runMessageTransaction } from '../db/message-transaction.js';
-import {
-  ErrorCode,
-  NonRetryableError,
-  OnceqError,
-  ValidationError,
-  VersionConflictError,
-} from '../core/errors.js';
-import { findJsonbProblem } from '../core/jsonb.js';
+import { ErrorCode, NonRetryableError, OnceqError, VersionConflictError } from '../core/errors.js';
+import { assertJsonbStorable } from '../core/jsonb.js';
 import { envelopeProblem, type MessageEnvelope } from '../core/message.js';
 import { isExpired, type DeadLetterReason } from '../core/dead-letter.js';
 import { generateToken } from '../core/token.js';
@@ -325,13 +319,7 @@ export function createPipeline(options: PipelineOptions) {
     if (!options.ids) throw new Error('ctx.enqueue needs a worker with an id service');
     const definition = registry.get(name);
     registry.validate(name, data);
-    const unstorable = findJsonbProblem(data);
-    if (unstorable) {
-      throw new ValidationError(
-        `ctx.enqueue(${name}): ${unstorable.path || '/'} ${unstorable.message}`,
-        [unstorable],
-      );
-    }
+    assertJsonbStorable(data, `ctx.enqueue(${name})`);
     const queue = opts.queue ?? definition.queue;
     if (!QUEUE_NAME.test(queue)) {
       throw new NonRetryableError(
