@@ -23,6 +23,13 @@ describe('message transaction', () => {
 
   const key = (messageId: string) => ({ messageId, queue: "q'ueue", jobName: 'job\\name' });
   const account = (id: string) => ({ id, owner: 'o', opening_balance: '5', balance: '5' });
+  /** Neither the message's effect nor its inbox row was committed. */
+  async function expectNothingCommitted(id: string): Promise<void> {
+    const effects = await t.db.selectFrom('accounts').selectAll().where('id', '=', id).execute();
+    expect(effects, `accounts ${id}`).to.have.length(0);
+    const inbox = await t.db.selectFrom('inbox').selectAll().where('message_id', '=', id).execute();
+    expect(inbox, `inbox ${id}`).to.have.length(0);
+  }
 
   it('commits the effect with the inbox row and its result', async () => {
     const out = await runMessageTransaction(t.db, key('1001'), async (trx) => {
@@ -66,12 +73,7 @@ describe('message transaction', () => {
       error = err;
     }
     expect((error as Error).message).to.equal('boom');
-    expect(
-      await t.db.selectFrom('accounts').selectAll().where('id', '=', '1002').execute(),
-    ).to.have.length(0);
-    expect(
-      await t.db.selectFrom('inbox').selectAll().where('message_id', '=', '1002').execute(),
-    ).to.have.length(0);
+    await expectNothingCommitted('1002');
   });
 
   it('refuses a result that cannot be stored, non-retryably, and rolls everything back', async () => {
@@ -97,12 +99,7 @@ describe('message transaction', () => {
       expect(error, id).to.be.instanceOf(NonRetryableError);
       expect((error as NonRetryableError).code).to.equal('invalid_result');
       expect((error as Error).message).to.match(message);
-      expect(
-        await t.db.selectFrom('accounts').selectAll().where('id', '=', id).execute(),
-      ).to.have.length(0);
-      expect(
-        await t.db.selectFrom('inbox').selectAll().where('message_id', '=', id).execute(),
-      ).to.have.length(0);
+      await expectNothingCommitted(id);
     }
     // A backslash followed by "u0000" is ordinary text, stored as such.
     expect(resultJson({ path: 'C:\\u0000' })).to.equal('{"path":"C:\\\\u0000"}');
@@ -214,12 +211,7 @@ describe('message transaction', () => {
       error = err;
     }
     expect((error as Error).message).to.equal('after the refusals');
-    expect(
-      await t.db.selectFrom('accounts').selectAll().where('id', '=', '1006').execute(),
-    ).to.have.length(0);
-    expect(
-      await t.db.selectFrom('inbox').selectAll().where('message_id', '=', '1006').execute(),
-    ).to.have.length(0);
+    await expectNothingCommitted('1006');
   });
 
   it('introspects through the message transaction', async () => {
