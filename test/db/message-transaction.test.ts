@@ -63,15 +63,10 @@ describe('message transaction', () => {
   });
 
   it('rolls back the effect and the inbox row when the handler throws', async () => {
-    let error: unknown;
-    try {
-      await runMessageTransaction(t.db, key('1002'), async (trx) => {
-        await trx.insertInto('accounts').values(account('1002')).execute();
-        throw new Error('boom');
-      });
-    } catch (err) {
-      error = err;
-    }
+    const error = await runMessageTransaction(t.db, key('1002'), async (trx) => {
+      await trx.insertInto('accounts').values(account('1002')).execute();
+      throw new Error('boom');
+    }).catch((err: unknown) => err);
     expect((error as Error).message).to.equal('boom');
     await expectNothingCommitted('1002');
   });
@@ -187,29 +182,24 @@ describe('message transaction', () => {
   it("refuses Kysely's own transaction methods at the driver too, sending nothing", async () => {
     // Kysely.prototype's methods skip MessageTransaction's overrides and reach its driver, the
     // second fence. Had either sent BEGIN/COMMIT, account 1006 would survive the throw below.
-    let error: unknown;
-    try {
-      await runMessageTransaction(t.db, key('1006'), async (trx) => {
-        await trx.insertInto('accounts').values(account('1006')).execute();
-        const refusals: unknown[] = [];
-        await Kysely.prototype.transaction
-          .call(trx)
-          .execute(async () => undefined)
-          .catch((err: unknown) => refusals.push(err));
-        await Kysely.prototype.startTransaction
-          .call(trx)
-          .execute()
-          .catch((err: unknown) => refusals.push(err));
-        expect(refusals).to.have.length(2);
-        for (const err of refusals) {
-          expect(err).to.be.instanceOf(NestedTransactionError);
-          expect((err as NestedTransactionError).details).to.deep.equal({ attempted: 'BEGIN' });
-        }
-        throw new Error('after the refusals');
-      });
-    } catch (err) {
-      error = err;
-    }
+    const error = await runMessageTransaction(t.db, key('1006'), async (trx) => {
+      await trx.insertInto('accounts').values(account('1006')).execute();
+      const refusals: unknown[] = [];
+      await Kysely.prototype.transaction
+        .call(trx)
+        .execute(async () => undefined)
+        .catch((err: unknown) => refusals.push(err));
+      await Kysely.prototype.startTransaction
+        .call(trx)
+        .execute()
+        .catch((err: unknown) => refusals.push(err));
+      expect(refusals).to.have.length(2);
+      for (const err of refusals) {
+        expect(err).to.be.instanceOf(NestedTransactionError);
+        expect((err as NestedTransactionError).details).to.deep.equal({ attempted: 'BEGIN' });
+      }
+      throw new Error('after the refusals');
+    }).catch((err: unknown) => err);
     expect((error as Error).message).to.equal('after the refusals');
     await expectNothingCommitted('1006');
   });
