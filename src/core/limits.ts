@@ -1,0 +1,10 @@
+/**
+ * Bounds that several layers enforce (the HTTP schema, the producer, `ctx.enqueue`, the
+ * reconciler and the outbox relay): one constant each, so no layer accepts what another refuses.
+ */
+
+/**
+ * BullMQ's largest job priority (2^21 - 1). A message accepted with more would be recorded in
+ * PostgreSQL and then refused by `queue.add` on every attempt.
+ */
+export const MAX_PRIORITY = 2_097_151;
