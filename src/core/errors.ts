@@ -68,6 +68,14 @@ export class ValidationError extends NonRetryableError {
   }
 }
 
+/**
+ * Bad enqueue options (`queue`, `delay`, `priority`) of the producer or of `ctx.enqueue`; paths
+ * name the option (`/delay`), where a plain {@link ValidationError} from the job's schema points
+ * into its data. Non-retryable: in a handler it fails the handler's own delivery, so a bad
+ * follow-up never reaches the outbox.
+ */
+export class EnqueueOptionsError extends ValidationError {}
+
 /** A version-checked update found another version: the transaction is re-run. */
 export class VersionConflictError extends OnceqError {
   constructor(table: string, id: string, expectedVersion: number) {

@@ -58,9 +58,9 @@ export class JobRegistry {
     return [...this.entries.keys()].sort();
   }
 
-  /** Every queue a registered job runs on. */
+  /** Every queue a registered job may run on (its default and its declared extra queues). */
   queues(): string[] {
-    return [...new Set([...this.entries.values()].map((e) => e.job.queue))].sort();
+    return [...new Set([...this.entries.values()].flatMap((e) => e.job.queues))].sort();
   }
 
   /** Validates data against the job's schema; throws a `ValidationError` listing every field. */
