@@ -4,7 +4,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { MAX_ISSUE_COUNT } from '../redis/token-store.js';
-import { MAX_PRIORITY } from '../core/limits.js';
+import { MAX_PRIORITY, MAX_REPORTED_ERRORS } from '../core/limits.js';
 
 /** A problem+json body (RFC 9457) with onceq's stable `code`. */
 export const ProblemSchema = Type.Object(
@@ -20,7 +20,11 @@ export const ProblemSchema = Type.Object(
           path: Type.String({ description: 'JSON pointer into the request body' }),
           message: Type.String(),
         }),
+        { maxItems: MAX_REPORTED_ERRORS, description: `at most ${MAX_REPORTED_ERRORS}` },
       ),
+    ),
+    errorsOmitted: Type.Optional(
+      Type.Integer({ minimum: 1, description: 'failing fields beyond those listed in errors' }),
     ),
   },
   { $id: 'Problem', title: 'Problem' },

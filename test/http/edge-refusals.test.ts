@@ -10,7 +10,7 @@ import { Type } from '@sinclair/typebox';
 import { createApiTest, type ApiTest } from '../support/api.js';
 import { defineJob } from '../../src/jobs/define-job.js';
 import { EnqueueOptionsError } from '../../src/core/errors.js';
-import { MAX_PRIORITY } from '../../src/core/limits.js';
+import { MAX_PRIORITY, MAX_REPORTED_ERRORS } from '../../src/core/limits.js';
 import { allKeysPattern, workerIdsKey } from '../../src/redis/keys.js';
 
 const OPEN = { name: 'account.open', data: { owner: 'alice', openingBalance: 100 } };
@@ -218,6 +218,52 @@ describe('http: refusals at the edge, with nothing written', function () {
       const spec = { name: 'edge.bad', schema: Type.Object({}), handle: async () => null };
       expect(() => defineJob({ ...spec, queues: ['x.dlq'] })).to.throw(/dead-letter/);
       expect(() => defineJob({ ...spec, queues: ['a:b'] })).to.throw(/must be letters/);
+    });
+  });
+
+  describe('the size of a validation error', () => {
+    /** A body with `n` unknown properties at the top level, or inside `data`. */
+    function unknownProperties(n: number, where: 'body' | 'data'): string {
+      const extra: Record<string, number> = {};
+      for (let i = 0; i < n; i++) extra[`unknown${i}`] = i;
+      return JSON.stringify(
+        where === 'body' ? { ...OPEN, ...extra } : { name: 'edge.multi', data: { n: 1, ...extra } },
+      );
+    }
+
+    for (const where of ['body', 'data'] as const) {
+      it(`a 1.3 MB body of unknown properties (${where === 'body' ? 'in the request' : 'in the data'}): a small 422, fast`, async () => {
+        const payload = unknownProperties(90_000, where);
+        expect(payload.length).to.be.greaterThan(1_300_000);
+        const token = await t.token(alice);
+        const before = await snapshot(t);
+        const started = process.hrtime.bigint();
+        const res = await raw(t, alice, token, payload);
+        const ms = Number(process.hrtime.bigint() - started) / 1e6;
+        expect(res.statusCode).to.equal(422);
+        const body = res.json();
+        expect(body.code).to.equal('validation_failed');
+        // Data this large is not searched for every error: the validator stopped at the first.
+        expect(body.errors).to.have.length(1);
+        expect(body).to.not.have.property('errorsOmitted');
+        const prefix = where === 'body' ? '' : '/data';
+        expect(body.errors[0].path).to.match(new RegExp(`^${prefix}/unknown\\d+$`));
+        // Kilobytes, not the megabytes of one error per property; and no time for 90,000 errors.
+        expect(res.body.length).to.be.below(4_096);
+        expect(ms).to.be.below(1_000);
+        await settle();
+        expect(await snapshot(t)).to.deep.equal(before);
+      });
+    }
+
+    it('data with many failing fields: 20 errors listed and the rest counted in errorsOmitted', async () => {
+      const res = await raw(t, alice, await t.token(alice), unknownProperties(500, 'data'));
+      expect(res.statusCode).to.equal(422);
+      const body = res.json();
+      expect(body.errors).to.have.length(MAX_REPORTED_ERRORS);
+      expect(body.errorsOmitted).to.equal(500 - MAX_REPORTED_ERRORS);
+      expect(body.detail).to.contain(`and ${500 - MAX_REPORTED_ERRORS} more`);
+      expect(res.body.length).to.be.below(4_096);
     });
   });
 });
