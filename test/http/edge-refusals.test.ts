@@ -7,6 +7,7 @@
  */
 import { expect } from 'chai';
 import { Type } from '@sinclair/typebox';
+import fc from 'fast-check';
 import { createApiTest, type ApiTest } from '../support/api.js';
 import { defineJob } from '../../src/jobs/define-job.js';
 import { EnqueueOptionsError } from '../../src/core/errors.js';
@@ -264,6 +265,87 @@ describe('http: refusals at the edge, with nothing written', function () {
       expect(body.errorsOmitted).to.equal(500 - MAX_REPORTED_ERRORS);
       expect(body.detail).to.contain(`and ${500 - MAX_REPORTED_ERRORS} more`);
       expect(res.body.length).to.be.below(4_096);
+    });
+  });
+
+  describe('numbers', () => {
+    it('an integer beyond 2^53 in any notation, or a number that overflows: 400 naming the field', async () => {
+      const open = (n: string) =>
+        `{"name":"account.open","data":{"owner":"a","openingBalance":${n}}}`;
+      await expectRefused(
+        [
+          [open('9007199254740993.0'), '/data/openingBalance'],
+          [open('9.007199254740993e15'), '/data/openingBalance'],
+          [open('9007199254740993E0'), '/data/openingBalance'],
+          [open('90071992547409930e-1'), '/data/openingBalance'],
+          [open('-9.007199254740993e+15'), '/data/openingBalance'],
+          [open('1e400'), '/data/openingBalance'],
+          [open('-1E400'), '/data/openingBalance'],
+          [open('1.5e300'), '/data/openingBalance'],
+          [
+            '{"name":"account.open","data":{"owner":"a","openingBalance":1},"priority":1e400}',
+            '/priority',
+          ],
+          ['{"name":"x","data":{"a":[1,{"b":[2,9.1e15]}]}}', '/data/a/1/b/1'],
+        ],
+        400,
+        'bad_request',
+      );
+    });
+
+    it('safe integers in other notations, and small fractions, are accepted as their value', async () => {
+      for (const [literal, value] of [
+        ['1.5e3', 1500],
+        ['9007199254740991.0', 9007199254740991],
+        ['9.007199254740991e15', 9007199254740991],
+        ['1000e-3', 1],
+      ] as const) {
+        const res = await raw(
+          t,
+          alice,
+          await t.token(alice),
+          `{"name":"account.open","data":{"owner":"a","openingBalance":${literal}}}`,
+        );
+        expect(res.statusCode, `${literal}: ${res.body}`).to.equal(202);
+        const row = await t.stack.db
+          .selectFrom('accepted_messages')
+          .select('data')
+          .where('message_id', '=', res.json().messageId)
+          .executeTakeFirstOrThrow();
+        expect((row.data as { openingBalance: number }).openingBalance).to.equal(value);
+      }
+    });
+
+    it('property: an integer beyond 2^53 written in any notation anywhere in the data is a 400 naming it', async () => {
+      const token = await t.token(alice);
+      const before = await snapshot(t);
+      await fc.assert(
+        fc.asyncProperty(
+          fc.bigInt({ min: 2n ** 53n, max: 2n ** 70n }),
+          fc.boolean(),
+          fc.integer({ min: 0, max: 20 }),
+          fc.constantFrom('', '.0', '.000'),
+          fc.array(fc.stringMatching(/^[a-z]{1,6}$/), { minLength: 1, maxLength: 4 }),
+          async (magnitude, negative, shift, fraction, keys) => {
+            const digits = magnitude.toString();
+            const point = Math.max(1, digits.length - shift);
+            // `digits` with the point moved left by `shift`, and the exponent moving it back.
+            const literal =
+              (negative ? '-' : '') +
+              (shift === 0
+                ? `${digits}${fraction}`
+                : `${digits.slice(0, point)}.${digits.slice(point)}e${digits.length - point}`);
+            let json = literal;
+            for (const key of [...keys].reverse()) json = `{${JSON.stringify(key)}:${json}}`;
+            const res = await raw(t, alice, token, `{"name":"account.open","data":${json}}`);
+            expect(res.statusCode, literal).to.equal(400);
+            expect(res.json().errors[0].path).to.equal(`/data/${keys.join('/')}`);
+          },
+        ),
+        { numRuns: 40 },
+      );
+      await settle();
+      expect(await snapshot(t)).to.deep.equal(before);
     });
   });
 });
