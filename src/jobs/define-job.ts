@@ -22,11 +22,14 @@ export interface InsertOnceOptions {
 
 /** Options of {@link JobContext.enqueue}. */
 export interface FollowUpOptions {
-  /** Queue; defaults to the job's. */
+  /** Queue; defaults to the job's, and must be one the job is declared on (`queue`, `queues`). */
   queue?: string;
-  /** Delay before the first delivery, ms, counted from when the relay sends it. */
+  /**
+   * Delay before the first delivery, ms, counted from when the relay sends it; below the
+   * dedupe window.
+   */
   delay?: number;
-  /** BullMQ priority (1 is highest). */
+  /** BullMQ priority: 1 is highest, `MAX_PRIORITY` (2,097,151) lowest, 0 none. */
   priority?: number;
 }
 
@@ -80,8 +83,9 @@ export interface JobContext<Data, DB = Database> {
    * Enqueues a follow-up message through the transactional outbox: the row is written in this
    * transaction, so the follow-up is sent if and only if this message commits, and it is
    * applied once like any other message. The data is validated against the job's schema now
-   * (a `ValidationError` dead-letters this message as `invalid`). Returns the follow-up's
-   * pre-minted messageId, which stays the same through every delivery of the follow-up.
+   * (a `ValidationError` dead-letters this message as `invalid`), and so are the job name and
+   * the options, by the producer's rules (an `EnqueueOptionsError`, likewise). Returns the
+   * follow-up's pre-minted messageId, the same through every delivery of the follow-up.
    */
   enqueue(name: string, data: unknown, options?: FollowUpOptions): Promise<string>;
 }
