@@ -3,6 +3,7 @@
  * class: a `NonRetryableError` goes straight to the failed/dead-letter path, everything else is
  * retried through BullMQ. HTTP status mapping lives beside the API, not here.
  */
+import { MAX_REPORTED_ERRORS } from './limits.js';
 
 /** Stable machine-readable codes; never renamed once released. */
 export const ErrorCode = {
@@ -60,12 +61,38 @@ export interface FieldError {
   message: string;
 }
 
-/** Job data (or a request) failed its schema; `details` lists every failing field. */
+/**
+ * Job data (or a request) failed its schema; `details` lists the failing fields, at most
+ * {@link MAX_REPORTED_ERRORS} of them, and `omitted` counts the rest.
+ */
 export class ValidationError extends NonRetryableError {
   declare readonly details: FieldError[];
-  constructor(message: string, fields: FieldError[]) {
-    super(ErrorCode.ValidationFailed, message, { details: fields });
+  /** Failing fields beyond those listed in `details`. */
+  readonly omitted: number;
+  constructor(message: string, fields: FieldError[], omitted = 0) {
+    const listed = fields.slice(0, MAX_REPORTED_ERRORS);
+    super(ErrorCode.ValidationFailed, message, { details: listed });
+    this.omitted = omitted + fields.length - listed.length;
   }
+}
+
+/**
+ * Bad enqueue options (`queue`, `delay`, `priority`) of the producer or of `ctx.enqueue`; paths
+ * name the option (`/delay`), where a plain {@link ValidationError} from the job's schema points
+ * into its data. Non-retryable: in a handler it fails the handler's own delivery, so a bad
+ * follow-up never reaches the outbox.
+ */
+export class EnqueueOptionsError extends ValidationError {}
+
+/**
+ * `path message` of each field, joined, at most {@link MAX_REPORTED_ERRORS} of them and a count
+ * of the rest: the text of a refusal stays small however many fields failed.
+ */
+export function describeFieldErrors(fields: readonly FieldError[], omitted = 0): string {
+  const listed = fields.slice(0, MAX_REPORTED_ERRORS);
+  const rest = omitted + fields.length - listed.length;
+  const text = listed.map((f) => `${f.path || '/'} ${f.message}`).join('; ');
+  return rest > 0 ? `${text}; and ${rest} more` : text;
 }
 
 /** A version-checked update found another version: the transaction is re-run. */

@@ -3,17 +3,21 @@
  * keys), behind a scan of the raw text for what JSON.parse would silently get wrong or would
  * spend a stack on:
  *
- * - integer literals beyond ±(2^53 − 1): JSON.parse rounds them (`9007199254740993` becomes
- *   `…992`), so a 64-bit id sent as a number would name another row. They are refused, with the
- *   field's path, never rounded. Ids are decimal strings (DESIGN.md section 2).
+ * - numbers beyond ±(2^53 − 1), in any notation (`9007199254740993`, `9007199254740993.0`,
+ *   `9.007199254740993e15`): JSON.parse rounds them to the nearest double, so a 64-bit id sent
+ *   as a number would name another row. Every double that large is an integer, so this is the
+ *   rule "no integer beyond 2^53" whatever the notation. Refused, with the field's path, never
+ *   rounded. Ids are decimal strings (DESIGN.md section 2).
+ * - numbers that overflow a double (`1e400`): JSON.parse makes them Infinity, which a schema
+ *   without a maximum accepts and which jsonb cannot store.
  * - nesting deeper than the limit.
  * - the escape `\u0000` in a string, and an escaped UTF-16 surrogate without its partner
  *   (`"\ud800"`): PostgreSQL's jsonb stores neither, so the request would fail only at the
  *   database; they are refused up front, with the field's path.
  *
  * Node 20 has no `JSON.parse` reviver with source text, so the scan reads the text itself. It
- * is skipped when the text cannot hold either problem (no run of 16 digits; fewer `{`/`[` than
- * the depth limit), which is every ordinary request.
+ * is skipped when the text cannot hold any of them (no run of 16 digits, no exponent, fewer
+ * `{`/`[` than the depth limit, no suspect escape), which is every ordinary request.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ErrorCode } from '../core/errors.js';
@@ -22,11 +26,15 @@ import { ProblemError, problem } from './problem.js';
 /** Default of the nesting limit: the request object counts as depth 1. */
 export const DEFAULT_MAX_JSON_DEPTH = 32;
 
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** A JSON number literal (RFC 8259 section 6); anything else is left to JSON.parse. */
+const JSON_NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
+
+/** Longest piece of a refused literal quoted back in the answer. */
+const QUOTED_LITERAL_MAX = 40;
 
 /** What the scan found wrong. */
 export interface JsonScanProblem {
-  kind: 'depth' | 'unsafe_integer' | 'nul_character' | 'lone_surrogate';
+  kind: 'depth' | 'unsafe_integer' | 'non_finite_number' | 'nul_character' | 'lone_surrogate';
   /** JSON pointer of the value. */
   path: string;
   message: string;
@@ -39,9 +47,10 @@ export interface JsonScanProblem {
  */
 export function scanJson(text: string, maxDepth: number): JsonScanProblem | undefined {
   const mayBeDeep = countOpeners(text) > maxDepth;
-  const mayHaveBigInt = /\d{16}/.test(text);
+  // Only 16 digits in a row or an exponent can reach 2^53: JSON puts a digit before every `e`.
+  const mayHaveBigNumber = /\d{16}|\d[eE]/.test(text);
   const mayHaveBadEscape = text.includes('\\u0000') || SURROGATE_ESCAPE.test(text);
-  if (!mayBeDeep && !mayHaveBigInt && !mayHaveBadEscape) return undefined;
+  if (!mayBeDeep && !mayHaveBigNumber && !mayHaveBadEscape) return undefined;
 
   // One frame per open container: its key (object) or index (array), for the path.
   const stack: { array: boolean; key: string; index: number; expectKey: boolean }[] = [];
@@ -131,32 +140,53 @@ export function scanJson(text: string, maxDepth: number): JsonScanProblem | unde
       i = j + 1;
     } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
       let j = i + 1;
-      let integer = true;
+      let exponent = false;
       while (j < n) {
         const d = text.charCodeAt(j);
-        if (d >= 0x30 && d <= 0x39) j++;
-        else if (d === 0x2e || d === 0x65 || d === 0x45 || d === 0x2b || d === 0x2d) {
-          integer = false;
+        if ((d >= 0x30 && d <= 0x39) || d === 0x2e || d === 0x2b || d === 0x2d) j++;
+        else if (d === 0x65 || d === 0x45) {
+          exponent = true;
           j++;
         } else break;
       }
-      const literal = text.slice(i, j);
-      if (integer && literal.length > 15 && /^-?\d+$/.test(literal)) {
-        const value = BigInt(literal);
-        if (value > MAX_SAFE || value < -MAX_SAFE) {
-          return {
-            kind: 'unsafe_integer',
-            path: pointer(),
-            message:
-              `the integer ${literal} is beyond ±(2^53-1) and would lose precision; ` +
-              'send 64-bit ids as decimal strings',
-          };
-        }
+      // Shorter literals without an exponent are below 10^16 and cannot be unsafe.
+      if (mayHaveBigNumber && (exponent || j - i > 15)) {
+        const found = numberProblem(text.slice(i, j));
+        if (found) return { ...found, path: pointer() };
       }
       i = j;
     } else {
       i++;
     }
+  }
+  return undefined;
+}
+
+/**
+ * What is wrong with a number literal: it overflows a double, or its value is beyond
+ * ±(2^53 − 1), where doubles are integers spaced 2 or more apart and JSON.parse rounds. The
+ * value JSON.parse gives decides: for an integer literal that is exactly "beyond 2^53 − 1",
+ * and `9007199254740993.0` or `9.007199254740993e15` are refused like `9007199254740993`.
+ * Malformed literals are JSON.parse's to report.
+ */
+function numberProblem(literal: string): Omit<JsonScanProblem, 'path'> | undefined {
+  if (!JSON_NUMBER.test(literal)) return undefined;
+  const value = Number(literal);
+  const quoted =
+    literal.length > QUOTED_LITERAL_MAX ? `${literal.slice(0, QUOTED_LITERAL_MAX)}…` : literal;
+  if (!Number.isFinite(value)) {
+    return {
+      kind: 'non_finite_number',
+      message: `the number ${quoted} is too large for a double (it would become Infinity)`,
+    };
+  }
+  if (Math.abs(value) > Number.MAX_SAFE_INTEGER) {
+    return {
+      kind: 'unsafe_integer',
+      message:
+        `the number ${quoted} is beyond ±(2^53-1) and would lose precision; ` +
+        'send 64-bit ids as decimal strings',
+    };
   }
   return undefined;
 }

@@ -8,7 +8,14 @@
  * from nothing.
  */
 import type { FastifyError, FastifyReply } from 'fastify';
-import { ErrorCode, OnceqError, ValidationError, type FieldError } from '../core/errors.js';
+import {
+  describeFieldErrors,
+  ErrorCode,
+  OnceqError,
+  ValidationError,
+  type FieldError,
+} from '../core/errors.js';
+import { MAX_REPORTED_ERRORS } from '../core/limits.js';
 
 /** Media type of every error answer. */
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
@@ -25,8 +32,10 @@ export interface Problem {
   status: number;
   detail: string;
   code: string;
-  /** Each failing field, as a JSON pointer into the request body. */
+  /** Failing fields, as JSON pointers into the request body; at most {@link MAX_REPORTED_ERRORS}. */
   errors?: FieldError[];
+  /** How many failing fields `errors` leaves out. */
+  errorsOmitted?: number;
 }
 
 /** Status and title of every code the API answers with. */
@@ -48,16 +57,29 @@ export const PROBLEM_CATALOGUE: Readonly<Record<string, { status: number; title:
   [ErrorCode.Unavailable]: { status: 503, title: 'Service unavailable' },
 };
 
-/** A problem for `code`, with the catalogue's status and title. */
-export function problem(code: string, detail: string, errors?: FieldError[]): Problem {
+/**
+ * A problem for `code`, with the catalogue's status and title. At most
+ * {@link MAX_REPORTED_ERRORS} field errors are listed; `omitted` (failing fields the caller
+ * already left out) and the rest are counted in `errorsOmitted`, so the answer stays small
+ * however many fields a request got wrong.
+ */
+export function problem(
+  code: string,
+  detail: string,
+  errors?: readonly FieldError[],
+  omitted = 0,
+): Problem {
   const entry = PROBLEM_CATALOGUE[code] ?? PROBLEM_CATALOGUE[ErrorCode.Internal]!;
+  const listed = errors?.slice(0, MAX_REPORTED_ERRORS) ?? [];
+  const rest = omitted + (errors?.length ?? 0) - listed.length;
   return {
     type: `urn:onceq:problem:${code}`,
     title: entry.title,
     status: entry.status,
     detail,
     code,
-    ...(errors && errors.length > 0 ? { errors } : {}),
+    ...(listed.length > 0 ? { errors: listed } : {}),
+    ...(rest > 0 ? { errorsOmitted: rest } : {}),
   };
 }
 
@@ -108,7 +130,7 @@ export function toProblem(err: unknown): MappedError {
   });
   if (err instanceof ProblemError) return plain(err.problem, { ...err.headers });
   if (err instanceof ValidationError) {
-    return plain(problem(ErrorCode.ValidationFailed, err.message, err.details));
+    return plain(problem(ErrorCode.ValidationFailed, err.message, err.details, err.omitted));
   }
   if (err instanceof OnceqError) {
     switch (err.code) {
@@ -136,15 +158,17 @@ export function toProblem(err: unknown): MappedError {
   const fe = err as Partial<FastifyError> & { code?: string };
   if (fe.validation) {
     const context = fe.validationContext ?? 'body';
-    const errors = fe.validation.map((v) => ({
+    const errors = fe.validation.slice(0, MAX_REPORTED_ERRORS).map((v) => ({
       path: fieldPath(context, v.instancePath, v.params as Record<string, unknown>),
       message: v.message ?? 'is invalid',
     }));
+    const omitted = fe.validation.length - errors.length;
     return plain(
       problem(
         ErrorCode.ValidationFailed,
-        `invalid request ${context}: ${errors.map((e) => `${e.path || '/'} ${e.message}`).join('; ')}`,
+        `invalid request ${context}: ${describeFieldErrors(errors, omitted)}`,
         errors,
+        omitted,
       ),
     );
   }

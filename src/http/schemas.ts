@@ -4,6 +4,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { MAX_ISSUE_COUNT } from '../redis/token-store.js';
+import { MAX_PRIORITY, MAX_REPORTED_ERRORS } from '../core/limits.js';
 
 /** A problem+json body (RFC 9457) with onceq's stable `code`. */
 export const ProblemSchema = Type.Object(
@@ -19,7 +20,11 @@ export const ProblemSchema = Type.Object(
           path: Type.String({ description: 'JSON pointer into the request body' }),
           message: Type.String(),
         }),
+        { maxItems: MAX_REPORTED_ERRORS, description: `at most ${MAX_REPORTED_ERRORS}` },
       ),
+    ),
+    errorsOmitted: Type.Optional(
+      Type.Integer({ minimum: 1, description: 'failing fields beyond those listed in errors' }),
     ),
   },
   { $id: 'Problem', title: 'Problem' },
@@ -55,13 +60,25 @@ export const EnqueueBody = Type.Object(
     name: Type.String({ minLength: 1, maxLength: 200, description: 'a registered job name' }),
     data: Type.Unknown({ description: "the job's data; validated against the job's schema" }),
     queue: Type.Optional(
-      Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', description: "defaults to the job's" }),
+      Type.String({
+        pattern: '^[A-Za-z0-9_.-]{1,64}$',
+        description:
+          "defaults to the job's; only a queue the job is declared on, never a dead-letter queue",
+      }),
     ),
     delay: Type.Optional(
-      Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'ms' }),
+      Type.Integer({
+        minimum: 0,
+        maximum: Number.MAX_SAFE_INTEGER,
+        description: 'ms; below the dedupe window (ONCEQ_DEDUPE_WINDOW)',
+      }),
     ),
     priority: Type.Optional(
-      Type.Integer({ minimum: 0, maximum: 2_097_152, description: '1 is highest; 0 is none' }),
+      Type.Integer({
+        minimum: 0,
+        maximum: MAX_PRIORITY,
+        description: `1 is highest, ${MAX_PRIORITY} (BullMQ's limit) lowest; 0 is none`,
+      }),
     ),
   },
   { additionalProperties: false },

@@ -1,12 +1,17 @@
 /**
  * Builds the handler context: the transaction plus the two helpers that make writes safe to
- * repeat (`insertOnce`) and safe to race (`updateVersioned`).
+ * repeat (`insertOnce`) and safe to race (`updateVersioned`), and `enqueue`, which refuses a
+ * bad follow-up (unknown job, a queue the job is not declared on, a delay or priority out of
+ * range) before it reaches the outbox.
  */
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/database.js';
 import type { MessageTransaction } from '../db/message-transaction.js';
-import { VersionConflictError } from '../core/errors.js';
+import { ErrorCode, NonRetryableError, VersionConflictError } from '../core/errors.js';
+import { assertEnqueueOptions } from '../core/enqueue-options.js';
+import { DEFAULT_DEDUPE_WINDOW_MS } from '../config.js';
 import type { FollowUpOptions, InsertOnceOptions, JobContext } from './define-job.js';
+import type { JobRegistry } from './registry.js';
 
 /** What the pipeline knows about the delivery. */
 export interface ContextInput<Data> {
@@ -20,6 +25,10 @@ export interface ContextInput<Data> {
   run: number;
   /** Writes a follow-up into the outbox through `trx`; absent where there is no outbox. */
   enqueue?: (name: string, data: unknown, options?: FollowUpOptions) => Promise<string>;
+  /** The jobs a follow-up may name, with the queues each is declared on; needed by `enqueue`. */
+  registry?: Pick<JobRegistry, 'get'>;
+  /** The workers' dedupe window, which bounds a follow-up's delay. @defaultValue 7 d */
+  dedupeWindowMs?: number;
 }
 
 // The helpers address tables by name at run time, which Kysely's static types cannot follow;
@@ -66,10 +75,35 @@ export function createJobContext<Data>(input: ContextInput<Data>): JobContext<Da
       if (!updated) throw new VersionConflictError(table, id, expectedVersion);
       return Number((updated as { version: number | string }).version);
     },
-    enqueue(name: string, data: unknown, options?: FollowUpOptions) {
-      if (!input.enqueue) {
-        return Promise.reject(new Error('ctx.enqueue needs a worker with an outbox'));
+    async enqueue(name: string, data: unknown, options?: FollowUpOptions) {
+      if (!input.enqueue || !input.registry) {
+        throw new Error('ctx.enqueue needs a worker with an outbox');
       }
+      // Checked here, in the handler's delivery: a follow-up the relay could never send would
+      // otherwise commit to the outbox with its parent and fail there on every pass. Refused, it
+      // fails (and dead-letters) the parent as `invalid`, with this error.
+      if (typeof name !== 'string') {
+        throw new NonRetryableError(
+          ErrorCode.ValidationFailed,
+          `ctx.enqueue: the job name must be a string, got ${typeof name}`,
+        );
+      }
+      const job = input.registry.get(name);
+      if (options !== undefined && (typeof options !== 'object' || options === null)) {
+        throw new NonRetryableError(
+          ErrorCode.ValidationFailed,
+          `ctx.enqueue(${name}): options must be an object`,
+        );
+      }
+      assertEnqueueOptions(
+        options ?? {},
+        {
+          jobName: name,
+          queues: job.queues,
+          dedupeWindowMs: input.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS,
+        },
+        `ctx.enqueue(${name}): invalid options`,
+      );
       return input.enqueue(name, data, options);
     },
   };

@@ -22,11 +22,14 @@ export interface InsertOnceOptions {
 
 /** Options of {@link JobContext.enqueue}. */
 export interface FollowUpOptions {
-  /** Queue; defaults to the job's. */
+  /** Queue; defaults to the job's, and must be one the job is declared on (`queue`, `queues`). */
   queue?: string;
-  /** Delay before the first delivery, ms, counted from when the relay sends it. */
+  /**
+   * Delay before the first delivery, ms, counted from when the relay sends it; below the
+   * dedupe window.
+   */
   delay?: number;
-  /** BullMQ priority (1 is highest). */
+  /** BullMQ priority: 1 is highest, `MAX_PRIORITY` (2,097,151) lowest, 0 none. */
   priority?: number;
 }
 
@@ -80,8 +83,9 @@ export interface JobContext<Data, DB = Database> {
    * Enqueues a follow-up message through the transactional outbox: the row is written in this
    * transaction, so the follow-up is sent if and only if this message commits, and it is
    * applied once like any other message. The data is validated against the job's schema now
-   * (a `ValidationError` dead-letters this message as `invalid`). Returns the follow-up's
-   * pre-minted messageId, which stays the same through every delivery of the follow-up.
+   * (a `ValidationError` dead-letters this message as `invalid`), and so are the job name and
+   * the options, by the producer's rules (an `EnqueueOptionsError`, likewise). Returns the
+   * follow-up's pre-minted messageId, the same through every delivery of the follow-up.
    */
   enqueue(name: string, data: unknown, options?: FollowUpOptions): Promise<string>;
 }
@@ -89,7 +93,13 @@ export interface JobContext<Data, DB = Database> {
 /** A job: what `defineJob` returns and the registry holds. */
 export interface JobDefinition<Data = unknown, Result = unknown> {
   readonly name: string;
+  /** The queue a message of this job goes to when the enqueue names none. */
   readonly queue: string;
+  /**
+   * Every queue a message of this job may be enqueued on: `queue` first, then the spec's extra
+   * `queues`. Enqueues naming any other queue are refused; workers consume all of them.
+   */
+  readonly queues: readonly string[];
   readonly schema: TSchema;
   /** Runs inside the transaction; its result is stored with the inbox row and replayed to duplicates. */
   handle(ctx: JobContext<Data>): Promise<Result>;
@@ -100,6 +110,12 @@ export interface JobSpec<S extends TSchema, Result> {
   name: string;
   /** @defaultValue `default` */
   queue?: string;
+  /**
+   * Other queues a message of this job may be sent to (the enqueue's `queue` option), say a
+   * `bulk` queue with its own workers beside the default one. An enqueue naming a queue that is
+   * neither `queue` nor in this list is refused. @defaultValue none
+   */
+  queues?: readonly string[];
   schema: S;
   handle(ctx: JobContext<Static<S>>): Promise<Result>;
 }
@@ -114,15 +130,12 @@ export function defineJob<S extends TSchema, Result>(
     );
   }
   const queue = spec.queue ?? DEFAULT_QUEUE;
-  // Checked here rather than when a worker starts: BullMQ refuses some names (`:`) only then.
-  if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
-    throw new TypeError(`job ${spec.name}: queue "${String(queue)}" must be ${QUEUE_NAME_RULE}`);
+  const extra = spec.queues ?? [];
+  if (!Array.isArray(extra)) {
+    throw new TypeError(`job ${spec.name}: queues must be an array of queue names`);
   }
-  if (isDeadLetterQueueName(queue)) {
-    throw new TypeError(
-      `job ${spec.name}: queue "${queue}" ends with ${DEAD_LETTER_QUEUE_SUFFIX}, which names dead-letter queues`,
-    );
-  }
+  for (const q of [queue, ...extra]) checkQueueName(spec.name, q);
+  const queues = Object.freeze([...new Set<string>([queue, ...extra])]);
   if (typeof spec.handle !== 'function')
     throw new TypeError(`job ${spec.name}: handle must be a function`);
   if (typeof spec.schema !== 'object' || spec.schema === null)
@@ -130,9 +143,23 @@ export function defineJob<S extends TSchema, Result>(
   return Object.freeze({
     name: spec.name,
     queue,
+    queues,
     schema: spec.schema,
     handle: spec.handle,
   });
+}
+
+/** A queue a job may run on; checked at definition rather than when a worker starts. */
+function checkQueueName(job: string, queue: unknown): void {
+  // BullMQ refuses some names (`:`) only when a worker starts.
+  if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
+    throw new TypeError(`job ${job}: queue "${String(queue)}" must be ${QUEUE_NAME_RULE}`);
+  }
+  if (isDeadLetterQueueName(queue)) {
+    throw new TypeError(
+      `job ${job}: queue "${queue}" ends with ${DEAD_LETTER_QUEUE_SUFFIX}, which names dead-letter queues`,
+    );
+  }
 }
 
 /** True for values that look like a job definition (used when loading `ONCEQ_JOBS`). */

@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import {
   ConfigError,
+  describeFieldErrors,
   ErrorCode,
   NonRetryableError,
   ValidationError,
@@ -15,16 +16,26 @@ import {
 import { defineJob, isJobDefinition, type JobDefinition, type JobSpec } from './define-job.js';
 import { ledgerJobs } from './examples/ledger/index.js';
 
-/** A registered job with its compiled schema. */
+/**
+ * Largest data (counted in JSON values: objects, arrays and scalars) whose every failing field
+ * is searched for. Ajv's `allErrors` allocates one error per failing value, unbounded: data of
+ * 100,000 unknown properties costs 100,000 error objects to report 20. Larger data is reported
+ * with the first error Ajv meets, found without that cost.
+ */
+export const FULL_REPORT_MAX_VALUES = 1_000;
+
+/** A registered job with its schema compiled twice: stop at the first error, or find all. */
 interface Entry {
   job: JobDefinition;
-  validate: ValidateFunction;
+  firstError: ValidateFunction;
+  allErrors: ValidateFunction;
 }
 
 /** Job definitions by name. */
 export class JobRegistry {
   private readonly entries = new Map<string, Entry>();
-  private readonly ajv = new Ajv({ allErrors: true, strict: false });
+  private readonly ajvFirstError = new Ajv({ allErrors: false, strict: false });
+  private readonly ajvAllErrors = new Ajv({ allErrors: true, strict: false });
 
   constructor(jobs: Iterable<JobDefinition> = []) {
     for (const job of jobs) this.register(job);
@@ -33,7 +44,11 @@ export class JobRegistry {
   /** Adds a job; a second job with the same name is an error. */
   register(job: JobDefinition): this {
     if (this.entries.has(job.name)) throw new TypeError(`job ${job.name} is registered twice`);
-    this.entries.set(job.name, { job, validate: this.ajv.compile(job.schema) });
+    this.entries.set(job.name, {
+      job,
+      firstError: this.ajvFirstError.compile(job.schema),
+      allErrors: this.ajvAllErrors.compile(job.schema),
+    });
     return this;
   }
 
@@ -58,22 +73,58 @@ export class JobRegistry {
     return [...this.entries.keys()].sort();
   }
 
-  /** Every queue a registered job runs on. */
+  /** Every queue a registered job may run on (its default and its declared extra queues). */
   queues(): string[] {
-    return [...new Set([...this.entries.values()].map((e) => e.job.queue))].sort();
+    return [...new Set([...this.entries.values()].flatMap((e) => e.job.queues))].sort();
   }
 
-  /** Validates data against the job's schema; throws a `ValidationError` listing every field. */
+  /**
+   * Validates data against the job's schema; throws a `ValidationError` listing the failing
+   * fields (at most `MAX_REPORTED_ERRORS`, the rest counted). Valid data, the common case, is
+   * checked once by the validator that stops at the first error; data over
+   * {@link FULL_REPORT_MAX_VALUES} values is reported with that first error only.
+   */
   validate(name: string, data: unknown): void {
     const job = this.get(name);
     const entry = this.entries.get(job.name)!;
-    if (entry.validate(data)) return;
-    const fields = (entry.validate.errors ?? []).map(toFieldError);
+    if (entry.firstError(data)) return;
+    let errors = entry.firstError.errors ?? [];
+    let note = '';
+    if (!exceedsValues(data, FULL_REPORT_MAX_VALUES)) {
+      if (!entry.allErrors(data)) errors = entry.allErrors.errors ?? errors;
+    } else {
+      note = ` (the first error only: data over ${FULL_REPORT_MAX_VALUES} values is not searched for every error)`;
+    }
+    const fields = errors.map(toFieldError);
     throw new ValidationError(
-      `invalid data for job ${name}: ${fields.map((f) => `${f.path || '/'} ${f.message}`).join('; ')}`,
+      `invalid data for job ${name}: ${describeFieldErrors(fields)}${note}`,
       fields,
     );
   }
+}
+
+/** True when `value` holds more than `limit` JSON values; walks at most `limit + 1` of them. */
+function exceedsValues(value: unknown, limit: number): boolean {
+  const pending: unknown[] = [value];
+  let seen = 0;
+  while (pending.length > 0) {
+    if (++seen > limit) return true;
+    const v = pending.pop();
+    if (typeof v !== 'object' || v === null) continue;
+    if (Array.isArray(v)) {
+      for (const item of v) {
+        pending.push(item);
+        if (pending.length + seen > limit) return true;
+      }
+    } else {
+      for (const key in v) {
+        if (!Object.hasOwn(v, key)) continue;
+        pending.push((v as Record<string, unknown>)[key]);
+        if (pending.length + seen > limit) return true;
+      }
+    }
+  }
+  return false;
 }
 
 function toFieldError(error: ErrorObject): FieldError {

@@ -8,14 +8,21 @@ import type { Redis } from 'ioredis';
 import { closeRedis } from '../redis/connection.js';
 import type { Db } from '../db/create-db.js';
 import { createAcceptanceWriter, findAcceptedByToken } from '../db/accepted-messages.repository.js';
-import { ErrorCode, IdGeneratorStoppedError, OnceqError, ValidationError } from '../core/errors.js';
+import {
+  EnqueueOptionsError,
+  ErrorCode,
+  IdGeneratorStoppedError,
+  OnceqError,
+} from '../core/errors.js';
+import { assertEnqueueOptions } from '../core/enqueue-options.js';
 import { requestFingerprint } from '../core/fingerprint.js';
 import { assertJsonbStorable } from '../core/jsonb.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
-import { DEFAULT_DEDUPE_WINDOW_MS, QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
+import { DEFAULT_DEDUPE_WINDOW_MS } from '../config.js';
 import { messageJobOptions } from './job-options.js';
 import { createTokenStore, type IssuedToken, type TokenStore } from '../redis/token-store.js';
 import type { JobRegistry } from '../jobs/registry.js';
+import type { JobDefinition } from '../jobs/define-job.js';
 
 /** Principal of messages enqueued by the library without an API key (CLI, tests, services). */
 export const LOCAL_PRINCIPAL = 'local';
@@ -51,11 +58,8 @@ export interface ProducerOptions {
   dedupeWindowMs?: number;
 }
 
-/**
- * Bad enqueue options (`queue`, `delay`, `priority`); paths name the option (`/delay`), where a
- * plain {@link ValidationError} from the job's schema points into its data.
- */
-export class EnqueueOptionsError extends ValidationError {}
+/** Bad enqueue options; defined in core, re-exported where callers of `enqueue` look. */
+export { EnqueueOptionsError };
 
 /** Default of {@link ProducerOptions.inFlightMs}: far above any healthy enqueue. */
 export const DEFAULT_IN_FLIGHT_MS = 10_000;
@@ -157,7 +161,7 @@ export function createProducer(options: ProducerOptions): Producer {
     options.registry.validate(name, data);
     assertJsonbStorable(data, `invalid data for job ${name}`);
     const queueName = opts.queue ?? job.queue;
-    checkOptions(queueName, opts, options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS);
+    checkOptions(job, opts, options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS);
     const caller = opts.principal ?? principal;
     const token = opts.token ?? (await tokens.issue(caller, { ttlMs: tokenTtlMs }))[0]!.token;
     const fingerprint = requestFingerprint({
@@ -328,29 +332,6 @@ function reusedError(): OnceqError {
   );
 }
 
-function checkOptions(queue: string, opts: EnqueueOptions, dedupeWindowMs: number): void {
-  const fields = [];
-  if (!QUEUE_NAME.test(queue))
-    fields.push({ path: '/queue', message: `must be ${QUEUE_NAME_RULE}` });
-  if (opts.delay !== undefined && (!Number.isSafeInteger(opts.delay) || opts.delay < 0)) {
-    fields.push({ path: '/delay', message: 'must be a non-negative integer of milliseconds' });
-  } else if (opts.delay !== undefined && opts.delay >= dedupeWindowMs) {
-    fields.push({
-      path: '/delay',
-      message:
-        `must be below the dedupe window (${dedupeWindowMs} ms): a message delivered after it ` +
-        'is dead-lettered as expired',
-    });
-  }
-  if (
-    opts.priority !== undefined &&
-    (!Number.isInteger(opts.priority) || opts.priority < 0 || opts.priority > 2_097_152)
-  ) {
-    fields.push({ path: '/priority', message: 'must be an integer from 0 to 2097152' });
-  }
-  if (fields.length)
-    throw new EnqueueOptionsError(
-      `invalid enqueue options: ${fields.map((f) => `${f.path} ${f.message}`).join('; ')}`,
-      fields,
-    );
+function checkOptions(job: JobDefinition, opts: EnqueueOptions, dedupeWindowMs: number): void {
+  assertEnqueueOptions(opts, { jobName: job.name, queues: job.queues, dedupeWindowMs });
 }

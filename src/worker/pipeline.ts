@@ -274,6 +274,8 @@ export function createPipeline(options: PipelineOptions) {
                 queue: job.queueName,
                 attempt: job.attemptsMade + 1,
                 run,
+                registry,
+                dedupeWindowMs,
                 enqueue: async (name, data, opts) => {
                   const id = await enqueueFollowUp(trx, messageId, name, data, opts);
                   followUps++;

@@ -162,7 +162,8 @@ describe('http: POST /v1/jobs and Idempotency-Key', function () {
         { ...OPEN, data: { owner: 'mallory', openingBalance: 100 } },
         { ...OPEN, delay: 1000 },
         { ...OPEN, priority: 3 },
-        { ...OPEN, queue: 'elsewhere' },
+        // (Another queue: account.open is declared on one only, so that is refused before the
+        // token is looked at; edge-refusals.test.ts sends a job to another declared queue.)
       ]) {
         const res = await t.enqueue(alice, token, other);
         expect(res.statusCode, JSON.stringify(other)).to.equal(422);

@@ -17,7 +17,7 @@ import { EnqueueOptionsError, type Producer } from '../../producer/producer.js';
 import { findJobStatus, type DeadLetterLookup } from '../../producer/job-status.js';
 import type { Db } from '../../db/create-db.js';
 import { parseIdempotencyKey } from '../../core/token.js';
-import { ErrorCode, ValidationError } from '../../core/errors.js';
+import { describeFieldErrors, ErrorCode, ValidationError } from '../../core/errors.js';
 import { ProblemError, problem } from '../problem.js';
 import {
   AcceptedSchema,
@@ -115,12 +115,14 @@ export function jobRoutes(app: FastifyInstance, options: JobRoutesOptions): void
       } catch (err) {
         // The job's schema sees `data`; the client sent the whole body: point into it.
         if (err instanceof EnqueueOptionsError) {
-          throw new ProblemError(problem(ErrorCode.ValidationFailed, err.message, err.details));
+          throw new ProblemError(
+            problem(ErrorCode.ValidationFailed, err.message, err.details, err.omitted),
+          );
         }
         if (err instanceof ValidationError) {
           const errors = err.details.map((f) => ({ path: `/data${f.path}`, message: f.message }));
-          const detail = `invalid data for job ${name}: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}`;
-          throw new ProblemError(problem(ErrorCode.ValidationFailed, detail, errors));
+          const detail = `invalid data for job ${name}: ${describeFieldErrors(errors, err.omitted)}`;
+          throw new ProblemError(problem(ErrorCode.ValidationFailed, detail, errors, err.omitted));
         }
         throw err;
       }
