@@ -6,13 +6,19 @@
  * PostgreSQL's acceptance record is the truth, Redis the fast path (DESIGN.md sections 2 and 3).
  * Redis can go back in time (a restored snapshot, a promoted async replica) and then disagree
  * with the record: it binds a retry to a fresh id, or has lost the request's fingerprint. The
- * record then decides the answer, and Redis is rebound to it (`rebind-1.lua`).
+ * record then decides the answer, and Redis is rebound to it (`rebind-1.lua`). A replay answers
+ * from the record and brings the job back only for a message that is neither applied nor
+ * dead-lettered, so a replay never runs a message again behind the dead-letter queue's back.
  */
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { closeRedis } from '../redis/connection.js';
 import type { Db } from '../db/create-db.js';
-import { createAcceptanceWriter, findAcceptedByToken } from '../db/accepted-messages.repository.js';
+import {
+  createAcceptanceWriter,
+  findAcceptedByToken,
+  findMessageFate,
+} from '../db/accepted-messages.repository.js';
 import { ErrorCode, IdGeneratorStoppedError, OnceqError, ValidationError } from '../core/errors.js';
 import { requestFingerprint } from '../core/fingerprint.js';
 import { assertJsonbStorable } from '../core/jsonb.js';
@@ -180,6 +186,9 @@ export function createProducer(options: ProducerOptions): Producer {
     // The message id Redis holds for the token, as far as this request knows; `undefined` when
     // Redis has none or was not asked.
     let redisMid: string | undefined;
+    // Redis says this message is done, its effect committed: a replay needs no PostgreSQL look-up
+    // to know that it must not bring the job back.
+    let redisDone = false;
     /**
      * Redis went back in time and disagrees with PostgreSQL's record of the token: write the
      * record over it, so that the worker's claim and later replays meet the recorded message.
@@ -252,6 +261,7 @@ export function createProducer(options: ProducerOptions): Producer {
       case 'replay':
         messageId = accepted.messageId;
         redisMid = messageId;
+        redisDone = accepted.state === 'done';
         replayed = true;
         break;
       case 'reused': {
@@ -308,23 +318,33 @@ export function createProducer(options: ProducerOptions): Producer {
           // took this retry for a first use under a fresh id. The record is the answer, and
           // Redis is rebound to it; else the worker would meet a token bound to the fresh id.
           replayed = true;
+          redisDone = false;
           if (redisMid !== undefined) await rebindToken(redisMid, row.message_id);
           messageId = row.message_id;
         }
       }
-      // Adding with the same job id is a no-op while the job exists, so a replay re-adds safely;
-      // if the job was lost or already removed, the inbox absorbs the extra delivery.
-      const envelope: MessageEnvelope = { messageId, token, data };
-      await queue(queueName).add(
-        name,
-        envelope,
-        messageJobOptions(messageId, {
-          maxAttempts: options.maxAttempts,
-          backoffMs: options.backoffMs,
-          delay: opts.delay,
-          priority: opts.priority,
-        }),
-      );
+      // A first use adds the job. A replay brings it back only for a message that is neither
+      // applied nor dead-lettered: its job may be gone (removed after completion, lost with
+      // Redis), and re-adding it for an applied message costs a delivery, for a dead-lettered
+      // one a fresh attempt budget around the dead-letter queue and its operator. For an open
+      // message the add is a no-op while the job exists (same job id).
+      if (
+        !replayed ||
+        (!(redisDone && redisMid === messageId) &&
+          (await findMessageFate(options.db, messageId)) === 'open')
+      ) {
+        const envelope: MessageEnvelope = { messageId, token, data };
+        await queue(queueName).add(
+          name,
+          envelope,
+          messageJobOptions(messageId, {
+            maxAttempts: options.maxAttempts,
+            backoffMs: options.backoffMs,
+            delay: opts.delay,
+            priority: opts.priority,
+          }),
+        );
+      }
       answered = true;
     } finally {
       // A first use that failed closes its in-flight window, so a retry takes over at once
