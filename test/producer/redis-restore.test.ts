@@ -317,4 +317,37 @@ describe('producer: Redis restored from an older snapshot (private redis-server)
     expect((await producer!.tokens.inspect(tok))?.messageId).to.equal(m1);
     expectReplayOf(await enqueue(tok), m1);
   });
+
+  it('a job whose token PostgreSQL records for another message is still dead-lettered invalid', async () => {
+    // No restore: the record backs Redis here, so the mismatch is the job's, not Redis's.
+    const mine = await token();
+    const m1 = await accepted(mine);
+    const theirs = await token();
+    const m2 = (await enqueue(theirs, OTHER_BODY).then((r) => r.json())) as { messageId: string };
+    // A job carrying M2's id with M1's token (a hand-edited job, a bug), and one carrying a
+    // message id PostgreSQL never recorded.
+    const m3 = ids.nextId();
+    await producer!.queue('ledger').addBulk([
+      { name: BODY.name, data: { messageId: m2.messageId, token: mine, data: OTHER_BODY.data } },
+      { name: BODY.name, data: { messageId: m3, token: mine, data: BODY.data }, opts: {} },
+    ]);
+    // Remove M2's own job, so only the forged one can apply M2.
+    await producer!.queue('ledger').remove(jobIdFor(m2.messageId));
+    await startOwnWorker();
+    await waitApplied(m1);
+    for (let i = 0; ; i++) {
+      const dead = await t.db.selectFrom('dead_letters').select(['message_id', 'reason']).execute();
+      if (dead.length === 2) {
+        expect(dead.map((d) => d.reason)).to.deep.equal(['invalid', 'invalid']);
+        expect(dead.map((d) => d.message_id).sort()).to.deep.equal([m2.messageId, m3].sort());
+        break;
+      }
+      if (i > 200) throw new Error(`dead letters: ${JSON.stringify(dead)}`);
+      await sleep(50);
+    }
+    expect(await inboxHas(m2.messageId)).to.equal(false);
+    expect(await inboxHas(m3)).to.equal(false);
+    // Redis still binds the token to its own message.
+    expect((await producer!.tokens.inspect(mine))?.messageId).to.equal(m1);
+  });
 });
