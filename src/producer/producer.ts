@@ -333,7 +333,9 @@ export function createProducer(options: ProducerOptions): Producer {
         (!(redisDone && redisMid === messageId) &&
           (await findMessageFate(options.db, messageId)) === 'open')
       ) {
-        const envelope: MessageEnvelope = { messageId, token, data };
+        const envelope: MessageEnvelope = replayed
+          ? { messageId, token, data, readded: true }
+          : { messageId, token, data };
         await queue(queueName).add(
           name,
           envelope,

@@ -20,6 +20,7 @@ import {
   VersionConflictError,
 } from '../core/errors.js';
 import { findAcceptedByMessageId } from '../db/accepted-messages.repository.js';
+import { findDeadLetter } from '../db/dead-letters.repository.js';
 import { assertJsonbStorable } from '../core/jsonb.js';
 import { envelopeProblem, type MessageEnvelope } from '../core/message.js';
 import { isExpired, type DeadLetterReason } from '../core/dead-letter.js';
@@ -153,6 +154,8 @@ export function createPipeline(options: PipelineOptions) {
 
     const definition = registry.get(job.name);
 
+    if (envelope.readded === true) await refuseIfDeadLettered(job, messageId);
+
     // Step 2: the claim.
     const owner = `${processId}:${++deliveries}`;
     let claim: Awaited<ReturnType<TokenStore['claim']>>;
@@ -260,6 +263,23 @@ export function createPipeline(options: PipelineOptions) {
     if (committed.followUps > 0) options.onFollowUps?.();
     options.onOutcome?.(committed.outcome, job);
     return { outcome: committed.outcome, result: committed.result };
+  }
+
+  /**
+   * A job a replay added back (see {@link MessageEnvelope.readded}) whose message has a dead
+   * letter that holds it (pending or purged; a replayed one is back on its queue, as the
+   * reconciler counts it): the dead-letter queue and its operator own the message, so the job is
+   * taken away unrun (the worker removes a job failed with {@link DeadLetteredError}) and the
+   * dead letter is left as it is.
+   */
+  async function refuseIfDeadLettered(job: Job, messageId: string): Promise<void> {
+    const letter = await findDeadLetter(db, messageId);
+    if (!letter || (letter.replayed_at !== null && letter.purged_at === null)) return;
+    const text = `message ${messageId} is dead-lettered (${letter.reason}); a replay's job is not run`;
+    options.logger?.warn({ jobId: job.id, queue: job.queueName, messageId }, text);
+    // Not a dead letter of its own (the metrics count those): a delivery of a settled message.
+    options.onOutcome?.('duplicate', job);
+    throw new DeadLetteredError(letter.reason, text);
   }
 
   /**

@@ -7,6 +7,7 @@
  */
 import { expect } from 'chai';
 import { jobIdFor } from '../../src/core/message.js';
+import { messageJobOptions } from '../../src/producer/job-options.js';
 import { tokenKey } from '../../src/redis/keys.js';
 import { upsertDeadLetter } from '../../src/db/dead-letters.repository.js';
 import type { EnqueueResult } from '../../src/producer/producer.js';
@@ -120,6 +121,35 @@ describe('producer: a replay after the job is gone', function () {
     expect(await deadLetter(first.messageId), 'the dead letter untouched').to.deep.equal(letter);
   });
 
+  it('a replay whose look-up crossed a dead-letter move: the job it added is taken away unrun', async () => {
+    await setFailing(stack.db, true);
+    await worker();
+    const token = await stack.producer.issueToken();
+    const first = await enqueue(token);
+    await waitFor('the dead letter', async () => (await deadLetter(first.messageId)) !== undefined);
+    await waitFor(
+      'the original removed',
+      async () => (await queue().getJob(first.jobId)) === undefined,
+    );
+    const letter = await deadLetter(first.messageId);
+    await setFailing(stack.db, false);
+    // What a replay adds when its look-up ran just before the dead letter committed and its add
+    // just after the original was removed.
+    await queue().add(
+      'fixture.bump',
+      { messageId: first.messageId, token, data: { n: 1 }, readded: true },
+      messageJobOptions(first.messageId, { maxAttempts: 1 }),
+    );
+    await waitFor(
+      'the stray job removed',
+      async () => (await queue().getJob(first.jobId)) === undefined,
+    );
+    await sleep(300);
+    expect(await effectCounts(stack.db), 'the handler never ran again').to.deep.equal(new Map());
+    expect(deliveriesOf(first.messageId)).to.deep.equal(['dead', 'duplicate']);
+    expect(await deadLetter(first.messageId), 'the dead letter untouched').to.deep.equal(letter);
+  });
+
   it('neither applied nor dead-lettered, its job lost: the replay adds it back, applied once', async () => {
     const token = await stack.producer.issueToken();
     const first = await enqueue(token);
@@ -128,7 +158,7 @@ describe('producer: a replay after the job is gone', function () {
     expect(await queue().getJob(first.jobId)).to.equal(undefined);
     expectSameAnswer(await enqueue(token), first);
     const job = await queue().getJob(first.jobId);
-    expect(job?.data).to.deep.include({ messageId: first.messageId, token });
+    expect(job?.data).to.deep.include({ messageId: first.messageId, token, readded: true });
     expect(job?.id).to.equal(jobIdFor(first.messageId));
     await worker();
     await waitFor('the effect', async () => (await effectCounts(stack.db)).size === 1);
