@@ -34,13 +34,21 @@ async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000)
 describe('producer: a replay after the job is gone', function () {
   this.timeout(60_000);
   let stack: TestStack;
+  let closeStack: (() => Promise<void>) | undefined;
 
   beforeEach(async () => {
     // One attempt: a failure dead-letters the message at once.
     stack = await createTestStack('replaygone', { jobs: fixtureJobs, maxAttempts: 1 });
+    const opened = stack;
+    closeStack = () => opened.close();
     await createFixtureTables(stack.db);
   });
-  afterEach(async () => stack.close());
+  afterEach(async () => {
+    // Closed once: a beforeEach that failed leaves the previous, closed stack in `stack`.
+    const close = closeStack;
+    closeStack = undefined;
+    await close?.();
+  });
 
   const queue = () => stack.producer.queue(FIXTURE_QUEUE);
   const worker = (): Promise<OnceqWorker> =>
