@@ -18,6 +18,13 @@ export interface MessageEnvelope {
   token: string;
   /** The job's own data, validated against its schema. */
   data: unknown;
+  /**
+   * Set on a job that a replay of the request added back because its original was gone. The
+   * replay looked in PostgreSQL first, but a dead-letter move can cross that look-up (the dead
+   * letter committed after it, the original removed before the add): the worker looks for a
+   * dead letter before running such a job, and only such a job, so no first delivery pays for it.
+   */
+  readded?: true;
 }
 
 /** The BullMQ job id of a message. */

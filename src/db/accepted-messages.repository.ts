@@ -246,3 +246,36 @@ export async function findAcceptedByMessageId(
     .where('message_id', '=', messageId)
     .executeTakeFirst();
 }
+
+/**
+ * Where an accepted message stands in PostgreSQL: `applied` (its inbox row exists), `dead` (a
+ * dead letter that is pending or purged: the dead-letter queue and its operator own it), or
+ * `open` (neither: queued, running, or its job lost). A dead letter that was replayed counts as
+ * open: the replay put the message back on its queue. The same rule as the reconciler's.
+ */
+export type MessageFate = 'applied' | 'dead' | 'open';
+
+/** The {@link MessageFate} of a message, in one round trip. */
+export async function findMessageFate(
+  db: Kysely<Database>,
+  messageId: string,
+): Promise<MessageFate> {
+  const row = await db
+    .selectNoFrom((eb) => [
+      eb
+        .exists(eb.selectFrom('inbox').select('message_id').where('message_id', '=', messageId))
+        .as('applied'),
+      eb
+        .exists(
+          eb
+            .selectFrom('dead_letters')
+            .select('message_id')
+            .where('message_id', '=', messageId)
+            .where((w) => w.or([w('replayed_at', 'is', null), w('purged_at', 'is not', null)])),
+        )
+        .as('dead'),
+    ])
+    .executeTakeFirstOrThrow();
+  if (row.applied) return 'applied';
+  return row.dead ? 'dead' : 'open';
+}

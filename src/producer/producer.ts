@@ -2,12 +2,23 @@
  * The producer library: validate, mint the messageId, bind the token to the request, record the
  * accepted message in PostgreSQL, then add the BullMQ job. Every step is idempotent, so a caller
  * that retries `enqueue` with the same token after any failure gets the same message and one job.
+ *
+ * PostgreSQL's acceptance record is the truth, Redis the fast path (DESIGN.md sections 2 and 3).
+ * Redis can go back in time (a restored snapshot, a promoted async replica) and then disagree
+ * with the record: it binds a retry to a fresh id, or has lost the request's fingerprint. The
+ * record then decides the answer, and Redis is rebound to it (`rebind-1.lua`). A replay answers
+ * from the record and brings the job back only for a message that is neither applied nor
+ * dead-lettered, so a replay never runs a message again behind the dead-letter queue's back.
  */
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { closeRedis } from '../redis/connection.js';
 import type { Db } from '../db/create-db.js';
-import { createAcceptanceWriter, findAcceptedByToken } from '../db/accepted-messages.repository.js';
+import {
+  createAcceptanceWriter,
+  findAcceptedByToken,
+  findMessageFate,
+} from '../db/accepted-messages.repository.js';
 import {
   EnqueueOptionsError,
   ErrorCode,
@@ -176,6 +187,29 @@ export function createProducer(options: ProducerOptions): Producer {
     let replayed!: boolean;
     // Whether the acceptance is known to be in PostgreSQL already (read back from there).
     let recorded = false;
+    // The message id Redis holds for the token, as far as this request knows; `undefined` when
+    // Redis has none or was not asked.
+    let redisMid: string | undefined;
+    // Redis says this message is done, its effect committed: a replay needs no PostgreSQL look-up
+    // to know that it must not bring the job back.
+    let redisDone = false;
+    /**
+     * Redis went back in time and disagrees with PostgreSQL's record of the token: write the
+     * record over it, so that the worker's claim and later replays meet the recorded message.
+     * Best effort: a failure leaves the worker's claim to do the same when it meets the mismatch.
+     */
+    async function rebindToken(from: string | undefined, recordedId: string): Promise<void> {
+      const rebound = await tokens
+        .rebind(token, {
+          from,
+          messageId: recordedId,
+          principal: caller,
+          fingerprint,
+          ttlMs: tokenTtlMs,
+        })
+        .catch(() => undefined);
+      if (rebound?.status === 'rebound') redisMid = recordedId;
+    }
     /** The message id PostgreSQL recorded for this token and request, else `missing()`. */
     async function recordedMessageId(missing: () => Error): Promise<string> {
       const row = await findAcceptedByToken(options.db, caller, token);
@@ -210,6 +244,7 @@ export function createProducer(options: ProducerOptions): Producer {
         break;
       case 'accepted':
         messageId = accepted.messageId;
+        redisMid = messageId;
         replayed = false;
         break;
       case 'in_use':
@@ -229,10 +264,22 @@ export function createProducer(options: ProducerOptions): Producer {
         break;
       case 'replay':
         messageId = accepted.messageId;
+        redisMid = messageId;
+        redisDone = accepted.state === 'done';
         replayed = true;
         break;
-      case 'reused':
-        throw reusedError();
+      case 'reused': {
+        // As far as Redis remembers. It may have gone back in time: a worker claimed a restored
+        // `issued` copy of the token (which has no fingerprint), or a retry of another request
+        // was accepted there. PostgreSQL's record decides; a genuine replay is answered from it.
+        const row = await findAcceptedByToken(options.db, caller, token);
+        if (!row || row.fingerprint !== fingerprint) throw reusedError();
+        messageId = row.message_id;
+        recorded = true;
+        replayed = true;
+        await rebindToken(accepted.storedMessageId, messageId);
+        break;
+      }
       case 'unknown':
         // Redis may have lost the token after it was accepted: PostgreSQL remembers.
         messageId = await recordedMessageId(
@@ -270,21 +317,40 @@ export function createProducer(options: ProducerOptions): Producer {
           await tokens.settle(token, { messageId, forget: true }).catch(() => undefined);
           throw reusedError();
         }
-        messageId = row.message_id;
+        if (row.message_id !== messageId) {
+          // The same request, recorded before under another id: Redis went back in time and
+          // took this retry for a first use under a fresh id. The record is the answer, and
+          // Redis is rebound to it; else the worker would meet a token bound to the fresh id.
+          replayed = true;
+          redisDone = false;
+          if (redisMid !== undefined) await rebindToken(redisMid, row.message_id);
+          messageId = row.message_id;
+        }
       }
-      const envelope: MessageEnvelope = { messageId, token, data };
-      // Adding with the same job id is a no-op while the job exists, so a replay re-adds safely;
-      // if the job was lost or already removed, the inbox absorbs the extra delivery.
-      await queue(queueName).add(
-        name,
-        envelope,
-        messageJobOptions(messageId, {
-          maxAttempts: options.maxAttempts,
-          backoffMs: options.backoffMs,
-          delay: opts.delay,
-          priority: opts.priority,
-        }),
-      );
+      // A first use adds the job. A replay brings it back only for a message that is neither
+      // applied nor dead-lettered: its job may be gone (removed after completion, lost with
+      // Redis), and re-adding it for an applied message costs a delivery, for a dead-lettered
+      // one a fresh attempt budget around the dead-letter queue and its operator. For an open
+      // message the add is a no-op while the job exists (same job id).
+      if (
+        !replayed ||
+        (!(redisDone && redisMid === messageId) &&
+          (await findMessageFate(options.db, messageId)) === 'open')
+      ) {
+        const envelope: MessageEnvelope = replayed
+          ? { messageId, token, data, readded: true }
+          : { messageId, token, data };
+        await queue(queueName).add(
+          name,
+          envelope,
+          messageJobOptions(messageId, {
+            maxAttempts: options.maxAttempts,
+            backoffMs: options.backoffMs,
+            delay: opts.delay,
+            priority: opts.priority,
+          }),
+        );
+      }
       answered = true;
     } finally {
       // A first use that failed closes its in-flight window, so a retry takes over at once
@@ -293,8 +359,8 @@ export function createProducer(options: ProducerOptions): Producer {
       // above), and every successful enqueue, the common case, saves a Redis script. Not
       // awaited: the command is queued on the token connection before the answer leaves, so a
       // retry through it runs after; a failure to settle only leaves the window to run out.
-      if (accepted?.status === 'accepted' && !answered) {
-        tokens.settle(token, { messageId: accepted.messageId }).catch(() => undefined);
+      if (accepted?.status === 'accepted' && !answered && redisMid !== undefined) {
+        tokens.settle(token, { messageId: redisMid }).catch(() => undefined);
       }
     }
     return {

@@ -1,5 +1,5 @@
 /**
- * The return codes of the token scripts (`lua/issue-1.lua` … `lua/settle-1.lua`) and the one
+ * The return codes of the token scripts (`lua/issue-1.lua` … `lua/rebind-1.lua`) and the one
  * function that turns a raw script reply into a typed result or an error, after BullMQ's
  * `ErrorCode` and `finishedErrors()`. Nothing else compares a script's integers: a new code is
  * added here, in the script header, and in the result type of its transition, together.
@@ -19,6 +19,7 @@ export enum TokenCode {
   Completed = 8,
   AlreadyDone = 9,
   Settled = 10,
+  Rebound = 11,
   Collision = -1,
   Unknown = -2,
   Reused = -3,
@@ -27,6 +28,7 @@ export enum TokenCode {
   Lost = -6,
   NotOwner = -7,
   InUse = -8,
+  Moved = -9,
 }
 
 /** The state a refusal found: a {@link TokenState}, or `missing` when the key does not exist. */
@@ -41,8 +43,12 @@ export type AcceptResult =
   | { status: 'accepted'; messageId: string }
   /** The same request (fingerprint) again: the `messageId` of the first acceptance. */
   | { status: 'replay'; messageId: string; state: TokenState }
-  /** The token was used for a different request; nothing changed. */
-  | { status: 'reused' }
+  /**
+   * The token was used for a different request, as far as Redis remembers; nothing changed.
+   * `storedMessageId` is the message id Redis holds for it, if any. Redis may have gone back in
+   * time: PostgreSQL's acceptance record decides (see {@link RebindResult}).
+   */
+  | { status: 'reused'; storedMessageId: string | undefined }
   /** Never issued, expired, or issued to another principal: deliberately indistinguishable. */
   | { status: 'unknown' }
   /**
@@ -54,6 +60,16 @@ export type AcceptResult =
 
 /** Result of `settle`. */
 export type SettleResult = { status: 'settled' };
+
+/** Result of `rebind`. */
+export type RebindResult =
+  /** Redis now holds PostgreSQL's record for the token; `state` is the token's state after. */
+  | { status: 'rebound'; state: TokenState }
+  /**
+   * Redis no longer holds what the caller saw (another rebind or a claim came first, or the key
+   * is gone); nothing was written. `storedMessageId` is what it holds now, if anything.
+   */
+  | { status: 'moved'; storedMessageId: string | undefined };
 
 /** Result of `claim`. A token bound to another message throws {@link TokenMismatchError}. */
 export type ClaimResult =
@@ -89,6 +105,7 @@ export interface TokenResults {
   release: ReleaseResult;
   complete: CompleteResult;
   settle: SettleResult;
+  rebind: RebindResult;
 }
 
 /** A token transition, named as its script (`claim` → `lua/claim-1.lua`). */
@@ -109,6 +126,7 @@ const CODES_OF: { readonly [Op in TokenOp]: readonly TokenCode[] } = {
   release: [TokenCode.Released, TokenCode.NotOwner],
   complete: [TokenCode.Completed, TokenCode.AlreadyDone, TokenCode.Mismatch],
   settle: [TokenCode.Settled],
+  rebind: [TokenCode.Rebound, TokenCode.Moved],
 };
 
 /**
@@ -160,6 +178,9 @@ function decode(op: TokenOp, reply: unknown, messageId: string | undefined): Tok
     const value = str(i);
     return isTokenState(value) ? value : fail(`an unknown state`);
   };
+  /** A message id or nothing: the scripts answer '' when the hash holds none. */
+  const maybeDecimal = (i: number): string | undefined =>
+    payload[i] === undefined || payload[i] === '' ? undefined : decimal(i);
   const found = (i: number): FoundState => (str(i) === 'missing' ? 'missing' : state(i));
   const holder = (i: number): string | undefined => str(i) || undefined;
   const json = (i: number): unknown => {
@@ -183,11 +204,15 @@ function decode(op: TokenOp, reply: unknown, messageId: string | undefined): Tok
     case TokenCode.Unknown:
       return { status: 'unknown' };
     case TokenCode.Reused:
-      return { status: 'reused' };
+      return { status: 'reused', storedMessageId: maybeDecimal(0) };
     case TokenCode.InUse:
       return { status: 'in_use', pendingUntil: int(0) };
     case TokenCode.Settled:
       return { status: 'settled' };
+    case TokenCode.Rebound:
+      return { status: 'rebound', state: state(0) };
+    case TokenCode.Moved:
+      return { status: 'moved', storedMessageId: maybeDecimal(0) };
     case TokenCode.Claimed:
       return { status: 'claimed', leaseUntil: int(0) };
     case TokenCode.Done:

@@ -1,10 +1,12 @@
 /**
  * The token store: the state of each idempotency/message token in Redis, one hash per token
  * (`keys.ts` `tokenKey`), changed only by the Lua scripts `lua/{issue,accept,settle,claim,renew,
- * release,complete}-1.lua`, one atomic transition each, with times from Redis `TIME`.
+ * release,complete,rebind}-1.lua`, one atomic transition each, with times from Redis `TIME`.
  *
  * Redis is the fast path, not the truth: a key that Redis lost is claimable and completable, and
- * the inbox row in PostgreSQL stops a second commit. See DESIGN.md sections 2 and 3.
+ * the inbox row in PostgreSQL stops a second commit. A key that went back in time (a restored
+ * snapshot) is put right with `rebind` from PostgreSQL's acceptance record. See DESIGN.md
+ * sections 2 and 3.
  *
  * Hash fields: `state` (issued | accepted | claimed | done), `principal`, `fp` (request
  * fingerprint), `mid` (messageId, decimal string), `owner`, `lease` (ms epoch), `result` (JSON
@@ -24,6 +26,7 @@ import {
   type AcceptResult,
   type ClaimResult,
   type CompleteResult,
+  type RebindResult,
   type ReleaseResult,
   type RenewResult,
   type SettleResult,
@@ -36,6 +39,7 @@ export type {
   ClaimResult,
   CompleteResult,
   FoundState,
+  RebindResult,
   ReleaseResult,
   RenewResult,
   SettleResult,
@@ -95,6 +99,18 @@ export interface ClaimOptions {
   /** The messageId the job carries; a token bound to another one throws `TokenMismatchError`. */
   messageId: string;
   /** The key lives at least this long (and at least `leaseMs`) after the claim. */
+  ttlMs: number;
+}
+
+/** Options of {@link TokenStore.rebind}: PostgreSQL's acceptance record of the token. */
+export interface RebindOptions {
+  /** The message id Redis was seen to hold for the token (`undefined`: none). */
+  from: string | undefined;
+  /** The message id PostgreSQL recorded for the token. */
+  messageId: string;
+  principal: string;
+  fingerprint: string;
+  /** The key lives at least this long after the rebind. */
   ttlMs: number;
 }
 
@@ -163,6 +179,14 @@ export interface TokenStore {
    * request as the token's first acceptance, and replays must be answered from there.
    */
   settle(token: string, options: { messageId: string; forget?: boolean }): Promise<SettleResult>;
+  /**
+   * Writes PostgreSQL's acceptance record (message id, principal, fingerprint) over the token's
+   * state, if Redis still holds message id `from` for it: Redis went back in time and disagrees
+   * with the record. A different message id drops the claim and result Redis held for the old
+   * one (state `accepted`); the same id keeps the state and fills in the fingerprint. `moved`
+   * when Redis holds something else by now (or nothing): nothing written.
+   */
+  rebind(token: string, options: RebindOptions): Promise<RebindResult>;
   /**
    * Takes the lease on the message: `claimed` (also when the key is missing, an expired lease is
    * taken over, or this owner claims again), `done` with the stored result, or `busy` until the
@@ -245,6 +269,16 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
       checkToken(token);
       decimalId(messageId);
       return run('settle', token, [messageId, forget ? '1' : '0']);
+    },
+
+    async rebind(token, { from, messageId, principal, fingerprint, ttlMs }) {
+      checkToken(token);
+      if (from !== undefined) decimalId(from);
+      decimalId(messageId);
+      nonEmpty('principal', principal);
+      nonEmpty('fingerprint', fingerprint);
+      positiveInt('ttlMs', ttlMs);
+      return run('rebind', token, [from ?? '', messageId, principal, fingerprint, ttlMs]);
     },
 
     async claim(token, { owner, leaseMs, messageId, ttlMs }) {

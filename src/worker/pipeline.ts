@@ -12,7 +12,15 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import { runMessageTransaction } from '../db/message-transaction.js';
-import { ErrorCode, NonRetryableError, OnceqError, VersionConflictError } from '../core/errors.js';
+import {
+  ErrorCode,
+  NonRetryableError,
+  OnceqError,
+  TokenMismatchError,
+  VersionConflictError,
+} from '../core/errors.js';
+import { findAcceptedByMessageId } from '../db/accepted-messages.repository.js';
+import { findDeadLetter } from '../db/dead-letters.repository.js';
 import { assertJsonbStorable } from '../core/jsonb.js';
 import { envelopeProblem, type MessageEnvelope } from '../core/message.js';
 import { isExpired, type DeadLetterReason } from '../core/dead-letter.js';
@@ -146,11 +154,18 @@ export function createPipeline(options: PipelineOptions) {
 
     const definition = registry.get(job.name);
 
+    if (envelope.readded === true) await refuseIfDeadLettered(job, messageId);
+
     // Step 2: the claim.
     const owner = `${processId}:${++deliveries}`;
     let claim: Awaited<ReturnType<TokenStore['claim']>>;
     try {
-      claim = await tokens.claim(token, { owner, leaseMs, messageId, ttlMs: tokenTtlMs });
+      claim = await claimAgreeingWithRecord(token, {
+        owner,
+        leaseMs,
+        messageId,
+        ttlMs: tokenTtlMs,
+      });
     } catch (err) {
       // A token bound to another message must not run (nor replay that message's result).
       if (err instanceof NonRetryableError) return invalid(job, err);
@@ -248,6 +263,57 @@ export function createPipeline(options: PipelineOptions) {
     if (committed.followUps > 0) options.onFollowUps?.();
     options.onOutcome?.(committed.outcome, job);
     return { outcome: committed.outcome, result: committed.result };
+  }
+
+  /**
+   * A job a replay added back (see {@link MessageEnvelope.readded}) whose message has a dead
+   * letter that holds it (pending or purged; a replayed one is back on its queue, as the
+   * reconciler counts it): the dead-letter queue and its operator own the message, so the job is
+   * taken away unrun (the worker removes a job failed with {@link DeadLetteredError}) and the
+   * dead letter is left as it is.
+   */
+  async function refuseIfDeadLettered(job: Job, messageId: string): Promise<void> {
+    const letter = await findDeadLetter(db, messageId);
+    if (!letter || (letter.replayed_at !== null && letter.purged_at === null)) return;
+    const text = `message ${messageId} is dead-lettered (${letter.reason}); a replay's job is not run`;
+    options.logger?.warn({ jobId: job.id, queue: job.queueName, messageId }, text);
+    // Not a dead letter of its own (the metrics count those): a delivery of a settled message.
+    options.onOutcome?.('duplicate', job);
+    throw new DeadLetteredError(letter.reason, text);
+  }
+
+  /**
+   * The claim, with PostgreSQL as the judge when Redis binds the token to another message id.
+   * Redis may have gone back in time (a restored snapshot): a retry of the request was accepted
+   * there under a fresh id while PostgreSQL recorded this message for the token, and the
+   * producer that saw it may have died before rebinding Redis. When the acceptance record says
+   * this token is this message's, Redis is rebound to it and the claim is tried again; otherwise
+   * the mismatch stands (the job carries someone else's token) and the message is invalid.
+   */
+  async function claimAgreeingWithRecord(
+    token: string,
+    claim: Parameters<TokenStore['claim']>[1],
+  ): ReturnType<TokenStore['claim']> {
+    try {
+      return await tokens.claim(token, claim);
+    } catch (err) {
+      if (!(err instanceof TokenMismatchError)) throw err;
+      const row = await findAcceptedByMessageId(db, claim.messageId);
+      if (row?.token !== token) throw err;
+      const rebound = await tokens.rebind(token, {
+        from: err.details.boundMessageId,
+        messageId: row.message_id,
+        principal: row.principal,
+        fingerprint: row.fingerprint,
+        ttlMs: tokenTtlMs,
+      });
+      options.logger?.warn(
+        { messageId: claim.messageId, boundMessageId: err.details.boundMessageId, rebound },
+        'Redis bound the token to another message id than PostgreSQL recorded; rebound it',
+      );
+      // Rebound, or moved meanwhile (another delivery rebound it first): either way, once more.
+      return tokens.claim(token, claim);
+    }
   }
 
   /** Steps 3 to 5, re-run on version conflicts with jitter, bounded. */

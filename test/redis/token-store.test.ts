@@ -157,7 +157,7 @@ describe('redis/token-store', () => {
       ['issued', 'complete', { status: 'completed' }, 'done'],
 
       ['accepted', 'accept', { status: 'replay', messageId: MID, state: 'accepted' }, 'accepted'],
-      ['accepted', 'accept, other request', { status: 'reused' }, 'accepted'],
+      ['accepted', 'accept, other request', { status: 'reused', storedMessageId: MID }, 'accepted'],
       ['accepted', 'accept, other principal', { status: 'unknown' }, 'accepted'],
       ['accepted', 'claim by B', { status: 'claimed', leaseUntil: 'T' }, 'claimed', 'B'],
       ['accepted', 'claim for another message', MISMATCH, 'accepted'],
@@ -183,7 +183,13 @@ describe('redis/token-store', () => {
         'claimed',
         'A',
       ],
-      ['claimed by A', 'accept, other request', { status: 'reused' }, 'claimed', 'A'],
+      [
+        'claimed by A',
+        'accept, other request',
+        { status: 'reused', storedMessageId: MID },
+        'claimed',
+        'A',
+      ],
       ['claimed by A', 'claim by A', { status: 'claimed', leaseUntil: 'T' }, 'claimed', 'A'],
       [
         'claimed by A',
@@ -243,7 +249,7 @@ describe('redis/token-store', () => {
       ['claimed by A, lease expired', 'complete', { status: 'completed' }, 'done'],
 
       ['done', 'accept', { status: 'replay', messageId: MID, state: 'done' }, 'done'],
-      ['done', 'accept, other request', { status: 'reused' }, 'done'],
+      ['done', 'accept, other request', { status: 'reused', storedMessageId: MID }, 'done'],
       ['done', 'accept, other principal', { status: 'unknown' }, 'done'],
       ['done', 'claim by B', { status: 'done', result: RESULT }, 'done'],
       ['done', 'claim for another message', MISMATCH, 'done'],
@@ -376,6 +382,91 @@ describe('redis/token-store', () => {
         ttlMs: TTL,
       });
       expect(again.status).to.equal('unknown');
+    });
+
+    describe('rebind (Redis went back in time; PostgreSQL recorded MID for the token)', () => {
+      const record = { messageId: MID, principal: ALICE, fingerprint: FP, ttlMs: TTL };
+
+      it('rebinds a retry accepted under a fresh id to the recorded one, claimable for it', async () => {
+        const token = await issued();
+        // The restored `issued` token took the retry for a first use under OTHER_MID.
+        await store.accept(token, {
+          principal: ALICE,
+          fingerprint: FP,
+          messageId: OTHER_MID,
+          ttlMs: TTL,
+        });
+        expect(await store.rebind(token, { ...record, from: OTHER_MID })).to.deep.equal({
+          status: 'rebound',
+          state: 'accepted',
+        });
+        expect(await store.inspect(token)).to.include({ messageId: MID, fingerprint: FP });
+        const claim = await store.claim(token, {
+          owner: 'A',
+          leaseMs: LEASE,
+          messageId: MID,
+          ttlMs: TTL,
+        });
+        expect(claim.status).to.equal('claimed');
+        // A replay now answers the recorded id from Redis.
+        const replay = await store.accept(token, {
+          principal: ALICE,
+          fingerprint: FP,
+          messageId: '7203691551471493999',
+          ttlMs: TTL,
+        });
+        expect(replay).to.deep.equal({ status: 'replay', messageId: MID, state: 'claimed' });
+      });
+
+      it('drops a claim and a result held for the wrong id', async () => {
+        const token = await issued();
+        await store.claim(token, { owner: 'A', leaseMs: LEASE, messageId: OTHER_MID, ttlMs: TTL });
+        await store.complete(token, { messageId: OTHER_MID, result: RESULT, ttlMs: TTL });
+        await store.rebind(token, { ...record, from: OTHER_MID });
+        const snapshot = await store.inspect(token);
+        expect(snapshot).to.include({ state: 'accepted', messageId: MID, owner: undefined });
+        expect(snapshot?.result).to.equal(undefined);
+        expect(snapshot?.doneAt).to.equal(undefined);
+      });
+
+      it('fills in the fingerprint of a restored token a worker claimed, keeping its state', async () => {
+        const token = await issued();
+        await store.claim(token, { owner: 'A', leaseMs: LEASE, messageId: MID, ttlMs: TTL });
+        await store.complete(token, { messageId: MID, result: RESULT, ttlMs: TTL });
+        const reused = await store.accept(token, {
+          principal: ALICE,
+          fingerprint: FP,
+          messageId: OTHER_MID,
+          ttlMs: TTL,
+        });
+        expect(reused).to.deep.equal({ status: 'reused', storedMessageId: MID });
+        expect(await store.rebind(token, { ...record, from: MID })).to.deep.equal({
+          status: 'rebound',
+          state: 'done',
+        });
+        expect((await store.inspect(token))?.result).to.deep.equal(RESULT);
+        const replay = await store.accept(token, {
+          principal: ALICE,
+          fingerprint: FP,
+          messageId: OTHER_MID,
+          ttlMs: TTL,
+        });
+        expect(replay).to.deep.equal({ status: 'replay', messageId: MID, state: 'done' });
+      });
+
+      it('writes nothing when Redis holds another id than the caller saw, or nothing', async () => {
+        const token = await accepted();
+        expect(
+          await store.rebind(token, { ...record, messageId: OTHER_MID, from: OTHER_MID }),
+        ).to.deep.equal({ status: 'moved', storedMessageId: MID });
+        expect(await store.inspect(token)).to.include({ messageId: MID, state: 'accepted' });
+        const gone = generateToken();
+        expect(await store.rebind(gone, { ...record, from: undefined })).to.deep.equal({
+          status: 'moved',
+          storedMessageId: undefined,
+        });
+        expect(await store.inspect(gone)).to.equal(undefined);
+      });
     });
 
     it('extends a shorter TTL to ttlMs and never shortens a longer one', async () => {

@@ -21,7 +21,10 @@
     { 2, mid }             ACCEPTED  (first use; state issued -> accepted)
     { 3, mid, state }      REPLAY    (same fingerprint again: the stored mid and current state)
     {-2 }                  UNKNOWN   (never issued, expired, or another principal's)
-    {-3 }                  REUSED    (used before for a different request; nothing written)
+    {-3, storedMid }       REUSED    (used before for a different request, as Redis remembers it;
+                                      nothing written; storedMid is '' when there is none).
+                                      Redis may have gone back in time, so the caller asks
+                                      PostgreSQL before it answers so (see rebind-1.lua)
     {-8, pendingUntilMs }  IN_USE    (same fingerprint, the first request still in flight)
 ]]
 local key = KEYS[1]
@@ -61,4 +64,4 @@ if storedFp == fp then
   end
   return { 3, storedMid or '', state }
 end
-return { -3 }
+return { -3, storedMid or '' }
