@@ -99,20 +99,20 @@ export class ServiceUnreachableError extends OnceqError {
 
 /** Every snowflake worker id is leased by a live process, so this process must not start. */
 export class WorkerIdUnavailableError extends OnceqError {
-  declare readonly details: { prefix: string; count: number };
-  constructor(prefix: string, count: number) {
+  declare readonly details: { count: number };
+  constructor(count: number) {
     super(
       ErrorCode.WorkerIdUnavailable,
-      `all ${count} worker ids are leased under prefix ${prefix}; stop another onceq process ` +
-        'or wait for the lease of a dead one to expire',
-      { details: { prefix, count } },
+      `all ${count} worker ids are leased (PostgreSQL table worker_id_leases); stop another ` +
+        'onceq process or wait for the lease of a dead one to expire',
+      { details: { count } },
     );
   }
 }
 
 /**
- * The wall clock reads earlier than the last id minted (or than the snowflake epoch) by more than
- * the generator is willing to wait: minting now could repeat an id, so it mints nothing.
+ * The clock reads before the snowflake epoch: no id can carry that time, so the generator mints
+ * nothing.
  */
 export class ClockMovedBackwardsError extends OnceqError {
   declare readonly details: { behindMs: number; clockMs: number; lastTimestampMs: number };
@@ -145,3 +145,4 @@ export class TokenMismatchError extends NonRetryableError {
     );
   }
 }
+

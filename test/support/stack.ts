@@ -52,7 +52,7 @@ export async function createTestStack(
   const redis = testRedis();
   await redis.connect();
   const registry = new JobRegistry([...ledgerJobs, ...(options.jobs ?? [])]);
-  const ids = await createIdService(redis, { ...options.ids, prefix, db });
+  const ids = await createIdService(db, options.ids);
   const producer = createProducer({
     db,
     redis,
