@@ -20,6 +20,7 @@ export const ErrorCode = {
   WorkerIdUnavailable: 'worker_id_unavailable',
   ClockMovedBackwards: 'clock_moved_backwards',
   IdGeneratorStopped: 'id_generator_stopped',
+  IdClash: 'id_clash',
   ScriptFailed: 'script_failed',
   MigrationFailed: 'migration_failed',
   TokenMismatch: 'token_mismatch',
@@ -146,3 +147,14 @@ export class TokenMismatchError extends NonRetryableError {
   }
 }
 
+/**
+ * Two different messages carry one message id: an id was minted twice, which the worker-id
+ * leases exist to prevent. Never swallowed: the message that found its id taken is not sent,
+ * and no retry can change that.
+ */
+export class IdClashError extends NonRetryableError {
+  declare readonly details: { messageIds: string[] };
+  constructor(message: string, messageIds: string[]) {
+    super(ErrorCode.IdClash, message, { details: { messageIds } });
+  }
+}
