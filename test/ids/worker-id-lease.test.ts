@@ -11,6 +11,7 @@ import { sql } from 'kysely';
 import { IdGeneratorStoppedError, WorkerIdUnavailableError } from '../../src/core/errors.js';
 import { decodeSnowflake, encodeSnowflake, snowflakeTimeMs } from '../../src/core/snowflake.js';
 import { createDb, type Db } from '../../src/db/create-db.js';
+import { migrateDown, migrateToLatest } from '../../src/db/migrate.js';
 import {
   createIdService,
   type IdService,
@@ -462,5 +463,46 @@ describe('worker-id lease (PostgreSQL)', () => {
       expect(() => s.nextId()).to.throw(IdGeneratorStoppedError);
       expect((await row(s.workerId)).owner).to.equal(null);
     });
+  });
+});
+
+describe('migration 2026_12_01_140000_worker_id_leases', () => {
+  let t: TestSchema;
+  beforeEach(async () => {
+    t = await createTestSchema('idmigrate', 2);
+  });
+  afterEach(async () => t.drop());
+
+  it('replaces worker_id_epochs in place with one free row per worker id, marked past its run', async () => {
+    // Back to the Redis-lease schema (undoing any later migration first), with an epoch a
+    // fleet recorded there.
+    const undone: string[] = [];
+    while (!undone.includes('2026_12_01_140000_worker_id_leases')) {
+      const names = (await migrateDown(t.db, t.schema)).results?.map((r) => r.migrationName);
+      if (!names?.length) expect.fail(`never undone; undid ${undone.join(', ')}`);
+      undone.push(...names);
+    }
+    await sql`insert into worker_id_epochs (prefix, epoch) values ('onceq', 'e1')`.execute(t.db);
+    const before = Date.now();
+    await migrateToLatest(t.db, t.schema);
+    const { rows } = await sql<{ n: string; free: string; min: string; max: string }>`
+      select count(*)::text as n, count(*) filter (where owner is null)::text as free,
+             min(worker_id)::text as min, max(worker_id)::text as max
+      from worker_id_leases`.execute(t.db);
+    expect(rows[0]).to.deep.equal({ n: '1022', free: '1022', min: '1', max: '1022' });
+    // Ids minted under the Redis leases assumed clocks within a second: the marks start past that.
+    const marks = await sql<{ m: string }>`
+      select min(reserved_until_ms)::text as m from worker_id_leases`.execute(t.db);
+    expect(Number(marks.rows[0]!.m)).to.be.at.least(before + 1_000 - 50);
+    const { rows: tables } = await sql<{ table_name: string }>`
+      select table_name from information_schema.tables
+      where table_schema = ${t.schema} and table_name like 'worker_id%'`.execute(t.db);
+    expect(tables.map((r) => r.table_name)).to.deep.equal(['worker_id_leases']);
+    // The range the generator stamps unchanged, and nothing else.
+    const bad = await sql`insert into worker_id_leases (worker_id, reserved_until_ms)
+      values (1023, 0)`
+      .execute(t.db)
+      .catch((err: unknown) => err);
+    expect((bad as { code?: string }).code).to.equal('23514');
   });
 });
