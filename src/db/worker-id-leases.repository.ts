@@ -5,6 +5,7 @@
  * minting process's clock, the one stamped into its ids.
  */
 import { sql, type Kysely } from 'kysely';
+import { ErrorCode, OnceqError } from '../core/errors.js';
 import type { Database } from './database.js';
 
 /** A lease just taken. */
@@ -21,6 +22,8 @@ export interface AcquiredWorkerIdRow {
  * `maxWorkerId`, and reserves timestamps up to `max(floor, clockMs) + reserveMs` for it. Ids that
  * were free longest go first. Concurrent callers skip each other's rows (`skip locked`), so two
  * never get the same id. Resolves to undefined when every id is held.
+ * @throws OnceqError `migrations_pending` when the table does not exist yet (a process of this
+ * version started before `onceq migrate latest`).
  */
 export async function acquireWorkerIdLease(
   db: Kysely<Database>,
@@ -44,7 +47,16 @@ export async function acquireWorkerIdLease(
     from candidate as c
     where l.worker_id = c.worker_id
     returning l.worker_id, c.reserved_until_ms::text as floor_ms,
-              l.reserved_until_ms::text as reserved_until_ms`.execute(db);
+              l.reserved_until_ms::text as reserved_until_ms`
+    .execute(db)
+    .catch((err: unknown) => {
+      if ((err as { code?: string }).code !== '42P01') throw err;
+      throw new OnceqError(
+        ErrorCode.MigrationsPending,
+        'the worker_id_leases table does not exist; run `onceq migrate latest` first',
+        { cause: err },
+      );
+    });
   const row = rows[0];
   if (!row) return undefined;
   return {

@@ -8,7 +8,12 @@
 import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { expect } from 'chai';
 import { sql } from 'kysely';
-import { IdGeneratorStoppedError, WorkerIdUnavailableError } from '../../src/core/errors.js';
+import {
+  ErrorCode,
+  IdGeneratorStoppedError,
+  OnceqError,
+  WorkerIdUnavailableError,
+} from '../../src/core/errors.js';
 import { decodeSnowflake, encodeSnowflake, snowflakeTimeMs } from '../../src/core/snowflake.js';
 import { createDb, type Db } from '../../src/db/create-db.js';
 import { migrateDown, migrateToLatest } from '../../src/db/migrate.js';
@@ -310,6 +315,14 @@ describe('worker-id lease (PostgreSQL)', () => {
     // Handing on less than the floor it started from would let the next holder repeat ids.
     await b.close(0);
     expect(Number((await row(1)).reserved_until_ms)).to.equal(b.floorMs);
+  });
+
+  it('says that migrations are pending when the lease table does not exist', async () => {
+    await sql`drop table worker_id_leases`.execute(t.db);
+    const error = await acquire().catch((err: unknown) => err);
+    expect(error).to.be.instanceOf(OnceqError);
+    expect((error as OnceqError).code).to.equal(ErrorCode.MigrationsPending);
+    expect((error as Error).message).to.contain('onceq migrate latest');
   });
 
   it('does not keep the process alive with its heartbeat timer', async () => {
