@@ -36,9 +36,7 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
     if (!options.metrics) {
       owned = await openMetrics(runtime, { component: 'api', queues: registry.queues() });
     }
-    const ids = await createIdService(runtime.redis, {
-      prefix: config.prefix,
-      db: runtime.db,
+    const ids = await createIdService(runtime.db, {
       onLost: (event) => logger.warn(event, 'worker id lost; leasing another'),
       onReacquired: (event) => logger.info(event, 'worker id leased again'),
     });

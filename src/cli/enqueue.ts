@@ -28,10 +28,7 @@ export async function runEnqueue(name: string, opts: EnqueueCommandOptions): Pro
   const registry = await loadRegistry(loadConfig().jobsModule);
   const runtime = await openRuntime({ failFast: true, name: 'enqueue' });
   try {
-    const ids = await createIdService(runtime.redis, {
-      prefix: runtime.config.prefix,
-      db: runtime.db,
-    });
+    const ids = await createIdService(runtime.db);
     try {
       const producer = createProducer({
         db: runtime.db,

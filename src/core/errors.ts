@@ -21,6 +21,7 @@ export const ErrorCode = {
   WorkerIdUnavailable: 'worker_id_unavailable',
   ClockMovedBackwards: 'clock_moved_backwards',
   IdGeneratorStopped: 'id_generator_stopped',
+  IdClash: 'id_clash',
   ScriptFailed: 'script_failed',
   MigrationFailed: 'migration_failed',
   TokenMismatch: 'token_mismatch',
@@ -126,20 +127,20 @@ export class ServiceUnreachableError extends OnceqError {
 
 /** Every snowflake worker id is leased by a live process, so this process must not start. */
 export class WorkerIdUnavailableError extends OnceqError {
-  declare readonly details: { prefix: string; count: number };
-  constructor(prefix: string, count: number) {
+  declare readonly details: { count: number };
+  constructor(count: number) {
     super(
       ErrorCode.WorkerIdUnavailable,
-      `all ${count} worker ids are leased under prefix ${prefix}; stop another onceq process ` +
-        'or wait for the lease of a dead one to expire',
-      { details: { prefix, count } },
+      `all ${count} worker ids are leased (PostgreSQL table worker_id_leases); stop another ` +
+        'onceq process or wait for the lease of a dead one to expire',
+      { details: { count } },
     );
   }
 }
 
 /**
- * The wall clock reads earlier than the last id minted (or than the snowflake epoch) by more than
- * the generator is willing to wait: minting now could repeat an id, so it mints nothing.
+ * The clock reads before the snowflake epoch: no id can carry that time, so the generator mints
+ * nothing.
  */
 export class ClockMovedBackwardsError extends OnceqError {
   declare readonly details: { behindMs: number; clockMs: number; lastTimestampMs: number };
@@ -170,5 +171,17 @@ export class TokenMismatchError extends NonRetryableError {
       `message ${messageId} carries a token bound to message ${boundMessageId}`,
       { details: { messageId, boundMessageId } },
     );
+  }
+}
+
+/**
+ * Two different messages carry one message id: an id was minted twice, which the worker-id
+ * leases exist to prevent. Never swallowed: the message that found its id taken is not sent,
+ * and no retry can change that.
+ */
+export class IdClashError extends NonRetryableError {
+  declare readonly details: { messageIds: string[] };
+  constructor(message: string, messageIds: string[]) {
+    super(ErrorCode.IdClash, message, { details: { messageIds } });
   }
 }

@@ -59,12 +59,18 @@ export interface TransferTable {
   created_at: CreatedAt;
 }
 
-/** `worker_id_epochs`: the last worker-id hash lifetime seen per Redis key prefix. */
-export interface WorkerIdEpochTable {
-  prefix: string;
-  epoch: string;
-  after_loss: Generated<boolean>;
-  changed_at: Generated<Date>;
+/**
+ * `worker_id_leases`: one row per snowflake worker id (1 to 1022); held while `owner` is set and
+ * `expires_at` is ahead of PostgreSQL's clock. `reserved_until_ms` (Unix ms) is above the
+ * timestamp of every id ever minted under the worker id.
+ */
+export interface WorkerIdLeaseTable {
+  worker_id: number;
+  owner: string | null;
+  expires_at: Date | null;
+  reserved_until_ms: string;
+  acquired_at: Date | null;
+  renewed_at: Date | null;
 }
 
 /** `api_keys`: keys of the producer HTTP API; only a hash of each secret is stored. */
@@ -128,7 +134,7 @@ export interface Database {
   accounts: AccountTable;
   transfers: TransferTable;
   api_keys: ApiKeyTable;
-  worker_id_epochs: WorkerIdEpochTable;
+  worker_id_leases: WorkerIdLeaseTable;
   dead_letters: DeadLetterTable;
   outbox: OutboxTable;
 }

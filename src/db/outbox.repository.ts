@@ -6,6 +6,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { Database, OutboxRow } from './database.js';
 import { JOB_ID_PREFIX } from '../core/message.js';
+import { IdClashError } from '../core/errors.js';
 
 /** Principal of accepted messages that came from the outbox. */
 export const OUTBOX_PRINCIPAL = 'outbox';
@@ -43,9 +44,12 @@ export async function insertOutbox(trx: Kysely<Database>, followUp: FollowUp): P
  * relay holds are skipped. Nothing is final until `trx` commits: the caller adds the jobs to
  * BullMQ first, so a relay that dies in between leaves the rows to be sent again (a duplicate
  * job id, or a delivery the inbox absorbs), never lost.
+ * @throws IdClashError when a row's message id is already an accepted message's: two messages
+ * were given one id. The batch rolls back with it, so nothing is dropped silently (recording it
+ * with `on conflict do nothing` and sending it would let BullMQ drop it as a duplicate job id).
  */
 export async function takeOutboxBatch(trx: Kysely<Database>, limit: number): Promise<OutboxRow[]> {
-  const { rows } = await sql<OutboxRow>`
+  const { rows } = await sql<OutboxRow & { recorded: boolean }>`
     with moved as (
       delete from outbox
       where message_id in (
@@ -58,11 +62,21 @@ export async function takeOutboxBatch(trx: Kysely<Database>, limit: number): Pro
              job_name, data, ${JOB_ID_PREFIX} || message_id::text, options, created_at
       from moved
       on conflict (message_id) do nothing
+      returning message_id
     )
     select message_id::text as message_id, parent_message_id::text as parent_message_id, queue,
-           job_name, data, token, options, created_at
+           job_name, data, token, options, created_at,
+           exists (select 1 from accepted where accepted.message_id = moved.message_id) as recorded
     from moved order by message_id`.execute(trx);
-  return rows;
+  const clashing = rows.filter((row) => !row.recorded).map((row) => row.message_id);
+  if (clashing.length > 0) {
+    throw new IdClashError(
+      `outbox message id${clashing.length > 1 ? 's' : ''} ${clashing.join(', ')} already ` +
+        'belong to accepted messages: an id was minted twice; the follow-ups are not sent',
+      clashing,
+    );
+  }
+  return rows.map(({ recorded: _recorded, ...row }) => row);
 }
 
 /** Rows waiting in the outbox (metrics, tests). */

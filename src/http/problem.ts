@@ -147,7 +147,7 @@ export function toProblem(err: unknown): MappedError {
           'retry-after': `${UNAVAILABLE_RETRY_AFTER_S}`,
         });
       case ErrorCode.IdGeneratorStopped:
-        // The worker-id lease was lost (Redis lost its data) and a new one is being leased.
+        // No valid worker-id lease right now (PostgreSQL unreachable past the ttl, or the id taken).
         return plain(problem(ErrorCode.Unavailable, 'no message ids can be minted right now'), {
           'retry-after': `${UNAVAILABLE_RETRY_AFTER_S}`,
         });

@@ -1,49 +1,55 @@
 /**
  * The worker-id lease: each process leases a snowflake worker id that no other live process
- * holds, from one Redis hash (`workerIdsKey`), keeps it with a heartbeat, and gives it back at
- * shutdown. Three Lua scripts do the transitions; times inside them come from Redis `TIME`.
+ * holds, from PostgreSQL (`worker_id_leases`, SQL in db/worker-id-leases.repository.ts), keeps it
+ * with a heartbeat, and gives it back at shutdown. PostgreSQL, not Redis: a Redis restart, flush
+ * or failover must not take leases away (it used to stop every process from minting for one
+ * lease ttl). A lease table with an expiry, not a session advisory lock: an advisory lock dies
+ * with its connection, so every dropped connection (a pgbouncer restart, `pg_terminate_backend`)
+ * would cost the id at once, and it cannot carry the high-water mark that makes ids rise across
+ * holders; a row can, and its expiry is judged on PostgreSQL's clock alone.
  *
  * Validity is judged locally on the monotonic clock, conservatively: a renewal sent at local time
- * `s` makes the lease valid until `s + ttl - safetyMargin`, and Redis can only have started that
- * ttl after `s`. So a lease is never considered valid past its expiry in Redis, whatever the
- * offset between this host's clock and Redis's, and a renewal stuck in a Redis outage extends
- * nothing: the lease stays valid only until its local expiry.
+ * `s` makes the lease valid until `s + ttl - safetyMargin`, and PostgreSQL started that ttl after
+ * `s`. So a process never counts its lease valid past its expiry in PostgreSQL, whatever the
+ * offset between the clocks; a process that cannot renew (PostgreSQL down, connection dropped,
+ * the process paused) stops minting before another process can take the id.
+ *
+ * Uniqueness does not rest on that alone. Each renewal also reserves the next `reserveMs` of
+ * timestamps in the row (`reserved_until_ms`), and the generator mints only within the time
+ * reserved and confirmed; the next holder mints only from that mark up. So even an id minted by
+ * a holder whose lease lapsed a moment earlier is below every id of the next holder.
  */
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Redis } from 'ioredis';
-import { ErrorCode, OnceqError, WorkerIdUnavailableError } from '../core/errors.js';
-import { workerIdsKey } from '../redis/keys.js';
-import { runScript } from '../redis/scripts.js';
+import type { Kysely } from 'kysely';
+import { WorkerIdUnavailableError } from '../core/errors.js';
+import { withTimeout } from '../core/with-timeout.js';
+import type { Database } from '../db/database.js';
+import {
+  acquireWorkerIdLease,
+  releaseWorkerIdLease,
+  renewWorkerIdLease,
+} from '../db/worker-id-leases.repository.js';
 import { WORKER_ID_MAX, WORKER_ID_MIN } from './snowflake-generator.js';
 
 /** Default of {@link WorkerIdLeaseOptions.ttlMs}. */
 export const DEFAULT_WORKER_ID_TTL_MS = 30_000;
 /** Upper bound of the default {@link WorkerIdLeaseOptions.safetyMarginMs}. */
 export const DEFAULT_WORKER_ID_SAFETY_MARGIN_MS = 1_000;
-/** Default of {@link WorkerIdLeaseOptions.releaseCooldownMs}. */
-export const DEFAULT_WORKER_ID_RELEASE_COOLDOWN_MS = 1_000;
-/** How long `close()` waits for Redis to confirm the release before leaving it to expiry. */
+/** How long `close()` waits for PostgreSQL to confirm the release before leaving it to expiry. */
 const CLOSE_TIMEOUT_MS = 2_000;
 
-/** Why a lease was lost: its entry was deleted, or another owner holds the id. */
-export type WorkerIdLostReason = 'gone' | 'taken';
-
-/** Passed to {@link WorkerIdLeaseOptions.onLost}. */
+/** Passed to {@link WorkerIdLeaseOptions.onLost}: another owner holds the id now. */
 export interface WorkerIdLostEvent {
   workerId: number;
-  prefix: string;
   owner: string;
-  reason: WorkerIdLostReason;
 }
 
 /** Options of {@link acquireWorkerId}. */
 export interface WorkerIdLeaseOptions {
-  /** Redis key prefix (`ONCEQ_PREFIX`); processes sharing it share the worker-id space. */
-  prefix: string;
-  /** Identifies this lease in Redis. @defaultValue `<hostname>:<pid>:<8 random hex>` */
+  /** Identifies this lease in its row. @defaultValue `<hostname>:<pid>:<8 random hex>` */
   owner?: string;
-  /** Lease lifetime without a heartbeat. @defaultValue 30 s */
+  /** Lease lifetime without a heartbeat, on PostgreSQL's clock. @defaultValue 30 s */
   ttlMs?: number;
   /** Interval between renewals. @defaultValue `ttlMs / 3` */
   heartbeatMs?: number;
@@ -53,16 +59,20 @@ export interface WorkerIdLeaseOptions {
    */
   safetyMarginMs?: number;
   /**
-   * After `close()` the id stays unavailable this long, so a host whose clock runs slightly
-   * behind cannot reuse it at once for milliseconds this process already minted in; 0 frees it
-   * at once. @defaultValue 1 s
+   * How far ahead of the minting clock each renewal reserves timestamps. Must outlast a
+   * heartbeat interval, or minting pauses between renewals. @defaultValue `ttlMs`
    */
-  releaseCooldownMs?: number;
+  reserveMs?: number;
   /** Highest worker id to lease (tests shrink the range). @defaultValue {@link WORKER_ID_MAX} */
   maxWorkerId?: number;
-  /** Called once when a renewal finds the id deleted or held by another owner. */
+  /**
+   * The minting clock (Unix ms) reservations are made from: the generator's `nowMs()`, which is
+   * not below the floor or its last id. @defaultValue `Date.now()`
+   */
+  clock?: () => number;
+  /** Called once when a renewal finds another owner holding the id. */
   onLost?: (event: WorkerIdLostEvent) => void;
-  /** Called when a renewal or the release fails (Redis unreachable); the lease then lapses. */
+  /** Called when a renewal or the release fails (PostgreSQL unreachable); the lease then lapses. */
   onError?: (err: unknown) => void;
 }
 
@@ -70,18 +80,12 @@ export interface WorkerIdLeaseOptions {
 export interface WorkerIdLease {
   /** The leased worker id, from {@link WORKER_ID_MIN} to the configured maximum. */
   readonly workerId: number;
-  /** The owner string stored in Redis. */
+  /** The owner string stored in the row. */
   readonly owner: string;
-  /** The Redis key prefix. */
-  readonly prefix: string;
-  /** Expiry in Redis time (Unix ms) confirmed by the last successful acquire or renewal. */
-  readonly expiresAtMs: number;
-  /**
-   * The lifetime of the leases as the Redis this lease came from holds them (see
-   * acquire-worker-id-1.lua): its id, and its age in ms when the lease was taken. A new epoch
-   * means Redis lost the worker-id hash, restarted or failed over, or the hash never existed.
-   */
-  readonly epoch: { id: string; ageMs: number };
+  /** The high-water mark the previous holders left: mint only ids stamped at or after it. */
+  readonly floorMs: number;
+  /** The time reserved and confirmed for this holder: mint only ids stamped before it. */
+  readonly reservedUntilMs: number;
   /**
    * Whether ids may be minted with this worker id now: not lost, not closed, and before the local
    * expiry minus the safety margin. Cheap enough to ask per id.
@@ -89,84 +93,25 @@ export interface WorkerIdLease {
   isValid(): boolean;
   /**
    * Renews now (the heartbeat calls this); concurrent calls share one round trip. Resolves to
-   * `isValid()` afterwards. A Redis error is passed to `onError`, not thrown.
+   * `isValid()` afterwards. A PostgreSQL error is passed to `onError`, not thrown.
    */
   renew(): Promise<boolean>;
-  /** Stops the heartbeat and releases the id (best effort, bounded in time); idempotent. */
-  close(): Promise<void>;
-}
-
-/** Return codes of the worker-id scripts (src/redis/lua/*-worker-id-1.lua). */
-export enum WorkerIdScriptCode {
-  Acquired = 1,
-  Renewed = 2,
-  Released = 3,
-  AllLeased = -1,
-  Gone = -2,
-  HeldByOther = -3,
-}
-
-/** A script reply, mapped. */
-export type WorkerIdScriptResult =
-  | {
-      kind: 'acquired';
-      workerId: number;
-      expiresAtMs: number;
-      epoch: { id: string; ageMs: number };
-    }
-  | { kind: 'renewed'; expiresAtMs: number }
-  | { kind: 'released' }
-  | { kind: 'not-held'; reason: WorkerIdLostReason };
-
-/**
- * The one place script replies become results or errors (STYLE habit 2).
- * @throws WorkerIdUnavailableError on {@link WorkerIdScriptCode.AllLeased}.
- * @throws OnceqError `script_failed` on a reply no script returns.
- */
-export function workerIdScriptResult(
-  reply: unknown,
-  context: { prefix: string; count: number },
-): WorkerIdScriptResult {
-  const [code, a, b, c, d] = Array.isArray(reply) ? (reply as unknown[]) : [];
-  switch (code) {
-    case WorkerIdScriptCode.Acquired:
-      if (
-        typeof a === 'number' &&
-        typeof b === 'number' &&
-        typeof c === 'string' &&
-        c !== '' &&
-        typeof d === 'number' &&
-        d >= 0
-      ) {
-        return { kind: 'acquired', workerId: a, expiresAtMs: b, epoch: { id: c, ageMs: d } };
-      }
-      break;
-    case WorkerIdScriptCode.Renewed:
-      if (typeof a === 'number') return { kind: 'renewed', expiresAtMs: a };
-      break;
-    case WorkerIdScriptCode.Released:
-      return { kind: 'released' };
-    case WorkerIdScriptCode.AllLeased:
-      throw new WorkerIdUnavailableError(context.prefix, context.count);
-    case WorkerIdScriptCode.Gone:
-      return { kind: 'not-held', reason: 'gone' };
-    case WorkerIdScriptCode.HeldByOther:
-      return { kind: 'not-held', reason: 'taken' };
-  }
-  throw new OnceqError(
-    ErrorCode.ScriptFailed,
-    `unexpected reply from a worker-id script: ${JSON.stringify(reply)}`,
-  );
+  /**
+   * Stops the heartbeat and releases the id (best effort, bounded in time); idempotent.
+   * @param mintedBeforeMs - a time no id minted with this lease is stamped at or after; the next
+   * holder starts there. Only pass it once minting has stopped. @defaultValue the reservation
+   */
+  close(mintedBeforeMs?: number): Promise<void>;
 }
 
 interface ResolvedOptions {
-  prefix: string;
   owner: string;
   ttlMs: number;
   heartbeatMs: number;
   safetyMarginMs: number;
-  releaseCooldownMs: number;
+  reserveMs: number;
   maxWorkerId: number;
+  clock: () => number;
   onLost: ((event: WorkerIdLostEvent) => void) | undefined;
   onError: (err: unknown) => void;
 }
@@ -176,7 +121,7 @@ function resolveOptions(options: WorkerIdLeaseOptions): ResolvedOptions {
   const heartbeatMs = options.heartbeatMs ?? Math.floor(ttlMs / 3);
   const safetyMarginMs =
     options.safetyMarginMs ?? Math.min(DEFAULT_WORKER_ID_SAFETY_MARGIN_MS, Math.floor(ttlMs / 5));
-  const releaseCooldownMs = options.releaseCooldownMs ?? DEFAULT_WORKER_ID_RELEASE_COOLDOWN_MS;
+  const reserveMs = options.reserveMs ?? ttlMs;
   const maxWorkerId = options.maxWorkerId ?? WORKER_ID_MAX;
   const owner = options.owner ?? `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
 
@@ -185,90 +130,67 @@ function resolveOptions(options: WorkerIdLeaseOptions): ResolvedOptions {
       throw new RangeError(`${name} must be an integer from ${min} to ${max}, got ${value}`);
     }
   };
-  if (!options.prefix) throw new RangeError('prefix must not be empty');
   if (owner.length === 0) throw new RangeError('owner must not be empty');
   int('ttlMs', ttlMs, 10, 3_600_000);
   int('heartbeatMs', heartbeatMs, 1, ttlMs - 1);
   int('safetyMarginMs', safetyMarginMs, 0, ttlMs - heartbeatMs - 1);
-  int('releaseCooldownMs', releaseCooldownMs, 0, 3_600_000);
+  int('reserveMs', reserveMs, heartbeatMs + 1, 3_600_000);
   int('maxWorkerId', maxWorkerId, WORKER_ID_MIN, WORKER_ID_MAX);
   return {
-    prefix: options.prefix,
     owner,
     ttlMs,
     heartbeatMs,
     safetyMarginMs,
-    releaseCooldownMs,
+    reserveMs,
     maxWorkerId,
+    clock: options.clock ?? (() => Date.now()),
     onLost: options.onLost,
     onError: options.onError ?? (() => undefined),
   };
 }
 
 /**
- * Leases a free worker id, scanning from a random one, and starts its heartbeat (an `unref()`'d
- * timer, so it never keeps the process alive).
+ * Leases a free worker id and starts its heartbeat (an `unref()`'d timer, so it never keeps the
+ * process alive).
  * @throws WorkerIdUnavailableError when every id of the range is held by a live lease.
  */
 export async function acquireWorkerId(
-  redis: Redis,
-  options: WorkerIdLeaseOptions,
+  db: Kysely<Database>,
+  options: WorkerIdLeaseOptions = {},
 ): Promise<WorkerIdLease> {
   const o = resolveOptions(options);
   const sentAt = performance.now();
-  const reply = await runScript(
-    redis,
-    'acquire-worker-id',
-    [workerIdsKey(o.prefix)],
-    [
-      o.owner,
-      o.ttlMs,
-      WORKER_ID_MIN,
-      o.maxWorkerId,
-      randomInt(WORKER_ID_MIN, o.maxWorkerId + 1),
-      randomBytes(16).toString('hex'),
-    ],
-  );
-  const result = workerIdScriptResult(reply, { prefix: o.prefix, count: idCount(o) });
-  if (result.kind !== 'acquired') {
-    throw new OnceqError(ErrorCode.ScriptFailed, `acquire-worker-id answered ${result.kind}`);
-  }
-  const lease = new RedisWorkerIdLease(
-    redis,
-    o,
-    result.workerId,
-    result.expiresAtMs,
-    result.epoch,
-    sentAt,
-  );
+  const row = await acquireWorkerIdLease(db, {
+    owner: o.owner,
+    ttlMs: o.ttlMs,
+    maxWorkerId: o.maxWorkerId,
+    clockMs: o.clock(),
+    reserveMs: o.reserveMs,
+  });
+  if (!row) throw new WorkerIdUnavailableError(o.maxWorkerId - WORKER_ID_MIN + 1);
+  const lease = new PgWorkerIdLease(db, o, row.workerId, row.floorMs, row.reservedUntilMs, sentAt);
   lease.scheduleHeartbeat();
   return lease;
 }
 
-function idCount(o: ResolvedOptions): number {
-  return o.maxWorkerId - WORKER_ID_MIN + 1;
-}
-
-class RedisWorkerIdLease implements WorkerIdLease {
-  readonly workerId: number;
-  #expiresAtMs: number;
-  /** Monotonic time (performance.now) until which the lease is surely held in Redis. */
+class PgWorkerIdLease implements WorkerIdLease {
+  /** Monotonic time (performance.now) until which the lease is surely held in PostgreSQL. */
   #heldUntil: number;
+  #reservedUntilMs: number;
   #state: 'held' | 'lost' | 'closed' = 'held';
   #timer: NodeJS.Timeout | undefined;
   #renewing: Promise<boolean> | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly db: Kysely<Database>,
     private readonly o: ResolvedOptions,
-    workerId: number,
-    expiresAtMs: number,
-    readonly epoch: { id: string; ageMs: number },
+    readonly workerId: number,
+    readonly floorMs: number,
+    reservedUntilMs: number,
     sentAt: number,
   ) {
-    this.workerId = workerId;
-    this.#expiresAtMs = expiresAtMs;
+    this.#reservedUntilMs = reservedUntilMs;
     this.#heldUntil = sentAt + o.ttlMs;
   }
 
@@ -276,12 +198,8 @@ class RedisWorkerIdLease implements WorkerIdLease {
     return this.o.owner;
   }
 
-  get prefix(): string {
-    return this.o.prefix;
-  }
-
-  get expiresAtMs(): number {
-    return this.#expiresAtMs;
+  get reservedUntilMs(): number {
+    return this.#reservedUntilMs;
   }
 
   isValid(): boolean {
@@ -290,7 +208,7 @@ class RedisWorkerIdLease implements WorkerIdLease {
 
   renew(): Promise<boolean> {
     if (this.#state !== 'held') return Promise.resolve(false);
-    // One renewal at a time: during an outage they would otherwise pile up in the offline queue.
+    // One renewal at a time: during an outage they would otherwise pile up on the pool.
     this.#renewing ??= this.#renewOnce().finally(() => {
       this.#renewing = undefined;
     });
@@ -299,37 +217,33 @@ class RedisWorkerIdLease implements WorkerIdLease {
 
   async #renewOnce(): Promise<boolean> {
     const sentAt = performance.now();
-    let reply: unknown;
+    let row: { reservedUntilMs: number } | undefined;
     try {
-      reply = await runScript(
-        this.redis,
-        'renew-worker-id',
-        [workerIdsKey(this.o.prefix)],
-        [this.workerId, this.o.owner, this.o.ttlMs],
+      // Bounded: an answer later than a ttl extends nothing, and a hung one must not hold the
+      // next heartbeat. A renewal that commits after the timeout is harmless (still ours).
+      row = await withTimeout(
+        renewWorkerIdLease(this.db, {
+          workerId: this.workerId,
+          owner: this.o.owner,
+          ttlMs: this.o.ttlMs,
+          reserveUntilMs: this.o.clock() + this.o.reserveMs,
+        }),
+        this.o.ttlMs,
       );
     } catch (err) {
       this.o.onError(err);
       return this.isValid();
     }
     if (this.#state !== 'held') return false;
-    const result = workerIdScriptResult(reply, { prefix: this.o.prefix, count: idCount(this.o) });
-    if (result.kind === 'renewed') {
-      this.#expiresAtMs = result.expiresAtMs;
-      this.#heldUntil = Math.max(this.#heldUntil, sentAt + this.o.ttlMs);
-      return this.isValid();
-    }
-    if (result.kind === 'not-held') {
+    if (!row) {
       this.#state = 'lost';
       this.#stopHeartbeat();
-      this.o.onLost?.({
-        workerId: this.workerId,
-        prefix: this.o.prefix,
-        owner: this.o.owner,
-        reason: result.reason,
-      });
+      this.o.onLost?.({ workerId: this.workerId, owner: this.o.owner });
       return false;
     }
-    throw new OnceqError(ErrorCode.ScriptFailed, `renew-worker-id answered ${result.kind}`);
+    this.#reservedUntilMs = Math.max(this.#reservedUntilMs, row.reservedUntilMs);
+    this.#heldUntil = Math.max(this.#heldUntil, sentAt + this.o.ttlMs);
+    return this.isValid();
   }
 
   /** Arms the next heartbeat; each one waits for the previous renewal to finish. */
@@ -349,46 +263,35 @@ class RedisWorkerIdLease implements WorkerIdLease {
     this.#timer = undefined;
   }
 
-  close(): Promise<void> {
-    this.#closing ??= this.#close();
+  close(mintedBeforeMs?: number): Promise<void> {
+    this.#closing ??= this.#close(mintedBeforeMs);
     return this.#closing;
   }
 
-  async #close(): Promise<void> {
+  async #close(mintedBeforeMs: number | undefined): Promise<void> {
     const wasHeld = this.#state === 'held';
     this.#state = 'closed';
     this.#stopHeartbeat();
     await this.#renewing?.catch(() => undefined);
     if (!wasHeld) return;
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const reply = await Promise.race([
-        runScript(
-          this.redis,
-          'release-worker-id',
-          [workerIdsKey(this.o.prefix)],
-          [this.workerId, this.o.owner, this.o.releaseCooldownMs],
-        ),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(
-                new Error(
-                  `releasing worker id ${this.workerId}: no answer in ${CLOSE_TIMEOUT_MS} ms`,
-                ),
-              ),
-            CLOSE_TIMEOUT_MS,
-          );
-          timer.unref();
+      // Never below the floor, never above what is reserved: the mark only ever moves within
+      // this holder's own range.
+      const mark = Math.min(
+        this.#reservedUntilMs,
+        Math.max(this.floorMs, mintedBeforeMs ?? this.#reservedUntilMs),
+      );
+      await withTimeout(
+        releaseWorkerIdLease(this.db, {
+          workerId: this.workerId,
+          owner: this.o.owner,
+          mintedBeforeMs: mark,
         }),
-      ]);
-      // Released, or already not ours (deleted, or taken after a lapse): nothing left to give back.
-      workerIdScriptResult(reply, { prefix: this.o.prefix, count: idCount(this.o) });
+        CLOSE_TIMEOUT_MS,
+      );
     } catch (err) {
       // The lease expires on its own; a failed release only delays the id's reuse.
       this.o.onError(err);
-    } finally {
-      clearTimeout(timer);
     }
   }
 }

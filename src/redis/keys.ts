@@ -9,11 +9,6 @@ export function tokenKey(prefix: string, token: string): string {
   return `${prefix}:~token:${token}`;
 }
 
-/** Hash of leased snowflake worker ids: field = id, value = `owner|expiresAtMs`. */
-export function workerIdsKey(prefix: string): string {
-  return `${prefix}:~worker-ids`;
-}
-
 /** Glob matching every onceq-owned key under a prefix (for tests and cleanup). */
 export function ownKeysPattern(prefix: string): string {
   return `${prefix}:~*`;

@@ -111,9 +111,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   const ids = options.ids
     ? () => Promise.resolve(options.ids!)
     : () =>
-        (idService ??= createIdService(options.redis, {
-          prefix: options.prefix,
-          db: options.db,
+        (idService ??= createIdService(options.db, {
           onLost: (event) => log?.warn(event, 'worker id lost; leasing another'),
           onReacquired: (event) => log?.info(event, 'worker id leased again'),
         }).catch((err: unknown) => {

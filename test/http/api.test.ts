@@ -4,13 +4,13 @@
  */
 import { Writable } from 'node:stream';
 import { expect } from 'chai';
+import { sql } from 'kysely';
 import { createApiTest, type ApiTest } from '../support/api.js';
 import { createLogger } from '../../src/logger.js';
 import { scanJson } from '../../src/http/json-body.js';
 import { revokeApiKey } from '../../src/db/api-keys.repository.js';
 import { parseApiKey } from '../../src/core/api-key.js';
 import { generateToken, isWellFormedToken } from '../../src/core/token.js';
-import { workerIdsKey } from '../../src/redis/keys.js';
 
 const OPEN = { name: 'account.open', data: { owner: 'alice', openingBalance: 100 } };
 
@@ -277,8 +277,8 @@ describe('http: the producer API', function () {
     });
   });
 
-  describe('Redis loses the worker-id leases', () => {
-    // A short lease, so the wait after a loss (one ttl) fits a test.
+  describe('the worker-id lease is lost', () => {
+    // A short heartbeat, so the loss is noticed at once.
     const TTL_MS = 1_500;
     let t: ApiTest;
     let alice: string;
@@ -293,8 +293,10 @@ describe('http: the producer API', function () {
       const before = await t.enqueue(alice, firstToken, OPEN);
       expect(before.statusCode).to.equal(202);
 
-      // What a Redis restart without persistence does to the lease entries.
-      await t.stack.redis.del(workerIdsKey(t.stack.prefix));
+      // Another process took this one's worker id (as after a pause past the ttl), and every
+      // other id is held too: no replacement can be leased until one is free again.
+      await sql`update worker_id_leases
+        set owner = 'intruder', expires_at = now() + interval '1 hour'`.execute(t.stack.db);
       await waitFor(async () => !t.stack.ids.isReady(), 2_000);
 
       const token = await t.token(alice);
@@ -315,16 +317,21 @@ describe('http: the producer API', function () {
         await t.stack.db.selectFrom('accepted_messages').select('token').execute(),
       ).to.have.length(1);
 
+      await sql`update worker_id_leases set owner = null, expires_at = null
+        where owner = 'intruder'`.execute(t.stack.db);
       await waitFor(async () => t.stack.ids.isReady(), 4 * TTL_MS);
       const after = await t.enqueue(alice, token, OPEN);
       expect(after.statusCode).to.equal(202);
       expect((await t.inject({ method: 'GET', url: '/readyz' })).statusCode).to.equal(200);
       const ids = [before.json().messageId, after.json().messageId];
       expect(new Set(ids).size).to.equal(2);
-      // A lease is held again, recorded in Redis under the (possibly new) worker id.
-      expect(
-        await t.stack.redis.hexists(workerIdsKey(t.stack.prefix), String(t.stack.ids.workerId)),
-      ).to.equal(1);
+      // A lease is held again, recorded in PostgreSQL under the new worker id.
+      const row = await t.stack.db
+        .selectFrom('worker_id_leases')
+        .select('owner')
+        .where('worker_id', '=', t.stack.ids.workerId)
+        .executeTakeFirstOrThrow();
+      expect(row.owner).to.equal(t.stack.ids.lease.owner);
     });
   });
 

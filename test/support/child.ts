@@ -28,11 +28,14 @@ export interface WorkerChildOptions {
   prefix: string;
   env?: Record<string, string>;
   args?: string[];
+  /** A script to run instead of the CLI (a fixture under test/fixtures). */
+  script?: string;
 }
 
-/** Spawns `onceq worker` against the test services. */
+/** Spawns `onceq worker` (or `options.script`) against the test services. */
 export function spawnWorker(options: WorkerChildOptions): WorkerChild {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...(options.args ?? ['worker'])], {
+  const run = options.script ?? CLI;
+  const child = spawn(process.execPath, ['--import', 'tsx', run, ...(options.args ?? ['worker'])], {
     env: {
       PATH: process.env.PATH ?? '',
       DATABASE_URL: TEST_DATABASE_URL,

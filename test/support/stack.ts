@@ -14,7 +14,7 @@ import {
   type IdService,
   type IdServiceOptions,
 } from '../../src/ids/id-service.js';
-import { closeRedis } from '../../src/redis/connection.js';
+import { closeRedis, createRedis } from '../../src/redis/connection.js';
 import type { DeliveryOutcome } from '../../src/core/outcome.js';
 import type { Db } from '../../src/db/create-db.js';
 import { createTestSchema, deletePrefix, testRedis, uniqueName } from './env.js';
@@ -41,6 +41,8 @@ export interface TestStackOptions {
   poolSize?: number;
   /** Options of the producer's id service (a short lease ttl, for tests of its loss). */
   ids?: Partial<IdServiceOptions>;
+  /** A Redis of the test's own (a private redis-server it restarts). @defaultValue the shared one */
+  redisUrl?: string;
 }
 
 export async function createTestStack(
@@ -49,10 +51,12 @@ export async function createTestStack(
 ): Promise<TestStack> {
   const prefix = uniqueName(label);
   const { schema, db, drop } = await createTestSchema(label, options.poolSize ?? 10);
-  const redis = testRedis();
+  const redis = options.redisUrl
+    ? createRedis({ url: options.redisUrl, connectionName: 'onceq-test' })
+    : testRedis();
   await redis.connect();
   const registry = new JobRegistry([...ledgerJobs, ...(options.jobs ?? [])]);
-  const ids = await createIdService(redis, { ...options.ids, prefix, db });
+  const ids = await createIdService(db, options.ids);
   const producer = createProducer({
     db,
     redis,
