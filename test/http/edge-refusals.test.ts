@@ -12,7 +12,7 @@ import { createApiTest, type ApiTest } from '../support/api.js';
 import { defineJob } from '../../src/jobs/define-job.js';
 import { EnqueueOptionsError } from '../../src/core/errors.js';
 import { MAX_PRIORITY, MAX_REPORTED_ERRORS } from '../../src/core/limits.js';
-import { allKeysPattern, workerIdsKey } from '../../src/redis/keys.js';
+import { allKeysPattern } from '../../src/redis/keys.js';
 
 const OPEN = { name: 'account.open', data: { owner: 'alice', openingBalance: 100 } };
 
@@ -29,7 +29,7 @@ const multi = defineJob({
 
 /**
  * Every key under the test's prefix with its value (DUMP), and the rows of accepted_messages and
- * outbox: what "nothing written" compares. The worker-id lease is left out: it renews itself.
+ * outbox: what "nothing written" compares.
  */
 async function snapshot(t: ApiTest) {
   const { redis, prefix, db } = t.stack;
@@ -38,7 +38,7 @@ async function snapshot(t: ApiTest) {
   do {
     const [next, found] = await redis.scan(cursor, 'MATCH', allKeysPattern(prefix), 'COUNT', 1000);
     cursor = next;
-    keys.push(...found.filter((k) => k !== workerIdsKey(prefix)));
+    keys.push(...found);
   } while (cursor !== '0');
   keys.sort();
   const values = await Promise.all(
