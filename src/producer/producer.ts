@@ -16,9 +16,10 @@ import { DEFAULT_DEDUPE_WINDOW_MS, QUEUE_NAME, QUEUE_NAME_RULE } from '../config
 import { messageJobOptions } from './job-options.js';
 import { createTokenStore, type IssuedToken, type TokenStore } from '../redis/token-store.js';
 import type { JobRegistry } from '../jobs/registry.js';
+import { LOCAL_PRINCIPAL } from '../core/principals.js';
 
-/** Principal of messages enqueued by the library without an API key (CLI, tests, services). */
-export const LOCAL_PRINCIPAL = 'local';
+/** Principal of messages enqueued by the library without an API key (reserved: core/principals.ts). */
+export { LOCAL_PRINCIPAL };
 
 /** Options of {@link createProducer}. */
 export interface ProducerOptions {
