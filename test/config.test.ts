@@ -68,6 +68,7 @@ describe('config', () => {
         host: '0.0.0.0',
         bodyLimit: 1_048_576,
         rateLimit: { max: 60_000, windowMs: 60_000 },
+        maxOutstandingTokens: 10_000,
         metricsPort: undefined,
         apiUrl: undefined,
         apiKey: undefined,
@@ -261,6 +262,12 @@ describe('config', () => {
         expect(loadConfig({ ONCEQ_RATE_LIMIT: text }).rateLimit).to.deep.equal(expected);
       });
     }
+
+    it('reads ONCEQ_MAX_UNUSED_TOKENS (100 up, or 0 for no bound)', () => {
+      expect(loadConfig({ ONCEQ_MAX_UNUSED_TOKENS: '250' }).maxOutstandingTokens).to.equal(250);
+      expect(loadConfig({ ONCEQ_MAX_UNUSED_TOKENS: '100' }).maxOutstandingTokens).to.equal(100);
+      expect(loadConfig({ ONCEQ_MAX_UNUSED_TOKENS: '0' }).maxOutstandingTokens).to.equal(0);
+    });
   });
 
   describe('bad values', () => {
@@ -308,6 +315,10 @@ describe('config', () => {
       ['ONCEQ_RATE_LIMIT', '-1'],
       ['ONCEQ_RATE_LIMIT', '100/500ms'],
       ['ONCEQ_RATE_LIMIT', '100/fortnight'],
+      ['ONCEQ_MAX_UNUSED_TOKENS', '99'],
+      ['ONCEQ_MAX_UNUSED_TOKENS', '1e4'],
+      ['ONCEQ_MAX_UNUSED_TOKENS', 'lots'],
+      ['ONCEQ_MAX_UNUSED_TOKENS', '100000001'],
       ['ONCEQ_HOST', 'a host'],
     ];
     for (const [name, value] of badValues) {

@@ -50,6 +50,7 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
         registry,
         ids,
         tokenTtlMs: config.tokenTtlMs,
+        maxOutstandingTokens: config.maxOutstandingTokens,
         maxAttempts: config.maxAttempts,
         dedupeWindowMs: config.dedupeWindowMs,
       });

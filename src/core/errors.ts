@@ -33,6 +33,7 @@ export const ErrorCode = {
   Forbidden: 'forbidden',
   NotFound: 'not_found',
   RateLimited: 'rate_limited',
+  TokenLimitReached: 'token_limit_reached',
   Unavailable: 'service_unavailable',
   Internal: 'internal_error',
   MigrationsPending: 'migrations_pending',
@@ -142,6 +143,23 @@ export class TokenMismatchError extends NonRetryableError {
       ErrorCode.TokenMismatch,
       `message ${messageId} carries a token bound to message ${boundMessageId}`,
       { details: { messageId, boundMessageId } },
+    );
+  }
+}
+
+/**
+ * A principal asked for tokens while it holds as many outstanding (issued, unused, unexpired)
+ * tokens as it may: using or letting some expire makes room. `retryAfterMs` is when enough of
+ * them will have expired at the latest.
+ */
+export class TokenLimitError extends OnceqError {
+  declare readonly details: { limit: number; outstanding: number; retryAfterMs: number };
+  constructor(details: { limit: number; outstanding: number; retryAfterMs: number }) {
+    super(
+      ErrorCode.TokenLimitReached,
+      `${details.outstanding} tokens of this principal are outstanding (issued, neither used nor ` +
+        `expired) and at most ${details.limit} may be: use them, or wait for some to expire`,
+      { details },
     );
   }
 }

@@ -167,7 +167,7 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
   if (options.adminQueues) {
     await adminQueueRoutes(app, { redis: options.redis, ...options.adminQueues, authenticate });
   }
-  tokenRoutes(app, options.producer);
+  tokenRoutes(app, options.producer, options.metrics);
   jobRoutes(app, { db: options.db, producer: options.producer, deadLetters: options.deadLetters });
   return app;
 }

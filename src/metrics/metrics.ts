@@ -106,6 +106,8 @@ export interface Metrics {
   readonly reconcilerMessages: Counter<'action'>;
   /** `onceq_http_request_duration_seconds{method,route,status}`: API requests (the API only). */
   readonly httpSeconds: Histogram<'method' | 'route' | 'status'>;
+  /** `onceq_tokens_issued_total`: idempotency tokens `POST /v1/tokens` issued (the API only). */
+  readonly tokensIssued: Counter;
   /** Count a delivery's outcome. */
   recordJob(queue: string, outcome: JobOutcome): void;
   /** Count a claim result. */
@@ -263,9 +265,18 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     registers,
   });
 
+  // No principal label: principals are as many as keys, and one series each would let key
+  // creation grow the scrape without bound. Refusals show as 429s in the request histogram.
+  const tokensIssued = new Counter({
+    name: 'onceq_tokens_issued_total',
+    help: 'Idempotency tokens issued by POST /v1/tokens (refused requests issue none)',
+    registers,
+  });
+
   return {
     registry,
     httpSeconds,
+    tokensIssued,
     jobs,
     claims,
     handlerSeconds,

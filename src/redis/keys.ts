@@ -9,6 +9,16 @@ export function tokenKey(prefix: string, token: string): string {
   return `${prefix}:~token:${token}`;
 }
 
+/**
+ * Sorted set of one principal's outstanding tokens (issued, not yet used), scored by expiry (ms,
+ * Redis clock): the bound of `lua/reserve-1.lua`. A key of its own, apart from the tokens'
+ * keys, so on a cluster it lives in its own slot (the principal is not a hash tag: `{` and `}`
+ * are not allowed in principal names, see core/principals.ts).
+ */
+export function outstandingTokensKey(prefix: string, principal: string): string {
+  return `${prefix}:~outstanding:${principal}`;
+}
+
 /** Hash of leased snowflake worker ids: field = id, value = `owner|expiresAtMs`. */
 export function workerIdsKey(prefix: string): string {
   return `${prefix}:~worker-ids`;

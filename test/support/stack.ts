@@ -39,6 +39,8 @@ export interface TestStackOptions {
   maxAttempts?: number;
   backoffMs?: number;
   poolSize?: number;
+  /** The producer's bound on outstanding tokens per principal. @defaultValue the producer's */
+  maxOutstandingTokens?: number;
   /** Options of the producer's id service (a short lease ttl, for tests of its loss). */
   ids?: Partial<IdServiceOptions>;
 }
@@ -61,6 +63,7 @@ export async function createTestStack(
     ids,
     maxAttempts: options.maxAttempts ?? 10,
     backoffMs: options.backoffMs ?? 50,
+    maxOutstandingTokens: options.maxOutstandingTokens,
   });
   const workers: OnceqWorker[] = [];
   const outcomes: TestStack['outcomes'] = [];
