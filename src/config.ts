@@ -78,6 +78,13 @@ export interface Config {
    */
   readonly maxOutstandingTokens: number;
   /**
+   * `ONCEQ_AUTH_FAILURE_LIMIT`: failed authentications (well-formed keys that are unknown,
+   * revoked or wrong) per client address per window, as `N` (per minute) or `N/<duration>`;
+   * past it the address gets 429 before any key is looked up, until its window ends. `0` turns
+   * the limit off. @defaultValue 100/m
+   */
+  readonly authFailureLimit: { readonly max: number; readonly windowMs: number };
+  /**
    * `ONCEQ_METRICS_PORT`: port of the Prometheus `/metrics` endpoint of a worker process (on
    * `ONCEQ_HOST`); `0` picks a free port. Unset: worker processes serve no metrics (the API
    * serves its own at `/metrics` on `PORT`). @defaultValue unset
@@ -109,6 +116,12 @@ export const DEFAULT_HOST = '0.0.0.0';
 export const DEFAULT_BODY_LIMIT = 1_048_576;
 /** High on purpose: it stops a runaway client, not normal traffic (1,000 requests/s). */
 export const DEFAULT_RATE_LIMIT = Object.freeze({ max: 60_000, windowMs: 60_000 });
+/**
+ * Failed authentications per client address per minute: far above a client with a stale key
+ * retrying with backoff, and it bounds what a key spray from one address costs PostgreSQL (each
+ * failure is at most one key lookup) to about 2 lookups a second.
+ */
+export const DEFAULT_AUTH_FAILURE_LIMIT = Object.freeze({ max: 100, windowMs: 60_000 });
 
 type Env = Record<string, string | undefined>;
 
@@ -266,6 +279,13 @@ export function loadConfig(env: Env = process.env): Config {
     bodyLimit: int('ONCEQ_BODY_LIMIT', DEFAULT_BODY_LIMIT, 1_024, 100 * 1_048_576),
     rateLimit: Object.freeze(rateLimit()),
     maxOutstandingTokens: maxOutstandingTokens(),
+    authFailureLimit: Object.freeze(
+      perWindow(
+        'ONCEQ_AUTH_FAILURE_LIMIT',
+        DEFAULT_AUTH_FAILURE_LIMIT,
+        'failed authentications per client address',
+      ),
+    ),
     metricsPort: optionalInt('ONCEQ_METRICS_PORT', 0, 65535),
     apiUrl,
     apiKey,

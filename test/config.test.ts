@@ -69,6 +69,7 @@ describe('config', () => {
         bodyLimit: 1_048_576,
         rateLimit: { max: 60_000, windowMs: 60_000 },
         maxOutstandingTokens: 10_000,
+        authFailureLimit: { max: 100, windowMs: 60_000 },
         metricsPort: undefined,
         apiUrl: undefined,
         apiKey: undefined,
@@ -268,6 +269,14 @@ describe('config', () => {
       expect(loadConfig({ ONCEQ_MAX_UNUSED_TOKENS: '100' }).maxOutstandingTokens).to.equal(100);
       expect(loadConfig({ ONCEQ_MAX_UNUSED_TOKENS: '0' }).maxOutstandingTokens).to.equal(0);
     });
+
+    it('reads ONCEQ_AUTH_FAILURE_LIMIT as ONCEQ_RATE_LIMIT is read', () => {
+      expect(loadConfig({ ONCEQ_AUTH_FAILURE_LIMIT: '20/10s' }).authFailureLimit).to.deep.equal({
+        max: 20,
+        windowMs: 10_000,
+      });
+      expect(loadConfig({ ONCEQ_AUTH_FAILURE_LIMIT: '0' }).authFailureLimit.max).to.equal(0);
+    });
   });
 
   describe('bad values', () => {
@@ -319,6 +328,8 @@ describe('config', () => {
       ['ONCEQ_MAX_UNUSED_TOKENS', '1e4'],
       ['ONCEQ_MAX_UNUSED_TOKENS', 'lots'],
       ['ONCEQ_MAX_UNUSED_TOKENS', '100000001'],
+      ['ONCEQ_AUTH_FAILURE_LIMIT', '10/100ms'],
+      ['ONCEQ_AUTH_FAILURE_LIMIT', 'few'],
       ['ONCEQ_HOST', 'a host'],
     ];
     for (const [name, value] of badValues) {

@@ -63,6 +63,7 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
           logger,
           bodyLimit: config.bodyLimit,
           rateLimit: config.rateLimit,
+          authFailureLimit: config.authFailureLimit,
           deadLetters: createDeadLetterLookup(runtime.db),
           metrics: options.metrics ?? owned?.metrics,
           adminQueues: { prefix: config.prefix, queues: registry.queues() },

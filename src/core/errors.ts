@@ -34,6 +34,7 @@ export const ErrorCode = {
   NotFound: 'not_found',
   RateLimited: 'rate_limited',
   TokenLimitReached: 'token_limit_reached',
+  AuthFailuresExceeded: 'too_many_failed_authentications',
   Unavailable: 'service_unavailable',
   Internal: 'internal_error',
   MigrationsPending: 'migrations_pending',

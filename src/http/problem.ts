@@ -51,6 +51,7 @@ export const PROBLEM_CATALOGUE: Readonly<Record<string, { status: number; title:
   [ErrorCode.UnknownJob]: { status: 422, title: 'Validation failed' },
   [ErrorCode.RateLimited]: { status: 429, title: 'Too many requests' },
   [ErrorCode.TokenLimitReached]: { status: 429, title: 'Too many outstanding tokens' },
+  [ErrorCode.AuthFailuresExceeded]: { status: 429, title: 'Too many failed authentications' },
   [ErrorCode.Internal]: { status: 500, title: 'Internal server error' },
   [ErrorCode.Unavailable]: { status: 503, title: 'Service unavailable' },
 };
