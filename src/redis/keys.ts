@@ -12,8 +12,8 @@ export function tokenKey(prefix: string, token: string): string {
 /**
  * Sorted set of one principal's outstanding tokens (issued, not yet used), scored by expiry (ms,
  * Redis clock): the bound of `lua/reserve-1.lua`. A key of its own, apart from the tokens'
- * keys, so on a cluster it lives in its own slot (the principal is not a hash tag: `{` and `}`
- * are not allowed in principal names, see core/principals.ts).
+ * keys: on a cluster it lives in its own slot, and each script touches it alone (a principal
+ * with braces, which API keys cannot have, would only pick that one key's slot).
  */
 export function outstandingTokensKey(prefix: string, principal: string): string {
   return `${prefix}:~outstanding:${principal}`;

@@ -173,7 +173,9 @@ export interface TokenSnapshot {
 /** The token state machine. Every method is one atomic Redis script (or one MULTI for inspect). */
 export interface TokenStore {
   /**
-   * Issues `count` fresh tokens bound to `principal`, in state `issued`.
+   * Issues `count` fresh tokens bound to `principal`, in state `issued`, counted against the
+   * principal's outstanding tokens (all or none: a refused call issues nothing).
+   * @throws TokenLimitError when the principal would hold more than `maxOutstanding`.
    * @throws RangeError on a bad principal, ttl or count.
    */
   issue(principal: string, options: IssueOptions): Promise<IssuedToken[]>;
@@ -182,7 +184,7 @@ export interface TokenStore {
    * again (the first `messageId`), `reused` for another fingerprint, `unknown` when the token was
    * never issued, has expired, or is another principal's; `in_use` for the same request while
    * the first one's in-flight window is open (see {@link AcceptOptions.inFlightMs}). Extends the
-   * TTL to at least `ttlMs` on first use.
+   * TTL to at least `ttlMs` on first use. The token no longer counts as outstanding after it.
    */
   accept(token: string, options: AcceptOptions): Promise<AcceptResult>;
   /**
