@@ -70,6 +70,8 @@ export interface AuthOptions {
   failureLimit?: { max: number; windowMs: number } | false;
   /** Client addresses tracked at once. @defaultValue {@link DEFAULT_MAX_TRACKED_ADDRESSES} */
   maxTrackedAddresses?: number;
+  /** Told of every failure of a well-formed key (`unauthorized`) and every refusal (`refused`). */
+  onFailure?: (result: 'unauthorized' | 'refused') => void;
 }
 
 /** The identity a valid key gives. */
@@ -133,6 +135,7 @@ export function createAuthenticator(options: AuthOptions): Authenticate {
   }
 
   function tooMany(w: FailureWindow, now: number): ProblemError {
+    options.onFailure?.('refused');
     return new ProblemError(
       problem(
         ErrorCode.AuthFailuresExceeded,
@@ -201,6 +204,7 @@ export function createAuthenticator(options: AuthOptions): Authenticate {
     // One answer for an unknown, revoked or wrong key: which one is nobody's business.
     if (!found || found.revoked_at !== null || !secretMatches(parsed.secret, found.key_hash)) {
       if (client !== null) recordFailure(client);
+      options.onFailure?.('unauthorized');
       throw unauthorized('the API key is not valid');
     }
     return { principal: found.principal, admin: found.admin };

@@ -119,6 +119,7 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
     db: options.db,
     cacheMs: options.keyCacheMs ?? DEFAULT_KEY_CACHE_MS,
     failureLimit: options.authFailureLimit ?? DEFAULT_AUTH_FAILURE_LIMIT,
+    onFailure: options.metrics && ((result) => options.metrics!.authFailures.inc({ result })),
   });
   app.addHook('onRequest', async (request) => {
     if (isPublic(request)) return;

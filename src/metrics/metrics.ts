@@ -108,6 +108,12 @@ export interface Metrics {
   readonly httpSeconds: Histogram<'method' | 'route' | 'status'>;
   /** `onceq_tokens_issued_total`: idempotency tokens `POST /v1/tokens` issued (the API only). */
   readonly tokensIssued: Counter;
+  /**
+   * `onceq_auth_failures_total{result}`: requests with a well-formed API key that failed
+   * (`unauthorized`: unknown, revoked or wrong; 401) and requests refused because their address
+   * failed too often (`refused`; 429). The API only.
+   */
+  readonly authFailures: Counter<'result'>;
   /** Count a delivery's outcome. */
   recordJob(queue: string, outcome: JobOutcome): void;
   /** Count a claim result. */
@@ -273,10 +279,21 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     registers,
   });
 
+  const authFailures = new Counter({
+    name: 'onceq_auth_failures_total',
+    help:
+      'API requests whose well-formed key failed (result=unauthorized: unknown, revoked or wrong) ' +
+      'or that were refused before any lookup because their address failed too often ' +
+      '(result=refused)',
+    labelNames: ['result'],
+    registers,
+  });
+
   return {
     registry,
     httpSeconds,
     tokensIssued,
+    authFailures,
     jobs,
     claims,
     handlerSeconds,

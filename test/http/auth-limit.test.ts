@@ -23,6 +23,8 @@ import { createAuthenticator } from '../../src/http/auth.js';
 import { mintApiKey } from '../../src/core/api-key.js';
 import { insertApiKey } from '../../src/db/api-keys.repository.js';
 import { createTestStack, type TestStack } from '../support/stack.js';
+import { createMetrics, type Metrics } from '../../src/metrics/metrics.js';
+import { sample } from '../support/metrics.js';
 
 /** Counts the SELECTs of `api_keys` that reach PostgreSQL through this connection. */
 class KeyLookupCounter implements KyselyPlugin {
@@ -52,11 +54,14 @@ describe('http: failed authentications per client address', function () {
   let app: FastifyInstance;
   let lookups: KeyLookupCounter;
   let valid: string;
+  let metrics: Metrics;
 
   beforeEach(async () => {
     stack = await createTestStack('auth_limit');
     lookups = new KeyLookupCounter();
+    metrics = createMetrics({ defaultMetrics: false });
     app = await buildApp({
+      metrics,
       db: stack.db.withPlugin(lookups),
       redis: stack.redis,
       producer: stack.producer,
@@ -114,6 +119,14 @@ describe('http: failed authentications per client address', function () {
     const retryAfter = Number(refusal!.headers['retry-after']);
     expect(Number.isInteger(retryAfter)).to.equal(true);
     expect(retryAfter).to.be.within(1, 60);
+
+    const text = await metrics.text();
+    expect(sample(text, 'onceq_auth_failures_total', { result: 'unauthorized' })).to.equal(
+      unauthorized,
+    );
+    expect(sample(text, 'onceq_auth_failures_total', { result: 'refused' })).to.equal(
+      500 - unauthorized,
+    );
 
     // The valid key, from another address: served from the cache, no lookup.
     const before = lookups.count;
