@@ -5,6 +5,7 @@
 import { ConfigError } from './core/errors.js';
 import { formatDuration, parseDuration } from './core/duration.js';
 import { isWellFormedApiKey } from './core/api-key.js';
+import { DEFAULT_MAX_OUTSTANDING_TOKENS, MAX_ISSUE_COUNT } from './core/limits.js';
 
 /** Log levels pino understands. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -71,6 +72,19 @@ export interface Config {
    */
   readonly rateLimit: { readonly max: number; readonly windowMs: number };
   /**
+   * `ONCEQ_MAX_UNUSED_TOKENS`: most tokens a principal may hold issued and neither used nor
+   * expired; `POST /v1/tokens` answers 429 past it. At least 100 (one request's most); `0`
+   * turns the bound off. @defaultValue 10,000
+   */
+  readonly maxOutstandingTokens: number;
+  /**
+   * `ONCEQ_AUTH_FAILURE_LIMIT`: failed authentications (well-formed keys that are unknown,
+   * revoked or wrong) per client address per window, as `N` (per minute) or `N/<duration>`;
+   * past it the address gets 429 before any key is looked up, until its window ends. `0` turns
+   * the limit off. @defaultValue 100/m
+   */
+  readonly authFailureLimit: { readonly max: number; readonly windowMs: number };
+  /**
    * `ONCEQ_METRICS_PORT`: port of the Prometheus `/metrics` endpoint of a worker process (on
    * `ONCEQ_HOST`); `0` picks a free port. Unset: worker processes serve no metrics (the API
    * serves its own at `/metrics` on `PORT`). @defaultValue unset
@@ -102,6 +116,12 @@ export const DEFAULT_HOST = '0.0.0.0';
 export const DEFAULT_BODY_LIMIT = 1_048_576;
 /** High on purpose: it stops a runaway client, not normal traffic (1,000 requests/s). */
 export const DEFAULT_RATE_LIMIT = Object.freeze({ max: 60_000, windowMs: 60_000 });
+/**
+ * Failed authentications per client address per minute: far above a client with a stale key
+ * retrying with backoff, and it bounds what a key spray from one address costs PostgreSQL (each
+ * failure is at most one key lookup) to about 2 lookups a second.
+ */
+export const DEFAULT_AUTH_FAILURE_LIMIT = Object.freeze({ max: 100, windowMs: 60_000 });
 
 type Env = Record<string, string | undefined>;
 
@@ -168,20 +188,41 @@ export function loadConfig(env: Env = process.env): Config {
       problems.push(`ONCEQ_QUEUES: "${q}" is not a valid queue name (${QUEUE_NAME_RULE})`);
   }
 
-  const rateLimit = (): { max: number; windowMs: number } => {
-    const value = read('ONCEQ_RATE_LIMIT');
-    if (value === undefined) return { ...DEFAULT_RATE_LIMIT };
+  /** `N` (per minute) or `N/<duration>`, the window at least 1 s; `0` is "off". */
+  const perWindow = (
+    varName: string,
+    fallback: { max: number; windowMs: number },
+    what: string,
+  ): { max: number; windowMs: number } => {
+    const value = read(varName);
+    if (value === undefined) return { ...fallback };
     const match = /^(\d{1,9})(?:\s*\/\s*(\d*)\s*(ms|s|m|h|d)?)?$/.exec(value);
     const windowText = match?.[2] || match?.[3] ? `${match[2] || '1'}${match[3] ?? 's'}` : '1m';
     const windowMs = match ? parseDuration(windowText) : undefined;
     if (!match || windowMs === undefined || windowMs < 1_000) {
       problems.push(
-        `ONCEQ_RATE_LIMIT=${value}: expected requests per principal as N (per minute) or ` +
+        `${varName}=${value}: expected ${what} as N (per minute) or ` +
           'N/<duration> such as 100/1s or 6000/m (window at least 1s); 0 turns it off',
       );
-      return { ...DEFAULT_RATE_LIMIT };
+      return { ...fallback };
     }
     return { max: Number(match[1]), windowMs };
+  };
+  const rateLimit = () =>
+    perWindow('ONCEQ_RATE_LIMIT', DEFAULT_RATE_LIMIT, 'requests per principal');
+
+  const maxOutstandingTokens = (): number => {
+    const value = read('ONCEQ_MAX_UNUSED_TOKENS');
+    if (value === undefined) return DEFAULT_MAX_OUTSTANDING_TOKENS;
+    const n = /^\d{1,9}$/.test(value) ? Number(value) : NaN;
+    if (n !== 0 && !(n >= MAX_ISSUE_COUNT && n <= 100_000_000)) {
+      problems.push(
+        `ONCEQ_MAX_UNUSED_TOKENS=${value}: expected an integer from ${MAX_ISSUE_COUNT} ` +
+          '(one request may ask for that many) to 100000000, or 0 for no bound',
+      );
+      return DEFAULT_MAX_OUTSTANDING_TOKENS;
+    }
+    return n;
   };
 
   const optionalInt = (name: string, min: number, max: number): number | undefined =>
@@ -237,6 +278,14 @@ export function loadConfig(env: Env = process.env): Config {
     host: name('ONCEQ_HOST', DEFAULT_HOST, /^[A-Za-z0-9.:_-]{1,253}$/, 'a host name or IP address'),
     bodyLimit: int('ONCEQ_BODY_LIMIT', DEFAULT_BODY_LIMIT, 1_024, 100 * 1_048_576),
     rateLimit: Object.freeze(rateLimit()),
+    maxOutstandingTokens: maxOutstandingTokens(),
+    authFailureLimit: Object.freeze(
+      perWindow(
+        'ONCEQ_AUTH_FAILURE_LIMIT',
+        DEFAULT_AUTH_FAILURE_LIMIT,
+        'failed authentications per client address',
+      ),
+    ),
     metricsPort: optionalInt('ONCEQ_METRICS_PORT', 0, 65535),
     apiUrl,
     apiKey,

@@ -68,6 +68,8 @@ describe('config', () => {
         host: '0.0.0.0',
         bodyLimit: 1_048_576,
         rateLimit: { max: 60_000, windowMs: 60_000 },
+        maxOutstandingTokens: 10_000,
+        authFailureLimit: { max: 100, windowMs: 60_000 },
         metricsPort: undefined,
         apiUrl: undefined,
         apiKey: undefined,
@@ -261,6 +263,20 @@ describe('config', () => {
         expect(loadConfig({ ONCEQ_RATE_LIMIT: text }).rateLimit).to.deep.equal(expected);
       });
     }
+
+    it('reads ONCEQ_MAX_UNUSED_TOKENS (100 up, or 0 for no bound)', () => {
+      expect(loadConfig({ ONCEQ_MAX_UNUSED_TOKENS: '250' }).maxOutstandingTokens).to.equal(250);
+      expect(loadConfig({ ONCEQ_MAX_UNUSED_TOKENS: '100' }).maxOutstandingTokens).to.equal(100);
+      expect(loadConfig({ ONCEQ_MAX_UNUSED_TOKENS: '0' }).maxOutstandingTokens).to.equal(0);
+    });
+
+    it('reads ONCEQ_AUTH_FAILURE_LIMIT as ONCEQ_RATE_LIMIT is read', () => {
+      expect(loadConfig({ ONCEQ_AUTH_FAILURE_LIMIT: '20/10s' }).authFailureLimit).to.deep.equal({
+        max: 20,
+        windowMs: 10_000,
+      });
+      expect(loadConfig({ ONCEQ_AUTH_FAILURE_LIMIT: '0' }).authFailureLimit.max).to.equal(0);
+    });
   });
 
   describe('bad values', () => {
@@ -308,6 +324,12 @@ describe('config', () => {
       ['ONCEQ_RATE_LIMIT', '-1'],
       ['ONCEQ_RATE_LIMIT', '100/500ms'],
       ['ONCEQ_RATE_LIMIT', '100/fortnight'],
+      ['ONCEQ_MAX_UNUSED_TOKENS', '99'],
+      ['ONCEQ_MAX_UNUSED_TOKENS', '1e4'],
+      ['ONCEQ_MAX_UNUSED_TOKENS', 'lots'],
+      ['ONCEQ_MAX_UNUSED_TOKENS', '100000001'],
+      ['ONCEQ_AUTH_FAILURE_LIMIT', '10/100ms'],
+      ['ONCEQ_AUTH_FAILURE_LIMIT', 'few'],
       ['ONCEQ_HOST', 'a host'],
     ];
     for (const [name, value] of badValues) {

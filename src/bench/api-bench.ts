@@ -28,6 +28,7 @@ import { createAcceptanceWriter } from '../db/accepted-messages.repository.js';
 import { createTokenStore } from '../redis/token-store.js';
 import { closeRedis } from '../redis/connection.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
+import { DEFAULT_MAX_OUTSTANDING_TOKENS } from '../core/limits.js';
 import { messageJobOptions } from '../producer/job-options.js';
 import { buildApp } from '../http/build-app.js';
 import { mintApiKey } from '../core/api-key.js';
@@ -147,6 +148,10 @@ function benchProducer(options: ApiBenchOptions): Producer {
     prefix: options.prefix,
     registry: options.registry,
     ids: options.ids,
+    // Every request of a round gets its token before the round starts (30,000 or more), and a
+    // round's unanswered requests leave theirs: far past the default bound, which is for
+    // clients. Still bounded, so the accepts pay for taking tokens out of the count as in use.
+    maxOutstandingTokens: 10 * Math.max(options.requests, DEFAULT_MAX_OUTSTANDING_TOKENS),
   });
 }
 

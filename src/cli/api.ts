@@ -48,6 +48,7 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
         registry,
         ids,
         tokenTtlMs: config.tokenTtlMs,
+        maxOutstandingTokens: config.maxOutstandingTokens,
         maxAttempts: config.maxAttempts,
         dedupeWindowMs: config.dedupeWindowMs,
       });
@@ -60,6 +61,7 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
           logger,
           bodyLimit: config.bodyLimit,
           rateLimit: config.rateLimit,
+          authFailureLimit: config.authFailureLimit,
           deadLetters: createDeadLetterLookup(runtime.db),
           metrics: options.metrics ?? owned?.metrics,
           adminQueues: { prefix: config.prefix, queues: registry.queues() },

@@ -5,7 +5,8 @@
 import { loadConfig } from '../config.js';
 import { checkDatabase, createDb, type Db } from '../db/create-db.js';
 import { insertApiKey, listApiKeys, revokeApiKey } from '../db/api-keys.repository.js';
-import { mintApiKey, parseApiKey, PRINCIPAL_NAME } from '../core/api-key.js';
+import { mintApiKey, parseApiKey } from '../core/api-key.js';
+import { principalNameProblem } from '../core/principals.js';
 
 /** Options of `keys create`. */
 export interface KeysCreateOptions {
@@ -31,10 +32,10 @@ async function withDb<T>(body: (db: Db) => Promise<T>): Promise<T> {
 
 /** Creates a key and prints it once. */
 export async function runKeysCreate(options: KeysCreateOptions): Promise<number> {
-  if (!PRINCIPAL_NAME.test(options.principal)) {
-    process.stderr.write(
-      'onceq keys create: --principal must be 1 to 64 letters, digits, _ . @ or -\n',
-    );
+  // Refused before connecting: a bad or reserved name needs no database to be told apart.
+  const problem = principalNameProblem(options.principal);
+  if (problem !== undefined) {
+    process.stderr.write(`onceq keys create: --principal: ${problem}\n`);
     return 1;
   }
   return withDb(async (db) => {

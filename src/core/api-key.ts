@@ -76,4 +76,4 @@ export function bearerCredential(
 }
 
 /** Principal names: what a key maps to, and what tokens and messages are bound to. */
-export const PRINCIPAL_NAME = /^[A-Za-z0-9_.@-]{1,64}$/;
+export { PRINCIPAL_NAME } from './principals.js';

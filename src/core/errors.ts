@@ -35,6 +35,8 @@ export const ErrorCode = {
   Forbidden: 'forbidden',
   NotFound: 'not_found',
   RateLimited: 'rate_limited',
+  TokenLimitReached: 'token_limit_reached',
+  AuthFailuresExceeded: 'too_many_failed_authentications',
   Unavailable: 'service_unavailable',
   Internal: 'internal_error',
   MigrationsPending: 'migrations_pending',
@@ -183,5 +185,22 @@ export class IdClashError extends NonRetryableError {
   declare readonly details: { messageIds: string[] };
   constructor(message: string, messageIds: string[]) {
     super(ErrorCode.IdClash, message, { details: { messageIds } });
+  }
+}
+
+/**
+ * A principal asked for tokens while it holds as many outstanding (issued, unused, unexpired)
+ * tokens as it may: using or letting some expire makes room. `retryAfterMs` is when enough of
+ * them will have expired at the latest.
+ */
+export class TokenLimitError extends OnceqError {
+  declare readonly details: { limit: number; outstanding: number; retryAfterMs: number };
+  constructor(details: { limit: number; outstanding: number; retryAfterMs: number }) {
+    super(
+      ErrorCode.TokenLimitReached,
+      `${details.outstanding} tokens of this principal are outstanding (issued, neither used nor ` +
+        `expired) and at most ${details.limit} may be: use them, or wait for some to expire`,
+      { details },
+    );
   }
 }

@@ -15,3 +15,14 @@ export const MAX_PRIORITY = 2_097_151;
  * with 100,000 errors, megabytes of JSON built from a request of one.
  */
 export const MAX_REPORTED_ERRORS = 20;
+
+/**
+ * Default bound on a principal's outstanding tokens (issued, neither used nor expired). Each costs
+ * Redis a few hundred bytes for the token's lifetime (24 h by default), and under `noeviction` a
+ * full Redis stops the whole fleet; a client that takes tokens as it needs them holds about as
+ * many as it has requests in flight, far below this.
+ */
+export const DEFAULT_MAX_OUTSTANDING_TOKENS = 10_000;
+
+/** Most tokens one `POST /v1/tokens` (one `issue` call) creates. */
+export const MAX_ISSUE_COUNT = 100;

@@ -4,7 +4,8 @@
  */
 import type { Kysely } from 'kysely';
 import type { ApiKeyRow, Database } from './database.js';
-import { ErrorCode, OnceqError } from '../core/errors.js';
+import { ErrorCode, OnceqError, ValidationError } from '../core/errors.js';
+import { principalNameProblem } from '../core/principals.js';
 
 /** What is stored of a new key. */
 export interface NewApiKeyRecord {
@@ -14,8 +15,16 @@ export interface NewApiKeyRecord {
   admin: boolean;
 }
 
-/** Stores a new key. */
+/**
+ * Stores a new key.
+ * @throws ValidationError (path `/principal`) for a malformed principal or one onceq uses itself
+ *   (core/principals.ts): such a key would read every message recorded under that name.
+ */
 export async function insertApiKey(db: Kysely<Database>, key: NewApiKeyRecord): Promise<ApiKeyRow> {
+  const problem = principalNameProblem(key.principal);
+  if (problem !== undefined) {
+    throw new ValidationError(problem, [{ path: '/principal', message: problem }]);
+  }
   return withTableCheck(() =>
     db
       .insertInto('api_keys')

@@ -7,9 +7,10 @@ import { sql, type Kysely } from 'kysely';
 import type { Database, OutboxRow } from './database.js';
 import { JOB_ID_PREFIX } from '../core/message.js';
 import { IdClashError } from '../core/errors.js';
+import { OUTBOX_PRINCIPAL } from '../core/principals.js';
 
-/** Principal of accepted messages that came from the outbox. */
-export const OUTBOX_PRINCIPAL = 'outbox';
+/** Principal of accepted messages that came from the outbox (reserved: see core/principals.ts). */
+export { OUTBOX_PRINCIPAL };
 
 /** A follow-up message. */
 export interface FollowUp {

@@ -2,18 +2,34 @@
  * Authentication of the producer API: `Authorization: Bearer <api-key>`, checked in the first
  * hook of every request (before any body is read or any token looked up). The key's id finds
  * its row; the secret's hash is compared in constant time. `request.principal` and
- * `request.admin` carry the result to the routes (Bull Board, in a later issue, is admin-only).
+ * `request.admin` carry the result to the routes (Bull Board is admin-only).
  *
  * Rows are cached briefly: a key lookup on every request would double the API's PostgreSQL
  * round trips. A revocation therefore takes effect within {@link AuthOptions.cacheMs}.
+ *
+ * Authentication runs before the per-principal rate limit (there is no principal yet), so it
+ * carries its own limit, per client address, on what a caller without a valid key can cost:
+ *
+ * - Found rows and unknown ids are cached apart, each in a bounded LRU: a spray of unknown ids
+ *   evicts only other unknown ids, never a valid key (so valid callers keep their cache hits).
+ * - Failed authentications of well-formed keys (unknown id, revoked, wrong secret) are counted
+ *   per client address ({@link clientAddressKey}: IPv4 address or IPv6 /64) in a fixed window.
+ *   Past {@link AuthOptions.failureLimit} the address gets 429 with `Retry-After` until its
+ *   window ends, before any lookup; so one address costs PostgreSQL at most that many key
+ *   lookups per window. Lookups still in flight count against the bound too, so a burst of
+ *   concurrent requests cannot slip past it; concurrent lookups of one id share one query.
+ * - Missing or malformed credentials cost nothing (no lookup) and are not counted: a client
+ *   without a key gets 401 and learns so.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { LRUCache } from 'lru-cache';
 import type { Db } from '../db/create-db.js';
 import type { ApiKeyRow } from '../db/database.js';
 import { findApiKey } from '../db/api-keys.repository.js';
 import { bearerCredential, parseApiKey, secretMatches } from '../core/api-key.js';
+import { clientAddressKey } from '../core/client-address.js';
 import { ErrorCode } from '../core/errors.js';
-import { ProblemError, problem } from './problem.js';
+import { ProblemError, problem, retryAfterSeconds } from './problem.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -26,14 +42,36 @@ declare module 'fastify' {
 
 /** Default of {@link AuthOptions.cacheMs}. */
 export const DEFAULT_KEY_CACHE_MS = 5_000;
-/** Cached rows at most; the cache is cleared when full (keys are few; this bounds a key spray). */
-const MAX_CACHED_KEYS = 10_000;
+/** Default of {@link AuthOptions.maxCachedKeys}: far more keys than a deployment has. */
+export const DEFAULT_MAX_CACHED_KEYS = 10_000;
+/** Default of {@link AuthOptions.maxCachedUnknownKeys}. */
+export const DEFAULT_MAX_CACHED_UNKNOWN_KEYS = 10_000;
+/**
+ * Default of {@link AuthOptions.maxTrackedAddresses}: client addresses whose failures are
+ * counted at once (about 100 bytes each). Past it the least recently failing address is
+ * forgotten, which only restarts its count.
+ */
+export const DEFAULT_MAX_TRACKED_ADDRESSES = 100_000;
 
 /** Options of {@link createAuthenticator}. */
 export interface AuthOptions {
   db: Db;
   /** How long a key row (or its absence) is trusted. 0 reads PostgreSQL on every request. */
   cacheMs?: number;
+  /** Valid (found) keys cached at most. @defaultValue {@link DEFAULT_MAX_CACHED_KEYS} */
+  maxCachedKeys?: number;
+  /** Unknown key ids cached at most. @defaultValue {@link DEFAULT_MAX_CACHED_UNKNOWN_KEYS} */
+  maxCachedUnknownKeys?: number;
+  /**
+   * Failed authentications per client address per window before the address gets 429;
+   * `false` (or `max: 0`) turns the limit off. Counted in this process.
+   * @defaultValue no limit (the API passes `ONCEQ_AUTH_FAILURE_LIMIT`, default 100 a minute)
+   */
+  failureLimit?: { max: number; windowMs: number } | false;
+  /** Client addresses tracked at once. @defaultValue {@link DEFAULT_MAX_TRACKED_ADDRESSES} */
+  maxTrackedAddresses?: number;
+  /** Told of every failure of a well-formed key (`unauthorized`) and every refusal (`refused`). */
+  onFailure?: (result: 'unauthorized' | 'refused') => void;
 }
 
 /** The identity a valid key gives. */
@@ -42,43 +80,142 @@ export interface Identity {
   admin: boolean;
 }
 
+/**
+ * Checks the `Authorization` header of a request from `clientAddress` (the socket's address;
+ * without one, failures are not limited); resolves the identity or throws a 401 or 429 problem.
+ */
+export type Authenticate = (
+  header: string | string[] | undefined,
+  clientAddress?: string,
+) => Promise<Identity>;
+
 const WWW_AUTHENTICATE = 'Bearer realm="onceq"';
 
-/** Checks the `Authorization` header; resolves the identity or throws a 401 problem. */
-export function createAuthenticator(options: AuthOptions) {
-  const cacheMs = options.cacheMs ?? DEFAULT_KEY_CACHE_MS;
-  const cache = new Map<string, { row: ApiKeyRow | undefined; at: number }>();
+/** One client address's failures in its current window. */
+interface FailureWindow {
+  /** Failed authentications so far. */
+  failures: number;
+  /** Key lookups of this address in flight (each may become a failure). */
+  pending: number;
+  /** End of the window, ms since the epoch. */
+  resetAt: number;
+}
 
-  async function row(id: string): Promise<ApiKeyRow | undefined> {
-    const now = Date.now();
-    const hit = cache.get(id);
-    if (hit && now - hit.at < cacheMs) return hit.row;
-    const found = await findApiKey(options.db, id);
-    if (cacheMs > 0) {
-      if (cache.size >= MAX_CACHED_KEYS) cache.clear();
-      cache.set(id, { row: found, at: now });
+/** Creates the authenticator. */
+export function createAuthenticator(options: AuthOptions): Authenticate {
+  const cacheMs = options.cacheMs ?? DEFAULT_KEY_CACHE_MS;
+  const known =
+    cacheMs > 0
+      ? new LRUCache<string, ApiKeyRow>({
+          max: options.maxCachedKeys ?? DEFAULT_MAX_CACHED_KEYS,
+          ttl: cacheMs,
+        })
+      : undefined;
+  const unknown =
+    cacheMs > 0
+      ? new LRUCache<string, true>({
+          max: options.maxCachedUnknownKeys ?? DEFAULT_MAX_CACHED_UNKNOWN_KEYS,
+          ttl: cacheMs,
+        })
+      : undefined;
+  const lookups = new Map<string, Promise<ApiKeyRow | undefined>>();
+  const limit = options.failureLimit && options.failureLimit.max > 0 ? options.failureLimit : null;
+  const windows = new LRUCache<string, FailureWindow>({
+    max: options.maxTrackedAddresses ?? DEFAULT_MAX_TRACKED_ADDRESSES,
+  });
+
+  /** The address's current window (a fresh one once the last has ended), if it is tracked. */
+  function windowOf(client: string, now: number): FailureWindow | undefined {
+    const w = windows.get(client);
+    if (w && w.resetAt <= now) {
+      w.failures = 0;
+      w.resetAt = now + limit!.windowMs;
     }
-    return found;
+    return w;
   }
 
-  return async function authenticate(header: string | string[] | undefined): Promise<Identity> {
+  function tooMany(w: FailureWindow, now: number): ProblemError {
+    options.onFailure?.('refused');
+    return new ProblemError(
+      problem(
+        ErrorCode.AuthFailuresExceeded,
+        `too many failed authentications from this address (${limit!.max} per ` +
+          `${limit!.windowMs / 1000} s); check the API key, and retry after the Retry-After delay`,
+      ),
+      { 'retry-after': `${retryAfterSeconds(w.resetAt - now)}` },
+    );
+  }
+
+  /** The row of key `id` from the caches, or `miss` when PostgreSQL must be asked. */
+  function cached(id: string): ApiKeyRow | undefined | 'miss' {
+    const row = known?.get(id);
+    if (row) return row;
+    return unknown?.get(id) ? undefined : 'miss';
+  }
+
+  /** One query per id at a time, however many requests ask for it. */
+  function lookup(id: string): Promise<ApiKeyRow | undefined> {
+    let pending = lookups.get(id);
+    if (!pending) {
+      pending = findApiKey(options.db, id)
+        .then((row) => {
+          if (row) known?.set(id, row);
+          else unknown?.set(id, true);
+          return row;
+        })
+        .finally(() => lookups.delete(id));
+      lookups.set(id, pending);
+    }
+    return pending;
+  }
+
+  return async function authenticate(header, clientAddress) {
+    const now = Date.now();
+    const client = limit && clientAddress !== undefined ? clientAddressKey(clientAddress) : null;
+    const w = client === null ? undefined : windowOf(client, now);
+    if (w && w.failures >= limit!.max) throw tooMany(w, now);
+
     const credential = bearerCredential(header);
     if (credential === undefined) {
       throw unauthorized('missing credentials: send Authorization: Bearer <api-key>');
     }
     const parsed = parseApiKey(credential);
-    const found = parsed && (await row(parsed.id));
-    // One answer for a malformed, unknown, revoked or wrong key: which one is nobody's business.
-    if (
-      !parsed ||
-      !found ||
-      found.revoked_at !== null ||
-      !secretMatches(parsed.secret, found.key_hash)
-    ) {
+    if (!parsed) throw unauthorized('the API key is not valid');
+
+    let found = cached(parsed.id);
+    if (found === 'miss') {
+      if (client === null || lookups.has(parsed.id)) {
+        found = await lookup(parsed.id);
+      } else {
+        let tracked = w;
+        if (!tracked) {
+          tracked = { failures: 0, pending: 0, resetAt: now + limit!.windowMs };
+          windows.set(client, tracked);
+        }
+        if (tracked.failures + tracked.pending >= limit!.max) throw tooMany(tracked, now);
+        tracked.pending++;
+        try {
+          found = await lookup(parsed.id);
+        } finally {
+          tracked.pending--;
+        }
+      }
+    }
+    // One answer for an unknown, revoked or wrong key: which one is nobody's business.
+    if (!found || found.revoked_at !== null || !secretMatches(parsed.secret, found.key_hash)) {
+      if (client !== null) recordFailure(client);
+      options.onFailure?.('unauthorized');
       throw unauthorized('the API key is not valid');
     }
     return { principal: found.principal, admin: found.admin };
   };
+
+  function recordFailure(client: string): void {
+    const now = Date.now();
+    const w = windowOf(client, now);
+    if (w) w.failures++;
+    else windows.set(client, { failures: 1, pending: 0, resetAt: now + limit!.windowMs });
+  }
 }
 
 function unauthorized(detail: string): ProblemError {

@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import type { Producer } from '../producer/producer.js';
 import type { DeadLetterLookup } from '../producer/job-status.js';
-import { DEFAULT_BODY_LIMIT, DEFAULT_RATE_LIMIT } from '../config.js';
+import { DEFAULT_AUTH_FAILURE_LIMIT, DEFAULT_BODY_LIMIT, DEFAULT_RATE_LIMIT } from '../config.js';
 import { ErrorCode } from '../core/errors.js';
 import { createAuthenticator, DEFAULT_KEY_CACHE_MS } from './auth.js';
 import { installJsonParser } from './json-body.js';
@@ -52,6 +52,12 @@ export interface BuildAppOptions {
   rateLimit?: { max: number; windowMs: number } | false;
   /** How long API key rows are cached. @defaultValue 5 s */
   keyCacheMs?: number;
+  /**
+   * Failed authentications per client address (the socket's: `trustProxy` is off) per window;
+   * past it the address gets 429 before any key lookup. `false` (or `max: 0`) turns it off.
+   * Counted in this process. @defaultValue {@link DEFAULT_AUTH_FAILURE_LIMIT}
+   */
+  authFailureLimit?: { max: number; windowMs: number } | false;
   /** Finds dead letters for job status (the dead-letter queue plugs in here). */
   deadLetters?: DeadLetterLookup;
   /** Serve the OpenAPI document and its UI at /docs. @defaultValue true */
@@ -116,10 +122,12 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
   const authenticate = createAuthenticator({
     db: options.db,
     cacheMs: options.keyCacheMs ?? DEFAULT_KEY_CACHE_MS,
+    failureLimit: options.authFailureLimit ?? DEFAULT_AUTH_FAILURE_LIMIT,
+    onFailure: options.metrics && ((result) => options.metrics!.authFailures.inc({ result })),
   });
   app.addHook('onRequest', async (request) => {
     if (isPublic(request)) return;
-    const identity = await authenticate(request.headers.authorization);
+    const identity = await authenticate(request.headers.authorization, request.ip);
     request.principal = identity.principal;
     request.admin = identity.admin;
   });
@@ -171,7 +179,7 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
   if (options.adminQueues) {
     await adminQueueRoutes(app, { redis: options.redis, ...options.adminQueues, authenticate });
   }
-  tokenRoutes(app, options.producer);
+  tokenRoutes(app, options.producer, options.metrics);
   jobRoutes(app, { db: options.db, producer: options.producer, deadLetters: options.deadLetters });
   return app;
 }

@@ -12,6 +12,7 @@ import {
   describeFieldErrors,
   ErrorCode,
   OnceqError,
+  TokenLimitError,
   ValidationError,
   type FieldError,
 } from '../core/errors.js';
@@ -53,6 +54,8 @@ export const PROBLEM_CATALOGUE: Readonly<Record<string, { status: number; title:
   [ErrorCode.ValidationFailed]: { status: 422, title: 'Validation failed' },
   [ErrorCode.UnknownJob]: { status: 422, title: 'Validation failed' },
   [ErrorCode.RateLimited]: { status: 429, title: 'Too many requests' },
+  [ErrorCode.TokenLimitReached]: { status: 429, title: 'Too many outstanding tokens' },
+  [ErrorCode.AuthFailuresExceeded]: { status: 429, title: 'Too many failed authentications' },
   [ErrorCode.Internal]: { status: 500, title: 'Internal server error' },
   [ErrorCode.Unavailable]: { status: 503, title: 'Service unavailable' },
 };
@@ -129,6 +132,12 @@ export function toProblem(err: unknown): MappedError {
     fault: body.status >= 500,
   });
   if (err instanceof ProblemError) return plain(err.problem, { ...err.headers });
+  if (err instanceof TokenLimitError) {
+    // Room comes back as tokens are used or expire; the header is the latest of the two.
+    return plain(problem(err.code, err.message), {
+      'retry-after': `${retryAfterSeconds(err.details.retryAfterMs)}`,
+    });
+  }
   if (err instanceof ValidationError) {
     return plain(problem(ErrorCode.ValidationFailed, err.message, err.details, err.omitted));
   }
@@ -191,6 +200,11 @@ export function toProblem(err: unknown): MappedError {
     return plain(problem(ErrorCode.BadRequest, fe.message ?? 'bad request'));
   }
   return plain(problem(ErrorCode.Internal, 'an internal error occurred'));
+}
+
+/** Whole seconds for `Retry-After` (RFC 9110: a non-negative integer), never 0. */
+export function retryAfterSeconds(ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1000));
 }
 
 /** A JSON pointer into the request (body fields keep the body's pointer). */

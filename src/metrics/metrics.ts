@@ -106,6 +106,14 @@ export interface Metrics {
   readonly reconcilerMessages: Counter<'action'>;
   /** `onceq_http_request_duration_seconds{method,route,status}`: API requests (the API only). */
   readonly httpSeconds: Histogram<'method' | 'route' | 'status'>;
+  /** `onceq_tokens_issued_total`: idempotency tokens `POST /v1/tokens` issued (the API only). */
+  readonly tokensIssued: Counter;
+  /**
+   * `onceq_auth_failures_total{result}`: requests with a well-formed API key that failed
+   * (`unauthorized`: unknown, revoked or wrong; 401) and requests refused because their address
+   * failed too often (`refused`; 429). The API only.
+   */
+  readonly authFailures: Counter<'result'>;
   /** Count a delivery's outcome. */
   recordJob(queue: string, outcome: JobOutcome): void;
   /** Count a claim result. */
@@ -263,9 +271,29 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     registers,
   });
 
+  // No principal label: principals are as many as keys, and one series each would let key
+  // creation grow the scrape without bound. Refusals show as 429s in the request histogram.
+  const tokensIssued = new Counter({
+    name: 'onceq_tokens_issued_total',
+    help: 'Idempotency tokens issued by POST /v1/tokens (refused requests issue none)',
+    registers,
+  });
+
+  const authFailures = new Counter({
+    name: 'onceq_auth_failures_total',
+    help:
+      'API requests whose well-formed key failed (result=unauthorized: unknown, revoked or wrong) ' +
+      'or that were refused before any lookup because their address failed too often ' +
+      '(result=refused)',
+    labelNames: ['result'],
+    registers,
+  });
+
   return {
     registry,
     httpSeconds,
+    tokensIssued,
+    authFailures,
     jobs,
     claims,
     handlerSeconds,

@@ -34,9 +34,10 @@ import { messageJobOptions } from './job-options.js';
 import { createTokenStore, type IssuedToken, type TokenStore } from '../redis/token-store.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { JobDefinition } from '../jobs/define-job.js';
+import { LOCAL_PRINCIPAL } from '../core/principals.js';
 
-/** Principal of messages enqueued by the library without an API key (CLI, tests, services). */
-export const LOCAL_PRINCIPAL = 'local';
+/** Principal of messages enqueued by the library without an API key (reserved: core/principals.ts). */
+export { LOCAL_PRINCIPAL };
 
 /** Options of {@link createProducer}. */
 export interface ProducerOptions {
@@ -51,6 +52,12 @@ export interface ProducerOptions {
   principal?: string;
   /** TTL of tokens the producer issues, and of accepted-token state. @defaultValue 24 h */
   tokenTtlMs?: number;
+  /**
+   * Most outstanding (issued, neither used nor expired) tokens per principal; issuing past it
+   * throws `TokenLimitError` (the API's 429). `0` turns the bound off.
+   * @defaultValue 10,000 (`DEFAULT_MAX_OUTSTANDING_TOKENS`, core/limits.ts)
+   */
+  maxOutstandingTokens?: number;
   /** Deliveries before a job fails for good. @defaultValue 10 */
   maxAttempts?: number;
   /** Base of BullMQ's exponential backoff between attempts. @defaultValue 1000 ms */
@@ -141,7 +148,10 @@ export function createProducer(options: ProducerOptions): Producer {
   // keeps the plain connection (its scripts are not written for auto-pipelining).
   const tokenRedis = options.redis.duplicate({ enableAutoPipelining: true });
   tokenRedis.on('error', () => undefined);
-  const tokens = createTokenStore(tokenRedis, { prefix: options.prefix });
+  const tokens = createTokenStore(tokenRedis, {
+    prefix: options.prefix,
+    maxOutstanding: options.maxOutstandingTokens,
+  });
   const queues = new Map<string, Queue>();
   const acceptance = createAcceptanceWriter(options.db);
   function queue(name: string): Queue {

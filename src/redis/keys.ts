@@ -9,6 +9,16 @@ export function tokenKey(prefix: string, token: string): string {
   return `${prefix}:~token:${token}`;
 }
 
+/**
+ * Sorted set of one principal's outstanding tokens (issued, not yet used), scored by expiry (ms,
+ * Redis clock): the bound of `lua/reserve-1.lua`. A key of its own, apart from the tokens'
+ * keys: on a cluster it lives in its own slot, and each script touches it alone (a principal
+ * with braces, which API keys cannot have, would only pick that one key's slot).
+ */
+export function outstandingTokensKey(prefix: string, principal: string): string {
+  return `${prefix}:~outstanding:${principal}`;
+}
+
 /** Glob matching every onceq-owned key under a prefix (for tests and cleanup). */
 export function ownKeysPattern(prefix: string): string {
   return `${prefix}:~*`;

@@ -20,6 +20,7 @@ export enum TokenCode {
   AlreadyDone = 9,
   Settled = 10,
   Rebound = 11,
+  Reserved = 12,
   Collision = -1,
   Unknown = -2,
   Reused = -3,
@@ -29,6 +30,7 @@ export enum TokenCode {
   NotOwner = -7,
   InUse = -8,
   Moved = -9,
+  OverLimit = -10,
 }
 
 /** The state a refusal found: a {@link TokenState}, or `missing` when the key does not exist. */
@@ -36,6 +38,13 @@ export type FoundState = TokenState | 'missing';
 
 /** Reply of `issue`: internal to the store, which regenerates the token on a collision. */
 export type IssueReply = { status: 'issued'; expiresAt: number } | { status: 'collision' };
+
+/** Result of `reserve` (counting new tokens against their principal's bound; `lua/reserve-1.lua`). */
+export type ReserveResult =
+  /** Counted: `outstanding` tokens now, the new ones expiring at `expiresAt` (that key's clock). */
+  | { status: 'reserved'; outstanding: number; expiresAt: number }
+  /** Nothing counted: the bound is reached; room in `retryAfterMs` at the latest. */
+  | { status: 'over_limit'; outstanding: number; retryAfterMs: number };
 
 /** Result of `accept`. */
 export type AcceptResult =
@@ -99,6 +108,7 @@ export type CompleteResult =
 /** The typed result of each token script. */
 export interface TokenResults {
   issue: IssueReply;
+  reserve: ReserveResult;
   accept: AcceptResult;
   claim: ClaimResult;
   renew: RenewResult;
@@ -114,6 +124,7 @@ export type TokenOp = keyof TokenResults;
 /** Codes each script may return; anything else is a broken script or a garbled reply. */
 const CODES_OF: { readonly [Op in TokenOp]: readonly TokenCode[] } = {
   issue: [TokenCode.Issued, TokenCode.Collision],
+  reserve: [TokenCode.Reserved, TokenCode.OverLimit],
   accept: [
     TokenCode.Accepted,
     TokenCode.Replay,
@@ -197,6 +208,10 @@ function decode(op: TokenOp, reply: unknown, messageId: string | undefined): Tok
       return { status: 'issued', expiresAt: int(0) };
     case TokenCode.Collision:
       return { status: 'collision' };
+    case TokenCode.Reserved:
+      return { status: 'reserved', outstanding: int(0), expiresAt: int(1) };
+    case TokenCode.OverLimit:
+      return { status: 'over_limit', retryAfterMs: int(0), outstanding: int(1) };
     case TokenCode.Accepted:
       return { status: 'accepted', messageId: decimal(0) };
     case TokenCode.Replay:

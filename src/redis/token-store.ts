@@ -13,13 +13,33 @@
  * text), `issuedAt`, `acceptedAt`, `claimedAt`, `doneAt` (ms epoch), `claims` (claims granted), `pending`
  * (ms epoch: end of the accepting request's in-flight window, while it is open).
  *
+ * Outstanding tokens (issued, not yet used, not expired) are bounded per principal: each one costs
+ * Redis memory for its whole lifetime, and under `noeviction` a Redis that fills up stops the
+ * fleet, so one client asking for tokens it never uses must not be able to fill it. A sorted set
+ * per principal (`keys.ts` `outstandingTokensKey`), scored by expiry, counts them: `issue`
+ * reserves room in it before the tokens exist (`lua/reserve-1.lua`, which also trims what has
+ * expired), and `accept` takes the token out.
+ *
+ * Why a ZREM beside the accept script, and not in it: the set is one key per principal and the
+ * token another key, so on a cluster they are in different slots and no script may touch both.
+ * The ZREM is a command of its own, sent together with the accept script (one round trip, no
+ * added latency) and unconditionally: every answer of `accept` but an error means the token is no
+ * longer unused (`accepted`, `replay`, `reused`, `in_use`), or was never this caller's or has
+ * expired (`unknown`: not in this caller's set, or trimmed anyway), so removing it is right in
+ * every case. If the ZREM is lost (a connection drop), the entry merely lingers until the token's
+ * expiry: the count errs high for at most one ttl, never low. If the accept script fails after
+ * the ZREM, the count errs low by that one token, which takes a failing Redis, not a client.
+ * Counting differently (e.g. tokens issued per ttl window) would bound how fast tokens are used,
+ * not how many lie unused: a busy client taking one token per request would be refused.
+ *
  * Tokens are secrets: they are in the keys, so errors coming back from ioredis (which carry the
  * command's arguments) have the token replaced before they leave this module.
  */
 import type { Redis } from 'ioredis';
-import { ErrorCode, OnceqError } from '../core/errors.js';
+import { ErrorCode, OnceqError, TokenLimitError } from '../core/errors.js';
+import { DEFAULT_MAX_OUTSTANDING_TOKENS, MAX_ISSUE_COUNT } from '../core/limits.js';
 import { generateToken, isTokenState, isWellFormedToken, type TokenState } from '../core/token.js';
-import { tokenKey } from './keys.js';
+import { outstandingTokensKey, tokenKey } from './keys.js';
 import { runScript } from './scripts.js';
 import {
   toTokenResult,
@@ -29,6 +49,7 @@ import {
   type RebindResult,
   type ReleaseResult,
   type RenewResult,
+  type ReserveResult,
   type SettleResult,
   type TokenOp,
   type TokenResults,
@@ -47,7 +68,7 @@ export type {
 export { TokenCode } from './token-codes.js';
 
 /** Most tokens one `issue` call creates. */
-export const MAX_ISSUE_COUNT = 100;
+export { MAX_ISSUE_COUNT };
 /** Fresh tokens tried before a collision is taken for a broken random source. */
 const ISSUE_ATTEMPTS = 5;
 
@@ -55,6 +76,14 @@ const ISSUE_ATTEMPTS = 5;
 export interface TokenStoreOptions {
   /** Key prefix (`ONCEQ_PREFIX`). */
   prefix: string;
+  /**
+   * Most outstanding tokens (issued, neither used nor expired) per principal; `issue` past it
+   * throws {@link TokenLimitError}. At least {@link MAX_ISSUE_COUNT}, so that any one call fits
+   * a principal that holds none; `0` turns the bound off (and its bookkeeping: nothing counts the
+   * tokens then, so turning it on later counts only tokens issued from then on).
+   * @defaultValue {@link DEFAULT_MAX_OUTSTANDING_TOKENS}
+   */
+  maxOutstanding?: number;
 }
 
 /** Options of {@link TokenStore.issue}. */
@@ -160,7 +189,9 @@ export interface TokenSnapshot {
 /** The token state machine. Every method is one atomic Redis script (or one MULTI for inspect). */
 export interface TokenStore {
   /**
-   * Issues `count` fresh tokens bound to `principal`, in state `issued`.
+   * Issues `count` fresh tokens bound to `principal`, in state `issued`, counted against the
+   * principal's outstanding tokens (all or none: a refused call issues nothing).
+   * @throws TokenLimitError when the principal would hold more than `maxOutstanding`.
    * @throws RangeError on a bad principal, ttl or count.
    */
   issue(principal: string, options: IssueOptions): Promise<IssuedToken[]>;
@@ -169,7 +200,7 @@ export interface TokenStore {
    * again (the first `messageId`), `reused` for another fingerprint, `unknown` when the token was
    * never issued, has expired, or is another principal's; `in_use` for the same request while
    * the first one's in-flight window is open (see {@link AcceptOptions.inFlightMs}). Extends the
-   * TTL to at least `ttlMs` on first use.
+   * TTL to at least `ttlMs` on first use. The token no longer counts as outstanding after it.
    */
   accept(token: string, options: AcceptOptions): Promise<AcceptResult>;
   /**
@@ -215,6 +246,15 @@ export interface TokenStore {
  */
 export function createTokenStore(redis: Redis, options: TokenStoreOptions): TokenStore {
   const { prefix } = options;
+  const maxOutstanding = options.maxOutstanding ?? DEFAULT_MAX_OUTSTANDING_TOKENS;
+  if (
+    !Number.isSafeInteger(maxOutstanding) ||
+    (maxOutstanding !== 0 && maxOutstanding < MAX_ISSUE_COUNT)
+  ) {
+    throw new RangeError(
+      `maxOutstanding must be 0 (no bound) or an integer of at least ${MAX_ISSUE_COUNT}`,
+    );
+  }
 
   async function run<Op extends TokenOp>(
     op: Op,
@@ -231,9 +271,56 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
     return toTokenResult(op, reply, messageId);
   }
 
-  async function issueOne(principal: string, ttlMs: number): Promise<IssuedToken> {
+  /** Counts `tokens` against the principal's bound; throws {@link TokenLimitError} past it. */
+  async function reserve(principal: string, ttlMs: number, tokens: string[]): Promise<void> {
+    let reply: ReserveResult;
+    try {
+      reply = toTokenResult(
+        'reserve',
+        await runScript(
+          redis,
+          'reserve',
+          [outstandingTokensKey(prefix, principal)],
+          [maxOutstanding, ttlMs, ...tokens],
+        ),
+      );
+    } catch (err) {
+      throw tokens.reduce<unknown>((e, token) => redacted(e, token, 'reserve'), err);
+    }
+    if (reply.status === 'over_limit') {
+      throw new TokenLimitError({
+        limit: maxOutstanding,
+        outstanding: reply.outstanding,
+        retryAfterMs: reply.retryAfterMs,
+      });
+    }
+  }
+
+  /**
+   * Issues one token, `reserved` already if the bound is on. A collision (never seen with 192
+   * random bits, but the key is refused, not overwritten) replaces the reserved entry with the
+   * new token's in one MULTI on the principal's key.
+   */
+  async function issueOne(
+    principal: string,
+    ttlMs: number,
+    reserved: string,
+  ): Promise<IssuedToken> {
+    let token = reserved;
     for (let attempt = 0; attempt < ISSUE_ATTEMPTS; attempt++) {
-      const token = generateToken();
+      if (attempt > 0) {
+        const next = generateToken();
+        if (maxOutstanding > 0) {
+          const key = outstandingTokensKey(prefix, principal);
+          const score = await redis.zscore(key, token);
+          await redis
+            .multi()
+            .zrem(key, token)
+            .zadd(key, score ?? Date.now() + ttlMs, next)
+            .exec();
+        }
+        token = next;
+      }
       const reply = await run('issue', token, [principal, ttlMs]);
       if (reply.status === 'issued') return { token, expiresAt: new Date(reply.expiresAt) };
     }
@@ -251,8 +338,21 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
       if (!Number.isSafeInteger(count) || count < 1 || count > MAX_ISSUE_COUNT) {
         throw new RangeError(`count must be an integer from 1 to ${MAX_ISSUE_COUNT}`);
       }
-      // Sent together, the scripts go out in one round trip, like a pipeline.
-      return Promise.all(Array.from({ length: count }, () => issueOne(principal, ttlMs)));
+      const tokens = Array.from({ length: count }, () => generateToken());
+      if (maxOutstanding > 0) await reserve(principal, ttlMs, tokens);
+      try {
+        // Sent together, the scripts go out in one round trip, like a pipeline.
+        return await Promise.all(tokens.map((token) => issueOne(principal, ttlMs, token)));
+      } catch (err) {
+        // The caller gets none of these tokens, so none of them is outstanding: give the room
+        // back (best effort; what stays counts until it expires).
+        if (maxOutstanding > 0) {
+          await redis
+            .zrem(outstandingTokensKey(prefix, principal), ...tokens)
+            .catch(() => undefined);
+        }
+        throw err;
+      }
     },
 
     async accept(token, { principal, fingerprint, messageId, ttlMs, inFlightMs = 0 }) {
@@ -262,7 +362,16 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
       decimalId(messageId);
       positiveInt('ttlMs', ttlMs);
       if (inFlightMs !== 0) positiveInt('inFlightMs', inFlightMs);
-      return run('accept', token, [principal, fingerprint, messageId, ttlMs, inFlightMs]);
+      // Out of the principal's outstanding tokens, whatever the answer: see the module header.
+      const counted =
+        maxOutstanding > 0
+          ? redis.zrem(outstandingTokensKey(prefix, principal), token).catch(() => 0)
+          : undefined;
+      const [result] = await Promise.all([
+        run('accept', token, [principal, fingerprint, messageId, ttlMs, inFlightMs]),
+        counted,
+      ]);
+      return result;
     },
 
     async settle(token, { messageId, forget = false }) {

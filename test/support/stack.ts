@@ -39,6 +39,8 @@ export interface TestStackOptions {
   maxAttempts?: number;
   backoffMs?: number;
   poolSize?: number;
+  /** The producer's bound on outstanding tokens per principal. @defaultValue the producer's */
+  maxOutstandingTokens?: number;
   /** Options of the producer's id service (a short lease ttl, for tests of its loss). */
   ids?: Partial<IdServiceOptions>;
   /** A Redis of the test's own (a private redis-server it restarts). @defaultValue the shared one */
@@ -65,6 +67,7 @@ export async function createTestStack(
     ids,
     maxAttempts: options.maxAttempts ?? 10,
     backoffMs: options.backoffMs ?? 50,
+    maxOutstandingTokens: options.maxOutstandingTokens,
   });
   const workers: OnceqWorker[] = [];
   const outcomes: TestStack['outcomes'] = [];

@@ -36,7 +36,10 @@ export interface AdminQueuesOptions {
   /** Work queues to show; each one's dead-letter queue is shown too. */
   queues: readonly string[];
   /** The API's key check. */
-  authenticate: (header: string | string[] | undefined) => Promise<Identity>;
+  authenticate: (
+    header: string | string[] | undefined,
+    clientAddress?: string,
+  ) => Promise<Identity>;
 }
 
 const CHALLENGE = 'Basic realm="onceq admin", Bearer realm="onceq"';
@@ -90,6 +93,7 @@ export async function adminQueueRoutes(
       try {
         const identity = await options.authenticate(
           basic === undefined ? header : `Bearer ${basic}`,
+          request.ip,
         );
         request.principal = identity.principal;
         request.admin = identity.admin;

@@ -8,6 +8,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Producer } from '../../producer/producer.js';
+import type { Metrics } from '../../metrics/metrics.js';
 import {
   BEARER,
   IssueTokensBody,
@@ -16,8 +17,8 @@ import {
   problemResponse,
 } from '../schemas.js';
 
-/** Registers the route. */
-export function tokenRoutes(app: FastifyInstance, producer: Producer): void {
+/** Registers the route; with `metrics`, counts the tokens it issues. */
+export function tokenRoutes(app: FastifyInstance, producer: Producer, metrics?: Metrics): void {
   app.post<{ Body: IssueTokensBody | undefined }>(
     '/v1/tokens',
     {
@@ -25,7 +26,9 @@ export function tokenRoutes(app: FastifyInstance, producer: Producer): void {
         summary: 'Issue idempotency tokens',
         description:
           'Issues tokens bound to the caller. Send `{count: N}` for up to 100 at once; the answer ' +
-          'is then `{tokens: [...]}`, otherwise `{token, expiresAt}`.',
+          'is then `{tokens: [...]}`, otherwise `{token, expiresAt}`. A principal holds a bounded ' +
+          'number of outstanding tokens (issued, neither used nor expired): past it the answer ' +
+          'is 429 `token_limit_reached` with `Retry-After`; using tokens makes room at once.',
         tags: ['tokens'],
         security: BEARER,
         body: IssueTokensBody,
@@ -40,7 +43,9 @@ export function tokenRoutes(app: FastifyInstance, producer: Producer): void {
           },
           401: problemResponse('no or bad API key'),
           422: problemResponse('bad count'),
-          429: problemResponse('rate limited'),
+          429: problemResponse(
+            'rate limited, or the outstanding-token bound reached (`token_limit_reached`)',
+          ),
         },
       },
       // A POST without a body asks for one token: validate it as the empty object.
@@ -58,6 +63,7 @@ export function tokenRoutes(app: FastifyInstance, producer: Producer): void {
         token: t.token,
         expiresAt: t.expiresAt.toISOString(),
       });
+      metrics?.tokensIssued.inc(issued.length);
       // Tokens are credentials for one message each: no cache may keep them.
       reply.code(201).header('cache-control', 'no-store');
       return count === undefined ? render(issued[0]!) : { tokens: issued.map(render) };
