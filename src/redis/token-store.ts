@@ -22,13 +22,15 @@
  *
  * Why a ZREM beside the accept script, and not in it: the set is one key per principal and the
  * token another key, so on a cluster they are in different slots and no script may touch both.
- * The ZREM is a command of its own, sent together with the accept script (one round trip, no
- * added latency) and unconditionally: every answer of `accept` but an error means the token is no
+ * The ZREM is a command of its own, sent once the accept script has answered (sent in the same
+ * tick, ioredis 6.0's auto-pipeline answered a script and a plain command sent together after a
+ * Redis restart with a reply it could not map: a 500, then an uncaught TypeError; the restore
+ * tests in test/producer/redis-restore.test.ts catch it), and unconditionally: every answer of
+ * `accept` but an error means the token is no
  * longer unused (`accepted`, `replay`, `reused`, `in_use`), or was never this caller's or has
  * expired (`unknown`: not in this caller's set, or trimmed anyway), so removing it is right in
  * every case. If the ZREM is lost (a connection drop), the entry merely lingers until the token's
- * expiry: the count errs high for at most one ttl, never low. If the accept script fails after
- * the ZREM, the count errs low by that one token, which takes a failing Redis, not a client.
+ * expiry: the count errs high for at most one ttl, never low.
  * Counting differently (e.g. tokens issued per ttl window) would bound how fast tokens are used,
  * not how many lie unused: a busy client taking one token per request would be refused.
  *
@@ -363,14 +365,16 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
       positiveInt('ttlMs', ttlMs);
       if (inFlightMs !== 0) positiveInt('inFlightMs', inFlightMs);
       // Out of the principal's outstanding tokens, whatever the answer: see the module header.
-      const counted =
-        maxOutstanding > 0
-          ? redis.zrem(outstandingTokensKey(prefix, principal), token).catch(() => 0)
-          : undefined;
-      const [result] = await Promise.all([
-        run('accept', token, [principal, fingerprint, messageId, ttlMs, inFlightMs]),
-        counted,
+      const result = await run('accept', token, [
+        principal,
+        fingerprint,
+        messageId,
+        ttlMs,
+        inFlightMs,
       ]);
+      if (maxOutstanding > 0) {
+        await redis.zrem(outstandingTokensKey(prefix, principal), token).catch(() => 0);
+      }
       return result;
     },
 
