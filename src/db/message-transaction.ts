@@ -1,9 +1,9 @@
 /**
- * The message transaction: the inbox insert first, the handler, the result, commit, all on one
- * pooled connection.
+ * The message transaction: the inbox insert first, the handler, the pruning-cutoff check, the
+ * result, commit, all on one pooled connection.
  *
- * `BEGIN` travels with the inbox insert and `COMMIT` with the result update, each pair as one
- * simple-protocol query: two round trips (and two socket writes) fewer per message than
+ * `BEGIN` travels with the inbox insert and `COMMIT` with the cutoff check and the result update,
+ * each as one simple-protocol query: two round trips (and two socket writes) fewer per message than
  * `db.transaction()`, which is most of the gap between exactly-once and a plain insert on a
  * machine where the worker's CPU is the bottleneck. The literals are a decimal message id, and
  * text escaped by pg's `escapeLiteral`.

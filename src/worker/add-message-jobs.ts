@@ -47,7 +47,7 @@ export async function addMessageJobs<T>(
   const byQueue = new Map<string, { item: T; job: MessageJob }[]>();
   for (const item of items) {
     const job = jobOf(item);
-    const error = refusal(queues.get(job.queue), job);
+    const error = refusal(queues, job);
     if (error) {
       result.refused.push({ item, error });
       continue;
@@ -68,13 +68,15 @@ export async function addMessageJobs<T>(
 }
 
 /**
- * Why BullMQ would refuse to add `job` to `queue`, or `undefined`. It builds the job as
- * `addBulk` does (the queue's default options under the job's own) and runs BullMQ's own checks
- * (`Job#validateOptions`, the one `addBulk` calls; it is protected, hence the subclass), so the
- * rules stay BullMQ's and follow its upgrades. Nothing is sent to Redis.
+ * Why BullMQ would refuse to add `job`, or `undefined`: its queue (a name BullMQ refuses) or the
+ * job itself. It builds the job as `addBulk` does (the queue's default options under the job's
+ * own) and runs BullMQ's own checks (`Job#validateOptions`, the one `addBulk` calls; it is
+ * protected, hence the subclass), so the rules stay BullMQ's and follow its upgrades. Nothing is
+ * sent to Redis.
  */
-export function refusal(queue: Queue, job: MessageJob): Error | undefined {
+export function refusal(queues: QueueCache, job: MessageJob): Error | undefined {
   try {
+    const queue = queues.get(job.queue);
     new ValidatedJob(queue, job.name, job.data, { ...queue.jobsOpts, ...job.opts }).check();
     return undefined;
   } catch (err) {

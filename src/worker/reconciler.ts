@@ -12,7 +12,7 @@
  * replayed dead letter whose job Redis then lost). Every re-add uses the message's job id, so a
  * job that turns out to exist is not duplicated, and the inbox absorbs any extra delivery.
  */
-import type { Job } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
 import { sql } from 'kysely';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -118,7 +118,11 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       // fails as having no envelope. Such a husk can never run the message, in any state.
       const found = await Promise.all(
         rows.map(async (r) => {
-          const job = (await queues.get(r.queue).getJob(r.job_id)) as Job | undefined;
+          const queue = queueOf(r.queue);
+          // A queue BullMQ refuses to open holds no job: the message goes on as gone, and the
+          // re-add dead-letters it.
+          if (!queue) return undefined;
+          const job = (await queue.getJob(r.job_id)) as Job | undefined;
           return job ? { job, state: await job.getState() } : undefined;
         }),
       );
@@ -159,11 +163,18 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
   }
 
   /** BullMQ's removal: 1 when removed (or nothing was there), 0 when locked or it failed. */
-  function removeJob(row: AcceptedMessageRow): Promise<number> {
-    return queues
-      .get(row.queue)
-      .remove(row.job_id)
-      .catch(() => 0);
+  async function removeJob(row: AcceptedMessageRow): Promise<number> {
+    const queue = queueOf(row.queue);
+    return queue ? queue.remove(row.job_id).catch(() => 0) : 1;
+  }
+
+  /** The queue named `name`; `undefined` for a name BullMQ refuses (one row must not stop a pass). */
+  function queueOf(name: string): Queue | undefined {
+    try {
+      return queues.get(name);
+    } catch {
+      return undefined;
+    }
   }
 
   /** Accepted messages in the id range with no inbox row and no pending (or purged) dead letter. */

@@ -137,12 +137,12 @@ describe('worker: transactional outbox', function () {
   // Rows written straight into the outbox (ctx.enqueue refuses such options at the door now; rows
   // written before that, or by another path, may be there). Before isolation, the relay's one
   // addBulk threw on the bad row and rolled back the whole batch at every run: no follow-up left.
-  it('dead-letters a follow-up BullMQ refuses as invalid, in the batch that sends the good ones', async () => {
-    const ids = await writeFollowUps(stack, 6, 3);
-    const bad = ids[3]!;
+  it('dead-letters follow-ups BullMQ refuses as invalid, in the batch that sends the good ones', async () => {
+    const ids = await writeFollowUps(stack, 7, 3, 5);
+    const [bad, badQueue] = [ids[3]!, ids[5]!];
     const relay = createOutboxRelay({ db: stack.db, redis: stack.redis, prefix: stack.prefix });
     try {
-      expect(await relay.runOnce()).to.equal(6);
+      expect(await relay.runOnce()).to.equal(7);
       // Nothing left behind, and a second run has nothing to send or dead-letter again.
       expect(await outboxDepth(stack.db)).to.equal(0);
       expect(await relay.runOnce()).to.equal(0);
@@ -160,6 +160,9 @@ describe('worker: transactional outbox', function () {
     expect(letter!.error).to.contain('BullMQ refused the job').and.contain('Priority');
     expect(letter!.options).to.deep.equal({ priority: MAX_PRIORITY + 1 });
     expect(letter!.data).to.deep.equal({ n: 3 });
+    const queueLetter = await findDeadLetter(stack.db, badQueue);
+    expect(queueLetter).to.include({ reason: 'invalid', queue: 'bad:queue' });
+    expect(queueLetter!.error).to.contain('Queue name cannot contain');
     expect(await stack.producer.queue(FIXTURE_QUEUE).getJob(jobIdFor(bad))).to.equal(undefined);
     // Its visible copy, written after the commit.
     const dlq = stack.producer.queue(deadLetterQueueName(FIXTURE_QUEUE));
@@ -177,7 +180,9 @@ describe('worker: transactional outbox', function () {
       const c = await effectCounts(stack.db);
       return c.size === 5 ? c : undefined;
     });
-    expect([...counts.keys()].sort()).to.deep.equal(ids.filter((id) => id !== bad).sort());
+    expect([...counts.keys()].sort()).to.deep.equal(
+      ids.filter((id) => id !== bad && id !== badQueue).sort(),
+    );
     expect([...counts.values()].every((n) => n === 1)).to.equal(true);
   });
 
@@ -265,12 +270,14 @@ describe('worker: transactional outbox', function () {
 
 /**
  * Writes `count` bump follow-ups straight into the outbox, in id order; the one at `poisonAt`
- * (if any) asks for priority MAX_PRIORITY + 1, which BullMQ refuses. Returns their ids.
+ * (if any) asks for priority MAX_PRIORITY + 1, the one at `badQueueAt` names a queue BullMQ
+ * cannot open (`:`). Returns their ids.
  */
 async function writeFollowUps(
   stack: TestStack,
   count: number,
   poisonAt?: number,
+  badQueueAt?: number,
 ): Promise<string[]> {
   const ids: string[] = [];
   for (let n = 0; n < count; n++) {
@@ -279,7 +286,7 @@ async function writeFollowUps(
     await insertOutbox(stack.db, {
       messageId,
       parentMessageId: '1',
-      queue: FIXTURE_QUEUE,
+      queue: n === badQueueAt ? 'bad:queue' : FIXTURE_QUEUE,
       jobName: 'fixture.bump',
       data: { n },
       token: generateToken(),

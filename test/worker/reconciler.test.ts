@@ -127,8 +127,6 @@ describe('worker: reconciler', function () {
         {},
       );
 
-      // Past the grace boundary (0 ms, but a boundary in whole milliseconds).
-      await new Promise((resolve) => setTimeout(resolve, 5));
       const report = await reconciler.runOnce();
       expect(report).to.include({ ran: true, unsettled: 1, reenqueued: 1, deadLettered: 0 });
       expect(report.oldestUnsettledMessageId).to.equal(messageId);
@@ -151,7 +149,7 @@ describe('worker: reconciler', function () {
   // written straight into the table: the API refuses it at the door now, but rows accepted before
   // that, or written by another path, may be there). Without isolation, the one addBulk of the
   // pass threw on it at every pass, and no message after it was ever re-enqueued.
-  it('dead-letters a message BullMQ refuses as invalid, and re-enqueues the good ones around it', async () => {
+  it('dead-letters messages BullMQ refuses as invalid, and re-enqueues the good ones around them', async () => {
     const poisoned = await createTestStack('reconcile_poison', { backoffMs: 20 });
     const deadLetters = createDeadLetterWriter({
       db: poisoned.db,
@@ -166,23 +164,27 @@ describe('worker: reconciler', function () {
       graceMs: 0,
     });
     try {
-      // Six accepted messages whose jobs Redis never got (as after a loss), ids in order; the
-      // fourth asks for priority MAX_PRIORITY + 1.
-      const ids = Array.from({ length: 6 }, () => poisoned.ids.nextId());
-      const bad = ids[3]!;
+      // Seven accepted messages whose jobs Redis never got (as after a loss), ids in order; the
+      // fourth asks for priority MAX_PRIORITY + 1, the sixth names a queue BullMQ cannot open.
+      const ids = Array.from({ length: 7 }, () => poisoned.ids.nextId());
+      const [bad, badQueue] = [ids[3]!, ids[5]!];
       for (const [i, id] of ids.entries()) {
         await recordDirectly(
           poisoned,
           id,
           { owner: `o${i}`, openingBalance: 10 },
-          {
-            priority: id === bad ? MAX_PRIORITY + 1 : i + 1,
-          },
+          { priority: id === bad ? MAX_PRIORITY + 1 : i + 1 },
+          id === badQueue ? 'bad:queue' : LEDGER_QUEUE,
         );
       }
 
+      // Past the grace boundary (0 ms, but a boundary in whole milliseconds).
+      await new Promise((resolve) => setTimeout(resolve, 5));
       const report = await reconciler.runOnce();
-      expect(report).to.include({ ran: true, unsettled: 6, reenqueued: 5, deadLettered: 1 });
+      expect(report).to.include({ ran: true, unsettled: 7, reenqueued: 5, deadLettered: 2 });
+      const queueLetter = await findDeadLetter(poisoned.db, badQueue);
+      expect(queueLetter).to.include({ reason: 'invalid', queue: 'bad:queue' });
+      expect(queueLetter!.error).to.contain('Queue name cannot contain');
       const letter = await findDeadLetter(poisoned.db, bad);
       expect(letter).to.include({ reason: 'invalid', attempts: 0, job_id: jobIdFor(bad) });
       expect(letter!.error).to.contain('BullMQ refused the job').and.contain('Priority');
@@ -207,7 +209,9 @@ describe('worker: reconciler', function () {
         async () => (await inboxCount(poisoned.db)) === 5,
       );
       const applied = await poisoned.db.selectFrom('inbox').select('message_id').execute();
-      expect(applied.map((r) => r.message_id).sort()).to.deep.equal(ids.filter((id) => id !== bad));
+      expect(applied.map((r) => r.message_id).sort()).to.deep.equal(
+        ids.filter((id) => id !== bad && id !== badQueue),
+      );
       // Settled: the next pass finds nothing to do, and does not dead-letter it again.
       expect(await reconciler.runOnce()).to.include({
         unsettled: 0,
@@ -215,6 +219,7 @@ describe('worker: reconciler', function () {
         deadLettered: 0,
       });
       expect((await findDeadLetter(poisoned.db, bad))!.dead_count).to.equal(1);
+      expect((await findDeadLetter(poisoned.db, badQueue))!.dead_count).to.equal(1);
     } finally {
       await reconciler.close();
       await deadLetters.close();
@@ -272,6 +277,7 @@ async function recordDirectly(
   messageId: string,
   data: unknown,
   options: Record<string, unknown>,
+  queue: string = LEDGER_QUEUE,
 ): Promise<void> {
   await stack.db
     .insertInto('accepted_messages')
@@ -280,7 +286,7 @@ async function recordDirectly(
       principal: 'p',
       token: generateToken(),
       fingerprint: `fp-${messageId}`,
-      queue: LEDGER_QUEUE,
+      queue,
       job_name: 'account.open',
       data: JSON.stringify(data),
       job_id: jobIdFor(messageId),
