@@ -69,7 +69,10 @@ export class CommitFailedError extends Error {}
  *
  * Reading the cutoff before the insert would not do: the prune could commit between the read and
  * the insert, which would then find no row and apply X again. The check takes no lock, so no
- * delivery waits on the pruner (nor the pruner on a long transaction).
+ * delivery waits on the pruner (nor the pruner on a long transaction). Under a session default of
+ * REPEATABLE READ or SERIALIZABLE the check would read the snapshot taken before the wait, but
+ * PostgreSQL fails such an insert with a serialization failure (40001) instead, which the
+ * pipeline re-runs with a fresh snapshot (test/db/pruning.test.ts runs all three).
  */
 export class MessagePrunedError extends NonRetryableError {
   constructor(messageId: string, cause: unknown) {

@@ -18,7 +18,8 @@ import {
 } from '../../src/db/pruning.repository.js';
 import { ErrorCode } from '../../src/core/errors.js';
 import { encodeSnowflake } from '../../src/core/snowflake.js';
-import { createTestSchema, type TestSchema } from '../support/env.js';
+import { createDb, type Db } from '../../src/db/create-db.js';
+import { createTestSchema, TEST_DATABASE_URL, type TestSchema } from '../support/env.js';
 import { waitFor } from '../support/ledger.js';
 
 const DAY = 86_400_000;
@@ -38,12 +39,13 @@ describe('db: pruning cutoff', function () {
   const idAged = (ageMs: number) =>
     encodeSnowflake({ timestampMs: Date.now() - ageMs, workerId: 7, sequence: ++sequence });
 
-  /** One delivery of `messageId`: its effect is one row in `effects`. */
+  /** One delivery of `messageId` (on `db`, the test schema's by default): one row in `effects`. */
   function deliver(
     messageId: string,
     during?: () => Promise<void>,
+    db: Db = t.db,
   ): Promise<MessageTransactionResult<unknown> | Error> {
-    return runMessageTransaction(t.db, { messageId, queue: 'q', jobName: 'j' }, async (trx) => {
+    return runMessageTransaction(db, { messageId, queue: 'q', jobName: 'j' }, async (trx) => {
       await sql`insert into effects (message_id) values (${messageId})`.execute(trx);
       await during?.();
       return { applied: messageId };
@@ -91,20 +93,27 @@ describe('db: pruning cutoff', function () {
     expect(await effects(above!)).to.equal(1);
   });
 
-  // The race of the issue: the pruner deletes X's inbox row and raises the cutoff over X, while
-  // a redelivery of X (Redis lost its `done` marker) runs its inbox insert. The insert waits on
-  // the row being deleted; once the prune commits the row is gone and the insert succeeds, and
-  // only the cutoff check, which runs after it, stands between X and a second effect.
-  it('refuses a redelivery whose inbox row a concurrent prune deleted under it', async () => {
+  /**
+   * The race of the issue: the pruner deletes X's inbox row and raises the cutoff over X, while a
+   * redelivery of X (Redis lost its `done` marker) runs its inbox insert, on `workerDb`. The
+   * insert waits on the row being deleted; once the prune commits the row is gone and the insert
+   * succeeds, and only the cutoff check, which runs after it, stands between X and a second
+   * effect.
+   */
+  async function raceRedeliveryWithPrune(
+    workerDb: Db,
+    expectFirst: (outcome: unknown) => void = (outcome) =>
+      expect(outcome).to.be.instanceOf(MessagePrunedError),
+  ): Promise<string> {
     const x = idAged(DAY);
-    expect(await deliver(x)).to.deep.include({ kind: 'applied' });
+    expect(await deliver(x, undefined, workerDb)).to.deep.include({ kind: 'applied' });
 
     const prune = await t.db.startTransaction().execute();
     let committed = false;
     try {
       expect(await pruneInboxBatch(prune, x, 100)).to.deep.equal({ deleted: 1 });
       await advancePruneCutoff(prune, x);
-      const redelivery = deliver(x);
+      const redelivery = deliver(x, undefined, workerDb);
       await waitFor('the redelivery waits on the row being deleted', async () => {
         const { rows } = await sql<{ pid: number }>`
           select pid from pg_stat_activity
@@ -115,14 +124,46 @@ describe('db: pruning cutoff', function () {
       });
       await prune.commit().execute();
       committed = true;
-      const outcome = await redelivery;
-      expect(outcome).to.be.instanceOf(MessagePrunedError);
+      expectFirst(await redelivery);
     } finally {
       if (!committed) await prune.rollback().execute();
     }
     expect(await effects(x), 'one effect').to.equal(1);
     expect(await inboxRow(x)).to.equal(undefined);
+    return x;
+  }
+
+  it('refuses a redelivery whose inbox row a concurrent prune deleted under it', async () => {
+    await raceRedeliveryWithPrune(t.db);
   });
+
+  // Under REPEATABLE READ or SERIALIZABLE the transaction reads one snapshot, taken before its
+  // insert waited on the prune, so the check alone would see the old cutoff. PostgreSQL does not
+  // let it get that far: an insert whose conflicting row was deleted by a transaction its
+  // snapshot cannot see fails with a serialization failure (40001), which the pipeline re-runs
+  // (RERUN_SQLSTATES), and the re-run's fresh snapshot sees the cutoff.
+  for (const level of ['repeatable read', 'serializable']) {
+    it(`refuses it too when the session default isolation is ${level.toUpperCase()}`, async () => {
+      const other = createDb({ url: TEST_DATABASE_URL, schema: t.schema, poolSize: 1 });
+      try {
+        // One connection: the session default set here is the one every delivery on it gets.
+        await sql`select set_config('default_transaction_isolation', ${level}, false)`.execute(
+          other,
+        );
+        const { rows } = await sql<{ level: string }>`
+          select current_setting('transaction_isolation') as level`.execute(other);
+        expect(rows[0]!.level).to.equal(level);
+        const x = await raceRedeliveryWithPrune(other, (first) =>
+          expect((first as { code?: string }).code, String(first)).to.equal('40001'),
+        );
+        // The pipeline's re-run of the delivery.
+        expect(await deliver(x, undefined, other)).to.be.instanceOf(MessagePrunedError);
+        expect(await effects(x), 'one effect').to.equal(1);
+      } finally {
+        await other.destroy();
+      }
+    });
+  }
 
   // A first delivery whose transaction is open when the prune commits: its own inbox row is not
   // visible to the pruner, so nothing stops the prune; the check at its commit does.
