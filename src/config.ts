@@ -156,11 +156,14 @@ export function loadConfig(env: Env = process.env): Config {
     return Number(value);
   };
 
+  // Variables already reported as bad: the combinations below are checked on good values only.
+  const bad = new Set<string>();
   const duration = (name: string, fallback: number, minMs: number): number => {
     const value = read(name);
     if (value === undefined) return fallback;
     const ms = parseDuration(value);
     if (ms === undefined || ms < minMs) {
+      bad.add(name);
       problems.push(
         `${name}=${value}: expected a duration of at least ${formatDuration(minMs)} ` +
           `such as 30s, 5m, 24h or 7d (a bare number means seconds)`,
@@ -290,8 +293,60 @@ export function loadConfig(env: Env = process.env): Config {
     apiUrl,
     apiKey,
   };
+  problems.push(
+    ...combinationProblems(
+      config,
+      (name) => bad.has(name),
+      (name) => read(name) !== undefined,
+    ),
+  );
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
+}
+
+/**
+ * Settings that are each valid but together break a guarantee, one line each, naming the
+ * variables and their values. A pair with a variable already reported as bad is not checked:
+ * its value here is the default, not what was asked for.
+ */
+function combinationProblems(
+  config: Config,
+  isBad: (name: string) => boolean,
+  isSet: (name: string) => boolean,
+): string[] {
+  const problems: string[] = [];
+  const show = (name: string, ms: number) =>
+    `${name}=${formatDuration(ms)}${isSet(name) ? '' : ' (the default)'}`;
+  const check = (names: [string, string], broken: boolean, line: () => string) => {
+    if (broken && !names.some(isBad)) problems.push(line());
+  };
+  const window = () => show('ONCEQ_DEDUPE_WINDOW', config.dedupeWindowMs);
+  check(
+    ['ONCEQ_TOKEN_TTL', 'ONCEQ_DEDUPE_WINDOW'],
+    config.tokenTtlMs > config.dedupeWindowMs,
+    () =>
+      `${show('ONCEQ_TOKEN_TTL', config.tokenTtlMs)} is longer than ${window()}: a retry of an ` +
+      'accepted request could outlive its acceptance record, and after a Redis loss be accepted ' +
+      'as a new message; keep the token ttl at most the dedupe window',
+  );
+  check(
+    ['ONCEQ_RECONCILE_GRACE', 'ONCEQ_DEDUPE_WINDOW'],
+    config.reconcileGraceMs >= config.dedupeWindowMs,
+    () =>
+      `${show('ONCEQ_RECONCILE_GRACE', config.reconcileGraceMs)} is not shorter than ` +
+      `${window()}: a message whose job Redis lost would expire before the reconciler ` +
+      're-enqueued it; keep the grace well below the dedupe window',
+  );
+  check(
+    ['ONCEQ_STATEMENT_TIMEOUT', 'ONCEQ_LOCK_DURATION'],
+    config.statementTimeoutMs !== 0 && config.statementTimeoutMs < config.lockDurationMs,
+    () =>
+      `${show('ONCEQ_STATEMENT_TIMEOUT', config.statementTimeoutMs)} is shorter than ` +
+      `${show('ONCEQ_LOCK_DURATION', config.lockDurationMs)}: a delivery waiting on a paused ` +
+      "worker's uncommitted inbox row would time out, spending an attempt, before PostgreSQL " +
+      'ends that transaction; set it to at least the lock duration, or 0 to turn it off',
+  );
+  return problems;
 }
 
 /** Queue names BullMQ accepts and onceq can put in a Redis key. */

@@ -160,8 +160,9 @@ describe('config', () => {
           ONCEQ_LOCK_DURATION: text,
           ONCEQ_TOKEN_TTL: text,
           ONCEQ_SHUTDOWN_TIMEOUT: text,
-          // The dedupe window has a one-minute floor.
-          ONCEQ_DEDUPE_WINDOW: ms >= 60_000 ? text : '1m',
+          // Longer than every duration here: the token ttl and the reconcile grace must stay
+          // within it (read on its own below).
+          ONCEQ_DEDUPE_WINDOW: '30d',
           ONCEQ_RECONCILE_INTERVAL: text,
           ONCEQ_RECONCILE_GRACE: text,
           ONCEQ_PRUNE_INTERVAL: text,
@@ -180,7 +181,13 @@ describe('config', () => {
         expect(config.lockDurationMs).to.equal(ms);
         expect(config.tokenTtlMs).to.equal(ms);
         expect(config.shutdownTimeoutMs).to.equal(ms);
-        expect(config.dedupeWindowMs).to.equal(ms >= 60_000 ? ms : 60_000);
+        // The dedupe window has a one-minute floor.
+        const window = loadConfig({
+          ONCEQ_DEDUPE_WINDOW: ms >= 60_000 ? text : '1m',
+          ONCEQ_TOKEN_TTL: '1m',
+          ONCEQ_RECONCILE_GRACE: '30s',
+        });
+        expect(window.dedupeWindowMs).to.equal(ms >= 60_000 ? ms : 60_000);
       });
     }
 
@@ -379,6 +386,86 @@ describe('config', () => {
       expect(lines[0]).to.equal('invalid configuration:');
       expect(lines.slice(1).map((l) => l.trim())).to.deep.equal(err.details);
       expect(err.name).to.equal('ConfigError');
+    });
+
+    describe('combinations that would break a guarantee', () => {
+      it('refuses a token ttl longer than the dedupe window, naming both', () => {
+        const err = configError({ ONCEQ_TOKEN_TTL: '8d' });
+        expect(err.details).to.deep.equal([
+          'ONCEQ_TOKEN_TTL=8d is longer than ONCEQ_DEDUPE_WINDOW=7d (the default): a retry of an ' +
+            'accepted request could outlive its acceptance record, and after a Redis loss be ' +
+            'accepted as a new message; keep the token ttl at most the dedupe window',
+        ]);
+        expect(configError({ ONCEQ_TOKEN_TTL: '2h', ONCEQ_DEDUPE_WINDOW: '1h' }).details)
+          .to.have.length(1)
+          .and.satisfy((d: string[]) =>
+            d[0]!.startsWith('ONCEQ_TOKEN_TTL=2h is longer than ONCEQ_DEDUPE_WINDOW=1h:'),
+          );
+        // Equal is fine: the token is gone when its record is.
+        expect(
+          loadConfig({ ONCEQ_TOKEN_TTL: '1h', ONCEQ_DEDUPE_WINDOW: '1h' }).tokenTtlMs,
+        ).to.equal(3_600_000);
+      });
+
+      it('refuses a reconcile grace not shorter than the dedupe window', () => {
+        for (const grace of ['7d', '8d']) {
+          const err = configError({ ONCEQ_RECONCILE_GRACE: grace });
+          expect(err.details, grace).to.have.length(1);
+          expect(err.details[0]).to.match(
+            new RegExp(
+              `^ONCEQ_RECONCILE_GRACE=${grace} is not shorter than ONCEQ_DEDUPE_WINDOW=7d \\(the default\\): `,
+            ),
+          );
+        }
+        expect(
+          loadConfig({
+            ONCEQ_RECONCILE_GRACE: '59m',
+            ONCEQ_DEDUPE_WINDOW: '1h',
+            ONCEQ_TOKEN_TTL: '1h',
+          }).reconcileGraceMs,
+        ).to.equal(59 * 60_000);
+      });
+
+      it('refuses a statement timeout shorter than the lock duration, unless it is 0 (off)', () => {
+        expect(configError({ ONCEQ_LOCK_DURATION: '2m' }).details).to.deep.equal([
+          'ONCEQ_STATEMENT_TIMEOUT=1m (the default) is shorter than ONCEQ_LOCK_DURATION=2m: a ' +
+            "delivery waiting on a paused worker's uncommitted inbox row would time out, spending " +
+            'an attempt, before PostgreSQL ends that transaction; set it to at least the lock ' +
+            'duration, or 0 to turn it off',
+        ]);
+        expect(
+          configError({ ONCEQ_STATEMENT_TIMEOUT: '10s', ONCEQ_LOCK_DURATION: '30s' }).details[0],
+        ).to.match(/^ONCEQ_STATEMENT_TIMEOUT=10s is shorter than ONCEQ_LOCK_DURATION=30s: /);
+        const equal = loadConfig({ ONCEQ_STATEMENT_TIMEOUT: '30s', ONCEQ_LOCK_DURATION: '30s' });
+        expect(equal.statementTimeoutMs).to.equal(30_000);
+        const off = loadConfig({ ONCEQ_STATEMENT_TIMEOUT: '0', ONCEQ_LOCK_DURATION: '1h' });
+        expect(off.statementTimeoutMs).to.equal(0);
+      });
+
+      it('reports each broken combination on its own line, with the other bad values', () => {
+        const err = configError({
+          ONCEQ_TOKEN_TTL: '2d',
+          ONCEQ_DEDUPE_WINDOW: '1d',
+          ONCEQ_RECONCILE_GRACE: '1d',
+          ONCEQ_STATEMENT_TIMEOUT: '1s',
+          ONCEQ_LOCK_DURATION: '5s',
+          PORT: 'http',
+        });
+        expect(err.details, err.message).to.have.length(4);
+        expect(problemsAbout(err, 'PORT')).to.have.length(1);
+        expect(problemsAbout(err, 'ONCEQ_TOKEN_TTL')).to.have.length(1);
+        expect(problemsAbout(err, 'ONCEQ_RECONCILE_GRACE')).to.have.length(1);
+        expect(problemsAbout(err, 'ONCEQ_STATEMENT_TIMEOUT')).to.have.length(1);
+        expect(err.message.split('\n')).to.have.length(5);
+      });
+
+      it('does not judge a pair by a default that stands in for a bad value', () => {
+        // The window is bad (below its floor): only that is reported, not "ttl longer than
+        // the window" against the default 7d standing in for it.
+        const err = configError({ ONCEQ_DEDUPE_WINDOW: '1s', ONCEQ_TOKEN_TTL: '8d' });
+        expect(err.details).to.have.length(1);
+        expect(problemsAbout(err, 'ONCEQ_DEDUPE_WINDOW')).to.have.length(1);
+      });
     });
 
     it('says what was expected, with the value given', () => {

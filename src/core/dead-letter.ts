@@ -41,13 +41,20 @@ export function isExpired(messageId: string, nowMs: number, dedupeWindowMs: numb
 
 /**
  * Extra age, beyond the dedupe window, before the pruner deletes inbox rows. The pipeline
- * refuses messages older than the window; the pruner deletes only rows older than the window
- * plus this margin, so a delivery that passed the age check just before the boundary still
- * finds its inbox row (and a duplicate of it is refused as expired, never applied twice).
+ * refuses messages older than the window by its own clock, cheaply and before any claim; the
+ * pruner deletes only rows older than the window plus this margin, so a delivery that passed
+ * that check just before the boundary still finds its inbox row. What rules out a second effect
+ * is not this margin but the pruning cutoff recorded in PostgreSQL (db/pruning.repository.ts),
+ * which holds whatever the clocks and settings of the processes say.
  */
 export const PRUNE_MARGIN_MS = 10 * 60_000;
 
-/** The first message id the pruner keeps: everything below it is older than window + margin. */
-export function pruneCutoffId(nowMs: number, dedupeWindowMs: number): string {
-  return firstSnowflakeAt(Math.max(ONCEQ_EPOCH_MS, nowMs - dedupeWindowMs - PRUNE_MARGIN_MS));
+/**
+ * The largest message id the pruner deletes at `nowMs`: every id minted before the window plus
+ * the margin. `-1` (nothing) while that lies before the epoch.
+ */
+export function prunedThroughId(nowMs: number, dedupeWindowMs: number): string {
+  const boundaryMs = nowMs - dedupeWindowMs - PRUNE_MARGIN_MS;
+  if (boundaryMs <= ONCEQ_EPOCH_MS) return '-1';
+  return (BigInt(firstSnowflakeAt(boundaryMs)) - 1n).toString();
 }

@@ -14,6 +14,7 @@ export const ErrorCode = {
   VersionConflict: 'version_conflict',
   ConflictRetriesExhausted: 'conflict_retries_exhausted',
   LeaseLost: 'lease_lost',
+  MessageExpired: 'message_expired',
   TokenUnknown: 'idempotency_key_unknown',
   TokenReused: 'idempotency_key_reused',
   TokenInUse: 'idempotency_key_in_use',

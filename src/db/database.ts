@@ -127,6 +127,16 @@ export interface OutboxTable {
   created_at: CreatedAt;
 }
 
+/**
+ * `prune_cutoff`: one row, the largest message id whose inbox row the pruner may have deleted.
+ * Only ever raised; messages at or below it are refused (see db/pruning.repository.ts).
+ */
+export interface PruneCutoffTable {
+  singleton: ColumnType<boolean, true | undefined, never>;
+  pruned_through: ColumnType<string, never, string>;
+  advanced_at: ColumnType<Date | null, never, Date | string>;
+}
+
 /** Every table onceq owns. */
 export interface Database {
   inbox: InboxTable;
@@ -137,6 +147,7 @@ export interface Database {
   worker_id_leases: WorkerIdLeaseTable;
   dead_letters: DeadLetterTable;
   outbox: OutboxTable;
+  prune_cutoff: PruneCutoffTable;
 }
 
 export type InboxRow = Selectable<InboxTable>;

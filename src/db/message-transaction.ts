@@ -1,9 +1,9 @@
 /**
- * The message transaction: the inbox insert first, the handler, the result, commit, all on one
- * pooled connection.
+ * The message transaction: the inbox insert first, the handler, the pruning-cutoff check, the
+ * result, commit, all on one pooled connection.
  *
- * `BEGIN` travels with the inbox insert and `COMMIT` with the result update, each pair as one
- * simple-protocol query: two round trips (and two socket writes) fewer per message than
+ * `BEGIN` travels with the inbox insert and `COMMIT` with the cutoff check and the result update,
+ * each as one simple-protocol query: two round trips (and two socket writes) fewer per message than
  * `db.transaction()`, which is most of the gap between exactly-once and a plain insert on a
  * machine where the worker's CPU is the bottleneck. The literals are a decimal message id, and
  * text escaped by pg's `escapeLiteral`.
@@ -32,6 +32,7 @@ import { ErrorCode, NonRetryableError } from '../core/errors.js';
 import { jsonTextProblem } from '../core/jsonb.js';
 import type { Database } from './database.js';
 import type { Db } from './create-db.js';
+import { PRUNED_SQLSTATE } from './pruning.repository.js';
 
 /** What a message transaction ended with. */
 export type MessageTransactionResult<R> =
@@ -48,6 +49,41 @@ export interface InboxKey {
 
 /** Thrown when COMMIT did not commit (the server answered ROLLBACK). */
 export class CommitFailedError extends Error {}
+
+/**
+ * The message is at or below the pruning cutoff (db/pruning.repository.ts): its inbox row may be
+ * gone, so nothing was committed and the message must be dead-lettered as `expired`.
+ *
+ * Why a concurrent prune cannot slip a second effect past the check. The pruner deletes inbox
+ * rows and raises the cutoff over them in one transaction. The message transaction inserts its
+ * inbox row first, and reads the cutoff (`onceq_assert_not_pruned`, a statement of its own, so
+ * under READ COMMITTED a fresh snapshot) after the insert, just before COMMIT. Take a message X
+ * applied once, and a redelivery of X while the pruner deletes X's row:
+ *
+ * - the insert runs before the pruner's delete commits: it either finds the committed row (a
+ *   duplicate, nothing runs) or waits on the row the pruner is deleting, and proceeds only once
+ *   the pruner's transaction has ended;
+ * - the insert can therefore succeed only after the delete committed, and with it the raised
+ *   cutoff; the check starts after the insert returned, so its snapshot sees that cutoff and
+ *   refuses X.
+ *
+ * Reading the cutoff before the insert would not do: the prune could commit between the read and
+ * the insert, which would then find no row and apply X again. The check takes no lock, so no
+ * delivery waits on the pruner (nor the pruner on a long transaction). Under a session default of
+ * REPEATABLE READ or SERIALIZABLE the check would read the snapshot taken before the wait, but
+ * PostgreSQL fails such an insert with a serialization failure (40001) instead, which the
+ * pipeline re-runs with a fresh snapshot (test/db/pruning.test.ts runs all three).
+ */
+export class MessagePrunedError extends NonRetryableError {
+  constructor(messageId: string, cause: unknown) {
+    super(
+      ErrorCode.MessageExpired,
+      `message ${messageId} is at or below the pruning cutoff recorded in PostgreSQL: its inbox ` +
+        'row may be pruned, so it was not applied, to rule out a second effect',
+      { cause },
+    );
+  }
+}
 
 /**
  * A handler tried to open a transaction or take a connection from `ctx.trx`; `details.attempted`
@@ -167,7 +203,8 @@ function messageTransaction(executor: QueryExecutor): MessageTransaction<Databas
 /**
  * Runs one message transaction: `BEGIN` + inbox insert; if the message is already in the inbox,
  * roll back and return the stored result; else run `body`, call `beforeCommit` (which may throw
- * to abort), then store the result and `COMMIT`. Any error rolls back and is rethrown.
+ * to abort), then check the pruning cutoff, store the result and `COMMIT`. Any error rolls back
+ * and is rethrown; a message at or below the cutoff as a {@link MessagePrunedError}.
  */
 export async function runMessageTransaction<R>(
   db: Db,
@@ -196,9 +233,12 @@ export async function runMessageTransaction<R>(
       }
       const result = await body(messageTransaction(conn.getExecutor()));
       beforeCommit?.();
+      // The cutoff check runs here, in a statement of its own after the inbox insert: see
+      // MessagePrunedError for why that order cannot apply a pruned message twice.
       const committed = await sql
         .raw<{ command: string }>(
-          `UPDATE inbox SET result = ${literal(resultJson(result))}::jsonb ` +
+          `SELECT onceq_assert_not_pruned(${key.messageId}); ` +
+            `UPDATE inbox SET result = ${literal(resultJson(result))}::jsonb ` +
             `WHERE message_id = ${key.messageId}; COMMIT`,
         )
         .execute(conn);
@@ -212,6 +252,9 @@ export async function runMessageTransaction<R>(
         .raw('ROLLBACK')
         .execute(conn)
         .catch(() => undefined);
+      if ((err as { code?: unknown } | null)?.code === PRUNED_SQLSTATE) {
+        throw new MessagePrunedError(key.messageId, err);
+      }
       throw err;
     }
   });

@@ -27,10 +27,11 @@ import {
 import { ErrorCode, OnceqError } from '../core/errors.js';
 import { isSnowflake, firstSnowflakeAt, ONCEQ_EPOCH_MS } from '../core/snowflake.js';
 import { deadLetterQueueName, type DeadLetterReason } from '../core/dead-letter.js';
-import { jobIdFor, type MessageEnvelope } from '../core/message.js';
+import { jobIdFor } from '../core/message.js';
 import { generateToken } from '../core/token.js';
 import { messageJobOptions, storedJobOptions } from '../producer/job-options.js';
 import { createQueueCache, type QueueCache } from './queues.js';
+import { addMessageJobs } from './add-message-jobs.js';
 import { removeJobs } from './dead-letters.js';
 import { sql } from 'kysely';
 
@@ -234,32 +235,46 @@ async function replayBatch(
     if (rows) rows.push(row);
     else byQueue.set(row.queue, [row]);
   }
+  // Back to pending, so a later replay can send them.
+  const unclaim = (rows: ReplayLetter[]) =>
+    sql`
+    update dead_letters set replayed_at = null, replay_count = replay_count - 1
+    where message_id = any(${rows.map((r) => r.message_id)}::bigint[])`.execute(options.db);
   await Promise.all(
-    [...byQueue].map(async ([queue, rows]) => {
+    [...byQueue].map(async ([, rows]) => {
       try {
-        await queues.get(queue).addBulk(
-          rows.map((row) => ({
-            name: row.job_name,
-            data: {
-              messageId: row.message_id,
-              // A letter whose envelope had no usable token gets a fresh one: the token only
-              // guards concurrent runs; the inbox is what keeps the effect single.
-              token: row.token ?? generateToken(),
-              data: row.data,
-            } as MessageEnvelope,
-            opts: messageJobOptions(row.message_id, {
-              maxAttempts: options.maxAttempts,
-              backoffMs: options.backoffMs,
-              priority: storedJobOptions(row.options).priority,
-            }),
-          })),
-        );
-        summary.replayed += rows.length;
+        const { added, refused } = await addMessageJobs(queues, rows, (row) => ({
+          queue: row.queue,
+          name: row.job_name,
+          data: {
+            messageId: row.message_id,
+            // A letter whose envelope had no usable token gets a fresh one: the token only
+            // guards concurrent runs; the inbox is what keeps the effect single.
+            token: row.token ?? generateToken(),
+            data: row.data,
+          },
+          opts: messageJobOptions(row.message_id, {
+            maxAttempts: options.maxAttempts,
+            backoffMs: options.backoffMs,
+            priority: storedJobOptions(row.options).priority,
+          }),
+        }));
+        summary.replayed += added.length;
+        // A letter BullMQ refuses (options out of its range) stays pending with the reason
+        // reported; it does not hold back the letters beside it.
+        if (refused.length > 0) {
+          await unclaim(refused.map((r) => r.item));
+          summary.failed += refused.length;
+          for (const { item, error } of refused) {
+            summary.failures.push({
+              messageId: item.message_id,
+              error: `BullMQ refused the job: ${error.message}`,
+            });
+          }
+        }
       } catch (err) {
-        // Not sent: the letters become pending again, so a later replay can send them.
-        await sql`
-          update dead_letters set replayed_at = null, replay_count = replay_count - 1
-          where message_id = any(${rows.map((r) => r.message_id)}::bigint[])`.execute(options.db);
+        // Not sent (Redis away, say): every letter of the queue becomes pending again.
+        await unclaim(rows);
         summary.failed += rows.length;
         const error = err instanceof Error ? err.message : String(err);
         for (const row of rows) summary.failures.push({ messageId: row.message_id, error });

@@ -27,6 +27,7 @@ import { jobIdFor } from '../core/message.js';
 import { runScript } from '../redis/scripts.js';
 import { createQueueCache } from './queues.js';
 import { NO_FAULTS, type FaultHook } from './fault-hook.js';
+import type { MessageJob } from './add-message-jobs.js';
 
 /**
  * Thrown by the pipeline once a message is dead-lettered: BullMQ fails the job without further
@@ -56,6 +57,11 @@ export interface DeadLetterWriterOptions {
 export interface DeadLetterWriter {
   /** Steps 1 and 2: the durable copy, then the visible one. Throws when step 1 fails. */
   write(letter: DeadLetter): Promise<void>;
+  /**
+   * Step 2 alone, for a caller that wrote the durable copy in a transaction of its own (with
+   * `upsertDeadLetter`) and committed it. A failure is logged, not thrown.
+   */
+  copy(letter: DeadLetter): Promise<void>;
   /** Step 3's removal, once BullMQ has failed the original; a failure is logged, not thrown. */
   removeOriginal(queue: string, jobId: string): Promise<void>;
   close(): Promise<void>;
@@ -65,9 +71,12 @@ export interface DeadLetterWriter {
 export function createDeadLetterWriter(options: DeadLetterWriterOptions): DeadLetterWriter {
   const queues = createQueueCache(options.redis, options.prefix);
   const fault = options.fault ?? NO_FAULTS;
-  return {
+  const writer: DeadLetterWriter = {
     async write(letter) {
       await upsertDeadLetter(options.db, letter);
+      await writer.copy(letter);
+    },
+    async copy(letter) {
       try {
         const dlq = queues.get(deadLetterQueueName(letter.queue));
         // Added under the message's job id: a second move of the same message keeps one copy.
@@ -105,6 +114,7 @@ export function createDeadLetterWriter(options: DeadLetterWriterOptions): DeadLe
     },
     close: () => queues.close(),
   };
+  return writer;
 }
 
 /**
@@ -137,6 +147,32 @@ export function deadLetterOf(
     attempts,
     options: job.opts.priority ? { priority: job.opts.priority } : {},
     enqueuedAt: job.timestamp ? new Date(job.timestamp) : null,
+  };
+}
+
+/**
+ * The dead letter of a message whose job BullMQ refuses to add (see add-message-jobs.ts): it
+ * never ran, so it spent no attempt. Its priority is kept as it was refused: the letter shows
+ * what was wrong.
+ */
+export function deadLetterOfRefused(
+  job: MessageJob,
+  error: Error,
+  enqueuedAt: Date | null,
+): DeadLetter {
+  return {
+    messageId: job.data.messageId,
+    queue: job.queue,
+    jobName: job.name,
+    jobId: String(job.opts.jobId ?? jobIdFor(job.data.messageId)),
+    data: job.data.data,
+    token: isWellFormedToken(job.data.token) ? job.data.token : null,
+    reason: 'invalid',
+    error: `BullMQ refused the job: ${error.message}`,
+    stack: error.stack ?? null,
+    attempts: 0,
+    options: job.opts.priority ? { priority: job.opts.priority } : {},
+    enqueuedAt,
   };
 }
 

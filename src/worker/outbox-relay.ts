@@ -4,16 +4,25 @@
  * relays share the work without waiting on each other. Per batch, in one transaction: take the
  * rows (deleting them and recording them as accepted messages), add their jobs to BullMQ,
  * commit. A relay that dies before the commit leaves the rows for the next run: their jobs are
- * added again under the same job ids, and any extra delivery is absorbed by the inbox.
+ * added again under the same job ids, and any extra delivery is absorbed by the inbox. A row
+ * BullMQ refuses is dead-lettered as `invalid` in that transaction, so it cannot hold back the
+ * others.
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import { takeOutboxBatch } from '../db/outbox.repository.js';
-import type { MessageEnvelope } from '../core/message.js';
+import { upsertDeadLetter, type DeadLetter } from '../db/dead-letters.repository.js';
+import type { OutboxRow } from '../db/database.js';
 import { messageJobOptions, storedJobOptions } from '../producer/job-options.js';
 import { createQueueCache } from './queues.js';
 import { startPeriodic, type PeriodicTask } from './periodic.js';
+import { addMessageJobs, type MessageJob } from './add-message-jobs.js';
+import {
+  createDeadLetterWriter,
+  deadLetterOfRefused,
+  type DeadLetterWriter,
+} from './dead-letters.js';
 
 import { DEFAULT_OUTBOX_INTERVAL_MS } from '../config.js';
 /** Rows per relay transaction. */
@@ -24,6 +33,8 @@ export interface OutboxRelayOptions {
   db: Db;
   redis: Redis;
   prefix: string;
+  /** Where follow-ups BullMQ refuses go. @defaultValue a writer of the relay's own */
+  deadLetters?: DeadLetterWriter;
   /** @defaultValue {@link DEFAULT_OUTBOX_INTERVAL_MS} */
   intervalMs?: number;
   /** @defaultValue {@link DEFAULT_OUTBOX_BATCH} */
@@ -48,35 +59,54 @@ export interface OutboxRelay {
 /** Creates a relay. */
 export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const queues = createQueueCache(options.redis, options.prefix);
+  const ownWriter = options.deadLetters
+    ? undefined
+    : createDeadLetterWriter({ db: options.db, redis: options.redis, prefix: options.prefix });
+  const deadLetters = options.deadLetters ?? ownWriter!;
   const batchSize = options.batchSize ?? DEFAULT_OUTBOX_BATCH;
   let task: PeriodicTask | undefined;
 
+  /**
+   * One batch, in one transaction: take the rows, add their jobs, commit. A row BullMQ refuses
+   * (a follow-up whose options it does not accept) would roll the whole batch back at every run,
+   * and every follow-up behind it would wait forever: its dead letter (`invalid`) is written in
+   * the same transaction instead, so the row leaves the outbox if and only if its letter is
+   * recorded, and the other rows go out. A failing add (Redis away) rolls the batch back for the
+   * next run; nothing is dead-lettered for it.
+   */
   async function relayBatch(): Promise<number> {
-    return options.db.transaction().execute(async (trx) => {
+    const refused: DeadLetter[] = [];
+    const taken = await options.db.transaction().execute(async (trx) => {
       const rows = await takeOutboxBatch(trx, batchSize);
-      const byQueue = new Map<string, typeof rows>();
-      for (const row of rows) byQueue.set(row.queue, [...(byQueue.get(row.queue) ?? []), row]);
-      await Promise.all(
-        [...byQueue].map(([queue, batch]) =>
-          queues.get(queue).addBulk(
-            batch.map((row) => ({
-              name: row.job_name,
-              data: {
-                messageId: row.message_id,
-                token: row.token,
-                data: row.data,
-              } as MessageEnvelope,
-              opts: messageJobOptions(row.message_id, {
-                maxAttempts: options.maxAttempts,
-                backoffMs: options.backoffMs,
-                ...storedJobOptions(row.options),
-              }),
-            })),
-          ),
-        ),
-      );
+      const result = await addMessageJobs(queues, rows, jobOf);
+      for (const { item: row, error } of result.refused) {
+        const letter = deadLetterOfRefused(jobOf(row), error, row.created_at);
+        await upsertDeadLetter(trx, letter);
+        refused.push(letter);
+      }
       return rows.length;
     });
+    for (const letter of refused) {
+      options.logger?.warn(
+        { messageId: letter.messageId, queue: letter.queue, error: letter.error },
+        'outbox relay dead-lettered a follow-up BullMQ refuses to take',
+      );
+      await deadLetters.copy(letter);
+    }
+    return taken;
+  }
+
+  function jobOf(row: OutboxRow): MessageJob {
+    return {
+      queue: row.queue,
+      name: row.job_name,
+      data: { messageId: row.message_id, token: row.token, data: row.data },
+      opts: messageJobOptions(row.message_id, {
+        maxAttempts: options.maxAttempts,
+        backoffMs: options.backoffMs,
+        ...storedJobOptions(row.options),
+      }),
+    };
   }
 
   async function runOnce(): Promise<number> {
@@ -105,6 +135,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     async close() {
       await task?.close();
       await queues.close();
+      await ownWriter?.close();
     },
   };
 }

@@ -11,7 +11,7 @@ import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
-import { runMessageTransaction } from '../db/message-transaction.js';
+import { MessagePrunedError, runMessageTransaction } from '../db/message-transaction.js';
 import {
   ErrorCode,
   NonRetryableError,
@@ -140,7 +140,9 @@ export function createPipeline(options: PipelineOptions) {
     } catch (err) {
       return invalid(job, err);
     }
-    // Its inbox row may be pruned already: running it could apply it a second time.
+    // Its inbox row may be pruned already: running it could apply it a second time. This check
+    // is on this process's clock and window, and only spares the claim and the transaction; the
+    // transaction itself refuses what the pruner recorded as pruned (MessagePrunedError).
     if (isExpired(messageId, Date.now(), dedupeWindowMs)) {
       return deadLetter(
         job,
@@ -236,6 +238,9 @@ export function createPipeline(options: PipelineOptions) {
         if (bullToken) await job.moveToDelayed(Date.now(), bullToken).catch(() => undefined);
         throw new DelayedError();
       }
+      // Pruned under a delivery that passed the clock check above (a worker clock behind the
+      // pruner's, a longer window here than there): refused by PostgreSQL's record instead.
+      if (err instanceof MessagePrunedError) return deadLetter(job, 'expired', err);
       if (err instanceof NonRetryableError) return invalid(job, err);
       // The last attempt: BullMQ would fail the job for good, so it goes to the dead-letter
       // queue instead. Not when the lease was lost: another worker owns the message now.

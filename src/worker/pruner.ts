@@ -1,20 +1,31 @@
 /**
  * The dedupe window (DESIGN.md section 2): inbox rows and accepted messages older than
- * `ONCEQ_DEDUPE_WINDOW` are deleted, in batches, each batch its own short statement. The
+ * `ONCEQ_DEDUPE_WINDOW` are deleted, in batches, each batch its own short transaction. The
  * messageId carries its creation time, so "older than" is a range of the primary key
- * (`message_id < first id of the cutoff`): no extra index, no scan, and the rows deleted are
+ * (`message_id <= the cutoff`): no extra index, no scan, and the rows deleted are
  * far below the ones workers insert, so no worker waits on them. Rows another session holds are
  * skipped (`SKIP LOCKED`), never waited for.
  *
  * An accepted message that reaches the cutoff without an inbox row was never applied: it is
  * dead-lettered as `expired` in the same statement that deletes it, so it is not lost. Purged
  * dead letters (tombstones) go at the same age. One pruner runs at a time across the fleet.
+ *
+ * The pruner's clock and window decide what is old; what is pruned is then recorded in
+ * PostgreSQL as the pruning cutoff, raised in the transaction of every batch, and the message
+ * transaction refuses any message at or below it. So a worker whose clock is behind, or whose
+ * window is set longer, still cannot apply a message whose inbox row is gone.
  */
-import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import { LockId, withAdvisoryLock } from '../db/advisory-lock.js';
-import { pruneCutoffId } from '../core/dead-letter.js';
+import { prunedThroughId } from '../core/dead-letter.js';
+import {
+  advancePruneCutoff,
+  pruneAcceptedBatch,
+  pruneInboxBatch,
+  pruneTombstoneBatch,
+  type PruneBatch,
+} from '../db/pruning.repository.js';
 import { startPeriodic, type PeriodicTask } from './periodic.js';
 
 import { DEFAULT_PRUNE_INTERVAL_MS } from '../config.js';
@@ -67,12 +78,22 @@ export function createPruner(options: PrunerOptions): Pruner {
   let closing = false;
   let task: PeriodicTask | undefined;
 
-  /** Repeats a one-batch statement until it deletes less than a full batch. */
-  async function drain(batch: () => Promise<{ deleted: number; expired?: number }>) {
+  /**
+   * Repeats a batch until it deletes less than a full one. Each batch is a transaction that
+   * also raises the pruning cutoff over what it deleted (see db/pruning.repository.ts).
+   */
+  async function drain(
+    prunedThrough: string,
+    batch: (trx: Db, prunedThrough: string, limit: number) => Promise<PruneBatch>,
+  ) {
     let deleted = 0;
     let expired = 0;
     while (!closing) {
-      const r = await batch();
+      const r = await db.transaction().execute(async (trx) => {
+        const done = await batch(trx, prunedThrough, limit);
+        await advancePruneCutoff(trx, prunedThrough);
+        return done;
+      });
       deleted += r.deleted;
       expired += r.expired ?? 0;
       if (r.deleted < limit) break;
@@ -82,50 +103,12 @@ export function createPruner(options: PrunerOptions): Pruner {
   }
 
   async function pass(): Promise<Omit<PruneReport, 'ran'>> {
-    const cutoff = pruneCutoffId(now(), windowMs);
+    const prunedThrough = prunedThroughId(now(), windowMs);
     // Accepted messages first: whether one was applied is read from the inbox row, which the
     // next step deletes.
-    const accepted = await drain(async () => {
-      const { rows } = await sql<{ deleted: number; expired: number }>`
-        with batch as (
-          select * from accepted_messages where message_id < ${cutoff}
-          order by message_id limit ${limit} for update skip locked
-        ), expired as (
-          insert into dead_letters
-            (message_id, queue, job_name, job_id, data, token, reason, error, attempts, options,
-             enqueued_at)
-          select b.message_id, b.queue, b.job_name, b.job_id, b.data, b.token, 'expired',
-                 'never applied within the dedupe window', 0, b.options, b.accepted_at
-          from batch b
-          where not exists (select 1 from inbox i where i.message_id = b.message_id)
-          on conflict (message_id) do update
-            set reason = 'expired', error = excluded.error, dead_at = now(),
-                dead_count = dead_letters.dead_count + 1, replayed_at = null
-            where dead_letters.replayed_at is not null and dead_letters.purged_at is null
-          returning 1
-        ), gone as (
-          delete from accepted_messages a using batch b where a.message_id = b.message_id
-          returning 1
-        )
-        select (select count(*) from gone)::int as deleted,
-               (select count(*) from expired)::int as expired`.execute(db);
-      return rows[0]!;
-    });
-    const inbox = await drain(async () => {
-      const r = await sql`
-        delete from inbox where message_id in (
-          select message_id from inbox where message_id < ${cutoff}
-          order by message_id limit ${limit} for update skip locked)`.execute(db);
-      return { deleted: Number(r.numAffectedRows ?? 0) };
-    });
-    const tombstones = await drain(async () => {
-      const r = await sql`
-        delete from dead_letters where message_id in (
-          select message_id from dead_letters where message_id < ${cutoff}
-            and purged_at is not null
-          order by message_id limit ${limit} for update skip locked)`.execute(db);
-      return { deleted: Number(r.numAffectedRows ?? 0) };
-    });
+    const accepted = await drain(prunedThrough, pruneAcceptedBatch);
+    const inbox = await drain(prunedThrough, pruneInboxBatch);
+    const tombstones = await drain(prunedThrough, pruneTombstoneBatch);
     const report = {
       acceptedMessages: accepted.deleted,
       expired: accepted.expired,

@@ -12,7 +12,7 @@
  * replayed dead letter whose job Redis then lost). Every re-add uses the message's job id, so a
  * job that turns out to exist is not duplicated, and the inbox absorbs any extra delivery.
  */
-import type { Job } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
 import { sql } from 'kysely';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -24,7 +24,8 @@ import type { MessageEnvelope } from '../core/message.js';
 import { messageJobOptions, storedJobOptions } from '../producer/job-options.js';
 import { createQueueCache } from './queues.js';
 import { startPeriodic, type PeriodicTask } from './periodic.js';
-import { deadLetterOf, type DeadLetterWriter } from './dead-letters.js';
+import { deadLetterOf, deadLetterOfRefused, type DeadLetterWriter } from './dead-letters.js';
+import { addMessageJobs, type MessageJob } from './add-message-jobs.js';
 
 import { DEFAULT_RECONCILE_GRACE_MS, DEFAULT_RECONCILE_INTERVAL_MS } from '../config.js';
 /** Accepted messages examined per query. */
@@ -63,7 +64,10 @@ export interface ReconcileReport {
   unsettled: number;
   /** Re-added to BullMQ: their jobs were gone. */
   reenqueued: number;
-  /** Failed in BullMQ without a dead letter: moved to the dead-letter queue now. */
+  /**
+   * Moved to the dead-letter queue now: failed in BullMQ without a dead letter, or refused by
+   * BullMQ when re-added (`invalid`).
+   */
   deadLettered: number;
   /** The oldest message the pass left unsettled (its id carries its age); none when all are. */
   oldestUnsettledMessageId?: string;
@@ -114,7 +118,11 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       // fails as having no envelope. Such a husk can never run the message, in any state.
       const found = await Promise.all(
         rows.map(async (r) => {
-          const job = (await queues.get(r.queue).getJob(r.job_id)) as Job | undefined;
+          const queue = queueOf(r.queue);
+          // A queue BullMQ refuses to open holds no job: the message goes on as gone, and the
+          // re-add dead-letters it.
+          if (!queue) return undefined;
+          const job = (await queue.getJob(r.job_id)) as Job | undefined;
           return job ? { job, state: await job.getState() } : undefined;
         }),
       );
@@ -141,7 +149,9 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       // add into a no-op; it is failed within moments and taken at the next pass.
       const removed = await Promise.all(husks.map(removeJob));
       gone.push(...husks.filter((_, i) => removed[i] === 1));
-      report.reenqueued += await reenqueue(gone, now);
+      const { added, refused } = await reenqueue(gone, now);
+      report.reenqueued += added;
+      report.deadLettered += refused;
       if (rows.length < batchSize) break;
     }
     watermark = firstUnsettled ?? upper;
@@ -153,11 +163,18 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
   }
 
   /** BullMQ's removal: 1 when removed (or nothing was there), 0 when locked or it failed. */
-  function removeJob(row: AcceptedMessageRow): Promise<number> {
-    return queues
-      .get(row.queue)
-      .remove(row.job_id)
-      .catch(() => 0);
+  async function removeJob(row: AcceptedMessageRow): Promise<number> {
+    const queue = queueOf(row.queue);
+    return queue ? queue.remove(row.job_id).catch(() => 0) : 1;
+  }
+
+  /** The queue named `name`; `undefined` for a name BullMQ refuses (one row must not stop a pass). */
+  function queueOf(name: string): Queue | undefined {
+    try {
+      return queues.get(name);
+    } catch {
+      return undefined;
+    }
   }
 
   /** Accepted messages in the id range with no inbox row and no pending (or purged) dead letter. */
@@ -179,43 +196,51 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     return rows;
   }
 
-  async function reenqueue(rows: AcceptedMessageRow[], now: number): Promise<number> {
-    const byQueue = new Map<string, AcceptedMessageRow[]>();
-    for (const row of rows) byQueue.set(row.queue, [...(byQueue.get(row.queue) ?? []), row]);
-    await Promise.all(
-      [...byQueue].map(([queue, batch]) =>
-        queues.get(queue).addBulk(
-          batch.map((row) => {
-            const stored = storedJobOptions(row.options);
-            // A delayed message keeps what is left of its delay.
-            const delay = stored.delay
-              ? Math.max(0, row.accepted_at.getTime() + stored.delay - now)
-              : undefined;
-            return {
-              name: row.job_name,
-              data: {
-                messageId: row.message_id,
-                token: row.token,
-                data: row.data,
-              } as MessageEnvelope,
-              opts: messageJobOptions(row.message_id, {
-                maxAttempts: options.maxAttempts,
-                backoffMs: options.backoffMs,
-                priority: stored.priority,
-                delay,
-              }),
-            };
-          }),
-        ),
-      ),
-    );
-    if (rows.length > 0) {
+  /**
+   * Re-adds the jobs of `rows`; returns how many were added and how many BullMQ refused. A
+   * refused message (options BullMQ does not accept, such as a priority above its limit) would
+   * be refused at every pass: it is dead-lettered as `invalid` instead, so it neither stops the
+   * pass nor comes back. A failing add (Redis away) throws: the pass ends and the next one
+   * retries, nothing is dead-lettered for it.
+   */
+  async function reenqueue(
+    rows: AcceptedMessageRow[],
+    now: number,
+  ): Promise<{ added: number; refused: number }> {
+    const { added, refused } = await addMessageJobs(queues, rows, (row) => jobOf(row, now));
+    for (const { item: row, error } of refused) {
+      await options.deadLetters.write(deadLetterOfRefused(jobOf(row, now), error, row.accepted_at));
       options.logger?.warn(
-        { count: rows.length, first: rows[0]!.message_id },
+        { messageId: row.message_id, queue: row.queue, err: error },
+        'reconciler dead-lettered an accepted message BullMQ refuses to take',
+      );
+    }
+    if (added.length > 0) {
+      options.logger?.warn(
+        { count: added.length, first: added[0]!.message_id },
         'reconciler re-enqueued accepted messages whose jobs were gone',
       );
     }
-    return rows.length;
+    return { added: added.length, refused: refused.length };
+  }
+
+  /** The job of an accepted message; a delayed message keeps what is left of its delay. */
+  function jobOf(row: AcceptedMessageRow, now: number): MessageJob {
+    const stored = storedJobOptions(row.options);
+    const delay = stored.delay
+      ? Math.max(0, row.accepted_at.getTime() + stored.delay - now)
+      : undefined;
+    return {
+      queue: row.queue,
+      name: row.job_name,
+      data: { messageId: row.message_id, token: row.token, data: row.data },
+      opts: messageJobOptions(row.message_id, {
+        maxAttempts: options.maxAttempts,
+        backoffMs: options.backoffMs,
+        priority: stored.priority,
+        delay,
+      }),
+    };
   }
 
   /** Dead-letters a job BullMQ failed on its own, then removes it. */

@@ -127,6 +127,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
           db: options.db,
           redis: options.redis,
           prefix: options.prefix,
+          deadLetters,
           intervalMs: options.outbox?.intervalMs,
           ...jobDefaults,
           logger: log,

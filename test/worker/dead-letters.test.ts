@@ -27,6 +27,7 @@ import {
   REMOVE_JOBS_PER_CALL,
 } from '../../src/worker/dead-letters.js';
 import { firstSnowflakeAt } from '../../src/core/snowflake.js';
+import { MAX_PRIORITY } from '../../src/core/limits.js';
 import { createDeadLetterLookup } from '../../src/producer/dead-letter-lookup.js';
 import { findJobStatus } from '../../src/producer/job-status.js';
 
@@ -148,6 +149,47 @@ describe('worker: dead letters', function () {
     await new Promise((r) => setTimeout(r, 300));
     expect((await effectCounts(stack.db)).get(sent.messageId)).to.equal(1);
     expect((await findDeadLetter(stack.db, sent.messageId))!.replayed_at).to.be.instanceOf(Date);
+  });
+
+  // Letters of messages BullMQ refuses (the reconciler and the outbox relay dead-letter them as
+  // `invalid`, their priority kept as it was refused). Replayed in one addBulk with the others,
+  // such a letter made the whole batch of its queue fail at every replay.
+  it('replays the letters beside one BullMQ refuses; that one stays pending with the reason', async () => {
+    await stack.startWorker();
+    const ids = [1, 2, 3].map((n) =>
+      encodeSnowflake({ timestampMs: Date.now() - 1_000, workerId: 5, sequence: n }),
+    );
+    const bad = ids[1]!;
+    for (const [n, messageId] of ids.entries()) {
+      await upsertDeadLetter(stack.db, {
+        messageId,
+        queue: FIXTURE_QUEUE,
+        jobName: 'fixture.bump',
+        jobId: jobIdFor(messageId),
+        data: { n },
+        token: generateToken(),
+        reason: 'invalid',
+        error: 'refused',
+        stack: null,
+        attempts: 0,
+        options: { priority: messageId === bad ? MAX_PRIORITY + 1 : 1 },
+        enqueuedAt: new Date(),
+      });
+    }
+    const summary = await replay();
+    expect(summary).to.include({ total: 3, replayed: 2, failed: 1 });
+    expect(summary.failures).to.have.length(1);
+    expect(summary.failures[0]!.messageId).to.equal(bad);
+    expect(summary.failures[0]!.error).to.contain('BullMQ refused the job').and.contain('Priority');
+    expect((await findDeadLetter(stack.db, bad))!).to.include({
+      replayed_at: null,
+      replay_count: 0,
+    });
+    const counts = await waitFor('the two good letters applied', async () => {
+      const c = await effectCounts(stack.db);
+      return c.size === 2 ? c : undefined;
+    });
+    expect([...counts.keys()].sort()).to.deep.equal([ids[0]!, ids[2]!].sort());
   });
 
   it('refuses unknown ids naming them, and touches nothing', async () => {

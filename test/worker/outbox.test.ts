@@ -14,6 +14,9 @@ import { createOutboxRelay } from '../../src/worker/outbox-relay.js';
 import { generateToken } from '../../src/core/token.js';
 import { jobIdFor } from '../../src/core/message.js';
 import { firstSnowflakeAt } from '../../src/core/snowflake.js';
+import { MAX_PRIORITY } from '../../src/core/limits.js';
+import { deadLetterQueueName } from '../../src/core/dead-letter.js';
+import { createRedis } from '../../src/redis/connection.js';
 
 describe('worker: transactional outbox', function () {
   this.timeout(60_000);
@@ -131,6 +134,90 @@ describe('worker: transactional outbox', function () {
     expect(await outboxDepth(stack.db)).to.equal(0);
   });
 
+  // Rows written straight into the outbox (ctx.enqueue refuses such options at the door now; rows
+  // written before that, or by another path, may be there). Before isolation, the relay's one
+  // addBulk threw on the bad row and rolled back the whole batch at every run: no follow-up left.
+  it('dead-letters follow-ups BullMQ refuses as invalid, in the batch that sends the good ones', async () => {
+    const ids = await writeFollowUps(stack, 7, 3, 5);
+    const [bad, badQueue] = [ids[3]!, ids[5]!];
+    const relay = createOutboxRelay({ db: stack.db, redis: stack.redis, prefix: stack.prefix });
+    try {
+      expect(await relay.runOnce()).to.equal(7);
+      // Nothing left behind, and a second run has nothing to send or dead-letter again.
+      expect(await outboxDepth(stack.db)).to.equal(0);
+      expect(await relay.runOnce()).to.equal(0);
+    } finally {
+      await relay.close();
+    }
+    const letter = await findDeadLetter(stack.db, bad);
+    expect(letter).to.include({
+      reason: 'invalid',
+      attempts: 0,
+      job_name: 'fixture.bump',
+      job_id: jobIdFor(bad),
+      dead_count: 1,
+    });
+    expect(letter!.error).to.contain('BullMQ refused the job').and.contain('Priority');
+    expect(letter!.options).to.deep.equal({ priority: MAX_PRIORITY + 1 });
+    expect(letter!.data).to.deep.equal({ n: 3 });
+    const queueLetter = await findDeadLetter(stack.db, badQueue);
+    expect(queueLetter).to.include({ reason: 'invalid', queue: 'bad:queue' });
+    expect(queueLetter!.error).to.contain('Queue name cannot contain');
+    expect(await stack.producer.queue(FIXTURE_QUEUE).getJob(jobIdFor(bad))).to.equal(undefined);
+    // Its visible copy, written after the commit.
+    const dlq = stack.producer.queue(deadLetterQueueName(FIXTURE_QUEUE));
+    expect((await dlq.getJob(jobIdFor(bad)))?.data).to.include({ messageId: bad });
+    // It is recorded as accepted like the others, and settled by its dead letter.
+    const accepted = await stack.db
+      .selectFrom('accepted_messages')
+      .select('message_id')
+      .where('principal', '=', OUTBOX_PRINCIPAL)
+      .execute();
+    expect(accepted.map((a) => a.message_id).sort()).to.deep.equal([...ids].sort());
+
+    await stack.startWorker({ outbox: false, reconciler: false });
+    const counts = await waitFor('the five good follow-ups applied', async () => {
+      const c = await effectCounts(stack.db);
+      return c.size === 5 ? c : undefined;
+    });
+    expect([...counts.keys()].sort()).to.deep.equal(
+      ids.filter((id) => id !== bad && id !== badQueue).sort(),
+    );
+    expect([...counts.values()].every((n) => n === 1)).to.equal(true);
+  });
+
+  // Redis being away is not the rows' fault: the batch rolls back whole, nothing is
+  // dead-lettered, and a run with Redis back sends every row.
+  it('dead-letters nothing while Redis is unreachable; the rows wait for the next run', async () => {
+    const ids = await writeFollowUps(stack, 4);
+    // Nothing listens on port 1: every command fails at once.
+    const deadRedis = createRedis({ url: 'redis://127.0.0.1:1', failFast: true });
+    const down = createOutboxRelay({ db: stack.db, redis: deadRedis, prefix: stack.prefix });
+    try {
+      const failed = await down.runOnce().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(failed, 'the run fails while Redis is away').to.be.instanceOf(Error);
+    } finally {
+      await down.close();
+      deadRedis.disconnect();
+    }
+    expect(await outboxDepth(stack.db)).to.equal(4);
+    const letters = await stack.db.selectFrom('dead_letters').select('message_id').execute();
+    expect(letters).to.deep.equal([]);
+
+    const up = createOutboxRelay({ db: stack.db, redis: stack.redis, prefix: stack.prefix });
+    try {
+      expect(await up.runOnce()).to.equal(4);
+    } finally {
+      await up.close();
+    }
+    await stack.startWorker({ outbox: false, reconciler: false });
+    await waitFor('all four applied', async () => (await effectCounts(stack.db)).size === 4);
+    expect([...(await effectCounts(stack.db)).keys()].sort()).to.deep.equal([...ids].sort());
+  });
+
   it('validates follow-up data in the handler: a bad follow-up dead-letters the parent as invalid', async () => {
     const badParent = {
       ...fixtureJobs[1]!,
@@ -180,3 +267,31 @@ describe('worker: transactional outbox', function () {
     ).to.equal(0);
   });
 });
+
+/**
+ * Writes `count` bump follow-ups straight into the outbox, in id order; the one at `poisonAt`
+ * (if any) asks for priority MAX_PRIORITY + 1, the one at `badQueueAt` names a queue BullMQ
+ * cannot open (`:`). Returns their ids.
+ */
+async function writeFollowUps(
+  stack: TestStack,
+  count: number,
+  poisonAt?: number,
+  badQueueAt?: number,
+): Promise<string[]> {
+  const ids: string[] = [];
+  for (let n = 0; n < count; n++) {
+    const messageId = stack.ids.nextId();
+    ids.push(messageId);
+    await insertOutbox(stack.db, {
+      messageId,
+      parentMessageId: '1',
+      queue: n === badQueueAt ? 'bad:queue' : FIXTURE_QUEUE,
+      jobName: 'fixture.bump',
+      data: { n },
+      token: generateToken(),
+      options: { priority: n === poisonAt ? MAX_PRIORITY + 1 : n + 1 },
+    });
+  }
+  return ids;
+}

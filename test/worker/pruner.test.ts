@@ -16,6 +16,10 @@ import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
 import { firstSnowflakeAt, encodeSnowflake } from '../../src/core/snowflake.js';
 import { createDb } from '../../src/db/create-db.js';
 import { TEST_DATABASE_URL } from '../support/env.js';
+import { createFixtureTables, effectCounts, fixtureJobs, FIXTURE_QUEUE } from '../fixtures/jobs.js';
+import { readPruneCutoff } from '../../src/db/pruning.repository.js';
+import { jobIdFor, type MessageEnvelope } from '../../src/core/message.js';
+import { tokenKey } from '../../src/redis/keys.js';
 
 const DAY = 86_400_000;
 
@@ -151,5 +155,56 @@ describe('worker: dedupe-window pruning', function () {
     const kept = await stack.db.selectFrom('accepted_messages').select('message_id').execute();
     expect(kept.map((r) => r.message_id)).to.deep.equal([youngId]);
     expect(await inboxCount(stack.db)).to.equal(1);
+  });
+
+  // The dedupe window rests on PostgreSQL's record, not on the worker's clock or setting. A
+  // message is applied; the pruner (window W = 1 day, its clock two days ahead) prunes its inbox
+  // row; Redis loses the token's `done` marker and the message is delivered again, to a worker
+  // whose window is a year (or whose clock is behind): its own expiry check lets the message
+  // through, and only the cutoff the pruner recorded stops a second effect.
+  it('a worker with a longer window (or a slow clock) cannot re-apply a message the pruner pruned', async () => {
+    await stack.close();
+    stack = await createTestStack('prune_skew', { jobs: fixtureJobs, maxAttempts: 3 });
+    await createFixtureTables(stack.db);
+    await stack.startWorker({
+      dedupeWindowMs: 365 * DAY,
+      pruner: false,
+      reconciler: false,
+      outbox: false,
+    });
+    const { messageId } = await stack.producer.enqueue('fixture.bump', { n: 1 });
+    const queue = stack.producer.queue(FIXTURE_QUEUE);
+    const job = await waitFor('the first delivery completed', async () => {
+      const j = await queue.getJob(jobIdFor(messageId));
+      return (await j?.isCompleted()) ? j : undefined;
+    });
+    expect(job.returnvalue).to.include({ outcome: 'applied' });
+
+    const pruner = createPruner({
+      db: stack.db,
+      dedupeWindowMs: DAY,
+      now: () => Date.now() + 2 * DAY,
+    });
+    try {
+      expect(await pruner.runOnce()).to.include({ ran: true, inbox: 1, acceptedMessages: 1 });
+    } finally {
+      await pruner.close();
+    }
+    expect(
+      BigInt(await readPruneCutoff(stack.db)) >= BigInt(messageId),
+      'cutoff recorded',
+    ).to.equal(true);
+
+    const envelope = job.data as MessageEnvelope;
+    await stack.redis.del(tokenKey(stack.prefix, envelope.token));
+    await queue.add(job.name, envelope, { jobId: 'redelivery' });
+    const letter = await waitFor('the redelivery dead-lettered', () =>
+      findDeadLetter(stack.db, messageId),
+    );
+    expect(letter.reason).to.equal('expired');
+    expect(letter.error).to.contain('at or below the pruning cutoff');
+    expect(letter.attempts, 'refused at once, not retried').to.equal(1);
+    expect((await effectCounts(stack.db)).get(messageId), 'one effect').to.equal(1);
+    expect(await inboxCount(stack.db)).to.equal(0);
   });
 });

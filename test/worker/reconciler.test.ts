@@ -19,6 +19,10 @@ import { createDeadLetterWriter } from '../../src/worker/dead-letters.js';
 import { createTestStack, type TestStack } from '../support/stack.js';
 import { assertLedgerInvariants, inboxCount, waitFor } from '../support/ledger.js';
 import { deletePrefix } from '../support/env.js';
+import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
+import { MAX_PRIORITY } from '../../src/core/limits.js';
+import { generateToken } from '../../src/core/token.js';
+import { createRedis } from '../../src/redis/connection.js';
 
 describe('worker: reconciler', function () {
   this.timeout(90_000);
@@ -140,7 +144,164 @@ describe('worker: reconciler', function () {
       await husk.close();
     }
   });
+
+  // A message recorded in PostgreSQL with options BullMQ refuses (a priority above its limit,
+  // written straight into the table: the API refuses it at the door now, but rows accepted before
+  // that, or written by another path, may be there). Without isolation, the one addBulk of the
+  // pass threw on it at every pass, and no message after it was ever re-enqueued.
+  it('dead-letters messages BullMQ refuses as invalid, and re-enqueues the good ones around them', async () => {
+    const poisoned = await createTestStack('reconcile_poison', { backoffMs: 20 });
+    const deadLetters = createDeadLetterWriter({
+      db: poisoned.db,
+      redis: poisoned.redis,
+      prefix: poisoned.prefix,
+    });
+    const reconciler = createReconciler({
+      db: poisoned.db,
+      redis: poisoned.redis,
+      prefix: poisoned.prefix,
+      deadLetters,
+      graceMs: 0,
+    });
+    try {
+      // Seven accepted messages whose jobs Redis never got (as after a loss), ids in order; the
+      // fourth asks for priority MAX_PRIORITY + 1, the sixth names a queue BullMQ cannot open.
+      const ids = Array.from({ length: 7 }, () => poisoned.ids.nextId());
+      const [bad, badQueue] = [ids[3]!, ids[5]!];
+      for (const [i, id] of ids.entries()) {
+        await recordDirectly(
+          poisoned,
+          id,
+          { owner: `o${i}`, openingBalance: 10 },
+          { priority: id === bad ? MAX_PRIORITY + 1 : i + 1 },
+          id === badQueue ? 'bad:queue' : LEDGER_QUEUE,
+        );
+      }
+
+      // Past the grace boundary (0 ms, but a boundary in whole milliseconds).
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const report = await reconciler.runOnce();
+      expect(report).to.include({ ran: true, unsettled: 7, reenqueued: 5, deadLettered: 2 });
+      const queueLetter = await findDeadLetter(poisoned.db, badQueue);
+      expect(queueLetter).to.include({ reason: 'invalid', queue: 'bad:queue' });
+      expect(queueLetter!.error).to.contain('Queue name cannot contain');
+      const letter = await findDeadLetter(poisoned.db, bad);
+      expect(letter).to.include({ reason: 'invalid', attempts: 0, job_id: jobIdFor(bad) });
+      expect(letter!.error).to.contain('BullMQ refused the job').and.contain('Priority');
+      expect(letter!.options).to.deep.equal({ priority: MAX_PRIORITY + 1 });
+      expect(letter!.data).to.deep.equal({ owner: 'o3', openingBalance: 10 });
+      // Its visible copy is in the dead-letter queue; no job of it in the work queue.
+      const queue = poisoned.producer.queue(LEDGER_QUEUE);
+      expect(await queue.getJob(jobIdFor(bad))).to.equal(undefined);
+      const dlq = new Queue(`${LEDGER_QUEUE}.dlq`, {
+        connection: poisoned.redis,
+        prefix: poisoned.prefix,
+      });
+      try {
+        expect((await dlq.getJob(jobIdFor(bad)))?.data).to.include({ messageId: bad });
+      } finally {
+        await dlq.close();
+      }
+
+      await poisoned.startWorker({ concurrency: 2, reconciler: false });
+      await waitFor(
+        'the five good messages applied',
+        async () => (await inboxCount(poisoned.db)) === 5,
+      );
+      const applied = await poisoned.db.selectFrom('inbox').select('message_id').execute();
+      expect(applied.map((r) => r.message_id).sort()).to.deep.equal(
+        ids.filter((id) => id !== bad && id !== badQueue),
+      );
+      // Settled: the next pass finds nothing to do, and does not dead-letter it again.
+      expect(await reconciler.runOnce()).to.include({
+        unsettled: 0,
+        reenqueued: 0,
+        deadLettered: 0,
+      });
+      expect((await findDeadLetter(poisoned.db, bad))!.dead_count).to.equal(1);
+      expect((await findDeadLetter(poisoned.db, badQueue))!.dead_count).to.equal(1);
+    } finally {
+      await reconciler.close();
+      await deadLetters.close();
+      await poisoned.close();
+    }
+  });
+
+  // Redis being away is not the message's fault: the pass fails, nothing is dead-lettered, and
+  // the next pass with Redis back re-enqueues every message.
+  it('dead-letters nothing while Redis is unreachable, and re-enqueues once it is back', async () => {
+    const away = await createTestStack('reconcile_away', { backoffMs: 20 });
+    // Nothing listens on port 1: every command fails at once.
+    const deadRedis = createRedis({ url: 'redis://127.0.0.1:1', failFast: true });
+    const writers = [deadRedis, away.redis].map((redis) =>
+      createDeadLetterWriter({ db: away.db, redis, prefix: away.prefix }),
+    );
+    const [down, up] = [deadRedis, away.redis].map((redis, i) =>
+      createReconciler({
+        db: away.db,
+        redis,
+        prefix: away.prefix,
+        deadLetters: writers[i]!,
+        graceMs: 0,
+      }),
+    );
+    try {
+      const ids = Array.from({ length: 3 }, () => away.ids.nextId());
+      for (const [i, id] of ids.entries()) {
+        await recordDirectly(away, id, { owner: `o${i}`, openingBalance: 1 }, {});
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const failed = await down!.runOnce().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(failed, 'the pass fails while Redis is away').to.be.instanceOf(Error);
+      expect(await countDeadLetters(away.db)).to.equal(0);
+
+      expect(await up!.runOnce()).to.include({ unsettled: 3, reenqueued: 3, deadLettered: 0 });
+      await away.startWorker({ concurrency: 2, reconciler: false });
+      await waitFor('all three applied', async () => (await inboxCount(away.db)) === 3);
+      expect(await countDeadLetters(away.db)).to.equal(0);
+    } finally {
+      await Promise.all([down!.close(), up!.close()]);
+      await Promise.all(writers.map((w) => w.close()));
+      deadRedis.disconnect();
+      await away.close();
+    }
+  });
 });
+
+/** Records an accepted message straight into PostgreSQL, as the API would, without its job. */
+async function recordDirectly(
+  stack: TestStack,
+  messageId: string,
+  data: unknown,
+  options: Record<string, unknown>,
+  queue: string = LEDGER_QUEUE,
+): Promise<void> {
+  await stack.db
+    .insertInto('accepted_messages')
+    .values({
+      message_id: messageId,
+      principal: 'p',
+      token: generateToken(),
+      fingerprint: `fp-${messageId}`,
+      queue,
+      job_name: 'account.open',
+      data: JSON.stringify(data),
+      job_id: jobIdFor(messageId),
+      options: JSON.stringify(options),
+    })
+    .execute();
+}
+
+async function countDeadLetters(db: TestStack['db']): Promise<number> {
+  const row = await db
+    .selectFrom('dead_letters')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
 
 /**
  * The failure message of a timed-out wait: every accepted message still without an inbox row (up
