@@ -10,7 +10,8 @@
  *
  * This replaces `worker_id_epochs`, which only existed to tell a Redis that lost the leases
  * from a first start; nothing in it is worth carrying over. The ids minted under the Redis
- * leases assumed clocks within a second of each other, so the marks start one second past now.
+ * leases assumed clocks within a second of each other, so after such a fleet the marks start one
+ * second past now.
  * Processes of the previous version lease from Redis and do not see these rows: stop them all
  * before starting this version.
  */
@@ -37,9 +38,13 @@ export async function up(db: Kysely<any>): Promise<void> {
     .execute();
   // Every id has a row from the start: acquiring is then one `for update skip locked` over
   // existing rows, with no race between two processes inserting the same new id.
+  // A fleet that ran the Redis leases left an epoch row; only its ids need the second of margin.
+  // A fresh install starts at now, so its first ids are not stamped in the future (a reconciler
+  // grace or a pruning cutoff compares them with the clock).
   await sql`
     insert into worker_id_leases (worker_id, reserved_until_ms)
-    select id, (extract(epoch from clock_timestamp()) * 1000)::bigint + 1000
+    select id, (extract(epoch from clock_timestamp()) * 1000)::bigint
+      + case when exists (select 1 from worker_id_epochs) then 1000 else 0 end
     from generate_series(1, 1022) as id`.execute(db);
   await db.schema.dropTable('worker_id_epochs').ifExists().execute();
 }

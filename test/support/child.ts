@@ -52,7 +52,7 @@ export function spawnWorker(options: WorkerChildOptions): WorkerChild {
   let output = '';
   let stdout = '';
   let stderr = '';
-  const waiters: { text: string; resolve: () => void }[] = [];
+  const waiters: { text: string; resolve: () => void; reject: (err: Error) => void }[] = [];
   const onData = (chunk: Buffer) => {
     output += chunk.toString();
     for (const w of [...waiters]) {
@@ -73,6 +73,17 @@ export function spawnWorker(options: WorkerChildOptions): WorkerChild {
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on('close', (code, signal) => resolve({ code, signal }));
   });
+  // A child that has exited writes nothing more: its waiters fail now, not at their timeout
+  // (whose timers would outlive the test).
+  void exited.then(({ code, signal }) => {
+    for (const w of waiters.splice(0)) {
+      w.reject(
+        new Error(
+          `the worker exited (${signal ?? `code ${code}`}) before writing "${w.text}"; it wrote:\n${output}`,
+        ),
+      );
+    }
+  });
   return {
     child,
     output: () => output,
@@ -92,6 +103,10 @@ export function spawnWorker(options: WorkerChildOptions): WorkerChild {
           resolve: () => {
             clearTimeout(timer);
             resolve();
+          },
+          reject: (err) => {
+            clearTimeout(timer);
+            reject(err);
           },
         });
       });
