@@ -348,6 +348,18 @@ describe('cli: every command of the README, compiled, against the real services'
 
     const dry = await onceq('dlq', 'replay', '--all', '--dry-run');
     expect(dry.stdout.trim()).to.equal('would replay 1, already applied 0, failed 0 of 1');
+    const narrowed = await onceq(
+      'dlq',
+      'replay',
+      '--all',
+      '--queue',
+      'ledger',
+      '--reason',
+      'invalid',
+      '--dry-run',
+    );
+    expect(narrowed.code, narrowed.stderr).to.equal(0);
+    expect(narrowed.stdout.trim()).to.equal('would replay 0, already applied 0, failed 0 of 0');
     const purge = await onceq('dlq', 'purge');
     expect(purge.code, purge.stderr).to.equal(0);
     // Purge takes the pending letter and, by design, the replayed one's record too; the
