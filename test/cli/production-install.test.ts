@@ -55,9 +55,13 @@ describe('cli: the commands of the Docker image in a production install', functi
 
   /** The image's entry point, `node bin/onceq.js`, with `args`. */
   async function onceq(...args: string[]): Promise<Run> {
+    return onceqWith({}, ...args);
+  }
+
+  async function onceqWith(extra: Record<string, string>, ...args: string[]): Promise<Run> {
     return promisify(execFile)(process.execPath, ['bin/onceq.js', ...args], {
       cwd: dir,
-      env: env(),
+      env: env(extra),
       timeout: 30_000,
     }).then(
       (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
@@ -185,5 +189,18 @@ describe('cli: the commands of the Docker image in a production install', functi
     const noop = await onceq('bench', '--only', 'bullmq-noop', '--jobs', '200', '--runs', '1');
     expect(noop.code, noop.stderr).to.equal(0);
     expect(noop.stdout).to.match(/bullmq-noop/);
+  });
+
+  it('onceq chaos without redis-server (as in the image): one line, exit 1, instead of retrying forever', async () => {
+    // An empty PATH: node is run by its absolute path, redis-server cannot be found.
+    const emptyBin = mkdtempSync(path.join(dir, 'bin-'));
+    const chaos = await onceqWith({ PATH: emptyBin }, 'chaos', '--duration', '1s', '--seed', '1');
+    expect(chaos.code, chaos.stdout + chaos.stderr).to.equal(1);
+    // The campaign's banner, then the one line; no stack trace.
+    const lines = chaos.stderr.trim().split('\n');
+    expect(lines.at(-1)).to.match(
+      /^onceq: chaos: cannot start redis: `redis-server` is not installed/,
+    );
+    expect(lines.slice(0, -1).join('\n')).to.match(/^(onceq chaos: seed 1, .*)?$/);
   });
 });
