@@ -431,7 +431,7 @@ describe('cli: every command of the README, compiled, against the real services'
     await stop(start);
   });
 
-  it('onceq demo --transfers 1000 (its own stack), then demo --url U --key K against onceq api', async function () {
+  it('onceq demo --transfers 1000 (its own stack), then demo --url U --key K (and ONCEQ_API_URL, ONCEQ_API_KEY) against onceq api', async function () {
     this.timeout(180_000);
     const own = await onceq('demo', '--transfers', '1000');
     expect(own.code, own.stdout + own.stderr).to.equal(0);
@@ -457,6 +457,15 @@ describe('cli: every command of the README, compiled, against the real services'
     expect(driven.code, driven.stdout + driven.stderr).to.equal(0);
     expect(driven.stdout).to.contain('invariants hold: yes');
     expect(driven.stdout).to.match(/messages accepted\s+53\b/);
+
+    // The same through the documented variables instead of the flags.
+    const child = spawn(['demo', '--accounts', '2', '--transfers', '10', '--kills', '0'], {
+      ONCEQ_API_URL: address,
+      ONCEQ_API_KEY: shopKey,
+    });
+    const exit = await child.exited;
+    expect(exit.code, child.output()).to.equal(0);
+    expect(child.stdout()).to.match(/messages accepted\s+12\b/);
     await stop(api);
   });
 });
