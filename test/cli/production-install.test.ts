@@ -179,6 +179,24 @@ describe('cli: the commands of the Docker image in a production install', functi
     }
   });
 
+  it('onceq keys create, onceq enqueue and onceq demo (the schema start migrated)', async () => {
+    const key = await onceq('keys', 'create', '--principal', 'shop');
+    expect(key.code, key.stderr).to.equal(0);
+    expect(key.stdout.trim()).to.match(/^oqk_/);
+    const enqueue = await onceq(
+      'enqueue',
+      'account.open',
+      '--data',
+      '{"owner":"a","openingBalance":5}',
+    );
+    expect(enqueue.code, enqueue.stderr).to.equal(0);
+    expect(JSON.parse(enqueue.stdout)).to.include({ name: 'account.open', state: 'queued' });
+    // The demo's own API and worker children run from the same compiled entry point.
+    const demo = await onceq('demo', '--accounts', '2', '--transfers', '20', '--kills', '1');
+    expect(demo.code, demo.stdout + demo.stderr).to.equal(0);
+    expect(demo.stdout).to.contain('invariants hold: yes');
+  });
+
   it('onceq bench: one line naming autocannon when the API figures need it; the others run', async () => {
     const bench = await onceq('bench');
     expect(bench.code).to.equal(1);
