@@ -1,7 +1,9 @@
 /**
- * Structured logs with pino. Pretty when a person is watching (stdout is a terminal), JSON
- * otherwise. Secrets are redacted wherever they appear in a log object.
+ * Structured logs with pino. Pretty when a person is watching (stdout is a terminal) and
+ * pino-pretty is installed, JSON otherwise. Secrets are redacted wherever they appear in a log
+ * object.
  */
+import { createRequire } from 'node:module';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LogLevel } from './config.js';
 
@@ -26,7 +28,10 @@ export const REDACT_PATHS = [
 /** Options of {@link createLogger}. */
 export interface LoggerOptions {
   level: LogLevel;
-  /** @defaultValue whether stdout is a terminal */
+  /**
+   * Pretty lines instead of JSON; ignored when pino-pretty is not installed.
+   * @defaultValue whether stdout is a terminal
+   */
   pretty?: boolean;
   /** Component name added to every line. */
   name?: string;
@@ -48,7 +53,7 @@ export function scrubSecrets(text: string): string {
 
 /** Creates the process logger. */
 export function createLogger(options: LoggerOptions): Logger {
-  const pretty = options.pretty ?? process.stdout.isTTY === true;
+  const pretty = (options.pretty ?? process.stdout.isTTY === true) && prettyInstalled();
   const settings = {
     level: options.level,
     name: options.name ?? 'onceq',
@@ -67,4 +72,18 @@ export function createLogger(options: LoggerOptions): Logger {
         }
       : {}),
   });
+}
+
+/**
+ * Whether pino-pretty can be loaded. It is a development dependency: a production install (the
+ * Docker image, `npm ci --omit=dev`) leaves it out, and a terminal there (`docker run -it`) must
+ * get JSON lines, not a crash in pino's transport thread.
+ */
+function prettyInstalled(): boolean {
+  try {
+    createRequire(import.meta.url).resolve('pino-pretty');
+    return true;
+  } catch {
+    return false;
+  }
 }

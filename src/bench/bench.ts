@@ -18,6 +18,7 @@
  *                       (letters/s; the seeding is not timed, no worker runs)
  */
 import { writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import { Queue, Worker, type Job, type JobsOptions } from 'bullmq';
 import { sql } from 'kysely';
@@ -34,6 +35,7 @@ import { startWorker } from '../worker/worker.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { SnowflakeGenerator } from '../ids/snowflake-generator.js';
 import { generateToken } from '../core/token.js';
+import { ErrorCode, OnceqError } from '../core/errors.js';
 import type { Redis } from 'ioredis';
 import { runApiRoute, runBareRoute, runStoresRoute, type ApiBenchOptions } from './api-bench.js';
 import { replayDeadLetters } from '../worker/dead-letter-replay.js';
@@ -80,6 +82,8 @@ export async function runBench(options: BenchOptions): Promise<number> {
   const jobs = positive(options.jobs ?? '5000', '--jobs');
   const concurrency = positive(options.concurrency ?? '50', '--concurrency');
   const runs = positive(options.runs ?? '3', '--runs');
+  const only = options.only?.split(',');
+  checkLoadGenerator(only);
   const config = loadConfig();
   await ensureDatabase(config.databaseUrl);
   const schema = `bench_${randomBytes(4).toString('hex')}`;
@@ -150,7 +154,6 @@ export async function runBench(options: BenchOptions): Promise<number> {
         job: { name: benchInsert.name, data: { n: 1 }, queue: BENCH_QUEUE },
       };
     }
-    const only = options.only?.split(',');
     const chosen = scenarios.filter((sc) => !only || only.includes(sc.name));
     // Rounds interleave the figures (A B C, A B C, …) so a burst of load from elsewhere on a
     // shared machine lands on every figure alike, and medians of the rounds are reported.
@@ -507,6 +510,32 @@ function round(v: number): number {
 function positive(text: string, flag: string): number {
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < 1)
-    throw new Error(`${flag} must be a positive integer, got ${text}`);
+    throw new OnceqError(
+      ErrorCode.ConfigInvalid,
+      `${flag} must be a positive integer, got ${text}`,
+    );
   return n;
+}
+
+/** The figures driven by autocannon (in a child process, see api-bench.ts). */
+const LOAD_GENERATED = ['api-bare', 'api-stores', 'api-jobs'];
+
+/**
+ * autocannon is a development dependency: a production install (the Docker image) leaves it
+ * out rather than ship some sixty packages for a benchmark. Say so before anything is set up,
+ * in one line, with the way out, instead of failing in the load generator's child mid-run.
+ */
+function checkLoadGenerator(only: string[] | undefined): void {
+  const wanted = LOAD_GENERATED.filter((name) => !only || only.includes(name));
+  if (wanted.length === 0) return;
+  try {
+    createRequire(import.meta.url).resolve('autocannon');
+  } catch {
+    throw new OnceqError(
+      ErrorCode.ConfigInvalid,
+      `bench: ${wanted.join(', ')} need autocannon, a development dependency this install ` +
+        'leaves out: run the bench from a development checkout (npm ci), or choose other ' +
+        'figures with --only (e.g. --only bullmq-insert,onceq-insert,onceq-transfer)',
+    );
+  }
 }

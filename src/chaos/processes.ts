@@ -8,6 +8,7 @@ import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Writable } from 'node:stream';
 import type { HistoryWriter, ProcessEvent } from './history.js';
+import { ErrorCode, OnceqError } from '../core/errors.js';
 
 /**
  * How to run the `onceq` CLI as a child: from the sources through tsx when this module runs from
@@ -86,6 +87,8 @@ export class ManagedProcess {
   crashes = 0;
   /** Successful starts. */
   starts = 0;
+  /** The last start failed because the command does not exist. */
+  private notInstalled = false;
 
   constructor(readonly options: ManagedProcessOptions) {}
 
@@ -112,6 +115,16 @@ export class ManagedProcess {
   private async startLoop(): Promise<void> {
     for (let attempt = 1; !this.stopping; attempt++) {
       if (await this.startOnce()) return;
+      // A program that is not installed will not appear by retrying: say so once, clearly
+      // (`onceq chaos` in the Docker image, which has no redis-server).
+      if (this.notInstalled) {
+        throw new OnceqError(
+          ErrorCode.ConfigInvalid,
+          `chaos: cannot start ${this.options.name}: \`${this.options.command}\` is not ` +
+            `installed or not on PATH; the campaign runs a private ${this.options.name} of its ` +
+            `own, so run it where that program is installed (not in the Docker image)`,
+        );
+      }
       await sleep(Math.min(500 * attempt, 3_000));
     }
   }
@@ -187,7 +200,10 @@ export class ManagedProcess {
         resolve();
       });
     });
-    child.on('error', () => undefined);
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') this.notInstalled = true;
+      resolveStart(false);
+    });
     return started;
   }
 

@@ -26,7 +26,8 @@ export function formatReport(report: CampaignReport): string {
   );
   line(
     `  requests ${r.requests.total} by status: ${kinds(r.requests.byStatus)}; ` +
-      `replays sent on purpose ${report.workload.replays}`,
+      `replays sent on purpose ${report.workload.replays}; ` +
+      `503s waited out (Retry-After, then sent again) ${report.workload.waited503}`,
   );
   line(
     `  messages accepted ${r.accepted}, applied ${r.applied}; ` +

@@ -26,6 +26,10 @@ import { POISON_JOB_NAME } from './poison-job.js';
 import type { Random } from './schedule.js';
 import { sleep } from './processes.js';
 import { withTimeout } from '../core/with-timeout.js';
+import { retryAfterMs } from '../core/retry.js';
+
+/** Sends of one request without a definite answer before the client gives up on it. */
+const MAX_REQUEST_ATTEMPTS = 12;
 
 /** Shares of the workload's choices; each is a probability. */
 export interface WorkloadShares {
@@ -80,13 +84,19 @@ export interface WorkloadStats {
   duplicates: number;
   rawPoison: number;
   inFlight: number;
+  /**
+   * 503 answers waited out as their Retry-After said before the request was sent again (the
+   * API could not take requests: Redis unreachable, no message ids to mint).
+   */
+  waited503: number;
 }
 
 interface Answer {
   status: number | null;
   body: unknown;
   replayed: boolean;
-  retryAfterMs?: number;
+  /** The `Retry-After` header as sent. */
+  retryAfter?: string;
   error?: string;
 }
 
@@ -105,6 +115,7 @@ export class Workload {
     duplicates: 0,
     rawPoison: 0,
     inFlight: 0,
+    waited503: 0,
   };
   /** Message ids answered 2xx (the drain waits for these). */
   readonly acceptedIds = new Set<string>();
@@ -112,7 +123,7 @@ export class Workload {
   private readonly shares: WorkloadShares;
   private readonly accounts: string[] = [];
   private tokens: string[] = [];
-  private refill: Promise<void> | undefined;
+  private refill: Promise<Answer> | undefined;
   private stopping = false;
   private loops: Promise<void>[] = [];
   private nextSlot = 0;
@@ -208,11 +219,10 @@ export class Workload {
     const token = await this.takeToken(client);
     if (!token) return;
     let answer: Answer | undefined;
-    for (let attempt = 0; attempt < 12; attempt++) {
+    for (let attempt = 0; attempt < MAX_REQUEST_ATTEMPTS; attempt++) {
       answer = await this.send(client, op, token, req, attempt > 0);
       if (isDefinite(answer.status)) break;
-      const backoff = answer.retryAfterMs ?? Math.min(100 * 2 ** attempt, 2_000);
-      await sleep(backoff + this.options.random.int(0, 100));
+      if (attempt < MAX_REQUEST_ATTEMPTS - 1) await this.backOff(answer, attempt);
     }
     if (!answer || answer.status === null || answer.status < 200 || answer.status >= 300) return;
     const body = answer.body as { messageId?: string };
@@ -230,18 +240,35 @@ export class Workload {
     }
   }
 
+  /**
+   * Waits before a request is sent again: as Retry-After says when the answer has one (clamped,
+   * so a campaign never stalls on one answer), else with a capped exponential backoff; jittered
+   * so the clients do not come back in step.
+   */
+  private async backOff(answer: Answer, attempt: number, counted = true): Promise<void> {
+    const waitMs =
+      answer.retryAfter !== undefined
+        ? retryAfterMs(answer.retryAfter)
+        : Math.min(100 * 2 ** attempt, 2_000);
+    if (answer.status === 503 && counted) this.stats.waited503++;
+    await sleep(waitMs + this.options.random.int(0, 100));
+  }
+
   private async takeToken(client: number): Promise<string | undefined> {
     for (let attempt = 0; attempt < 20 && !this.stopping; attempt++) {
       const token = this.tokens.pop();
       if (token) return token;
+      // One refill at a time; every client waiting on it backs off by its answer, and the one
+      // that sent it counts it.
+      const sent = this.refill === undefined;
       this.refill ??= this.fetchTokens(client).finally(() => (this.refill = undefined));
-      await this.refill;
-      if (this.tokens.length === 0) await sleep(Math.min(100 * 2 ** attempt, 1_000));
+      const answer = await this.refill;
+      if (this.tokens.length === 0) await this.backOff(answer, attempt, sent);
     }
     return undefined;
   }
 
-  private async fetchTokens(client: number): Promise<void> {
+  private async fetchTokens(client: number): Promise<Answer> {
     const invokedAt = this.options.history.now();
     const answer = await this.http('/v1/tokens', {}, { count: 50 });
     this.record({
@@ -254,6 +281,7 @@ export class Workload {
     });
     const list = (answer.body as { tokens?: { token: string }[] } | null)?.tokens;
     if (answer.status === 201 && Array.isArray(list)) this.tokens.push(...list.map((t) => t.token));
+    return answer;
   }
 
   private async send(
@@ -412,12 +440,12 @@ export class Workload {
             } catch {
               // Not JSON: keep the text.
             }
-            const retryAfter = Number(res.headers['retry-after']);
+            const retryAfter = res.headers['retry-after'];
             done({
               status: res.statusCode ?? null,
               body: parsed,
               replayed: res.headers['idempotent-replayed'] === 'true',
-              retryAfterMs: Number.isFinite(retryAfter) ? retryAfter * 1_000 : undefined,
+              retryAfter,
             });
           });
         },

@@ -29,6 +29,7 @@ import { mintApiKey } from '../core/api-key.js';
 import { messageJobOptions } from '../producer/job-options.js';
 import { checkRedis, closeRedis, createRedis } from '../redis/connection.js';
 import { spawnOnceq, type OnceqChild } from './processes.js';
+import { createDemoClient } from './client.js';
 
 /** The ledger's queue (src/jobs/examples/ledger). */
 const LEDGER_QUEUE = 'ledger';
@@ -82,6 +83,8 @@ export interface DemoReport {
   applied: number;
   rejected: number;
   deadLetters: number;
+  /** Answers the client waited out as their `Retry-After` said, by status (503, 429, 409). */
+  waitedOut: Record<number, number>;
   /** Each invariant with whether it held. */
   invariants: { name: string; holds: boolean; detail?: string }[];
   invariantsHold: boolean;
@@ -168,7 +171,10 @@ export async function runDemo(config: Config, options: DemoOptions = {}): Promis
     await Promise.all(workers.map((w) => w.waitFor('"worker started"', CHILD_START_MS)));
     say(`demo: API at ${url}, ${o.workers} worker process(es)`);
 
-    const client = createClient(url!, key!);
+    const client = createDemoClient(url!, key!, {
+      onWait: (status, waitMs, path) =>
+        say(`demo: ${path} answered ${status}; sending it again in ${waitMs} ms`),
+    });
     const sent: Sent[] = [];
     const counts = { requests: 0, repeated: 0, duplicateJobs: 0, kills: 0 };
     const violations: string[] = [];
@@ -278,7 +284,9 @@ export async function runDemo(config: Config, options: DemoOptions = {}): Promis
     );
     settleBar?.stop();
 
-    const report = await buildReport(db, queue, sent, accountIds, counts, violations);
+    const report = await buildReport(db, queue, sent, accountIds, counts, violations, {
+      ...client.waited,
+    });
     out(formatReport(report));
     return report;
   } finally {
@@ -288,62 +296,6 @@ export async function runDemo(config: Config, options: DemoOptions = {}): Promis
     await closeRedis(redis);
     await db.destroy();
   }
-}
-
-/** The HTTP calls the demo makes; every failure is an error (the demo is not a load test). */
-function createClient(url: string, key: string) {
-  const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
-  let tokens: string[] = [];
-  let refill: Promise<void> | undefined;
-  async function call(path: string, init: RequestInit, expected: number) {
-    for (let attempt = 1; ; attempt++) {
-      const res = await fetch(`${url}${path}`, {
-        ...init,
-        headers: { ...headers, ...init.headers },
-      });
-      const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
-      // In flight (409) or over the rate limit (429): wait as told, then the same request again.
-      if ((res.status === 409 || res.status === 429) && attempt < 20) {
-        const wait = Number(res.headers.get('retry-after') ?? 1);
-        await new Promise((r) => setTimeout(r, Math.min(5, Math.max(0.1, wait)) * 1000));
-        continue;
-      }
-      if (res.status !== expected) {
-        throw new Error(`${init.method} ${path}: ${res.status} ${JSON.stringify(body)}`);
-      }
-      return { body, replayed: res.headers.get('idempotent-replayed') === 'true' };
-    }
-  }
-  return {
-    async token(): Promise<string> {
-      while (tokens.length === 0) {
-        refill ??= call('/v1/tokens', { method: 'POST', body: '{"count":100}' }, 201).then(
-          ({ body }) => {
-            tokens = (body.tokens as { token: string }[]).map((t) => t.token);
-            refill = undefined;
-          },
-          (err) => {
-            refill = undefined;
-            throw err;
-          },
-        );
-        await refill;
-      }
-      return tokens.pop()!;
-    },
-    async enqueue(token: string, name: string, data: unknown) {
-      const { body, replayed } = await call(
-        '/v1/jobs',
-        {
-          method: 'POST',
-          headers: { 'idempotency-key': token },
-          body: JSON.stringify({ name, data }),
-        },
-        202,
-      );
-      return { messageId: String(body.messageId), jobId: String(body.jobId), replayed };
-    },
-  };
 }
 
 function pickTwo(ids: string[]): [string, string] {
@@ -385,6 +337,7 @@ async function buildReport(
   accountIds: string[],
   counts: { requests: number; repeated: number; duplicateJobs: number; kills: number },
   violations: string[],
+  waitedOut: Record<number, number>,
 ): Promise<DemoReport> {
   const messageIds = sent.map((s) => s.messageId);
   const transferIds = sent.filter((s) => s.name === 'ledger.transfer').map((s) => s.messageId);
@@ -477,6 +430,7 @@ async function buildReport(
     applied: (byStatus.get('applied') ?? 0) + (byStatus.get('closed') ?? 0),
     rejected: byStatus.get('rejected') ?? 0,
     deadLetters,
+    waitedOut,
     invariants,
     invariantsHold: invariants.every((i) => i.holds),
   };
@@ -497,6 +451,7 @@ export function formatReport(report: DemoReport): string {
       `${report.effectsCommitted} (applied ${report.applied}, rejected ${report.rejected})`,
     ],
     ['dead letters', report.deadLetters],
+    ['answers waited out (Retry-After)', formatWaits(report.waitedOut)],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   const lines = ['', 'onceq demo', ...rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`), ''];
@@ -507,4 +462,10 @@ export function formatReport(report: DemoReport): string {
   }
   lines.push('', `invariants hold: ${report.invariantsHold ? 'yes' : 'no'}`, '');
   return lines.join('\n');
+}
+
+function formatWaits(waits: Record<number, number>): string {
+  const entries = Object.entries(waits);
+  const total = entries.reduce((n, [, count]) => n + count, 0);
+  return total === 0 ? '0' : `${total} (${entries.map(([s, n]) => `${s}: ${n}`).join(', ')})`;
 }

@@ -14,8 +14,9 @@ export interface RedisConnectionOptions {
   /** Connection name shown by `CLIENT LIST`. @defaultValue `onceq` */
   connectionName?: string;
   /**
-   * Fail commands instead of queueing them while disconnected: for CLI commands and
-   * start-up checks that should say "unreachable" rather than wait forever. @defaultValue false
+   * Give up instead of reconnecting forever: for CLI commands and start-up checks that should
+   * say "unreachable" rather than wait forever. After a few failed connection attempts the
+   * client ends and every command waiting for it fails. @defaultValue false
    */
   failFast?: boolean;
 }
@@ -25,7 +26,11 @@ export function createRedis(options: RedisConnectionOptions): Redis {
   const redisOptions: RedisOptions = {
     connectionName: options.connectionName ?? 'onceq',
     maxRetriesPerRequest: options.failFast ? 1 : null,
-    enableOfflineQueue: !options.failFast,
+    // Always on, failFast included: the client connects lazily, and so does every
+    // `duplicate()` of it (the producer's token connection, BullMQ's own), whose first command
+    // must wait for the connection rather than fail with "Stream isn't writeable". failFast is
+    // bounded by the retry strategy instead: when it gives up, the queued commands are rejected.
+    enableOfflineQueue: true,
     retryStrategy: (times) => (options.failFast && times > 2 ? null : Math.min(times * 100, 2_000)),
     lazyConnect: true,
   };

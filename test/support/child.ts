@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/index.ts', import.meta.url));
+const BIN = fileURLToPath(new URL('../../bin/onceq.js', import.meta.url));
 
 export interface WorkerChild {
   child: ChildProcess;
@@ -28,14 +29,26 @@ export interface WorkerChildOptions {
   prefix: string;
   env?: Record<string, string>;
   args?: string[];
-  /** A script to run instead of the CLI (a fixture under test/fixtures). */
+  /** A script to run instead of the CLI (a fixture under test/fixtures), through tsx. */
   script?: string;
+  /**
+   * Run the compiled executable (`node bin/onceq.js`, what users run) instead of the sources
+   * through tsx; call `ensureBuilt()` (support/build.ts) first. @defaultValue false
+   */
+  compiled?: boolean;
+  /** Working directory. @defaultValue this process's */
+  cwd?: string;
 }
 
-/** Spawns `onceq worker` (or `options.script`) against the test services. */
+/** Spawns `onceq worker` (or `args`, or `options.script`) against the test services. */
 export function spawnWorker(options: WorkerChildOptions): WorkerChild {
-  const run = options.script ?? CLI;
-  const child = spawn(process.execPath, ['--import', 'tsx', run, ...(options.args ?? ['worker'])], {
+  const entry = options.script
+    ? ['--import', 'tsx', options.script]
+    : options.compiled
+      ? [BIN]
+      : ['--import', 'tsx', CLI];
+  const child = spawn(process.execPath, [...entry, ...(options.args ?? ['worker'])], {
+    cwd: options.cwd,
     env: {
       PATH: process.env.PATH ?? '',
       DATABASE_URL: TEST_DATABASE_URL,

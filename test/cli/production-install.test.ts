@@ -1,0 +1,224 @@
+/**
+ * The commands the Docker image ships, in a production install, without Docker: what the
+ * Dockerfile's runtime stage holds (package.json, bin/, dist/ and the production dependencies,
+ * `npm ci --omit=dev`) is assembled in a temporary folder, and each command runs there with the
+ * image's NODE_ENV=production. `start` runs under a pseudo-terminal (`script`), as
+ * `docker run -it onceq start` does, where stdout is a TTY but pino-pretty is not installed.
+ * The Dockerfile is read too, so that this test and the image cannot drift apart.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { expect } from 'chai';
+import { sql } from 'kysely';
+import type { Redis } from 'ioredis';
+import { createDb } from '../../src/db/create-db.js';
+import { closeRedis } from '../../src/redis/connection.js';
+import {
+  deletePrefix,
+  testRedis,
+  TEST_DATABASE_URL,
+  TEST_REDIS_URL,
+  uniqueName,
+} from '../support/env.js';
+import { ensureBuilt, ROOT } from '../support/build.js';
+
+/** What the runtime stage copies from the build stage, besides node_modules. */
+const SHIPPED = ['package.json', 'bin', 'dist'];
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+describe('cli: the commands of the Docker image in a production install', function () {
+  this.timeout(60_000);
+  const schema = uniqueName('prod_install');
+  const prefix = uniqueName('prod_install');
+  let dir: string;
+  let redis: Redis;
+  let start: ChildProcess | undefined;
+
+  /** The image's environment: NODE_ENV=production and the documented variables. */
+  const env = (extra: Record<string, string> = {}) => ({
+    PATH: process.env.PATH ?? '',
+    NODE_ENV: 'production',
+    DATABASE_URL: TEST_DATABASE_URL,
+    REDIS_URL: TEST_REDIS_URL,
+    ONCEQ_DB_SCHEMA: schema,
+    ONCEQ_PREFIX: prefix,
+    ...extra,
+  });
+
+  /** The image's entry point, `node bin/onceq.js`, with `args`. */
+  async function onceq(...args: string[]): Promise<Run> {
+    return onceqWith({}, ...args);
+  }
+
+  async function onceqWith(extra: Record<string, string>, ...args: string[]): Promise<Run> {
+    return promisify(execFile)(process.execPath, ['bin/onceq.js', ...args], {
+      cwd: dir,
+      env: env(extra),
+      timeout: 30_000,
+    }).then(
+      (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+      (err: { code?: number; stdout?: string; stderr?: string }) => ({
+        code: typeof err.code === 'number' ? err.code : null,
+        stdout: err.stdout ?? '',
+        stderr: err.stderr ?? '',
+      }),
+    );
+  }
+
+  before(async function () {
+    this.timeout(150_000);
+    await ensureBuilt();
+    redis = testRedis();
+    dir = mkdtempSync(path.join(tmpdir(), 'onceq-prod-'));
+    for (const entry of [...SHIPPED, 'package-lock.json']) {
+      cpSync(path.join(ROOT, entry), path.join(dir, entry), { recursive: true });
+    }
+    // What the image's build stage ends with (`npm ci`, then `npm prune --omit=dev`), in one step.
+    await promisify(execFile)(
+      'npm',
+      ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'],
+      { cwd: dir, timeout: 120_000, env: { PATH: process.env.PATH, HOME: process.env.HOME } },
+    );
+  });
+
+  after(async () => {
+    if (start && start.exitCode === null && start.signalCode === null) start.kill('SIGKILL');
+    await deletePrefix(redis, prefix);
+    await closeRedis(redis);
+    const db = createDb({ url: TEST_DATABASE_URL, schema: 'public', poolSize: 1 });
+    await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(db);
+    await db.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('is what the Dockerfile ships: the same files, entry point and NODE_ENV', () => {
+    const dockerfile = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
+    const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+    const copied = [...runtime.matchAll(/^COPY --from=build .*\/app\/(\S+) \.\/\S*$/gm)].map(
+      (m) => m[1],
+    );
+    expect(copied.sort()).to.deep.equal([...SHIPPED, 'node_modules'].sort());
+    expect(runtime).to.match(/^ENV NODE_ENV=production$/m);
+    expect(runtime).to.match(/^ENTRYPOINT \["node", "bin\/onceq\.js"\]$/m);
+    expect(runtime).to.match(/^CMD \["start"\]$/m);
+    expect(dockerfile).to.match(/npm prune --omit=dev/);
+    // The install really is a production one: the development tools are absent.
+    for (const dev of ['pino-pretty', 'autocannon', 'tsx', 'mocha']) {
+      expect(existsSync(path.join(dir, 'node_modules', dev)), dev).to.equal(false);
+    }
+  });
+
+  it('onceq --help', async () => {
+    const help = await onceq('--help');
+    expect(help.code, help.stderr).to.equal(0);
+    expect(help.stdout).to.match(/^Usage: onceq /);
+    for (const command of [
+      'start',
+      'worker',
+      'api',
+      'migrate',
+      'enqueue',
+      'dlq',
+      'demo',
+      'bench',
+    ]) {
+      expect(help.stdout).to.match(new RegExp(`^\\s+${command}\\b`, 'm'));
+    }
+  });
+
+  it('onceq migrate status: every shipped migration, pending', async () => {
+    const shipped = readdirSync(path.join(dir, 'dist', 'migrations'))
+      .filter((f) => f.endsWith('.js'))
+      .map((f) => f.replace(/\.js$/, ''))
+      .sort();
+    expect(shipped).to.have.length.above(0);
+    const status = await onceq('migrate', 'status');
+    expect(status.code, status.stderr).to.equal(0);
+    expect(status.stdout.trim().split('\n')).to.deep.equal(shipped.map((m) => `pending  ${m}`));
+  });
+
+  it('onceq start under a terminal: JSON logs (no pino-pretty), ready, SIGTERM exits 0', async () => {
+    // `script -e` exits with the command's status; `exec` makes node script's own child.
+    start = spawn('script', ['-qefc', 'exec node bin/onceq.js start', '/dev/null'], {
+      cwd: dir,
+      env: env({ PORT: '0', ONCEQ_HOST: '127.0.0.1', LOG_LEVEL: 'info' }),
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let output = '';
+    start.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+    start.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+    const exited = new Promise<number | null>((resolve) => start!.on('close', resolve));
+    const deadline = Date.now() + 40_000;
+    while (!(output.includes('"api listening"') && output.includes('"worker started"'))) {
+      if (start.exitCode !== null || Date.now() > deadline) {
+        throw new Error(`onceq start did not get ready; it wrote:\n${output}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const listening = output.split(/\r?\n/).find((l) => l.includes('"api listening"'))!;
+    const { pid, address } = JSON.parse(listening) as { pid: number; address: string };
+    const ready = await fetch(`${address}/readyz`);
+    expect(ready.status).to.equal(200);
+
+    process.kill(pid, 'SIGTERM');
+    const code = await exited;
+    expect(code, output).to.equal(0);
+    expect(output).to.contain('"shutting down"');
+    expect(output).not.to.match(/Error|pino-pretty/);
+    // Every line the process wrote is a JSON log line.
+    for (const line of output.split(/\r?\n/).filter(Boolean)) {
+      expect(() => JSON.parse(line) as unknown, line).not.to.throw();
+    }
+  });
+
+  it('onceq keys create, onceq enqueue and onceq demo (the schema start migrated)', async () => {
+    const key = await onceq('keys', 'create', '--principal', 'shop');
+    expect(key.code, key.stderr).to.equal(0);
+    expect(key.stdout.trim()).to.match(/^oqk_/);
+    const enqueue = await onceq(
+      'enqueue',
+      'account.open',
+      '--data',
+      '{"owner":"a","openingBalance":5}',
+    );
+    expect(enqueue.code, enqueue.stderr).to.equal(0);
+    expect(JSON.parse(enqueue.stdout)).to.include({ name: 'account.open', state: 'queued' });
+    // The demo's own API and worker children run from the same compiled entry point.
+    const demo = await onceq('demo', '--accounts', '2', '--transfers', '20', '--kills', '1');
+    expect(demo.code, demo.stdout + demo.stderr).to.equal(0);
+    expect(demo.stdout).to.contain('invariants hold: yes');
+  });
+
+  it('onceq bench: one line naming autocannon when the API figures need it; the others run', async () => {
+    const bench = await onceq('bench');
+    expect(bench.code).to.equal(1);
+    expect(bench.stdout).to.equal('');
+    expect(bench.stderr.trim().split('\n')).to.have.length(1);
+    expect(bench.stderr).to.match(/^onceq: bench: api-bare, api-stores, api-jobs need autocannon/);
+
+    const noop = await onceq('bench', '--only', 'bullmq-noop', '--jobs', '200', '--runs', '1');
+    expect(noop.code, noop.stderr).to.equal(0);
+    expect(noop.stdout).to.match(/bullmq-noop/);
+  });
+
+  it('onceq chaos without redis-server (as in the image): one line, exit 1, instead of retrying forever', async () => {
+    // An empty PATH: node is run by its absolute path, redis-server cannot be found.
+    const emptyBin = mkdtempSync(path.join(dir, 'bin-'));
+    const chaos = await onceqWith({ PATH: emptyBin }, 'chaos', '--duration', '1s', '--seed', '1');
+    expect(chaos.code, chaos.stdout + chaos.stderr).to.equal(1);
+    // The campaign's banner, then the one line; no stack trace.
+    const lines = chaos.stderr.trim().split('\n');
+    expect(lines.at(-1)).to.match(
+      /^onceq: chaos: cannot start redis: `redis-server` is not installed/,
+    );
+    expect(lines.slice(0, -1).join('\n')).to.match(/^(onceq chaos: seed 1, .*)?$/);
+  });
+});
