@@ -18,7 +18,6 @@
  *                       (letters/s; the seeding is not timed, no worker runs)
  */
 import { writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import { Queue, Worker, type Job, type JobsOptions } from 'bullmq';
 import { sql } from 'kysely';
@@ -83,7 +82,6 @@ export async function runBench(options: BenchOptions): Promise<number> {
   const concurrency = positive(options.concurrency ?? '50', '--concurrency');
   const runs = positive(options.runs ?? '3', '--runs');
   const only = options.only?.split(',');
-  checkLoadGenerator(only);
   const config = loadConfig();
   await ensureDatabase(config.databaseUrl);
   const schema = `bench_${randomBytes(4).toString('hex')}`;
@@ -515,27 +513,4 @@ function positive(text: string, flag: string): number {
       `${flag} must be a positive integer, got ${text}`,
     );
   return n;
-}
-
-/** The figures driven by autocannon (in a child process, see api-bench.ts). */
-const LOAD_GENERATED = ['api-bare', 'api-stores', 'api-jobs'];
-
-/**
- * autocannon is a development dependency: a production install (the Docker image) leaves it
- * out rather than ship some sixty packages for a benchmark. Say so before anything is set up,
- * in one line, with the way out, instead of failing in the load generator's child mid-run.
- */
-function checkLoadGenerator(only: string[] | undefined): void {
-  const wanted = LOAD_GENERATED.filter((name) => !only || only.includes(name));
-  if (wanted.length === 0) return;
-  try {
-    createRequire(import.meta.url).resolve('autocannon');
-  } catch {
-    throw new OnceqError(
-      ErrorCode.ConfigInvalid,
-      `bench: ${wanted.join(', ')} need autocannon, a development dependency this install ` +
-        'leaves out: run the bench from a development checkout (npm ci), or choose other ' +
-        'figures with --only (e.g. --only bullmq-insert,onceq-insert,onceq-transfer)',
-    );
-  }
 }
