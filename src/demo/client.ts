@@ -2,8 +2,10 @@
  * The demo's client of the producer HTTP API. It behaves as a careful producer does: an answer
  * that says "not now" (503 unavailable, 429 rate limited, 409 still in flight) is waited out as
  * its `Retry-After` says, within bounds, and the same request (same Idempotency-Key) is sent
- * again, for a bounded time; any other unexpected answer is an error, since the demo is not a
- * load test.
+ * again, for a bounded time. A request that got no answer at all (the connection refused or
+ * dropped: the API restarting) is sent again the same way after a short backoff, since the same
+ * Idempotency-Key can never make a second message. Any other unexpected answer is an error,
+ * since the demo is not a load test.
  */
 import { ErrorCode, OnceqError } from '../core/errors.js';
 import { isRetryableStatus, retryAfterMs } from '../core/retry.js';
@@ -31,6 +33,13 @@ export interface DemoClient {
   ): Promise<{ messageId: string; jobId: string; replayed: boolean }>;
   /** Answers waited out, by status. */
   readonly waited: Readonly<Record<number, number>>;
+  /** Requests that got no answer (connection refused or dropped) and were sent again. */
+  readonly unanswered: number;
+}
+
+/** Backoff after a request that got no answer: doubling from 100 ms, at most 2 s. */
+function unansweredBackoffMs(attempt: number): number {
+  return Math.min(100 * 2 ** attempt, 2_000);
 }
 
 /** A client of the API at `url` (no trailing slash) with an API key. */
@@ -44,14 +53,31 @@ export function createDemoClient(
   const waited: Record<number, number> = {};
   let tokens: string[] = [];
   let refill: Promise<void> | undefined;
+  let unanswered = 0;
 
   async function call(path: string, init: RequestInit, expected: number) {
     const deadline = Date.now() + budgetMs;
+    let dropped = 0;
     for (;;) {
-      const res = await fetch(`${url}${path}`, {
-        ...init,
-        headers: { ...headers, ...init.headers },
-      });
+      let res: Response;
+      try {
+        res = await fetch(`${url}${path}`, { ...init, headers: { ...headers, ...init.headers } });
+      } catch (err) {
+        const waitMs = unansweredBackoffMs(dropped++);
+        if (Date.now() + waitMs > deadline) {
+          const cause =
+            (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+          throw new OnceqError(
+            ErrorCode.Unavailable,
+            `${init.method} ${url}${path} got no answer (${cause}) for ` +
+              `${Math.round(budgetMs / 1_000)} s`,
+            { cause: err },
+          );
+        }
+        unanswered++;
+        await new Promise((r) => setTimeout(r, waitMs));
+        continue;
+      }
       const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
       if (res.status !== expected && isRetryableStatus(res.status)) {
         const waitMs = retryAfterMs(res.headers.get('retry-after'));
@@ -77,6 +103,9 @@ export function createDemoClient(
 
   return {
     waited,
+    get unanswered() {
+      return unanswered;
+    },
     async token(): Promise<string> {
       while (tokens.length === 0) {
         refill ??= call('/v1/tokens', { method: 'POST', body: '{"count":100}' }, 201).then(

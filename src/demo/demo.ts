@@ -85,6 +85,8 @@ export interface DemoReport {
   deadLetters: number;
   /** Answers the client waited out as their `Retry-After` said, by status (503, 429, 409). */
   waitedOut: Record<number, number>;
+  /** Requests that got no answer (the API restarting) and were sent again with the same key. */
+  unanswered: number;
   /** Each invariant with whether it held. */
   invariants: { name: string; holds: boolean; detail?: string }[];
   invariantsHold: boolean;
@@ -285,7 +287,8 @@ export async function runDemo(config: Config, options: DemoOptions = {}): Promis
     settleBar?.stop();
 
     const report = await buildReport(db, queue, sent, accountIds, counts, violations, {
-      ...client.waited,
+      waitedOut: { ...client.waited },
+      unanswered: client.unanswered,
     });
     out(formatReport(report));
     return report;
@@ -337,7 +340,7 @@ async function buildReport(
   accountIds: string[],
   counts: { requests: number; repeated: number; duplicateJobs: number; kills: number },
   violations: string[],
-  waitedOut: Record<number, number>,
+  { waitedOut, unanswered }: { waitedOut: Record<number, number>; unanswered: number },
 ): Promise<DemoReport> {
   const messageIds = sent.map((s) => s.messageId);
   const transferIds = sent.filter((s) => s.name === 'ledger.transfer').map((s) => s.messageId);
@@ -431,6 +434,7 @@ async function buildReport(
     rejected: byStatus.get('rejected') ?? 0,
     deadLetters,
     waitedOut,
+    unanswered,
     invariants,
     invariantsHold: invariants.every((i) => i.holds),
   };
@@ -452,6 +456,7 @@ export function formatReport(report: DemoReport): string {
     ],
     ['dead letters', report.deadLetters],
     ['answers waited out (Retry-After)', formatWaits(report.waitedOut)],
+    ['requests sent again after no answer', report.unanswered],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   const lines = ['', 'onceq demo', ...rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`), ''];

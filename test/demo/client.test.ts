@@ -115,4 +115,46 @@ describe('demo client: honours Retry-After on 503 and 429', function () {
     expect(Date.now() - started).to.be.within(1_900, 3_500);
     expect(api.seen.length).to.be.within(2, 4);
   });
+
+  it('sends a request that got no answer (connection dropped) again with the same key', async () => {
+    const token = generateToken();
+    const api = await scriptedApi(
+      {},
+      { '/v1/jobs': { status: 202, body: { jobId: 'm-2', messageId: '2' } } },
+    );
+    server = api.server;
+    // The first two requests reach the server and lose their connection before any answer, as
+    // when the API is killed mid-request.
+    let drops = 2;
+    const keys: (string | undefined)[] = [];
+    api.server.prependListener('request', (req: IncomingMessage) => {
+      keys.push(req.headers['idempotency-key'] as string);
+      if (drops > 0) {
+        drops--;
+        req.socket.destroy();
+      }
+    });
+    const client = createDemoClient(api.url, 'oqk_test');
+    const answer = await client.enqueue(token, 'account.open', { owner: 'b', openingBalance: 1 });
+    expect(answer).to.deep.equal({ messageId: '2', jobId: 'm-2', replayed: false });
+    expect(keys).to.deep.equal([token, token, token]);
+    expect(client.unanswered).to.equal(2);
+  });
+
+  it('gives up on an API that never answers with one line naming the cause', async () => {
+    // A port nothing listens on: every request is refused.
+    const closed = await scriptedApi({}, {});
+    const url = closed.url;
+    await new Promise((resolve) => closed.server.close(resolve));
+    const client = createDemoClient(url, 'oqk_test', { retryBudgetMs: 1_000 });
+    const err = await client.enqueue(generateToken(), 'account.open', {}).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(OnceqError);
+    expect((err as Error).message).to.match(
+      /^POST http:.*\/v1\/jobs got no answer \(ECONNREFUSED\)/,
+    );
+    expect(client.unanswered).to.be.greaterThan(1);
+  });
 });
