@@ -125,6 +125,10 @@ export interface OutboxTable {
   /** `{delay?, priority?}` of the follow-up. */
   options: ColumnType<unknown, string | undefined, string>;
   created_at: CreatedAt;
+  /** Set when the row can never be sent (its id clashes with another message's); kept for the operator. */
+  quarantined_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** Why the row is quarantined. */
+  error: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /**

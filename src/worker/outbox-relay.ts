@@ -5,15 +5,17 @@
  * rows (deleting them and recording them as accepted messages), add their jobs to BullMQ,
  * commit. A relay that dies before the commit leaves the rows for the next run: their jobs are
  * added again under the same job ids, and any extra delivery is absorbed by the inbox. A row
- * BullMQ refuses is dead-lettered as `invalid` in that transaction, so it cannot hold back the
- * others.
+ * BullMQ refuses is dead-lettered as `invalid` in that transaction, and a row whose id clashes
+ * with another message's is quarantined in the outbox and logged as an error, so neither can
+ * hold back the others.
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import { takeOutboxBatch } from '../db/outbox.repository.js';
 import { upsertDeadLetter, type DeadLetter } from '../db/dead-letters.repository.js';
-import type { OutboxRow } from '../db/database.js';
+import type { PendingFollowUp } from '../db/outbox.repository.js';
+import type { IdClashError } from '../core/errors.js';
 import { messageJobOptions, storedJobOptions } from '../producer/job-options.js';
 import { createQueueCache } from './queues.js';
 import { startPeriodic, type PeriodicTask } from './periodic.js';
@@ -74,10 +76,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
    * recorded, and the other rows go out. A failing add (Redis away) rolls the batch back for the
    * next run; nothing is dead-lettered for it.
    */
-  async function relayBatch(): Promise<number> {
+  async function relayBatch(): Promise<{ taken: number; sent: number }> {
     const refused: DeadLetter[] = [];
+    let clashes: IdClashError | undefined;
     const taken = await options.db.transaction().execute(async (trx) => {
-      const rows = await takeOutboxBatch(trx, batchSize);
+      const batch = await takeOutboxBatch(trx, batchSize);
+      const rows = batch.rows;
+      clashes = batch.clashes;
       const result = await addMessageJobs(queues, rows, jobOf);
       for (const { item: row, error } of result.refused) {
         const letter = deadLetterOfRefused(jobOf(row), error, row.created_at);
@@ -86,6 +91,14 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       }
       return rows.length;
     });
+    if (clashes) {
+      // Two messages were given one id: a broken worker-id lease or a hand-made id. Never
+      // silent; the rows stay quarantined in the outbox for the operator.
+      options.logger?.error(
+        { err: clashes, messageIds: clashes.details.messageIds },
+        'outbox relay quarantined follow-ups whose message id another message holds',
+      );
+    }
     for (const letter of refused) {
       options.logger?.warn(
         { messageId: letter.messageId, queue: letter.queue, error: letter.error },
@@ -93,10 +106,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       );
       await deadLetters.copy(letter);
     }
-    return taken;
+    return { taken: taken + (clashes?.details.messageIds.length ?? 0), sent: taken };
   }
 
-  function jobOf(row: OutboxRow): MessageJob {
+  function jobOf(row: PendingFollowUp): MessageJob {
     return {
       queue: row.queue,
       name: row.job_name,
@@ -112,9 +125,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   async function runOnce(): Promise<number> {
     let sent = 0;
     for (;;) {
-      const n = await relayBatch();
+      const { taken, sent: n } = await relayBatch();
       sent += n;
-      if (n < batchSize) break;
+      if (taken < batchSize) break;
     }
     if (sent > 0) options.logger?.debug({ sent }, 'outbox relayed');
     return sent;

@@ -1,14 +1,19 @@
 /**
  * The outbox's SQL against the real PostgreSQL: a follow-up whose message id already belongs to
- * an accepted message (an id minted twice) fails the batch loudly and leaves every row in place,
- * instead of being recorded with `on conflict do nothing` and then dropped by BullMQ as a
- * duplicate job id.
+ * an accepted message (an id minted twice) is reported as an IdClashError and quarantined in
+ * place, instead of being recorded with `on conflict do nothing` and then dropped by BullMQ as a
+ * duplicate job id; the rows beside it are taken.
  */
 import { expect } from 'chai';
 import { IdClashError, NonRetryableError } from '../../src/core/errors.js';
 import { encodeSnowflake } from '../../src/core/snowflake.js';
 import { recordAccepted } from '../../src/db/accepted-messages.repository.js';
-import { insertOutbox, outboxDepth, takeOutboxBatch } from '../../src/db/outbox.repository.js';
+import {
+  insertOutbox,
+  outboxDepth,
+  quarantinedFollowUps,
+  takeOutboxBatch,
+} from '../../src/db/outbox.repository.js';
 import { createTestSchema, type TestSchema } from '../support/env.js';
 
 const id = (sequence: number) =>
@@ -36,7 +41,8 @@ describe('outbox repository', () => {
   it('takes committed rows and records each as an accepted message', async () => {
     await followUp(id(1));
     await followUp(id(2));
-    const rows = await t.db.transaction().execute((trx) => takeOutboxBatch(trx, 10));
+    const { rows, clashes } = await t.db.transaction().execute((trx) => takeOutboxBatch(trx, 10));
+    expect(clashes).to.equal(undefined);
     expect(rows.map((r) => r.message_id)).to.deep.equal([id(1), id(2)]);
     expect(rows[0]).to.not.have.property('recorded');
     expect(await outboxDepth(t.db)).to.equal(0);
@@ -44,7 +50,7 @@ describe('outbox repository', () => {
     expect(accepted.map((r) => r.message_id).sort()).to.deep.equal([id(1), id(2)]);
   });
 
-  it('throws IdClashError on a follow-up whose id an accepted message holds, and moves nothing', async () => {
+  it('reports an IdClashError for a follow-up whose id an accepted message holds, quarantines it, and takes the rest', async () => {
     await recordAccepted(t.db, {
       messageId: id(2),
       principal: 'alice',
@@ -58,22 +64,30 @@ describe('outbox repository', () => {
     });
     for (const n of [1, 2, 3]) await followUp(id(n));
 
-    const error = await t.db
-      .transaction()
-      .execute((trx) => takeOutboxBatch(trx, 10))
-      .catch((err: unknown) => err);
-    expect(error).to.be.instanceOf(IdClashError);
-    expect(error).to.be.instanceOf(NonRetryableError); // no retry can give it another id
-    expect((error as IdClashError).code).to.equal('id_clash');
-    expect((error as IdClashError).details.messageIds).to.deep.equal([id(2)]);
-    expect((error as Error).message).to.contain(id(2));
-    // The batch rolled back: all three follow-ups wait in the outbox, none is half-sent, and
-    // the other message's record is untouched.
-    expect(await outboxDepth(t.db)).to.equal(3);
+    const { rows, clashes } = await t.db.transaction().execute((trx) => takeOutboxBatch(trx, 10));
+    expect(rows.map((r) => r.message_id)).to.deep.equal([id(1), id(3)]);
+    expect(clashes).to.be.instanceOf(IdClashError);
+    expect(clashes).to.be.instanceOf(NonRetryableError); // no retry can give it another id
+    expect(clashes!.code).to.equal('id_clash');
+    expect(clashes!.details.messageIds).to.deep.equal([id(2)]);
+    expect(clashes!.message).to.contain(id(2));
+    // The clash stays in the outbox, marked, and the other message's record is untouched.
+    expect(await outboxDepth(t.db)).to.equal(1);
+    const quarantined = await quarantinedFollowUps(t.db);
+    expect(quarantined.map((q) => q.message_id)).to.deep.equal([id(2)]);
+    expect(quarantined[0]!.quarantined_at).to.be.instanceOf(Date);
     const accepted = await t.db
       .selectFrom('accepted_messages')
       .select(['message_id', 'principal'])
+      .orderBy('message_id')
       .execute();
-    expect(accepted).to.deep.equal([{ message_id: id(2), principal: 'alice' }]);
+    expect(accepted).to.deep.equal([
+      { message_id: id(1), principal: 'outbox' },
+      { message_id: id(2), principal: 'alice' },
+      { message_id: id(3), principal: 'outbox' },
+    ]);
+    // A quarantined row is never taken again.
+    const again = await t.db.transaction().execute((trx) => takeOutboxBatch(trx, 10));
+    expect(again).to.deep.equal({ rows: [], clashes: undefined });
   });
 });

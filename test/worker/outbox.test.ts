@@ -9,7 +9,13 @@ import { createTestStack, type TestStack } from '../support/stack.js';
 import { waitFor } from '../support/ledger.js';
 import { createFixtureTables, effectCounts, fixtureJobs, FIXTURE_QUEUE } from '../fixtures/jobs.js';
 import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
-import { insertOutbox, outboxDepth, OUTBOX_PRINCIPAL } from '../../src/db/outbox.repository.js';
+import {
+  insertOutbox,
+  outboxDepth,
+  OUTBOX_PRINCIPAL,
+  quarantinedFollowUps,
+} from '../../src/db/outbox.repository.js';
+import { pino } from 'pino';
 import { createOutboxRelay } from '../../src/worker/outbox-relay.js';
 import { generateToken } from '../../src/core/token.js';
 import { jobIdFor } from '../../src/core/message.js';
@@ -184,6 +190,65 @@ describe('worker: transactional outbox', function () {
       ids.filter((id) => id !== bad && id !== badQueue).sort(),
     );
     expect([...counts.values()].every((n) => n === 1)).to.equal(true);
+  });
+
+  it('quarantines a follow-up whose id another message holds, loudly, and sends the rest', async () => {
+    const ids = await writeFollowUps(stack, 5);
+    const clash = ids[2]!;
+    // Another message already holds that id (an id minted twice): accepted through the API path.
+    await stack.db
+      .insertInto('accepted_messages')
+      .values({
+        message_id: clash,
+        principal: 'alice',
+        token: generateToken(),
+        fingerprint: 'f',
+        queue: FIXTURE_QUEUE,
+        job_name: 'fixture.bump',
+        data: JSON.stringify({ n: 99 }),
+        job_id: jobIdFor(clash),
+        options: JSON.stringify({}),
+      })
+      .execute();
+    const errors: unknown[] = [];
+    const logger = pino(
+      { level: 'error' },
+      { write: (line: string) => errors.push(JSON.parse(line)) },
+    );
+    const relay = createOutboxRelay({
+      db: stack.db,
+      redis: stack.redis,
+      prefix: stack.prefix,
+      logger,
+    });
+    try {
+      expect(await relay.runOnce()).to.equal(4);
+      // The loop goes on: the next run neither sends it nor stops on it.
+      expect(await relay.runOnce()).to.equal(0);
+      await writeFollowUps(stack, 1);
+      expect(await relay.runOnce()).to.equal(1);
+    } finally {
+      await relay.close();
+    }
+    expect(errors).to.have.length(1);
+    expect(errors[0]).to.deep.include({ messageIds: [clash] });
+    expect((errors[0] as { msg: string }).msg).to.contain('quarantined');
+    const quarantined = await quarantinedFollowUps(stack.db);
+    expect(quarantined.map((q) => q.message_id)).to.deep.equal([clash]);
+    expect(quarantined[0]!.error).to.contain('id clash');
+    // The other message's record is untouched; no job was added under its id by the relay.
+    const holder = await stack.db
+      .selectFrom('accepted_messages')
+      .select(['principal', 'data'])
+      .where('message_id', '=', clash)
+      .executeTakeFirstOrThrow();
+    expect(holder).to.deep.equal({ principal: 'alice', data: { n: 99 } });
+    expect(await stack.producer.queue(FIXTURE_QUEUE).getJob(jobIdFor(clash))).to.equal(undefined);
+    for (const id of ids.filter((i) => i !== clash)) {
+      expect(await stack.producer.queue(FIXTURE_QUEUE).getJob(jobIdFor(id)), id).to.not.equal(
+        undefined,
+      );
+    }
   });
 
   // Redis being away is not the rows' fault: the batch rolls back whole, nothing is
