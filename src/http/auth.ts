@@ -173,7 +173,6 @@ export function createAuthenticator(options: AuthOptions): Authenticate {
     const now = Date.now();
     const client = limit && clientAddress !== undefined ? clientAddressKey(clientAddress) : null;
     const w = client === null ? undefined : windowOf(client, now);
-    if (w && w.failures >= limit!.max) throw tooMany(w, now);
 
     const credential = bearerCredential(header);
     if (credential === undefined) {
@@ -183,6 +182,11 @@ export function createAuthenticator(options: AuthOptions): Authenticate {
     if (!parsed) throw unauthorized('the API key is not valid');
 
     let found = cached(parsed.id);
+    // Past the bound, an address gets no further lookup and no further guess; but a key already
+    // known and presented with its secret costs nothing to check and goes through. Behind a
+    // proxy every client shares one address, and one client's stale key must not lock out the
+    // others.
+    if (w && w.failures >= limit!.max && !isValid(found, parsed.secret)) throw tooMany(w, now);
     if (found === 'miss') {
       if (client === null || lookups.has(parsed.id)) {
         found = await lookup(parsed.id);
@@ -202,13 +206,22 @@ export function createAuthenticator(options: AuthOptions): Authenticate {
       }
     }
     // One answer for an unknown, revoked or wrong key: which one is nobody's business.
-    if (!found || found.revoked_at !== null || !secretMatches(parsed.secret, found.key_hash)) {
+    if (!isValid(found, parsed.secret)) {
       if (client !== null) recordFailure(client);
       options.onFailure?.('unauthorized');
       throw unauthorized('the API key is not valid');
     }
     return { principal: found.principal, admin: found.admin };
   };
+
+  function isValid(row: ApiKeyRow | undefined | 'miss', secret: string): row is ApiKeyRow {
+    return (
+      row !== undefined &&
+      row !== 'miss' &&
+      row.revoked_at === null &&
+      secretMatches(secret, row.key_hash)
+    );
+  }
 
   function recordFailure(client: string): void {
     const now = Date.now();
