@@ -28,6 +28,7 @@ import type { ApiKeyRow } from '../db/database.js';
 import { findApiKey } from '../db/api-keys.repository.js';
 import { bearerCredential, parseApiKey, secretMatches } from '../core/api-key.js';
 import { clientAddressKey } from '../core/client-address.js';
+import { isReservedPrincipal } from '../core/principals.js';
 import { ErrorCode } from '../core/errors.js';
 import { ProblemError, problem, retryAfterSeconds } from './problem.js';
 
@@ -219,6 +220,9 @@ export function createAuthenticator(options: AuthOptions): Authenticate {
       row !== undefined &&
       row !== 'miss' &&
       row.revoked_at === null &&
+      // A key made for one of onceq's own principals before they were refused at creation
+      // would read every message recorded under it: it authenticates as nothing.
+      !isReservedPrincipal(row.principal) &&
       secretMatches(secret, row.key_hash)
     );
   }

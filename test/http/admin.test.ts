@@ -8,6 +8,8 @@ import { createApiTest, type ApiTest } from '../support/api.js';
 import { createMetrics } from '../../src/metrics/metrics.js';
 import { sample } from '../support/metrics.js';
 import { uniqueName } from '../support/env.js';
+import { mintApiKey } from '../../src/core/api-key.js';
+import { RESERVED_PRINCIPALS } from '../../src/core/principals.js';
 
 describe('http: /admin/queues and /metrics', () => {
   let api: ApiTest;
@@ -39,6 +41,28 @@ describe('http: /admin/queues and /metrics', () => {
       expect(res.json()).to.include({ code: 'unauthorized', status: 401 });
     }
     expect((await get('/admin/queues', 'Bearer oqk_nope')).statusCode).to.equal(401);
+  });
+
+  it('a key made for a reserved principal before creation refused it authenticates as nothing', async () => {
+    for (const principal of RESERVED_PRINCIPALS) {
+      // Written as an older onceq would have, past insertApiKey's refusal.
+      const minted = mintApiKey();
+      await api.stack.db
+        .insertInto('api_keys')
+        .values({ key_id: minted.id, principal, key_hash: minted.hash, admin: true })
+        .execute();
+      for (const url of ['/metrics', '/admin/queues']) {
+        const res = await get(url, `Bearer ${minted.key}`);
+        expect(res.statusCode, `${principal} ${url}`).to.equal(401);
+        expect(res.json()).to.include({ code: 'unauthorized' });
+      }
+      const tokens = await api.inject({
+        method: 'POST',
+        url: '/v1/tokens',
+        headers: { authorization: `Bearer ${minted.key}` },
+      });
+      expect(tokens.statusCode, principal).to.equal(401);
+    }
   });
 
   it('answers 403 for a valid key that is not an admin key', async () => {
