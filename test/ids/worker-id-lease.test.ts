@@ -445,7 +445,8 @@ describe('worker-id lease (PostgreSQL)', () => {
       await waitUntil(() => !s.isReady(), 1_000);
       const closing = performance.now();
       await s.close();
-      expect(performance.now() - closing).to.be.below(1_000);
+      // Promptly: well within the retries' own schedule, with room for a loaded machine.
+      expect(performance.now() - closing).to.be.below(3_000);
       expect((await row(WORKER_ID_MIN)).owner).to.equal('someone-else');
     });
 
