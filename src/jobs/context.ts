@@ -77,7 +77,11 @@ export function createJobContext<Data>(input: ContextInput<Data>): JobContext<Da
     },
     async enqueue(name: string, data: unknown, options?: FollowUpOptions) {
       if (!input.enqueue || !input.registry) {
-        throw new Error('ctx.enqueue needs a worker with an outbox');
+        // A context built without the worker's outbox wiring (a test, a tool): no retry helps.
+        throw new NonRetryableError(
+          ErrorCode.ConfigInvalid,
+          'ctx.enqueue needs a worker with an outbox',
+        );
       }
       // Checked here, in the handler's delivery: a follow-up the relay could never send would
       // otherwise commit to the outbox with its parent and fail there on every pass. Refused, it
