@@ -28,7 +28,7 @@ export interface RunApiOptions {
 export async function runApi(options: RunApiOptions = {}): Promise<number> {
   // The registry first: a bad ONCEQ_JOBS is reported before anything is connected.
   const registry = await loadRegistry(loadConfig().jobsModule);
-  const runtime = await openRuntime({ name: 'api' });
+  const runtime = await openRuntime({ name: 'api', mintsIds: true });
   const { config, logger } = runtime;
   const signalled = options.stop ?? waitForShutdownSignal(logger);
   let owned: OwnedMetrics | undefined;

@@ -26,7 +26,7 @@ export async function runEnqueue(name: string, opts: EnqueueCommandOptions): Pro
   // The registry first: a bad ONCEQ_JOBS is reported before anything is connected, and nothing
   // opened below can be left open by it (an open connection would keep the process alive).
   const registry = await loadRegistry(loadConfig().jobsModule);
-  const runtime = await openRuntime({ failFast: true, name: 'enqueue' });
+  const runtime = await openRuntime({ failFast: true, name: 'enqueue', mintsIds: true });
   try {
     const ids = await createIdService(runtime.db);
     try {

@@ -9,6 +9,7 @@ import { OnceqError } from '../core/errors.js';
 import { createDb, checkDatabase, type Db } from '../db/create-db.js';
 import { checkRedis, closeRedis, createRedis } from '../redis/connection.js';
 import { createLogger } from '../logger.js';
+import { assertNoLegacyWorkerIdLeases } from '../ids/legacy-lease-check.js';
 
 /** Open connections of a command. */
 export interface Runtime {
@@ -25,6 +26,11 @@ export interface RuntimeOptions {
   worker?: boolean;
   /** Commands that must not hang waiting for Redis. */
   failFast?: boolean;
+  /**
+   * Commands that mint message ids: refuse to start beside processes of the version that leased
+   * worker ids in Redis (ids/legacy-lease-check.ts).
+   */
+  mintsIds?: boolean;
   name?: string;
 }
 
@@ -54,6 +60,7 @@ export async function openRuntime(options: RuntimeOptions = {}): Promise<Runtime
   try {
     await checkRedis(redis, config.redisUrl);
     await checkDatabase(db, config.databaseUrl);
+    if (options.mintsIds) await assertNoLegacyWorkerIdLeases(redis, config.prefix);
   } catch (err) {
     await close().catch(() => undefined);
     throw err;

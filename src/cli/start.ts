@@ -31,7 +31,7 @@ export async function runStart(): Promise<number> {
   const config = loadConfig();
   const registry = await loadRegistry(config.jobsModule);
   await ensureDatabase(config.databaseUrl);
-  const runtime = await openRuntime({ name: 'start' });
+  const runtime = await openRuntime({ name: 'start', mintsIds: true });
   const { logger } = runtime;
   const signalled = waitForShutdownSignal(logger);
   try {

@@ -37,7 +37,7 @@ export interface RunWorkerOptions {
 /** Runs a worker until a signal; returns the exit code. */
 export async function runWorker(options: RunWorkerOptions = {}): Promise<number> {
   if (options.migrate) await ensureDatabase(loadConfig().databaseUrl);
-  const runtime = await openRuntime({ worker: true, name: 'worker' });
+  const runtime = await openRuntime({ worker: true, name: 'worker', mintsIds: true });
   const { config, logger } = runtime;
   // Listen before the first job can arrive: a signal during start-up must still shut down cleanly.
   const signalled = options.stop ?? waitForShutdownSignal(logger);
