@@ -311,18 +311,21 @@ export function createClient(options: ClientOptions): OnceqClient {
 
     async enqueue(name, data, enqueueOptions = {}) {
       const { queue, delay, priority, signal } = enqueueOptions;
+      // Serialised first (data that JSON cannot carry costs no token), and once: a retry sends
+      // the very bytes the API fingerprinted, so it can only be answered as the same request.
+      const request = JSON.stringify({
+        name,
+        data,
+        ...(queue === undefined ? {} : { queue }),
+        ...(delay === undefined ? {} : { delay }),
+        ...(priority === undefined ? {} : { priority }),
+      });
       const token = enqueueOptions.token ?? (await issueTokens(1, { signal }))[0]!.token;
       const path = '/v1/jobs';
       const { headers, body } = await send({
         method: 'POST',
         path,
-        body: JSON.stringify({
-          name,
-          data,
-          ...(queue === undefined ? {} : { queue }),
-          ...(delay === undefined ? {} : { delay }),
-          ...(priority === undefined ? {} : { priority }),
-        }),
+        body: request,
         headers: { 'idempotency-key': token },
         expected: 202,
         signal,
