@@ -105,7 +105,7 @@ export interface OnceqClient {
 }
 
 /** One request of a call. */
-interface Request {
+interface ApiRequest {
   method: 'GET' | 'POST';
   path: string;
   /** The body, serialised once: every attempt sends the same bytes. */
@@ -124,6 +124,12 @@ interface Answer {
   body: unknown;
 }
 
+/** What one attempt came to: an answer, a refusal, or nothing (no answer, or too late). */
+type Outcome =
+  | { kind: 'answer'; answer: Answer }
+  | { kind: 'refused'; error: OnceqClientError }
+  | { kind: 'unanswered'; error: OnceqClientError };
+
 /**
  * A client of the API at `options.url` with `options.apiKey`. Holds no connection and no
  * timer of its own between calls: there is nothing to close.
@@ -140,7 +146,7 @@ export function createClient(options: ClientOptions): OnceqClient {
   if (!(timeoutMs > 0)) throw new RangeError('timeoutMs must be positive');
   const authorization = `Bearer ${options.apiKey}`;
 
-  async function send(request: Request): Promise<Answer> {
+  async function send(request: ApiRequest): Promise<Answer> {
     const { method, path, signal } = request;
     for (let attempt = 1; ; attempt++) {
       if (signal?.aborted) throw signal.reason;
@@ -172,7 +178,7 @@ export function createClient(options: ClientOptions): OnceqClient {
   }
 
   /** The final error of a request that got no answer. */
-  function unanswered(request: Request, attempts: number, last: OnceqClientError) {
+  function unanswered(request: ApiRequest, attempts: number, last: OnceqClientError) {
     return new OnceqClientError({
       code: 'network_error',
       message:
@@ -184,13 +190,8 @@ export function createClient(options: ClientOptions): OnceqClient {
     });
   }
 
-  type Outcome =
-    | { kind: 'answer'; answer: Answer }
-    | { kind: 'refused'; error: OnceqClientError }
-    | { kind: 'unanswered'; error: OnceqClientError };
-
   /** Sends the request once; never throws but for the caller's abort. */
-  async function attemptOnce(request: Request, attempt: number): Promise<Outcome> {
+  async function attemptOnce(request: ApiRequest, attempt: number): Promise<Outcome> {
     const controller = new AbortController();
     const unlink = linkAbort(controller, request.signal);
     const timer = setTimeout(
@@ -211,6 +212,9 @@ export function createClient(options: ClientOptions): OnceqClient {
         },
         body: request.body,
         signal: controller.signal,
+        // The API never redirects: a redirect means a wrong `url`, and following one would turn
+        // a POST into a GET (301, 302). It surfaces as `unexpected_response` instead.
+        redirect: 'manual',
       });
       status = res.status;
       headers = res.headers;
@@ -262,7 +266,7 @@ export function createClient(options: ClientOptions): OnceqClient {
   }
 
   function unexpected(
-    request: Pick<Request, 'method' | 'path' | 'token'>,
+    request: Pick<ApiRequest, 'method' | 'path' | 'token'>,
     status: number,
     what: string,
     attempts?: number,

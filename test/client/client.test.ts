@@ -4,8 +4,10 @@
  * through to `completed` by a worker; an answer lost to a dropped connection, retried with the
  * same token, making one message; refusals surfacing with their codes and field errors;
  * `Retry-After` waited out; and a dead or silent API failing with `network_error` once the
- * retry budget is spent.
+ * retry budget is spent. Only what is by definition not the API (a proxy's error page, a
+ * redirect) is played by a scripted server.
  */
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
@@ -313,6 +315,39 @@ describe('client: onceq/client against a real API', function () {
       }
       expect(err).to.include({ status: 429, code: 'rate_limited', attempts: 1 });
       expect(err!.retryAfterMs).to.be.at.least(1_000);
+    });
+  });
+
+  describe("an answer that is not the API's", () => {
+    let server: HttpServer | undefined;
+    after(async () => {
+      server?.closeAllConnections();
+      if (server) await new Promise((resolve) => server!.close(resolve));
+    });
+
+    it("retries a proxy's 502 page like any 5xx, and follows no redirect", async () => {
+      const seen: string[] = [];
+      server = createHttpServer((req, res) => {
+        seen.push(`${req.method} ${req.url}`);
+        req.resume();
+        if (req.url === '/moved/v1/jobs/1') {
+          res.writeHead(302, { location: '/v1/jobs/1' }).end();
+          return;
+        }
+        res.writeHead(502, { 'content-type': 'text/html' }).end('<h1>502 Bad Gateway</h1>');
+      });
+      await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
+      const { port } = server.address() as AddressInfo;
+      const options = { apiKey: 'oqk_unused', retry: { maxAttempts: 2, baseDelayMs: 10 } };
+
+      const client = createClient({ url: `http://127.0.0.1:${port}`, ...options });
+      const bad = (await rejection(client.getJob('1'))) as OnceqClientError;
+      expect(bad).to.include({ code: 'unexpected_response', status: 502, attempts: 2 });
+
+      const moved = createClient({ url: `http://127.0.0.1:${port}/moved`, ...options });
+      const redirected = (await rejection(moved.getJob('1'))) as OnceqClientError;
+      expect(redirected).to.include({ code: 'unexpected_response', status: 302, attempts: 1 });
+      expect(seen).to.deep.equal(['GET /v1/jobs/1', 'GET /v1/jobs/1', 'GET /moved/v1/jobs/1']);
     });
   });
 
