@@ -80,9 +80,13 @@ export async function findJobStatus(
   const iso = (ms: number | undefined | null): string | null =>
     ms ? new Date(ms).toISOString() : null;
 
-  const job = await options.queue(accepted.queue).getJob(jobId);
+  // The state first, then the job: a job read first can finish before its state is read, and
+  // would be reported completed with the attempts, result and timestamps of an active job. A
+  // state read as final stays final, so the job read after it agrees.
+  const queue = options.queue(accepted.queue);
+  const bullState = await queue.getJobState(jobId);
+  const job = bullState === 'unknown' ? undefined : await queue.getJob(jobId);
   if (job) {
-    const bullState = await job.getState();
     let state: JobState;
     let error = job.failedReason || undefined;
     switch (bullState) {
