@@ -32,6 +32,7 @@ import { createQueueCache } from '../../worker/queues.js';
 import { problem, sendProblem, toProblem } from '../problem.js';
 import { ErrorCode } from '../../core/errors.js';
 import { requireAdmin, type Identity } from '../auth.js';
+import { authorizationHeader } from '../authorization-header.js';
 
 /** Where the board is mounted. */
 export const ADMIN_QUEUES_PATH = '/admin/queues';
@@ -142,7 +143,7 @@ export async function adminQueueRoutes(
     // Answers here rather than throwing: Bull Board installs its own error handler for its
     // routes, which would turn a 401 into its own JSON shape.
     board.addHook('onRequest', async (request: FastifyRequest, reply) => {
-      const header = request.headers.authorization;
+      const header = authorizationHeader(request);
       const basic = typeof header === 'string' ? basicCredential(header) : undefined;
       try {
         const identity = await options.authenticate(
