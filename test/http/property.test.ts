@@ -98,6 +98,8 @@ describe('http: properties of the API (fast-check)', function () {
   const used: { owner: string; token: string; request: string; payload: string; body: string }[] =
     [];
   let jobs: JobCatalogue;
+  /** Jobs enqueued before the properties start, by principal (GET looks them up). */
+  const warmJobs = { alice: [] as string[], bob: [] as string[] };
   let addressCounter = 0;
   /** Answers seen, by route and code: printed on long runs, so a run shows what it covered. */
   const tally = new Map<string, number>();
@@ -170,8 +172,6 @@ describe('http: properties of the API (fast-check)', function () {
     await app?.close();
     await stack?.close();
   });
-
-  const warmJobs = { alice: [] as string[], bob: [] as string[] };
 
   function bearer(who: string): Record<string, string> {
     return { authorization: `Bearer ${keys[who]}` };
