@@ -232,5 +232,42 @@ describe('http: Bull Board actions on onceq queues', function () {
       expect(res.statusCode, res.body).to.be.within(200, 204);
       expect(await queue.getJob(jobId)).to.equal(undefined);
     });
+
+    it('the queue-wide forms: promote all, retry all failed, clean all failed', async function () {
+      this.timeout(30_000);
+      const queue = stack.producer.queue('ledger');
+      const delayed = await enqueue({ delay: 3_600_000 });
+      expect((await board('PUT', '/ledger/promote')).statusCode).to.be.within(200, 204);
+      expect(await queue.getJobState(delayed)).to.equal('waiting');
+
+      const failAll = async () => {
+        const worker = new Worker('ledger', null, {
+          connection: stack.redis,
+          prefix: stack.prefix,
+          autorun: false,
+        });
+        try {
+          let job;
+          while ((job = await worker.getNextJob('test-lock'))) {
+            await job.moveToFailed(new UnrecoverableError('boom'), 'test-lock', false);
+          }
+        } finally {
+          await worker.close();
+        }
+      };
+      await failAll();
+      const failed = await queue.getJobCountByTypes('failed');
+      expect(failed).to.be.above(0);
+      expect((await board('PUT', '/ledger/retry/failed')).statusCode).to.be.within(200, 204);
+      expect(await queue.getJobCountByTypes('failed')).to.equal(0);
+      expect(await queue.getJobState(delayed)).to.equal('waiting');
+
+      await failAll();
+      // The board's clean-all spares jobs that finished in the last 5 seconds.
+      await new Promise((r) => setTimeout(r, 5_100));
+      expect((await board('PUT', '/ledger/clean/failed')).statusCode).to.be.within(200, 204);
+      expect(await queue.getJobCountByTypes('failed')).to.equal(0);
+      expect(await queue.getJob(delayed)).to.equal(undefined);
+    });
   });
 });
