@@ -191,6 +191,17 @@ export interface SentBody {
   bytes: number;
   /** `json`: an application/json type; `other`: surely not; `unsure`: the contract does not say. */
   contentType: 'json' | 'other' | 'unsure' | 'none';
+  /** False when the bytes are not UTF-8, which JSON text must be (RFC 8259 section 8.1). */
+  utf8?: boolean;
+}
+
+/** The text of a body as sent, and whether its bytes are UTF-8 at all. */
+export function decodeBody(bytes: Buffer): { text: string; utf8: boolean } {
+  try {
+    return { text: new TextDecoder('utf-8', { fatal: true }).decode(bytes), utf8: true };
+  } catch {
+    return { text: bytes.toString('utf8'), utf8: false };
+  }
 }
 
 /**
@@ -216,7 +227,9 @@ export function bodyLayer(
   }
   if (codes.size) return { codes: [...codes], maybeRefused: true };
   const facts = bodyFacts(body.text);
-  if (facts.refusals.length) return { codes: ['bad_request'], maybeRefused: true };
+  if (facts.refusals.length || body.utf8 === false) {
+    return { codes: ['bad_request'], maybeRefused: true };
+  }
   // A body the contract does not say is JSON may still be refused as not JSON.
   return {
     value: facts.value,
