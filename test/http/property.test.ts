@@ -481,7 +481,7 @@ describe('http: properties of the API (fast-check)', function () {
             const body = bodyFacts(payload);
             const { problems } = enqueueProblems(body.value, jobs);
             // Only requests the contract accepts race for the token.
-            if (body.refusals.length || problems.length) return;
+            if (body.refusals.length || body.hidden.length || problems.length) return;
             const token = await issue(keys.alice!);
             const request: InjectOptions = {
               method: 'POST',
