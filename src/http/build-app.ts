@@ -20,6 +20,7 @@ import type { DeadLetterLookup } from '../producer/job-status.js';
 import { DEFAULT_AUTH_FAILURE_LIMIT, DEFAULT_BODY_LIMIT, DEFAULT_RATE_LIMIT } from '../config.js';
 import { ErrorCode } from '../core/errors.js';
 import { createAuthenticator, DEFAULT_KEY_CACHE_MS } from './auth.js';
+import { authorizationHeader } from './authorization-header.js';
 import { installJsonParser } from './json-body.js';
 import { problem, sendProblem, toProblem } from './problem.js';
 import { ProblemSchema } from './schemas.js';
@@ -127,7 +128,7 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
   });
   app.addHook('onRequest', async (request) => {
     if (isPublic(request)) return;
-    const identity = await authenticate(request.headers.authorization, request.ip);
+    const identity = await authenticate(authorizationHeader(request), request.ip);
     request.principal = identity.principal;
     request.admin = identity.admin;
   });

@@ -8,9 +8,19 @@
  * included. The key is checked exactly as a bearer key is.
  *
  * Dead-letter queues are shown read-only: their BullMQ jobs are copies for the eye, the dead
- * letters themselves live in PostgreSQL, and `onceq dlq replay` is the way back. The work queues
- * keep Bull Board's actions (retry, promote, clean, pause); none of them can apply a message
- * twice, and a job removed by hand is brought back by the reconciler.
+ * letters themselves live in PostgreSQL, and `onceq dlq replay` is the way back.
+ *
+ * The work queues keep the board's actions that only move a job between states or remove it
+ * (retry, promote, clean, pause, delay, priority): a retried job that had committed is a counted
+ * duplicate, and a job removed by hand is brought back by the reconciler. The actions that write
+ * a job's data or give one a new identity are refused (403) on every queue: editing a job's data
+ * (its `messageId` or `token` is in there: the edited job runs as another message, and the
+ * reconciler re-enqueues the original beside it) and adding a job (the board's "add" and
+ * "duplicate": a job no producer accepted, or a second job of one message under a new id). Bull
+ * Board has no per-action switch (only `readOnlyMode`, which would also take retry and clean), so
+ * its routes are refused here, by method and path: anything that is not a read and not on
+ * {@link BOARD_ACTIONS_ALLOWED} is refused, so an action a new Bull Board version adds is off
+ * until someone has decided it is safe.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
@@ -19,8 +29,10 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
 import { deadLetterQueueName } from '../../core/dead-letter.js';
 import { createQueueCache } from '../../worker/queues.js';
-import { sendProblem, toProblem } from '../problem.js';
+import { problem, sendProblem, toProblem } from '../problem.js';
+import { ErrorCode } from '../../core/errors.js';
 import { requireAdmin, type Identity } from '../auth.js';
+import { authorizationHeader } from '../authorization-header.js';
 
 /** Where the board is mounted. */
 export const ADMIN_QUEUES_PATH = '/admin/queues';
@@ -43,6 +55,46 @@ export interface AdminQueuesOptions {
 }
 
 const CHALLENGE = 'Basic realm="onceq admin", Bearer realm="onceq"';
+
+/**
+ * Bull Board's writing routes (method and path below {@link ADMIN_QUEUES_PATH}) that stay on: each
+ * moves a job between states, removes it, or changes how a queue runs, and none writes a job's
+ * data or mints a job. Refused among the board's current routes: `POST /api/queues/:queueName/add`
+ * (add, duplicate), `PATCH /api/queues/:queueName/:jobId/update-data` (edit data) and
+ * `PUT /api/queues/:queueName/job-schedulers/:schedulerId/run` (adds a job from a template).
+ */
+export const BOARD_ACTIONS_ALLOWED: ReadonlySet<string> = new Set([
+  'PUT /api/queues/pause',
+  'PUT /api/queues/resume',
+  'PUT /api/queues/:queueName/pause',
+  'PUT /api/queues/:queueName/resume',
+  'PUT /api/queues/:queueName/retry/:queueStatus',
+  'PUT /api/queues/:queueName/promote',
+  'PUT /api/queues/:queueName/clean/:queueStatus',
+  'PUT /api/queues/:queueName/empty',
+  'PUT /api/queues/:queueName/obliterate',
+  'PUT /api/queues/:queueName/concurrency',
+  'PUT /api/queues/:queueName/rate-limit',
+  'PUT /api/queues/:queueName/rate-limit/release',
+  'PUT /api/queues/:queueName/:jobId/retry',
+  'PUT /api/queues/:queueName/:jobId/clean',
+  'PUT /api/queues/:queueName/:jobId/promote',
+  'PATCH /api/queues/:queueName/:jobId/delay',
+  'PATCH /api/queues/:queueName/:jobId/priority',
+  'PUT /api/queues/:queueName/:jobId/remove-unprocessed-children',
+  'PUT /api/queues/:queueName/job-schedulers/:schedulerId/remove',
+  'PATCH /api/queues/:queueName/job-schedulers/:schedulerId',
+]);
+
+/** Route config marking the board's routes that are refused (see the module header). */
+const REFUSED_ACTION = 'refusedBoardAction';
+
+/** True when the board's route may run: a read, or a writing route on the allowed list. */
+function boardRouteAllowed(method: string, url: string): boolean {
+  if (method === 'GET' || method === 'HEAD') return true;
+  const path = url.startsWith(ADMIN_QUEUES_PATH) ? url.slice(ADMIN_QUEUES_PATH.length) : url;
+  return BOARD_ACTIONS_ALLOWED.has(`${method} ${path}`);
+}
 
 /** The credential of a Basic header: the password, or the user name when there is none. */
 function basicCredential(header: string): string | undefined {
@@ -82,13 +134,19 @@ export async function adminQueueRoutes(
 
   await app.register(async (board) => {
     board.addHook('onRoute', (route) => {
-      const config = { ...(route.config as object | undefined), [SELF_AUTHENTICATED]: true };
+      const methods = [route.method].flat().map((m) => m.toUpperCase());
+      const refused = methods.some((m) => !boardRouteAllowed(m, route.url));
+      const config = {
+        ...(route.config as object | undefined),
+        [SELF_AUTHENTICATED]: true,
+        [REFUSED_ACTION]: refused,
+      };
       route.config = config as typeof route.config;
     });
     // Answers here rather than throwing: Bull Board installs its own error handler for its
     // routes, which would turn a 401 into its own JSON shape.
     board.addHook('onRequest', async (request: FastifyRequest, reply) => {
-      const header = request.headers.authorization;
+      const header = authorizationHeader(request);
       const basic = typeof header === 'string' ? basicCredential(header) : undefined;
       try {
         const identity = await options.authenticate(
@@ -104,6 +162,18 @@ export async function adminQueueRoutes(
           mapped.body.status === 401 ? { 'www-authenticate': CHALLENGE } : mapped.headers;
         if (mapped.fault) request.log.error({ err }, 'admin authentication failed');
         return sendProblem(reply, mapped.body, headers);
+      }
+      const config = request.routeOptions.config as unknown as Record<string, unknown> | undefined;
+      if (config?.[REFUSED_ACTION] === true) {
+        return sendProblem(
+          reply,
+          problem(
+            ErrorCode.Forbidden,
+            "this Bull Board action is off on onceq's queues: editing a job's data or adding a " +
+              'job could apply a message twice; enqueue through POST /v1/jobs, replay dead ' +
+              'letters with `onceq dlq replay`',
+          ),
+        );
       }
     });
     await board.register(serverAdapter.registerPlugin(), { prefix: ADMIN_QUEUES_PATH });
