@@ -225,9 +225,13 @@ export function installJsonParser(app: FastifyInstance, options: JsonParserOptio
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(
     'application/json',
-    { parseAs: 'string', bodyLimit: options.bodyLimit },
+    { parseAs: 'buffer', bodyLimit: options.bodyLimit },
     (request: FastifyRequest, body: string | Buffer, done) => {
-      const text = typeof body === 'string' ? body : body.toString('utf8');
+      const text = decodeUtf8(request.headers['content-type'], body);
+      if (typeof text !== 'string') {
+        done(new ProblemError(problem(ErrorCode.BadRequest, text.problem)), undefined);
+        return;
+      }
       const found = scanJson(text, maxDepth);
       if (found) {
         done(
@@ -244,3 +248,26 @@ export function installJsonParser(app: FastifyInstance, options: JsonParserOptio
     },
   );
 }
+
+/**
+ * The body as text. JSON exchanged between systems is UTF-8 (RFC 8259 section 8.1): a body in
+ * another declared charset, or with bytes that are not UTF-8, is refused rather than decoded
+ * with U+FFFD in place of what was sent, which would store data the client never sent.
+ */
+function decodeUtf8(
+  contentType: string | undefined,
+  body: string | Buffer,
+): string | { problem: string } {
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)"?/i.exec(contentType ?? '')?.[1];
+  if (charset !== undefined && !/^utf-?8$/i.test(charset)) {
+    return { problem: `the body must be UTF-8 JSON; charset=${charset.slice(0, 40)} is not` };
+  }
+  if (typeof body === 'string') return body;
+  try {
+    return UTF8.decode(body);
+  } catch {
+    return { problem: 'the body is not valid UTF-8' };
+  }
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });

@@ -6,7 +6,7 @@
  * here, so a generator can be as wild as it likes.
  */
 import fc from 'fast-check';
-import { DEDUPE_WINDOW_MS, MAX_DEPTH, MAX_PRIORITY, numberLiteralIsRefused } from './http-model.js';
+import { DEDUPE_WINDOW_MS, MAX_DEPTH, MAX_PRIORITY } from './http-model.js';
 
 /** A JSON text, built as a tree so that generators can place odd pieces anywhere. */
 export type J =
@@ -14,29 +14,6 @@ export type J =
   | { k: 'str'; v: string; mode: 'json' | 'ascii' | 'raw' }
   | { k: 'arr'; items: J[] }
   | { k: 'obj'; entries: [string, J][] };
-
-/**
- * Issue 12 items being fixed in parallel. Until each merges, the generators below leave out what
- * it fixes (the suite would fail on it, as it should); each `TODO(item N)` marks one such spot.
- * Once an item is merged, set it to true here (and delete the flag when all are). To see the
- * failures now: `ONCEQ_PROPERTY_PENDING=3,5,10,11,utf8 npm run test:property -- --runs 3000`.
- */
-const FIXED = ((on: string[]) => ({
-  // TODO(item 3): priority 2097152 is accepted (BullMQ's limit is 2097151).
-  item3: on.includes('3'),
-  // TODO(item 5): any queue name is accepted, dead-letter queues and undeclared ones included.
-  item5: on.includes('5'),
-  // TODO(item 10): validation errors are listed without a bound.
-  item10: on.includes('10'),
-  // TODO(item 11): integers beyond 2^53 in other notations and non-finite numbers pass.
-  item11: on.includes('11'),
-  // TODO(utf8, found here, not an item yet): bytes that are not UTF-8 are decoded with U+FFFD
-  // in their place and accepted, so the stored data is not what was sent.
-  utf8: on.includes('utf8'),
-}))((process.env.ONCEQ_PROPERTY_PENDING ?? '').split(','));
-
-/** `values` when the item's fix is in, else nothing. */
-const once = <T>(fixed: boolean, ...values: T[]): T[] => (fixed ? values : []);
 
 const raw = (text: string): J => ({ k: 'raw', text });
 const str = (v: string, mode: 'json' | 'ascii' | 'raw' = 'json'): J => ({ k: 'str', v, mode });
@@ -103,7 +80,7 @@ export const safeInteger: fc.Arbitrary<bigint> = fc.oneof(
     ...[0, 1, 2 ** 31 - 1, 2 ** 31, DEDUPE_WINDOW_MS - 1, DEDUPE_WINDOW_MS, MAX_PRIORITY].map(
       BigInt,
     ),
-    ...once(FIXED.item3, BigInt(MAX_PRIORITY + 1)), // TODO(item 3)
+    BigInt(MAX_PRIORITY + 1),
     TWO_53 - 1n,
     -(TWO_53 - 1n),
   ),
@@ -124,16 +101,16 @@ export const unsafeInteger: fc.Arbitrary<bigint> = fc
 /** Number literals of every kind. */
 export const numberLiteral: fc.Arbitrary<string> = fc.oneof(
   { weight: 4, arbitrary: safeInteger.chain(notation) },
-  // TODO(item 11): every notation (plain digits only until then).
-  {
-    weight: 2,
-    arbitrary: FIXED.item11 ? unsafeInteger.chain(notation) : unsafeInteger.map(String),
-  },
+  { weight: 2, arbitrary: unsafeInteger.chain(notation) },
   {
     weight: 2,
     arbitrary: fc.constantFrom(
-      // TODO(item 11): not finite, and an integer far beyond 2^53.
-      ...once(FIXED.item11, '1e400', '-1e400', '1e309', '2e308', '1.7976931348623157e308'),
+      // Not finite, and an integer far beyond 2^53.
+      '1e400',
+      '-1e400',
+      '1e309',
+      '2e308',
+      '1.7976931348623157e308',
       '1e-400',
       '5e-324',
       '-0',
@@ -148,14 +125,8 @@ export const numberLiteral: fc.Arbitrary<string> = fc.oneof(
       '123456789.123456789',
     ),
   },
-  // TODO(item 11): any double, whose text may be an integer beyond 2^53 (1e+21).
-  {
-    weight: 1,
-    arbitrary: (FIXED.item11
-      ? fc.double({ noNaN: true, noDefaultInfinity: true })
-      : fc.double({ min: -(2 ** 53 - 1), max: 2 ** 53 - 1, noNaN: true })
-    ).map(String),
-  },
+  // Any double, whose text may be an integer beyond 2^53 (1e+21).
+  { weight: 1, arbitrary: fc.double({ noNaN: true, noDefaultInfinity: true }).map(String) },
 );
 
 /** Strings: grapheme clusters, any code unit, lone surrogates, NUL, odd separators. */
@@ -321,24 +292,6 @@ function dataFor(name: string): fc.Arbitrary<J> {
 /** The queue of each registered job (the only one it is declared on). */
 const QUEUE_OF: Record<string, string> = { 'prop.any': 'prop' };
 
-/**
- * True when the text names a registered job and a well-formed queue other than the job's own
- * (a repeated or extra `queue` member gets there too): what item 5 fixes.
- */
-function pendingItem5(text: string): boolean {
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    return false;
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
-  const { name, queue } = v as Record<string, unknown>;
-  if (typeof name !== 'string' || !Object.hasOwn(validData, name)) return false;
-  const own = Object.hasOwn(QUEUE_OF, name) ? QUEUE_OF[name] : 'ledger';
-  return typeof queue === 'string' && /^[A-Za-z0-9_.-]{1,64}$/.test(queue) && queue !== own;
-}
-
 /** An enqueue body near the contract: each member valid, odd, or missing; keys repeated. */
 export const enqueueBody: fc.Arbitrary<J> = jobName.chain((name) =>
   fc
@@ -366,13 +319,17 @@ export const enqueueBody: fc.Arbitrary<J> = jobName.chain((name) =>
               'a:b',
               '~x',
               'ledger ',
-              // TODO(item 5): dead-letter queues, a queue another job is on, undeclared ones.
-              ...once(FIXED.item5, 'ledger.dlq', 'prop.dlq', 'prop', 'ledger', 'other', 'default'),
+              // Dead-letter queues, a queue another job is on, undeclared ones.
+              'ledger.dlq',
+              'prop.dlq',
+              'prop',
+              'ledger',
+              'other',
+              'default',
             )
             .map((q) => str(q)),
         },
-        // TODO(item 5): strings too (any node).
-        { weight: 1, arbitrary: FIXED.item5 ? anyNode : anyNode.filter((j) => j.k !== 'str') },
+        { weight: 1, arbitrary: anyNode },
       ),
       delay: fc.oneof(
         { weight: 6, arbitrary: fc.constant(undefined) },
@@ -392,13 +349,8 @@ export const enqueueBody: fc.Arbitrary<J> = jobName.chain((name) =>
         {
           weight: 1,
           arbitrary: fc
-            // TODO(item 3): one above the bound.
-            .constantFrom(
-              0n,
-              1n,
-              BigInt(MAX_PRIORITY),
-              ...once(FIXED.item3, BigInt(MAX_PRIORITY + 1)),
-            )
+            // One above the bound too.
+            .constantFrom(0n, 1n, BigInt(MAX_PRIORITY), BigInt(MAX_PRIORITY + 1))
             .chain(notation)
             .map(raw),
         },
@@ -410,11 +362,11 @@ export const enqueueBody: fc.Arbitrary<J> = jobName.chain((name) =>
           weight: 2,
           arbitrary: fc.array(fc.tuple(keyName, anyNode), { minLength: 1, maxLength: 3 }),
         },
-        // TODO(item 10): up to 300 unknown members (20 until then: each one is listed).
+        // Up to 300 unknown members: the refusal lists a bounded number of them.
         {
           weight: 1,
           arbitrary: fc
-            .integer({ min: 1, max: FIXED.item10 ? 300 : 20 })
+            .integer({ min: 1, max: 300 })
             .map((n) => Array.from({ length: n }, (_, i): [string, J] => [`k${i}`, raw('0')])),
         },
       ),
@@ -449,9 +401,7 @@ export const enqueueBody: fc.Arbitrary<J> = jobName.chain((name) =>
         else shuffled.push([key, value]);
       }
       return obj(shuffled);
-    })
-    // TODO(item 5): no filter.
-    .filter((j) => FIXED.item5 || !pendingItem5(emit(j))),
+    }),
 );
 
 /**
@@ -468,8 +418,11 @@ export const validEnqueueBody: fc.Arbitrary<string> = fc
         fc
           .constantFrom(
             Object.hasOwn(QUEUE_OF, name) ? QUEUE_OF[name]! : 'ledger',
-            // TODO(item 5): a dead-letter queue, another job's queue, an undeclared one.
-            ...once(FIXED.item5, 'ledger.dlq', 'prop.dlq', 'prop', 'other'),
+            // A dead-letter queue, another job's queue, an undeclared one.
+            'ledger.dlq',
+            'prop.dlq',
+            'prop',
+            'other',
           )
           .map((q) => str(q)),
         { nil: undefined },
@@ -478,9 +431,9 @@ export const validEnqueueBody: fc.Arbitrary<string> = fc
       fc.option(
         fc.oneof(
           int(0n, BigInt(MAX_PRIORITY)),
-          // TODO(item 3): and one above it, which makes the body invalid.
+          // And one above it, which makes the body invalid.
           fc
-            .constantFrom(BigInt(MAX_PRIORITY), ...once(FIXED.item3, BigInt(MAX_PRIORITY + 1)))
+            .constantFrom(BigInt(MAX_PRIORITY), BigInt(MAX_PRIORITY + 1))
             .chain(notation)
             .map(raw),
         ),
@@ -529,20 +482,9 @@ export const oddText: fc.Arbitrary<string> = fc.constantFrom(
   '{"name":"prop.any","data":[],"data":{}}',
 );
 
-/**
- * True when the text holds a number beyond 2^53, or not finite, written other than in plain
- * digits (`6e02988755`, `1e400`): what item 11 fixes.
- */
-function pendingItem11(text: string): boolean {
-  return (text.match(/-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g) ?? []).some(
-    (n) => /[.eE]/.test(n) && numberLiteralIsRefused(n),
-  );
-}
-
 /** One-character edits of a text: a valid body broken somewhere. */
 export function mutated(base: fc.Arbitrary<string>): fc.Arbitrary<string> {
-  // TODO(item 11): no filter (an edit can make `6e02988755` of `602988755`, or `1e400` of `1e-400`).
-  const edits = fc
+  return fc
     .tuple(
       base,
       fc.nat(),
@@ -555,10 +497,6 @@ export function mutated(base: fc.Arbitrary<string>): fc.Arbitrary<string> {
       if (op === 'insert') return s.slice(0, i) + c + s.slice(i);
       return s.slice(0, i);
     });
-  // TODO(item 5): nor this one (an edit can turn "ledger" into "led0ger", another queue).
-  return edits.filter(
-    (t) => (FIXED.item11 || !pendingItem11(t)) && (FIXED.item5 || !pendingItem5(t)),
-  );
 }
 
 /** A body the contract accepts but for bytes that are not UTF-8, put inside a string. */
@@ -584,8 +522,8 @@ export const notUtf8Body: fc.Arbitrary<Buffer> = fc
 
 /** Request bodies as sent: a text, bytes, or none at all. */
 export const bodyText: fc.Arbitrary<string | Buffer | undefined> = fc.oneof(
-  // TODO(utf8): bytes that are not UTF-8.
-  ...once(FIXED.utf8, { weight: 2, arbitrary: notUtf8Body as fc.Arbitrary<string | Buffer> }),
+  // Bytes that are not UTF-8.
+  { weight: 2, arbitrary: notUtf8Body as fc.Arbitrary<string | Buffer> },
   {
     weight: 12,
     arbitrary: fc
