@@ -177,7 +177,7 @@ describe('worker: dead letters', function () {
       });
     }
     const summary = await replay();
-    expect(summary).to.include({ total: 3, replayed: 2, failed: 1 });
+    expect(summary, JSON.stringify(summary)).to.include({ total: 3, replayed: 2, failed: 1 });
     expect(summary.failures).to.have.length(1);
     expect(summary.failures[0]!.messageId).to.equal(bad);
     expect(summary.failures[0]!.error).to.contain('BullMQ refused the job').and.contain('Priority');
