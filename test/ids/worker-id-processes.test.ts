@@ -4,15 +4,14 @@
  * signals; and an API on a private redis-server that is flushed and restarted (the shared Redis
  * is never touched). Each test has its own schema; leases are short (a couple of seconds).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { decodeSnowflake, encodeSnowflake, snowflakeTimeMs } from '../../src/core/snowflake.js';
 import { createRedis } from '../../src/redis/connection.js';
-import { freePort } from '../../src/chaos/processes.js';
 import { createApiTest, type ApiTest } from '../support/api.js';
 import { spawnWorker, type WorkerChild } from '../support/child.js';
 import { createTestSchema, uniqueName, type TestSchema } from '../support/env.js';
+import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.js';
 
 const MINTER = fileURLToPath(new URL('../fixtures/id-minter.ts', import.meta.url));
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -187,46 +186,21 @@ describe('worker ids across processes', function () {
 
   describe('a Redis flushed and restarted under a running API', () => {
     // A private redis-server without persistence: a restart loses everything, like a flush.
-    let port: number;
-    let server: ChildProcess | undefined;
+    let server: PrivateRedis;
     let t: ApiTest | undefined;
 
-    async function startServer(): Promise<void> {
-      server = spawn(
-        'redis-server',
-        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-        { stdio: 'ignore' },
-      );
-      const probe = createRedis({ url: `redis://127.0.0.1:${port}`, failFast: true });
-      try {
-        await waitUntil(async () => (await probe.ping().catch(() => '')) === 'PONG', 5_000);
-      } finally {
-        probe.disconnect();
-      }
-    }
-    async function killServer(): Promise<void> {
-      const s = server;
-      server = undefined;
-      if (!s || s.exitCode !== null) return;
-      await new Promise<void>((resolve) => {
-        s.once('exit', () => resolve());
-        s.kill('SIGKILL');
-      });
-    }
-
     before(async () => {
-      port = await freePort();
-      await startServer();
+      server = await startPrivateRedis();
     });
     after(async () => {
       await t?.close();
-      await killServer();
+      await server?.stop();
     });
 
     it('costs no 503 and no pause in minting', async () => {
       // The short lease the old Redis lease needed to fail fast: a loss was noticed within 100 ms.
       t = await createApiTest('idredis', {
-        stack: { redisUrl: `redis://127.0.0.1:${port}`, ids: { ttlMs: 1_500, heartbeatMs: 100 } },
+        stack: { redisUrl: server.url, ids: { ttlMs: 1_500, heartbeatMs: 100 } },
       });
       const api = t;
       const alice = await api.key('alice');
@@ -253,20 +227,20 @@ describe('worker ids across processes', function () {
       }
       try {
         await requestsFor(500);
-        const flush = createRedis({ url: `redis://127.0.0.1:${port}`, failFast: true });
+        const flush = createRedis({ url: server.url, failFast: true });
         await flush.connect();
         await flush.flushall();
         flush.disconnect();
         await requestsFor(2_000); // twenty heartbeats: the old lease was lost on the first
 
-        await killServer();
+        await server.kill();
         const minted: string[] = [];
         for (let i = 0; i < 50; i++) {
           minted.push(ids.nextId()); // minting goes on while Redis is down
           await sleep(10);
         }
         expectStrictlyIncreasing(minted);
-        await startServer();
+        await server.start();
         await waitUntil(async () => (await request()) !== undefined, 15_000);
         await requestsFor(2_000);
       } finally {

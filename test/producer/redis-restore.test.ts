@@ -5,15 +5,13 @@
  * the API answers from it, and Redis is rebound to it, so a message accepted before the restore
  * is applied exactly once and its replays keep their first answer.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Job } from 'bullmq';
-import { freePort, sleep } from '../../src/chaos/processes.js';
+import { sleep } from '../../src/chaos/processes.js';
 import { mintApiKey } from '../../src/core/api-key.js';
 import { jobIdFor } from '../../src/core/message.js';
 import type { DeliveryOutcome } from '../../src/core/outcome.js';
@@ -25,6 +23,7 @@ import { JobRegistry } from '../../src/jobs/registry.js';
 import { createProducer, type Producer } from '../../src/producer/producer.js';
 import { closeRedis, createRedis } from '../../src/redis/connection.js';
 import { startWorker, type OnceqWorker } from '../../src/worker/worker.js';
+import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.js';
 import { createTestSchema, deletePrefix, uniqueName, type TestSchema } from '../support/env.js';
 
 const BODY = { name: 'account.open', data: { owner: 'alice', openingBalance: 100 } };
@@ -32,9 +31,7 @@ const OTHER_BODY = { name: 'account.open', data: { owner: 'mallory', openingBala
 
 describe('producer: Redis restored from an older snapshot (private redis-server)', function () {
   this.timeout(60_000);
-  let dir: string;
-  let port: number;
-  let server: ChildProcess | undefined;
+  let server: PrivateRedis;
   let t: TestSchema;
   let dropSchema: (() => Promise<void>) | undefined;
   let prefix: string;
@@ -50,47 +47,9 @@ describe('producer: Redis restored from an older snapshot (private redis-server)
   let app: FastifyInstance | undefined;
   let worker: OnceqWorker | undefined;
 
-  async function startServer(): Promise<void> {
-    server = spawn(
-      'redis-server',
-      [
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--dir',
-        dir,
-      ],
-      { stdio: 'ignore' },
-    );
-    const probe = createRedis({ url: `redis://127.0.0.1:${port}`, failFast: true });
-    try {
-      for (let i = 0; ; i++) {
-        if ((await probe.ping().catch(() => '')) === 'PONG') break;
-        if (i > 100) throw new Error('the private redis-server did not start');
-        await sleep(50);
-      }
-    } finally {
-      probe.disconnect();
-    }
-  }
-  async function killServer(): Promise<void> {
-    const s = server;
-    server = undefined;
-    if (!s || s.exitCode !== null) return;
-    await new Promise<void>((resolve) => {
-      s.once('exit', () => resolve());
-      s.kill('SIGKILL');
-    });
-  }
-
   /** Connects the producer, the API and (optionally) a worker to the private server. */
   async function connect(withWorker: boolean): Promise<void> {
-    redis = createRedis({ url: `redis://127.0.0.1:${port}`, connectionName: 'onceq-test' });
+    redis = createRedis({ url: server.url, connectionName: 'onceq-test' });
     await redis.connect();
     producer = createProducer({ db: t.db, redis, prefix, registry, ids, backoffMs: 50 });
     app = await buildApp({ db: t.db, redis, producer, keyCacheMs: 0, rateLimit: false });
@@ -127,13 +86,13 @@ describe('producer: Redis restored from an older snapshot (private redis-server)
   /** Snapshot now (SAVE), keep a copy; `restore()` restarts the server from that copy. */
   async function snapshot(): Promise<void> {
     await redis!.save();
-    copyFileSync(join(dir, 'dump.rdb'), join(dir, 'older.rdb'));
+    copyFileSync(join(server.dir, 'dump.rdb'), join(server.dir, 'older.rdb'));
   }
   async function restore(withWorker: boolean): Promise<void> {
     await disconnect();
-    await killServer();
-    copyFileSync(join(dir, 'older.rdb'), join(dir, 'dump.rdb'));
-    await startServer();
+    await server.kill();
+    copyFileSync(join(server.dir, 'older.rdb'), join(server.dir, 'dump.rdb'));
+    await server.start();
     await connect(withWorker);
   }
 
@@ -200,14 +159,11 @@ describe('producer: Redis restored from an older snapshot (private redis-server)
   }
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'onceq-restore-'));
-    port = await freePort();
-    await startServer();
+    server = await startPrivateRedis();
   });
   after(async () => {
     await disconnect();
-    await killServer();
-    rmSync(dir, { recursive: true, force: true });
+    await server?.stop();
   });
   beforeEach(async () => {
     t = await createTestSchema('restore', 6);
