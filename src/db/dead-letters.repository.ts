@@ -85,6 +85,27 @@ export async function findDeadLetter(
     .executeTakeFirst();
 }
 
+/** The columns of a dead letter that say whether, and why, its message is dead. */
+export type DeadLetterStatus = Pick<
+  DeadLetterRow,
+  'reason' | 'error' | 'dead_at' | 'replayed_at' | 'purged_at'
+>;
+
+/**
+ * {@link findDeadLetter} without the data and stack (up to 8 KiB each) that a status look-up does
+ * not show: the job-status route reads this on every look-up of a failed or vanished job.
+ */
+export async function findDeadLetterStatus(
+  db: Kysely<Database>,
+  messageId: string,
+): Promise<DeadLetterStatus | undefined> {
+  return db
+    .selectFrom('dead_letters')
+    .select(['reason', 'error', 'dead_at', 'replayed_at', 'purged_at'])
+    .where('message_id', '=', messageId)
+    .executeTakeFirst();
+}
+
 /** Which of `messageIds` have a dead letter (in any state). */
 export async function existingDeadLetterIds(
   db: Kysely<Database>,
@@ -207,6 +228,67 @@ export async function claimForReplay(
     })
     .returning(REPLAY_COLUMNS)
     .execute();
+}
+
+/**
+ * Hands claimed letters back: pending again, their replay uncounted. For letters a replay
+ * claimed but could not send (BullMQ refused the job, or Redis was away), so a later replay can.
+ */
+export async function unclaimReplayed(
+  db: Kysely<Database>,
+  messageIds: readonly string[],
+): Promise<void> {
+  if (messageIds.length === 0) return;
+  await sql`
+    update dead_letters set replayed_at = null, replay_count = replay_count - 1
+    where message_id = any(${[...messageIds]}::bigint[])`.execute(db);
+}
+
+/** Filters of the pending-letter reads of replay ({@link listPendingIdsBelow}, {@link countPendingFrom}). */
+export interface PendingFilter {
+  /** Only these messages. */
+  messageIds?: readonly string[];
+  queue?: string;
+  reason?: DeadLetterReason;
+}
+
+/**
+ * Ids of pending letters (matching the filter) of messages minted before `maxMessageId`,
+ * excluded: the ones older than the dedupe window, which replay refuses.
+ */
+export async function listPendingIdsBelow(
+  db: Kysely<Database>,
+  maxMessageId: string,
+  filter: PendingFilter = {},
+): Promise<string[]> {
+  let query = db
+    .selectFrom('dead_letters')
+    .select('message_id')
+    .where('replayed_at', 'is', null)
+    .where('purged_at', 'is', null)
+    .where('message_id', '<', maxMessageId);
+  if (filter.messageIds) query = query.where('message_id', 'in', [...filter.messageIds]);
+  if (filter.queue) query = query.where('queue', '=', filter.queue);
+  if (filter.reason) query = query.where('reason', '=', filter.reason);
+  return (await query.execute()).map((r) => r.message_id);
+}
+
+/** How many pending letters (matching the filter) are of messages minted at or after `minMessageId`. */
+export async function countPendingFrom(
+  db: Kysely<Database>,
+  minMessageId: string,
+  filter: PendingFilter = {},
+): Promise<number> {
+  let query = db
+    .selectFrom('dead_letters')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('replayed_at', 'is', null)
+    .where('purged_at', 'is', null)
+    .where('message_id', '>=', minMessageId);
+  if (filter.messageIds) query = query.where('message_id', 'in', [...filter.messageIds]);
+  if (filter.queue) query = query.where('queue', '=', filter.queue);
+  if (filter.reason) query = query.where('reason', '=', filter.reason);
+  return Number((await query.executeTakeFirstOrThrow()).n);
 }
 
 /** Filters of {@link purgeDeadLetters}. */

@@ -5,17 +5,36 @@
  * conflicts. Reads of it live here.
  */
 import type { Kysely } from 'kysely';
-import type { Database } from './database.js';
+import type { Database, InboxRow } from './database.js';
 
-/** The stored result of an applied message, or `undefined` when the message is not in the inbox. */
-export async function findInboxResult(
+/** What the inbox holds of an applied message: the handler's result and when it committed. */
+export type AppliedMessage = Pick<InboxRow, 'result' | 'applied_at'>;
+
+/**
+ * The inbox row of a message, or `undefined` when it was never applied (or its row was pruned):
+ * the job status once BullMQ no longer has the job.
+ */
+export async function findApplied(
   db: Kysely<Database>,
   messageId: string,
-): Promise<{ result: unknown } | undefined> {
-  const row = await db
+): Promise<AppliedMessage | undefined> {
+  return db
     .selectFrom('inbox')
-    .select('result')
+    .select(['result', 'applied_at'])
     .where('message_id', '=', messageId)
     .executeTakeFirst();
-  return row ? { result: row.result } : undefined;
+}
+
+/** Which of `messageIds` are applied (have an inbox row): replay sends the others only. */
+export async function appliedMessageIds(
+  db: Kysely<Database>,
+  messageIds: readonly string[],
+): Promise<Set<string>> {
+  if (messageIds.length === 0) return new Set();
+  const rows = await db
+    .selectFrom('inbox')
+    .select('message_id')
+    .where('message_id', 'in', [...messageIds])
+    .execute();
+  return new Set(rows.map((r) => r.message_id));
 }

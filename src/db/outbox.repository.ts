@@ -133,3 +133,18 @@ export async function outboxDepth(db: Kysely<Database>): Promise<number> {
     .executeTakeFirstOrThrow();
   return Number(row.n);
 }
+
+/** How far behind the relay is: rows waiting and the oldest one's message id. */
+export interface OutboxBacklog {
+  depth: number;
+  /** `undefined` when the outbox is empty. */
+  oldestMessageId: string | undefined;
+}
+
+/** The {@link OutboxBacklog}, in one query (the metrics scrape's). */
+export async function outboxBacklog(db: Kysely<Database>): Promise<OutboxBacklog> {
+  const { rows } = await sql<{ oldest: string | null; n: string }>`
+    select min(message_id)::text as oldest, count(*)::text as n from outbox`.execute(db);
+  const row = rows[0];
+  return { depth: Number(row?.n ?? 0), oldestMessageId: row?.oldest ?? undefined };
+}

@@ -10,6 +10,7 @@
 import type { Queue } from 'bullmq';
 import type { Db } from '../db/create-db.js';
 import { findAcceptedByMessageId } from '../db/accepted-messages.repository.js';
+import { findApplied } from '../db/inbox.repository.js';
 import { messageIdOf } from '../core/message.js';
 
 /** States a client sees. */
@@ -121,11 +122,7 @@ export async function findJobStatus(
     };
   }
 
-  const inbox = await options.db
-    .selectFrom('inbox')
-    .select(['result', 'applied_at'])
-    .where('message_id', '=', messageId)
-    .executeTakeFirst();
+  const inbox = await findApplied(options.db, messageId);
   if (inbox) {
     return {
       ...base,
