@@ -313,3 +313,38 @@ export async function listUnsettledAccepted(
     limit ${range.limit}`.execute(db);
   return rows;
 }
+
+/**
+ * Locks up to `limit` accepted messages at or below `prunedThrough`, oldest first, for the rest
+ * of `trx`, and resolves to their ids; rows another session holds are skipped, never waited for.
+ * The pruner's batch: it dead-letters the unapplied ones, then {@link deleteAccepted}s them all.
+ */
+export async function lockAcceptedThrough(
+  trx: Kysely<Database>,
+  prunedThrough: string,
+  limit: number,
+): Promise<string[]> {
+  const rows = await trx
+    .selectFrom('accepted_messages')
+    .select('message_id')
+    .where('message_id', '<=', prunedThrough)
+    .orderBy('message_id')
+    .limit(limit)
+    .forUpdate()
+    .skipLocked()
+    .execute();
+  return rows.map((r) => r.message_id);
+}
+
+/** Deletes these accepted messages; resolves to how many were there. */
+export async function deleteAccepted(
+  trx: Kysely<Database>,
+  messageIds: readonly string[],
+): Promise<number> {
+  if (messageIds.length === 0) return 0;
+  const r = await trx
+    .deleteFrom('accepted_messages')
+    .where('message_id', 'in', [...messageIds])
+    .executeTakeFirst();
+  return Number(r.numDeletedRows);
+}

@@ -4,7 +4,7 @@
  * for the same message either conflicts at once or waits on the uncommitted row and then
  * conflicts. Reads of it live here.
  */
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database, InboxRow } from './database.js';
 
 /** What the inbox holds of an applied message: the handler's result and when it committed. */
@@ -37,4 +37,21 @@ export async function appliedMessageIds(
     .where('message_id', 'in', [...messageIds])
     .execute();
   return new Set(rows.map((r) => r.message_id));
+}
+
+/**
+ * Deletes up to `limit` inbox rows at or below `prunedThrough`, oldest first; rows another
+ * session holds are skipped, never waited for. Resolves to how many it deleted. Only the pruner
+ * calls it, in a transaction that raises the pruning cutoff over them (pruning.repository.ts).
+ */
+export async function deleteInboxThrough(
+  trx: Kysely<Database>,
+  prunedThrough: string,
+  limit: number,
+): Promise<number> {
+  const r = await sql`
+    delete from inbox where message_id in (
+      select message_id from inbox where message_id <= ${prunedThrough}
+      order by message_id limit ${limit} for update skip locked)`.execute(trx);
+  return Number(r.numAffectedRows ?? 0);
 }
