@@ -2,7 +2,7 @@
  * The inbox: one row per applied message, inserted as the first statement of the message's
  * transaction (see message-transaction.ts). Its primary key is the fence: a second transaction
  * for the same message either conflicts at once or waits on the uncommitted row and then
- * conflicts. Reads of it live here.
+ * conflicts. Its reads, and the pruner's delete, live here.
  */
 import { sql, type Kysely } from 'kysely';
 import type { Database, InboxRow } from './database.js';

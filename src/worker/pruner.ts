@@ -7,7 +7,7 @@
  * skipped (`SKIP LOCKED`), never waited for.
  *
  * An accepted message that reaches the cutoff without an inbox row was never applied: it is
- * dead-lettered as `expired` in the same statement that deletes it, so it is not lost. Purged
+ * dead-lettered as `expired` in the same transaction that deletes it, so it is not lost. Purged
  * dead letters (tombstones) go at the same age. One pruner runs at a time across the fleet.
  *
  * The pruner's clock and window decide what is old; what is pruned is then recorded in
