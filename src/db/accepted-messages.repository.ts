@@ -2,7 +2,7 @@
  * Accepted messages: the durable record of every message a producer accepted, written before the
  * producer answers, so a Redis that loses its data never loses a message.
  */
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { ErrorCode, OnceqError } from '../core/errors.js';
 import type { Database, AcceptedMessageRow } from './database.js';
 
@@ -278,4 +278,73 @@ export async function findMessageFate(
     .executeTakeFirstOrThrow();
   if (row.applied) return 'applied';
   return row.dead ? 'dead' : 'open';
+}
+
+/** The message-id range {@link listUnsettledAccepted} reads, and how many rows at most. */
+export interface UnsettledRange {
+  /** Lower bound of the range (the reconciler's low-water mark, or the last id of a batch). */
+  from: string;
+  /** Whether `from` itself is in the range (the first batch of a pass) or not (the next ones). */
+  inclusive: boolean;
+  /** Upper bound, excluded: the first id of the grace period. */
+  upper: string;
+  limit: number;
+}
+
+/**
+ * Accepted messages of the range, oldest first, that are neither applied (no inbox row) nor
+ * dead (no pending or purged dead letter): the reconciler's candidates. The same rule as
+ * {@link findMessageFate}'s `open`.
+ */
+export async function listUnsettledAccepted(
+  db: Kysely<Database>,
+  range: UnsettledRange,
+): Promise<AcceptedMessageRow[]> {
+  const { rows } = await sql<AcceptedMessageRow>`
+    select a.message_id::text as message_id, a.principal, a.token, a.fingerprint, a.queue,
+           a.job_name, a.data, a.job_id, a.options, a.accepted_at
+    from accepted_messages a
+    where a.message_id ${range.inclusive ? sql`>=` : sql`>`} ${range.from}
+      and a.message_id < ${range.upper}
+      and not exists (select 1 from inbox i where i.message_id = a.message_id)
+      and not exists (select 1 from dead_letters d where d.message_id = a.message_id
+                        and (d.replayed_at is null or d.purged_at is not null))
+    order by a.message_id
+    limit ${range.limit}`.execute(db);
+  return rows;
+}
+
+/**
+ * Locks up to `limit` accepted messages at or below `prunedThrough`, oldest first, for the rest
+ * of `trx`, and resolves to their ids; rows another session holds are skipped, never waited for.
+ * The pruner's batch: it dead-letters the unapplied ones, then {@link deleteAccepted}s them all.
+ */
+export async function lockAcceptedThrough(
+  trx: Kysely<Database>,
+  prunedThrough: string,
+  limit: number,
+): Promise<string[]> {
+  const rows = await trx
+    .selectFrom('accepted_messages')
+    .select('message_id')
+    .where('message_id', '<=', prunedThrough)
+    .orderBy('message_id')
+    .limit(limit)
+    .forUpdate()
+    .skipLocked()
+    .execute();
+  return rows.map((r) => r.message_id);
+}
+
+/** Deletes these accepted messages; resolves to how many were there. */
+export async function deleteAccepted(
+  trx: Kysely<Database>,
+  messageIds: readonly string[],
+): Promise<number> {
+  if (messageIds.length === 0) return 0;
+  const r = await trx
+    .deleteFrom('accepted_messages')
+    .where('message_id', 'in', [...messageIds])
+    .executeTakeFirst();
+  return Number(r.numDeletedRows);
 }

@@ -107,10 +107,18 @@ function multiStatementPool(pool: pg.Pool): pg.Pool {
   } as unknown as pg.Pool;
 }
 
-/** Runs `select 1`; turns a connection failure into one line that says where and how to start. */
+/**
+ * One round trip that touches no table (`select 1`): whether PostgreSQL answers, for readiness
+ * probes and start-up checks. Rejects with the driver's error.
+ */
+export async function pingDatabase(db: Db): Promise<void> {
+  await db.selectNoFrom((eb) => eb.val(1).as('one')).execute();
+}
+
+/** {@link pingDatabase}, with a connection failure turned into one line that says where and how to start. */
 export async function checkDatabase(db: Db, url: string): Promise<void> {
   try {
-    await db.selectNoFrom((eb) => eb.val(1).as('one')).execute();
+    await pingDatabase(db);
   } catch (err) {
     throw new ServiceUnreachableError(describeDatabaseFailure(err, url), err);
   }

@@ -3,7 +3,7 @@
  * replay marks it (`replayed_at`) or an operator purges it (`purged_at`); both are kept, so that
  * replays stay idempotent and the reconciler does not resurrect a message an operator gave up.
  */
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type OnConflictBuilder } from 'kysely';
 import type { Database, DeadLetterRow } from './database.js';
 import type { DeadLetterReason } from '../core/dead-letter.js';
 
@@ -28,8 +28,36 @@ export interface DeadLetter {
 const MAX_ERROR_CHARS = 8_192;
 
 /**
- * Records a dead letter. The same message again (a crash between the copy and the removal, or a
- * replay that failed again) updates its one row and makes it pending again.
+ * The one conflict rule of `dead_letters`, for every insert into it: the conflict target is the
+ * message (one row per message, whatever its deaths), and a later death replaces the letter: it
+ * takes the new death's columns, counts it (`dead_count`), and is pending again (neither replayed
+ * nor purged). `enqueued_at` stays the first one recorded. Writers differ only in which rows a
+ * later death may replace (see {@link upsertDeadLetter} and {@link expireUnapplied}).
+ */
+function onDeadLetterConflict(oc: OnConflictBuilder<Database, 'dead_letters'>) {
+  return oc.column('message_id').doUpdateSet((eb) => ({
+    queue: eb.ref('excluded.queue'),
+    job_name: eb.ref('excluded.job_name'),
+    job_id: eb.ref('excluded.job_id'),
+    data: eb.ref('excluded.data'),
+    token: eb.ref('excluded.token'),
+    reason: eb.ref('excluded.reason'),
+    error: eb.ref('excluded.error'),
+    stack: eb.ref('excluded.stack'),
+    attempts: eb.ref('excluded.attempts'),
+    options: eb.ref('excluded.options'),
+    dead_at: sql<Date>`now()`,
+    dead_count: sql<number>`dead_letters.dead_count + 1`,
+    replayed_at: null,
+    purged_at: null,
+  }));
+}
+
+/**
+ * Records a dead letter. The same message again replaces its one row, whatever state it is in
+ * ({@link onDeadLetterConflict}): a crash between the copy and the removal moves it twice and it
+ * is counted twice; a replay that failed again makes it pending again; a job that went dead
+ * after an operator purged its letter is dead again, not hidden by the tombstone.
  */
 export async function upsertDeadLetter(db: Kysely<Database>, letter: DeadLetter): Promise<void> {
   await db
@@ -48,25 +76,79 @@ export async function upsertDeadLetter(db: Kysely<Database>, letter: DeadLetter)
       options: JSON.stringify(letter.options),
       enqueued_at: letter.enqueuedAt,
     })
-    .onConflict((oc) =>
-      oc.column('message_id').doUpdateSet((eb) => ({
-        queue: eb.ref('excluded.queue'),
-        job_name: eb.ref('excluded.job_name'),
-        job_id: eb.ref('excluded.job_id'),
-        data: eb.ref('excluded.data'),
-        token: eb.ref('excluded.token'),
-        reason: eb.ref('excluded.reason'),
-        error: eb.ref('excluded.error'),
-        stack: eb.ref('excluded.stack'),
-        attempts: eb.ref('excluded.attempts'),
-        options: eb.ref('excluded.options'),
-        dead_at: sql<Date>`now()`,
-        dead_count: sql<number>`dead_letters.dead_count + 1`,
-        replayed_at: null,
-        purged_at: null,
-      })),
-    )
+    .onConflict(onDeadLetterConflict)
     .execute();
+}
+
+/** The error of a letter {@link expireUnapplied} writes. */
+export const EXPIRED_UNAPPLIED_ERROR = 'never applied within the dedupe window';
+
+/**
+ * Dead-letters as `expired` those of the accepted messages `messageIds` that have no inbox row
+ * (never applied): the pruner calls it, in its batch's transaction, before it deletes them, so
+ * that no accepted message is lost. Resolves to how many letters it wrote.
+ *
+ * Same conflict rule as every writer ({@link onDeadLetterConflict}), but an expiry replaces only a
+ * letter that was replayed (its message went back to its queue and was never applied): a pending
+ * letter already says why its message is dead, and a purged one is a tombstone the operator left;
+ * the pruner deletes the message under both, so neither must turn into an expiry. A death a
+ * worker saw, by contrast, is news in every state, which is why {@link upsertDeadLetter} has no
+ * such guard.
+ */
+export async function expireUnapplied(
+  trx: Kysely<Database>,
+  messageIds: readonly string[],
+): Promise<number> {
+  if (messageIds.length === 0) return 0;
+  const written = await trx
+    .insertInto('dead_letters')
+    .columns([
+      'message_id',
+      'queue',
+      'job_name',
+      'job_id',
+      'data',
+      'token',
+      'reason',
+      'error',
+      'attempts',
+      'options',
+      'enqueued_at',
+    ])
+    .expression((eb) =>
+      eb
+        .selectFrom('accepted_messages as a')
+        .select([
+          'a.message_id',
+          'a.queue',
+          'a.job_name',
+          'a.job_id',
+          'a.data',
+          'a.token',
+          sql.lit('expired').as('reason'),
+          sql.lit(EXPIRED_UNAPPLIED_ERROR).as('error'),
+          sql.lit(0).as('attempts'),
+          'a.options',
+          'a.accepted_at',
+        ])
+        .where('a.message_id', 'in', [...messageIds])
+        .where(({ not, exists, selectFrom }) =>
+          not(
+            exists(
+              selectFrom('inbox as i')
+                .select('i.message_id')
+                .whereRef('i.message_id', '=', 'a.message_id'),
+            ),
+          ),
+        ),
+    )
+    .onConflict((oc) =>
+      onDeadLetterConflict(oc)
+        .where('dead_letters.replayed_at', 'is not', null)
+        .where('dead_letters.purged_at', 'is', null),
+    )
+    .executeTakeFirst();
+  return Number(written.numInsertedOrUpdatedRows ?? 0n);
 }
 
 function cut(text: string | null): string | null {
@@ -81,6 +163,27 @@ export async function findDeadLetter(
   return db
     .selectFrom('dead_letters')
     .selectAll()
+    .where('message_id', '=', messageId)
+    .executeTakeFirst();
+}
+
+/** The columns of a dead letter that say whether, and why, its message is dead. */
+export type DeadLetterStatus = Pick<
+  DeadLetterRow,
+  'reason' | 'error' | 'dead_at' | 'replayed_at' | 'purged_at'
+>;
+
+/**
+ * {@link findDeadLetter} without the data and stack (up to 8 KiB each) that a status look-up does
+ * not show: the job-status route reads this on every look-up of a failed or vanished job.
+ */
+export async function findDeadLetterStatus(
+  db: Kysely<Database>,
+  messageId: string,
+): Promise<DeadLetterStatus | undefined> {
+  return db
+    .selectFrom('dead_letters')
+    .select(['reason', 'error', 'dead_at', 'replayed_at', 'purged_at'])
     .where('message_id', '=', messageId)
     .executeTakeFirst();
 }
@@ -209,6 +312,67 @@ export async function claimForReplay(
     .execute();
 }
 
+/**
+ * Hands claimed letters back: pending again, their replay uncounted. For letters a replay
+ * claimed but could not send (BullMQ refused the job, or Redis was away), so a later replay can.
+ */
+export async function unclaimReplayed(
+  db: Kysely<Database>,
+  messageIds: readonly string[],
+): Promise<void> {
+  if (messageIds.length === 0) return;
+  await sql`
+    update dead_letters set replayed_at = null, replay_count = replay_count - 1
+    where message_id = any(${[...messageIds]}::bigint[])`.execute(db);
+}
+
+/** Filters of the pending-letter reads of replay ({@link listPendingIdsBelow}, {@link countPendingFrom}). */
+export interface PendingFilter {
+  /** Only these messages. */
+  messageIds?: readonly string[];
+  queue?: string;
+  reason?: DeadLetterReason;
+}
+
+/**
+ * Ids of pending letters (matching the filter) of messages minted before `maxMessageId`,
+ * excluded: the ones older than the dedupe window, which replay refuses.
+ */
+export async function listPendingIdsBelow(
+  db: Kysely<Database>,
+  maxMessageId: string,
+  filter: PendingFilter = {},
+): Promise<string[]> {
+  let query = db
+    .selectFrom('dead_letters')
+    .select('message_id')
+    .where('replayed_at', 'is', null)
+    .where('purged_at', 'is', null)
+    .where('message_id', '<', maxMessageId);
+  if (filter.messageIds) query = query.where('message_id', 'in', [...filter.messageIds]);
+  if (filter.queue) query = query.where('queue', '=', filter.queue);
+  if (filter.reason) query = query.where('reason', '=', filter.reason);
+  return (await query.execute()).map((r) => r.message_id);
+}
+
+/** How many pending letters (matching the filter) are of messages minted at or after `minMessageId`. */
+export async function countPendingFrom(
+  db: Kysely<Database>,
+  minMessageId: string,
+  filter: PendingFilter = {},
+): Promise<number> {
+  let query = db
+    .selectFrom('dead_letters')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('replayed_at', 'is', null)
+    .where('purged_at', 'is', null)
+    .where('message_id', '>=', minMessageId);
+  if (filter.messageIds) query = query.where('message_id', 'in', [...filter.messageIds]);
+  if (filter.queue) query = query.where('queue', '=', filter.queue);
+  if (filter.reason) query = query.where('reason', '=', filter.reason);
+  return Number((await query.executeTakeFirstOrThrow()).n);
+}
+
 /** Filters of {@link purgeDeadLetters}. */
 export interface PurgeFilter {
   /** Only letters that went dead before this time. */
@@ -246,4 +410,22 @@ export async function purgeDeadLetters(
     })
     .returning(['message_id', 'queue', 'job_id'])
     .execute();
+}
+
+/**
+ * Deletes up to `limit` purged dead letters (tombstones) at or below `prunedThrough`: older than
+ * the dedupe window, their message can no longer come back for the reconciler to leave alone.
+ * Resolves to how many it deleted.
+ */
+export async function deletePurgedThrough(
+  trx: Kysely<Database>,
+  prunedThrough: string,
+  limit: number,
+): Promise<number> {
+  const r = await sql`
+    delete from dead_letters where message_id in (
+      select message_id from dead_letters where message_id <= ${prunedThrough}
+        and purged_at is not null
+      order by message_id limit ${limit} for update skip locked)`.execute(trx);
+  return Number(r.numAffectedRows ?? 0);
 }

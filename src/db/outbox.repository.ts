@@ -125,11 +125,17 @@ export async function quarantinedFollowUps(
     .execute();
 }
 
-/** Rows waiting in the outbox (metrics, tests). */
-export async function outboxDepth(db: Kysely<Database>): Promise<number> {
-  const row = await db
-    .selectFrom('outbox')
-    .select((eb) => eb.fn.countAll<string>().as('n'))
-    .executeTakeFirstOrThrow();
-  return Number(row.n);
+/** How far behind the relay is: rows waiting and the oldest one's message id. */
+export interface OutboxBacklog {
+  depth: number;
+  /** `undefined` when the outbox is empty. */
+  oldestMessageId: string | undefined;
+}
+
+/** The {@link OutboxBacklog}, in one query (the metrics scrape, tests). */
+export async function outboxBacklog(db: Kysely<Database>): Promise<OutboxBacklog> {
+  const { rows } = await sql<{ oldest: string | null; n: string }>`
+    select min(message_id)::text as oldest, count(*)::text as n from outbox`.execute(db);
+  const row = rows[0];
+  return { depth: Number(row?.n ?? 0), oldestMessageId: row?.oldest ?? undefined };
 }

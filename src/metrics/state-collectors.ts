@@ -5,9 +5,9 @@
  * (the pending dead letters have a partial index; the outbox is small when the relay keeps up).
  */
 import type { Redis } from 'ioredis';
-import { sql } from 'kysely';
 import type { Db } from '../db/create-db.js';
 import { countPendingDeadLetters } from '../db/dead-letters.repository.js';
+import { outboxBacklog } from '../db/outbox.repository.js';
 import { deadLetterQueueName } from '../core/dead-letter.js';
 import { isSnowflake, snowflakeTimeMs } from '../core/snowflake.js';
 import { createQueueCache } from '../worker/queues.js';
@@ -46,13 +46,8 @@ export function addStateCollectors(
       }
     }),
     metrics.addCollector('outbox', async () => {
-      const { rows } = await sql<{ oldest: string | null; n: string }>`
-        select min(message_id)::text as oldest, count(*)::text as n from outbox`.execute(
-        options.db,
-      );
-      const row = rows[0];
-      const oldest = row?.oldest;
-      metrics.outboxMessages.set(Number(row?.n ?? 0));
+      const { depth, oldestMessageId: oldest } = await outboxBacklog(options.db);
+      metrics.outboxMessages.set(depth);
       // The follow-up's id was minted inside its parent's transaction: its age is the lag.
       metrics.outboxLagSeconds.set(
         oldest && isSnowflake(oldest)

@@ -3,17 +3,14 @@
  * dead-letter table.
  */
 import type { Db } from '../db/create-db.js';
+import { findDeadLetterStatus } from '../db/dead-letters.repository.js';
 import type { DeadLetterInfo, DeadLetterLookup } from './job-status.js';
 
 /** Pending and purged dead letters are `dead`; a replayed one is back on its queue. */
 export function createDeadLetterLookup(db: Db): DeadLetterLookup {
   return {
     async find({ messageId }): Promise<DeadLetterInfo | undefined> {
-      const row = await db
-        .selectFrom('dead_letters')
-        .select(['reason', 'error', 'dead_at', 'replayed_at', 'purged_at'])
-        .where('message_id', '=', messageId)
-        .executeTakeFirst();
+      const row = await findDeadLetterStatus(db, messageId);
       if (!row || (row.replayed_at && !row.purged_at)) return undefined;
       return {
         reason: row.purged_at ? `${row.reason} (purged)` : row.reason,

@@ -4,12 +4,14 @@
  * day), PostgreSQL still knows: the inbox row means completed, with the stored result; an
  * accepted message without a job or inbox row is queued (the reconciler re-enqueues it).
  *
- * `dead` comes from a {@link DeadLetterLookup}: the dead-letter queue (DESIGN.md section 5) is
- * built in a later issue and plugs in here.
+ * `dead` comes from a {@link DeadLetterLookup} (the durable dead-letter queue, DESIGN.md section
+ * 5: see dead-letter-lookup.ts); without one, a failed job reads `failed` and a vanished one
+ * `queued`.
  */
 import type { Queue } from 'bullmq';
 import type { Db } from '../db/create-db.js';
 import { findAcceptedByMessageId } from '../db/accepted-messages.repository.js';
+import { findApplied } from '../db/inbox.repository.js';
 import { messageIdOf } from '../core/message.js';
 
 /** States a client sees. */
@@ -41,8 +43,8 @@ export interface DeadLetterInfo {
 }
 
 /**
- * The hook the dead-letter issue fills: finds the dead letter of a message, if any. Consulted
- * when BullMQ reports the job failed, or no longer has it.
+ * Finds the dead letter of a message, if any. Consulted when BullMQ reports the job failed, or no
+ * longer has it.
  */
 export interface DeadLetterLookup {
   find(message: { messageId: string; queue: string }): Promise<DeadLetterInfo | undefined>;
@@ -121,11 +123,7 @@ export async function findJobStatus(
     };
   }
 
-  const inbox = await options.db
-    .selectFrom('inbox')
-    .select(['result', 'applied_at'])
-    .where('message_id', '=', messageId)
-    .executeTakeFirst();
+  const inbox = await findApplied(options.db, messageId);
   if (inbox) {
     return {
       ...base,

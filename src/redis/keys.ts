@@ -19,11 +19,6 @@ export function outstandingTokensKey(prefix: string, principal: string): string 
   return `${prefix}:~outstanding:${principal}`;
 }
 
-/** Glob matching every onceq-owned key under a prefix (for tests and cleanup). */
-export function ownKeysPattern(prefix: string): string {
-  return `${prefix}:~*`;
-}
-
 /** Glob matching every key under a prefix, BullMQ's included. */
 export function allKeysPattern(prefix: string): string {
   return `${prefix}:*`;

@@ -20,10 +20,14 @@ import type { Redis } from 'ioredis';
 import type { Db } from '../db/create-db.js';
 import {
   claimForReplay,
+  countPendingFrom,
   existingDeadLetterIds,
   listDeadLetters,
+  listPendingIdsBelow,
+  unclaimReplayed,
   type ReplayLetter,
 } from '../db/dead-letters.repository.js';
+import { appliedMessageIds } from '../db/inbox.repository.js';
 import { ErrorCode, OnceqError } from '../core/errors.js';
 import { isSnowflake, firstSnowflakeAt, ONCEQ_EPOCH_MS } from '../core/snowflake.js';
 import { deadLetterQueueName, type DeadLetterReason } from '../core/dead-letter.js';
@@ -33,7 +37,6 @@ import { messageJobOptions, storedJobOptions } from '../producer/job-options.js'
 import { createQueueCache, type QueueCache } from './queues.js';
 import { addMessageJobs } from './add-message-jobs.js';
 import { removeJobs } from './dead-letters.js';
-import { sql } from 'kysely';
 
 /** Letters per batch. */
 export const DEFAULT_REPLAY_BATCH = 1_000;
@@ -123,7 +126,11 @@ export async function replayDeadLetters(options: ReplayOptions): Promise<ReplayS
   };
 
   // Letters too old to replay: the pipeline would dead-letter them again as expired.
-  const expired = await pendingBelow(options, explicit, minMessageId);
+  const expired = await listPendingIdsBelow(options.db, minMessageId, {
+    messageIds: explicit,
+    queue: options.queue,
+    reason: options.reason,
+  });
   for (const id of expired) {
     summary.failures.push({
       messageId: id,
@@ -133,7 +140,11 @@ export async function replayDeadLetters(options: ReplayOptions): Promise<ReplayS
   summary.failed += expired.length;
   summary.total = explicit
     ? explicit.length
-    : expired.length + (await countPending(options, minMessageId));
+    : expired.length +
+      (await countPendingFrom(options.db, minMessageId, {
+        queue: options.queue,
+        reason: options.reason,
+      }));
   let done = expired.length;
   options.onProgress?.(done, summary.total);
 
@@ -221,7 +232,7 @@ async function replayBatch(
   }
   // Independent of each other: the inbox look-up (PostgreSQL) runs while Redis removes.
   const [applied] = await Promise.all([
-    appliedIds(
+    appliedMessageIds(
       options.db,
       claimed.map((r) => r.message_id),
     ),
@@ -237,9 +248,10 @@ async function replayBatch(
   }
   // Back to pending, so a later replay can send them.
   const unclaim = (rows: ReplayLetter[]) =>
-    sql`
-    update dead_letters set replayed_at = null, replay_count = replay_count - 1
-    where message_id = any(${rows.map((r) => r.message_id)}::bigint[])`.execute(options.db);
+    unclaimReplayed(
+      options.db,
+      rows.map((r) => r.message_id),
+    );
   await Promise.all(
     [...byQueue].map(async ([, rows]) => {
       try {
@@ -283,46 +295,6 @@ async function replayBatch(
   );
 }
 
-async function appliedIds(db: Db, ids: string[]): Promise<Set<string>> {
-  if (ids.length === 0) return new Set();
-  const rows = await db
-    .selectFrom('inbox')
-    .select('message_id')
-    .where('message_id', 'in', ids)
-    .execute();
-  return new Set(rows.map((r) => r.message_id));
-}
-
-/** Pending letters (matching the filters) of messages older than the window. */
-async function pendingBelow(
-  options: ReplayOptions,
-  explicit: string[] | undefined,
-  minMessageId: string,
-): Promise<string[]> {
-  let query = options.db
-    .selectFrom('dead_letters')
-    .select('message_id')
-    .where('replayed_at', 'is', null)
-    .where('purged_at', 'is', null)
-    .where('message_id', '<', minMessageId);
-  if (explicit) query = query.where('message_id', 'in', explicit);
-  if (options.queue) query = query.where('queue', '=', options.queue);
-  if (options.reason) query = query.where('reason', '=', options.reason);
-  return (await query.execute()).map((r) => r.message_id);
-}
-
-async function countPending(options: ReplayOptions, minMessageId: string): Promise<number> {
-  let query = options.db
-    .selectFrom('dead_letters')
-    .select((eb) => eb.fn.countAll<string>().as('n'))
-    .where('replayed_at', 'is', null)
-    .where('purged_at', 'is', null)
-    .where('message_id', '>=', minMessageId);
-  if (options.queue) query = query.where('queue', '=', options.queue);
-  if (options.reason) query = query.where('reason', '=', options.reason);
-  return Number((await query.executeTakeFirstOrThrow()).n);
-}
-
 /** Counts, without changing anything, what a replay would do now. */
 async function dryRun(
   options: ReplayOptions,
@@ -346,7 +318,7 @@ async function dryRun(
     rows = rows.filter(
       (r) => BigInt(r.message_id) >= BigInt(minMessageId) && (!wanted || wanted.has(r.message_id)),
     );
-    const applied = await appliedIds(
+    const applied = await appliedMessageIds(
       options.db,
       rows.map((r) => r.message_id),
     );

@@ -7,7 +7,7 @@
  * skipped (`SKIP LOCKED`), never waited for.
  *
  * An accepted message that reaches the cutoff without an inbox row was never applied: it is
- * dead-lettered as `expired` in the same statement that deletes it, so it is not lost. Purged
+ * dead-lettered as `expired` in the same transaction that deletes it, so it is not lost. Purged
  * dead letters (tombstones) go at the same age. One pruner runs at a time across the fleet.
  *
  * The pruner's clock and window decide what is old; what is pruned is then recorded in
@@ -19,13 +19,10 @@ import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import { LockId, withAdvisoryLock } from '../db/advisory-lock.js';
 import { prunedThroughId } from '../core/dead-letter.js';
-import {
-  advancePruneCutoff,
-  pruneAcceptedBatch,
-  pruneInboxBatch,
-  pruneTombstoneBatch,
-  type PruneBatch,
-} from '../db/pruning.repository.js';
+import { advancePruneCutoff } from '../db/pruning.repository.js';
+import { deleteAccepted, lockAcceptedThrough } from '../db/accepted-messages.repository.js';
+import { deleteInboxThrough } from '../db/inbox.repository.js';
+import { deletePurgedThrough, expireUnapplied } from '../db/dead-letters.repository.js';
 import { startPeriodic, type PeriodicTask } from './periodic.js';
 
 import { DEFAULT_PRUNE_INTERVAL_MS } from '../config.js';
@@ -66,6 +63,40 @@ export interface Pruner {
   runOnce(): Promise<PruneReport>;
   start(): void;
   close(): Promise<void>;
+}
+
+/** What one batch deleted. */
+interface PruneBatch {
+  deleted: number;
+  /** Accepted messages of the batch that were never applied, dead-lettered as `expired`. */
+  expired?: number;
+}
+
+/**
+ * Deletes up to `limit` accepted messages at or below `prunedThrough`; those without an inbox
+ * row were never applied and are dead-lettered as `expired` first, in the same transaction, so
+ * they are not lost. Rows another session holds are skipped.
+ */
+async function pruneAcceptedBatch(
+  trx: Db,
+  prunedThrough: string,
+  limit: number,
+): Promise<PruneBatch> {
+  const ids = await lockAcceptedThrough(trx, prunedThrough, limit);
+  const expired = await expireUnapplied(trx, ids);
+  return { deleted: await deleteAccepted(trx, ids), expired };
+}
+
+async function pruneInboxBatch(trx: Db, prunedThrough: string, limit: number): Promise<PruneBatch> {
+  return { deleted: await deleteInboxThrough(trx, prunedThrough, limit) };
+}
+
+async function pruneTombstoneBatch(
+  trx: Db,
+  prunedThrough: string,
+  limit: number,
+): Promise<PruneBatch> {
+  return { deleted: await deletePurgedThrough(trx, prunedThrough, limit) };
 }
 
 /** Creates a pruner. */

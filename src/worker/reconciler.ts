@@ -13,11 +13,11 @@
  * job that turns out to exist is not duplicated, and the inbox absorbs any extra delivery.
  */
 import type { Job, Queue } from 'bullmq';
-import { sql } from 'kysely';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import type { AcceptedMessageRow } from '../db/database.js';
+import { listUnsettledAccepted } from '../db/accepted-messages.repository.js';
 import { LockId, withAdvisoryLock } from '../db/advisory-lock.js';
 import { firstSnowflakeAt, ONCEQ_EPOCH_MS } from '../core/snowflake.js';
 import type { MessageEnvelope } from '../core/message.js';
@@ -106,7 +106,12 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     let from = watermark;
     let inclusive = true;
     for (;;) {
-      const rows = await unsettledBatch(from, inclusive, upper);
+      const rows = await listUnsettledAccepted(options.db, {
+        from,
+        inclusive,
+        upper,
+        limit: batchSize,
+      });
       if (rows.length === 0) break;
       from = rows[rows.length - 1]!.message_id;
       inclusive = false;
@@ -175,25 +180,6 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     } catch {
       return undefined;
     }
-  }
-
-  /** Accepted messages in the id range with no inbox row and no pending (or purged) dead letter. */
-  async function unsettledBatch(
-    from: string,
-    inclusive: boolean,
-    upper: string,
-  ): Promise<AcceptedMessageRow[]> {
-    const { rows } = await sql<AcceptedMessageRow>`
-      select a.message_id::text as message_id, a.principal, a.token, a.fingerprint, a.queue,
-             a.job_name, a.data, a.job_id, a.options, a.accepted_at
-      from accepted_messages a
-      where a.message_id ${inclusive ? sql`>=` : sql`>`} ${from} and a.message_id < ${upper}
-        and not exists (select 1 from inbox i where i.message_id = a.message_id)
-        and not exists (select 1 from dead_letters d where d.message_id = a.message_id
-                          and (d.replayed_at is null or d.purged_at is not null))
-      order by a.message_id
-      limit ${batchSize}`.execute(options.db);
-    return rows;
   }
 
   /**

@@ -10,7 +10,7 @@ import { encodeSnowflake } from '../../src/core/snowflake.js';
 import { recordAccepted } from '../../src/db/accepted-messages.repository.js';
 import {
   insertOutbox,
-  outboxDepth,
+  outboxBacklog,
   quarantinedFollowUps,
   takeOutboxBatch,
 } from '../../src/db/outbox.repository.js';
@@ -45,7 +45,7 @@ describe('outbox repository', () => {
     expect(clashes).to.equal(undefined);
     expect(rows.map((r) => r.message_id)).to.deep.equal([id(1), id(2)]);
     expect(rows[0]).to.not.have.property('recorded');
-    expect(await outboxDepth(t.db)).to.equal(0);
+    expect((await outboxBacklog(t.db)).depth).to.equal(0);
     const accepted = await t.db.selectFrom('accepted_messages').select('message_id').execute();
     expect(accepted.map((r) => r.message_id).sort()).to.deep.equal([id(1), id(2)]);
   });
@@ -72,7 +72,7 @@ describe('outbox repository', () => {
     expect(clashes!.details.messageIds).to.deep.equal([id(2)]);
     expect(clashes!.message).to.contain(id(2));
     // The clash stays in the outbox, marked, and the other message's record is untouched.
-    expect(await outboxDepth(t.db)).to.equal(1);
+    expect((await outboxBacklog(t.db)).depth).to.equal(1);
     const quarantined = await quarantinedFollowUps(t.db);
     expect(quarantined.map((q) => q.message_id)).to.deep.equal([id(2)]);
     expect(quarantined[0]!.quarantined_at).to.be.instanceOf(Date);

@@ -11,11 +11,8 @@ import {
   runMessageTransaction,
   type MessageTransactionResult,
 } from '../../src/db/message-transaction.js';
-import {
-  advancePruneCutoff,
-  pruneInboxBatch,
-  readPruneCutoff,
-} from '../../src/db/pruning.repository.js';
+import { advancePruneCutoff, readPruneCutoff } from '../../src/db/pruning.repository.js';
+import { deleteInboxThrough } from '../../src/db/inbox.repository.js';
 import { ErrorCode } from '../../src/core/errors.js';
 import { encodeSnowflake } from '../../src/core/snowflake.js';
 import { createDb, type Db } from '../../src/db/create-db.js';
@@ -111,7 +108,7 @@ describe('db: pruning cutoff', function () {
     const prune = await t.db.startTransaction().execute();
     let committed = false;
     try {
-      expect(await pruneInboxBatch(prune, x, 100)).to.deep.equal({ deleted: 1 });
+      expect(await deleteInboxThrough(prune, x, 100)).to.equal(1);
       await advancePruneCutoff(prune, x);
       const redelivery = deliver(x, undefined, workerDb);
       await waitFor('the redelivery waits on the row being deleted', async () => {
@@ -179,11 +176,11 @@ describe('db: pruning cutoff', function () {
     });
     await inHandler;
     const pruned = await t.db.transaction().execute(async (trx) => {
-      const batch = await pruneInboxBatch(trx, y, 100);
+      const deleted = await deleteInboxThrough(trx, y, 100);
       await advancePruneCutoff(trx, y);
-      return batch;
+      return deleted;
     });
-    expect(pruned.deleted, "the delivery's row is not the pruner's to see").to.equal(0);
+    expect(pruned, "the delivery's row is not the pruner's to see").to.equal(0);
     resume();
     expect(await delivery).to.be.instanceOf(MessagePrunedError);
     expect(await effects(y)).to.equal(0);

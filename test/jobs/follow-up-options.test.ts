@@ -11,7 +11,7 @@ import { createTestStack, type TestStack } from '../support/stack.js';
 import { waitFor } from '../support/ledger.js';
 import { defineJob } from '../../src/jobs/define-job.js';
 import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
-import { outboxDepth } from '../../src/db/outbox.repository.js';
+import { outboxBacklog } from '../../src/db/outbox.repository.js';
 import { MAX_PRIORITY } from '../../src/core/limits.js';
 
 const CHILD_QUEUE = 'fu-child';
@@ -85,7 +85,7 @@ describe('jobs: ctx.enqueue refuses a bad follow-up at the door', function () {
       } else {
         expect(letter.error).to.contain(`unknown job "${name}"`);
       }
-      expect(await outboxDepth(stack.db)).to.equal(0);
+      expect((await outboxBacklog(stack.db)).depth).to.equal(0);
       const inbox = await stack.db
         .selectFrom('inbox')
         .select('message_id')

@@ -11,7 +11,7 @@ import { createFixtureTables, effectCounts, fixtureJobs, FIXTURE_QUEUE } from '.
 import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
 import {
   insertOutbox,
-  outboxDepth,
+  outboxBacklog,
   OUTBOX_PRINCIPAL,
   quarantinedFollowUps,
 } from '../../src/db/outbox.repository.js';
@@ -42,7 +42,7 @@ describe('worker: transactional outbox', function () {
     expect(letter.reason).to.equal('exhausted');
     // Give the relay several runs to send anything it might have.
     await new Promise((r) => setTimeout(r, 500));
-    expect(await outboxDepth(stack.db)).to.equal(0);
+    expect((await outboxBacklog(stack.db)).depth).to.equal(0);
     expect((await effectCounts(stack.db)).size).to.equal(0);
     const followUps = await stack.db
       .selectFrom('accepted_messages')
@@ -93,7 +93,7 @@ describe('worker: transactional outbox', function () {
         (a) => a.fingerprint.startsWith('outbox:') && a.job_id === jobIdFor(a.message_id),
       ),
     ).to.equal(true);
-    expect(await outboxDepth(stack.db)).to.equal(0);
+    expect((await outboxBacklog(stack.db)).depth).to.equal(0);
   });
 
   it('a relay that dies after adding the jobs and before committing sends a duplicate the inbox absorbs', async () => {
@@ -137,7 +137,7 @@ describe('worker: transactional outbox', function () {
       outcome: 'duplicate',
     });
     expect((await effectCounts(stack.db)).get(messageId)).to.equal(1);
-    expect(await outboxDepth(stack.db)).to.equal(0);
+    expect((await outboxBacklog(stack.db)).depth).to.equal(0);
   });
 
   // Rows written straight into the outbox (ctx.enqueue refuses such options at the door now; rows
@@ -150,7 +150,7 @@ describe('worker: transactional outbox', function () {
     try {
       expect(await relay.runOnce()).to.equal(7);
       // Nothing left behind, and a second run has nothing to send or dead-letter again.
-      expect(await outboxDepth(stack.db)).to.equal(0);
+      expect((await outboxBacklog(stack.db)).depth).to.equal(0);
       expect(await relay.runOnce()).to.equal(0);
     } finally {
       await relay.close();
@@ -268,7 +268,7 @@ describe('worker: transactional outbox', function () {
       await down.close();
       deadRedis.disconnect();
     }
-    expect(await outboxDepth(stack.db)).to.equal(4);
+    expect((await outboxBacklog(stack.db)).depth).to.equal(4);
     const letters = await stack.db.selectFrom('dead_letters').select('message_id').execute();
     expect(letters).to.deep.equal([]);
 

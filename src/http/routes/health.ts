@@ -4,8 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
-import { sql } from 'kysely';
-import type { Db } from '../../db/create-db.js';
+import { pingDatabase, type Db } from '../../db/create-db.js';
 import { HealthSchema } from '../schemas.js';
 import { TimeoutError, withTimeout } from '../../core/with-timeout.js';
 
@@ -36,7 +35,7 @@ export function healthRoutes(
     async (_request, reply) => {
       const [redis, postgres] = await Promise.all([
         check(() => deps.redis.ping()),
-        check(() => sql`select 1`.execute(deps.db)),
+        check(() => pingDatabase(deps.db)),
       ]);
       const checks: Record<string, string> = { redis, postgres };
       // A lost worker-id lease (Redis lost its data) answers 503 until a new one can mint.
