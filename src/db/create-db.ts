@@ -7,7 +7,7 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Database } from './database.js';
-import { redactUrl } from '../config.js';
+import { redactUrl } from '../core/redact-url.js';
 import { ServiceUnreachableError } from '../core/errors.js';
 
 /** Idle time before the first TCP keepalive probe on a PostgreSQL connection. */

@@ -9,7 +9,7 @@ import type { Database } from '../db/database.js';
 import type { MessageTransaction } from '../db/message-transaction.js';
 import { ErrorCode, NonRetryableError, VersionConflictError } from '../core/errors.js';
 import { assertEnqueueOptions } from '../core/enqueue-options.js';
-import { DEFAULT_DEDUPE_WINDOW_MS } from '../config.js';
+import { DEFAULT_DEDUPE_WINDOW_MS } from '../core/defaults.js';
 import type { FollowUpOptions, InsertOnceOptions, JobContext } from './define-job.js';
 import type { JobRegistry } from './registry.js';
 

@@ -5,7 +5,7 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import type { Database } from '../db/database.js';
 import type { MessageTransaction } from '../db/message-transaction.js';
-import { QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
+import { QUEUE_NAME, QUEUE_NAME_RULE } from '../core/queue-name.js';
 import { DEAD_LETTER_QUEUE_SUFFIX, isDeadLetterQueueName } from '../core/dead-letter.js';
 
 /** Queue a job runs on when its definition names none. */
