@@ -3,7 +3,7 @@
  * plain JSON Schema), and a handler that runs inside the message's transaction.
  */
 import type { Static, TSchema } from '@sinclair/typebox';
-import type { Database } from '../db/database.js';
+import type { Insertable, Updateable } from 'kysely';
 import type { MessageTransaction } from '../db/message-transaction.js';
 import { QUEUE_NAME, QUEUE_NAME_RULE } from '../core/queue-name.js';
 import { DEAD_LETTER_QUEUE_SUFFIX, isDeadLetterQueueName } from '../core/dead-letter.js';
@@ -14,10 +14,18 @@ export const DEFAULT_QUEUE = 'default';
 /** Job names: dotted identifiers like `ledger.transfer`. */
 export const JOB_NAME = /^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$/i;
 
+/**
+ * The database type of a job that names none: any table, any column. Name yours
+ * (`defineJob<AppDatabase>()({...})`) and `ctx.trx`, `insertOnce` and `updateVersioned` are
+ * checked against your tables, as a `Kysely<AppDatabase>` is.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyDatabase = Record<string, any>;
+
 /** Options of {@link JobContext.insertOnce}. */
-export interface InsertOnceOptions {
+export interface InsertOnceOptions<Column extends string = string> {
   /** The primary-key (or unique) column the insert may conflict on. @defaultValue `id` */
-  conflict?: string;
+  conflict?: Column;
 }
 
 /** Options of {@link JobContext.enqueue}. */
@@ -37,7 +45,7 @@ export interface FollowUpOptions {
  * What a handler gets. Everything it writes through `trx` commits together with the inbox row
  * that marks the message applied, or not at all.
  */
-export interface JobContext<Data, DB = Database> {
+export interface JobContext<Data, DB = AnyDatabase> {
   /** The validated job data. */
   readonly data: Data;
   /** The message's snowflake id (decimal string), the same on every delivery and replay. */
@@ -63,21 +71,21 @@ export interface JobContext<Data, DB = Database> {
    * `INSERT … ON CONFLICT (conflict) DO NOTHING`; true when the row was inserted. Ids must be
    * chosen before the first attempt (the messageId, or ids from the payload), never minted here.
    */
-  insertOnce(
-    table: string,
-    row: Record<string, unknown>,
-    options?: InsertOnceOptions,
+  insertOnce<T extends keyof DB & string>(
+    table: T,
+    row: Insertable<DB[T]>,
+    options?: InsertOnceOptions<keyof DB[T] & string>,
   ): Promise<boolean>;
   /**
    * `UPDATE table SET …, version = version + 1 WHERE id = $id AND version = $expected`; returns
    * the new version. Throws `VersionConflictError` when the row has another version (or is
    * gone); onceq then re-runs the whole transaction.
    */
-  updateVersioned(
-    table: string,
+  updateVersioned<T extends keyof DB & string>(
+    table: T,
     id: string,
     expectedVersion: number,
-    set: Record<string, unknown>,
+    set: Updateable<DB[T]>,
   ): Promise<number>;
   /**
    * Enqueues a follow-up message through the transactional outbox: the row is written in this
@@ -90,8 +98,13 @@ export interface JobContext<Data, DB = Database> {
   enqueue(name: string, data: unknown, options?: FollowUpOptions): Promise<string>;
 }
 
-/** A job: what `defineJob` returns and the registry holds. */
-export interface JobDefinition<Data = unknown, Result = unknown> {
+/**
+ * A job: what `defineJob` returns and a worker or producer is given. `DB` is the database type
+ * its handler was written against; left out, the type stands for a job of any database (so a
+ * list of jobs written against different table types is still a `JobDefinition[]`).
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export interface JobDefinition<Data = unknown, Result = unknown, DB = any> {
   readonly name: string;
   /** The queue a message of this job goes to when the enqueue names none. */
   readonly queue: string;
@@ -102,11 +115,11 @@ export interface JobDefinition<Data = unknown, Result = unknown> {
   readonly queues: readonly string[];
   readonly schema: TSchema;
   /** Runs inside the transaction; its result is stored with the inbox row and replayed to duplicates. */
-  handle(ctx: JobContext<Data>): Promise<Result>;
+  handle(ctx: JobContext<Data, DB>): Promise<Result>;
 }
 
 /** What `defineJob` takes. */
-export interface JobSpec<S extends TSchema, Result> {
+export interface JobSpec<S extends TSchema, Result, DB = AnyDatabase> {
   name: string;
   /** @defaultValue `default` */
   queue?: string;
@@ -116,14 +129,42 @@ export interface JobSpec<S extends TSchema, Result> {
    * neither `queue` nor in this list is refused. @defaultValue none
    */
   queues?: readonly string[];
+  /** The data's JSON schema; with TypeBox, `ctx.data` gets its static type. */
   schema: S;
-  handle(ctx: JobContext<Static<S>>): Promise<Result>;
+  handle(ctx: JobContext<Static<S>, DB>): Promise<Result>;
 }
 
-/** Defines a job. The result must be JSON-serialisable (it is stored as `jsonb`). */
+/** `defineJob` bound to an application's database type. */
+export type DefineJob<DB> = <S extends TSchema, Result>(
+  spec: JobSpec<S, Result, DB>,
+) => JobDefinition<Static<S>, Result, DB>;
+
+/**
+ * Defines a job: `ctx.data` is typed from the TypeBox schema. The result must be
+ * JSON-serialisable (it is stored as `jsonb`).
+ *
+ * Called with the application's Kysely database type and no argument, it returns a `defineJob`
+ * whose handlers get `ctx.trx`, `insertOnce` and `updateVersioned` typed against those tables:
+ *
+ * ```ts
+ * const defineAppJob = defineJob<AppDatabase>();
+ * export const addNote = defineAppJob({ name: 'note.add', schema: Note, async handle(ctx) { … } });
+ * ```
+ */
 export function defineJob<S extends TSchema, Result>(
   spec: JobSpec<S, Result>,
-): JobDefinition<Static<S>, Result> {
+): JobDefinition<Static<S>, Result>;
+export function defineJob<DB>(): DefineJob<DB>;
+export function defineJob<S extends TSchema, Result>(
+  spec?: JobSpec<S, Result>,
+): JobDefinition<Static<S>, Result> | DefineJob<unknown> {
+  if (spec === undefined) return defineJobSpec as DefineJob<unknown>;
+  return defineJobSpec(spec);
+}
+
+function defineJobSpec<S extends TSchema, Result, DB>(
+  spec: JobSpec<S, Result, DB>,
+): JobDefinition<Static<S>, Result, DB> {
   if (typeof spec.name !== 'string' || !JOB_NAME.test(spec.name)) {
     throw new TypeError(
       `job name "${String(spec.name)}" must be dotted identifiers such as "ledger.transfer"`,
