@@ -1,8 +1,13 @@
 /**
- * Configuration: the environment becomes one frozen, validated `Config`. Nothing else in onceq
- * reads `process.env`. Every bad value is reported at once, one line each, naming the variable.
+ * Configuration, for the CLI only: the environment becomes one frozen, validated `Config`, and
+ * then the options of the library's `createWorker` and `createProducer`, which is all the CLI
+ * runs on. Nothing else in onceq reads `process.env`. Every bad value is reported at once, one
+ * line each, naming the variable.
  */
+import type { Logger } from 'pino';
 import { ConfigError } from './core/errors.js';
+import type { JobDefinition } from './jobs/define-job.js';
+import type { ConnectionOptions, ProducerOptions, WorkerOptions } from './lib/options.js';
 import { formatDuration, parseDuration } from './core/duration.js';
 import { isWellFormedApiKey } from './core/api-key.js';
 import { DEFAULT_MAX_OUTSTANDING_TOKENS, MAX_ISSUE_COUNT } from './core/limits.js';
@@ -367,3 +372,54 @@ const TIMING_VARIABLES: Record<keyof TimingSettings, string> = {
   reconcileGraceMs: 'ONCEQ_RECONCILE_GRACE',
   statementTimeoutMs: 'ONCEQ_STATEMENT_TIMEOUT',
 };
+
+/** The connection options every CLI component takes from the environment. */
+function connectionOptions(config: Config, logger: Logger | undefined) {
+  return {
+    redis: config.redisUrl,
+    database: config.databaseUrl,
+    prefix: config.prefix,
+    schema: config.databaseSchema,
+    poolSize: config.poolSize,
+    logger,
+  } satisfies Omit<ConnectionOptions, 'logger'> & { logger: Logger | undefined };
+}
+
+/** The environment as `createWorker` options, for `onceq worker` and `onceq start`. */
+export function workerOptionsFrom(
+  config: Config,
+  jobs: readonly JobDefinition[],
+  logger?: Logger,
+): WorkerOptions {
+  return {
+    ...connectionOptions(config, logger),
+    jobs,
+    queues: config.queues.length ? config.queues : undefined,
+    concurrency: config.concurrency,
+    maxAttempts: config.maxAttempts,
+    lockDurationMs: config.lockDurationMs,
+    tokenTtlMs: config.tokenTtlMs,
+    dedupeWindowMs: config.dedupeWindowMs,
+    statementTimeoutMs: config.statementTimeoutMs,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    reconciler: { intervalMs: config.reconcileIntervalMs, graceMs: config.reconcileGraceMs },
+    outbox: { intervalMs: config.outboxIntervalMs },
+    pruner: { intervalMs: config.pruneIntervalMs },
+  };
+}
+
+/** The environment as `createProducer` options, for `onceq api` and `onceq enqueue`. */
+export function producerOptionsFrom(
+  config: Config,
+  jobs: readonly JobDefinition[],
+  logger?: Logger,
+): ProducerOptions {
+  return {
+    ...connectionOptions(config, logger),
+    jobs,
+    maxAttempts: config.maxAttempts,
+    tokenTtlMs: config.tokenTtlMs,
+    dedupeWindowMs: config.dedupeWindowMs,
+    maxUnusedTokens: config.maxOutstandingTokens,
+  };
+}

@@ -68,6 +68,11 @@ export class JobRegistry {
     return entry.job;
   }
 
+  /** Registered jobs, sorted by name. */
+  jobs(): JobDefinition[] {
+    return this.names().map((name) => this.entries.get(name)!.job);
+  }
+
   /** Registered job names, sorted. */
   names(): string[] {
     return [...this.entries.keys()].sort();
