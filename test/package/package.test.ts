@@ -1,0 +1,335 @@
+/**
+ * onceq as a user gets it: the tarball `npm pack` makes, installed with `npm install` into a
+ * plain Node project in a temporary folder outside the repository. There, `import('onceq')` and
+ * `require('onceq')` give the same named exports; a script of the project's own (its own table,
+ * its own job, written against `onceq` only) gets one effect per message from createProducer and
+ * createWorker under repeated enqueues with the same token, against the real Redis and
+ * PostgreSQL; and a strict TypeScript file type-checks against the installed `.d.ts`, with a
+ * misspelt option and a wrong `ctx.data` field refused. The tarball itself holds no tests, CI
+ * scripts or tools' sources.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { expect } from 'chai';
+import { sql } from 'kysely';
+import { createDb } from '../../src/db/create-db.js';
+import { closeRedis } from '../../src/redis/connection.js';
+import {
+  deletePrefix,
+  testRedis,
+  TEST_DATABASE_URL,
+  TEST_REDIS_URL,
+  uniqueName,
+} from '../support/env.js';
+import { ensureBuilt, ROOT } from '../support/build.js';
+
+const run = promisify(execFile);
+
+/** The repository's own TypeScript compiler, by absolute path: the project installs none. */
+const TSC = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+
+/** Lists the named exports both ways; CommonJS through Node's require(esm). */
+const EXPORTS_CJS = `
+const required = require('onceq');
+import('onceq').then((imported) => {
+  console.log(JSON.stringify({
+    required: Object.keys(required).sort(),
+    imported: Object.keys(imported).sort(),
+    same: Object.keys(imported).every((k) => imported[k] === required[k]),
+  }));
+});
+`;
+
+/**
+ * The user's script: its own table in its own schema, one job, a producer and a worker. Each of
+ * three requests is sent five times with its token, as a client retrying would; the script then
+ * waits for the worker and prints what the table holds.
+ */
+const APP_MJS = `
+import pg from 'pg';
+import { Type } from '@sinclair/typebox';
+import { createProducer, createWorker, defineJob, migrateToLatest } from 'onceq';
+
+const { DATABASE_URL, REDIS_URL, SCHEMA, PREFIX } = process.env;
+const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 4 });
+await pool.query('create schema if not exists ' + SCHEMA);
+await pool.query('create table ' + SCHEMA + '.greetings (id text primary key, name text not null)');
+await migrateToLatest({ database: DATABASE_URL, schema: SCHEMA });
+
+const greet = defineJob({
+  name: 'greeting.send',
+  queue: 'greetings',
+  schema: Type.Object({ name: Type.String() }),
+  async handle(ctx) {
+    const inserted = await ctx.insertOnce('greetings', { id: ctx.messageId, name: ctx.data.name });
+    return { inserted };
+  },
+});
+
+const options = { redis: REDIS_URL, database: DATABASE_URL, schema: SCHEMA, prefix: PREFIX, jobs: [greet] };
+const worker = await createWorker({ ...options, concurrency: 4 });
+const producer = await createProducer(options);
+const answers = [];
+for (const name of ['ada', 'grace', 'edsger']) {
+  const token = await producer.issueToken();
+  for (let i = 0; i < 5; i++) {
+    answers.push(await producer.enqueue('greeting.send', { name }, { token }));
+  }
+}
+const messageIds = [...new Set(answers.map((a) => a.messageId))];
+for (let i = 0; i < 200; i++) {
+  const { rows } = await pool.query(
+    'select count(*)::int as n from ' + SCHEMA + '.inbox where message_id = any($1)', [messageIds]);
+  if (rows[0].n === messageIds.length) break;
+  await new Promise((r) => setTimeout(r, 50));
+}
+const { rows } = await pool.query('select id, name from ' + SCHEMA + '.greetings order by name');
+await producer.close();
+await worker.close();
+await pool.end();
+console.log(JSON.stringify({
+  answers: answers.length,
+  replayed: answers.filter((a) => a.replayed).length,
+  messageIds,
+  rows,
+}));
+`;
+
+/**
+ * Strict TypeScript against the installed declarations; each @ts-expect-error must be needed. An
+ * ES module (`.mts`), as onceq is: from a CommonJS file, TypeScript would give the user's own
+ * TypeBox and Kysely their CommonJS declarations and onceq's imports their ESM ones, and refuse
+ * to mix the two.
+ */
+const TYPES_TS = `
+import { Type } from '@sinclair/typebox';
+import type { Generated } from 'kysely';
+import {
+  ConfigError,
+  createProducer,
+  createWorker,
+  defineJob,
+  migrateToLatest,
+  migrations,
+  type EnqueueResult,
+  type JobContext,
+  type JobDefinition,
+  type Producer,
+  type ProducerOptions,
+  type Worker,
+  type WorkerOptions,
+} from 'onceq';
+import type { MigrationProvider } from 'kysely';
+
+interface AppDatabase {
+  notes: { id: string; body: string; version: Generated<number> };
+}
+
+const Note = Type.Object({ body: Type.String(), tags: Type.Array(Type.String()) });
+
+export const addNote = defineJob<AppDatabase>()({
+  name: 'note.add',
+  schema: Note,
+  async handle(ctx) {
+    const body: string = ctx.data.body;
+    const tags: string[] = ctx.data.tags;
+    // @ts-expect-error: the schema has no such field
+    void ctx.data.bdy;
+    const inserted = await ctx.insertOnce('notes', { id: ctx.messageId, body });
+    // @ts-expect-error: not one of the app's tables
+    await ctx.insertOnce('nots', { id: ctx.messageId, body });
+    // @ts-expect-error: not a column of notes
+    await ctx.updateVersioned('notes', ctx.messageId, 1, { bdy: 'x' });
+    const row = await ctx.trx.selectFrom('notes').select(['body', 'version']).executeTakeFirst();
+    const version: number | undefined = row?.version;
+    return { inserted, tags: tags.length, version };
+  },
+});
+
+const untyped: JobDefinition = addNote;
+const context = (ctx: JobContext<{ n: number }>) => ctx.data.n + 1;
+
+const options: WorkerOptions = {
+  redis: 'redis://127.0.0.1:6379',
+  database: 'postgres://postgres@127.0.0.1:5432/app',
+  jobs: [addNote, untyped],
+  concurrency: 4,
+  reconciler: false,
+  outbox: { intervalMs: 500 },
+};
+
+export async function main(): Promise<EnqueueResult> {
+  const provider: MigrationProvider = migrations;
+  await migrateToLatest({ database: options.database, schema: 'app' });
+  const worker: Worker = await createWorker(options);
+  await createWorker({
+    redis: 'redis://127.0.0.1:6379',
+    database: 'postgres://postgres@127.0.0.1:5432/app',
+    jobs: [addNote],
+    // @ts-expect-error: a misspelt option does not compile
+    concurency: 4,
+  });
+  const producerOptions: ProducerOptions = { ...options, jobs: [addNote] };
+  // @ts-expect-error: a worker option is not a producer option
+  const wrong: ProducerOptions = { redis: 'redis://x', database: 'postgres://x', jobs: [], concurrency: 2 };
+  const producer: Producer = await createProducer(producerOptions);
+  // @ts-expect-error: a misspelt enqueue option does not compile
+  await producer.enqueue('note.add', { body: 'x', tags: [] }, { tokn: 't' });
+  const result = await producer.enqueue('note.add', { body: 'x', tags: [] }, { token: 't' });
+  const id: string = result.messageId;
+  await Promise.all([producer.close(), worker.close()]);
+  void [provider, wrong, context, id, ConfigError];
+  return result;
+}
+`;
+
+describe('package: onceq installed from its tarball into a project outside the repo', function () {
+  this.timeout(90_000);
+  const schema = uniqueName('pkg');
+  const prefix = uniqueName('pkg');
+  let dir: string;
+  let project: string;
+  let packed: { path: string }[];
+
+  before(async function () {
+    this.timeout(150_000);
+    await ensureBuilt();
+    dir = mkdtempSync(path.join(tmpdir(), 'onceq-package-'));
+    // dist/ is fresh (ensureBuilt), so the pack need not build again through `prepare`.
+    const { stdout } = await run(
+      'npm',
+      ['pack', '--json', '--ignore-scripts', '--pack-destination', dir],
+      { cwd: ROOT, timeout: 60_000 },
+    );
+    const [info] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
+    packed = info!.files;
+    project = path.join(dir, 'app');
+    await run('mkdir', [project]);
+    writeFileSync(
+      path.join(project, 'package.json'),
+      JSON.stringify({ name: 'onceq-user', private: true, version: '1.0.0' }),
+    );
+    // What a user installs: onceq, and what their own code imports (pg, TypeBox, Kysely's types,
+    // Node's types); onceq brings the rest.
+    await run(
+      'npm',
+      [
+        'install',
+        '--no-audit',
+        '--no-fund',
+        '--no-save',
+        path.join(dir, info!.filename),
+        'pg',
+        '@types/pg',
+        '@types/node@20',
+        '@sinclair/typebox',
+        'kysely',
+      ],
+      { cwd: project, timeout: 120_000 },
+    );
+  });
+
+  after(async () => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    const db = createDb({ url: TEST_DATABASE_URL });
+    await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(db);
+    await db.destroy();
+    const redis = testRedis();
+    await deletePrefix(redis, prefix);
+    await closeRedis(redis);
+  });
+
+  it('holds only what a user runs: no tests, CI scripts or TypeScript sources', () => {
+    const paths = packed.map((f) => f.path);
+    expect(paths).to.include.members(['package.json', 'README.md', 'LICENSE', 'bin/onceq.js']);
+    expect(paths).to.include.members(['dist/src/index.js', 'dist/src/index.d.ts']);
+    expect(paths.some((p) => p.startsWith('dist/migrations/') && p.endsWith('.js'))).to.equal(true);
+    const outside = paths.filter(
+      (p) =>
+        !['package.json', 'README.md', 'LICENSE', 'bin/onceq.js'].includes(p) &&
+        !p.startsWith('dist/src/') &&
+        !p.startsWith('dist/migrations/'),
+    );
+    expect(outside).to.deep.equal([]);
+    expect(paths.filter((p) => /(^|\/)(test|\.ci|tools)\//.test(p))).to.deep.equal([]);
+    expect(paths.filter((p) => p.endsWith('.ts') && !p.endsWith('.d.ts'))).to.deep.equal([]);
+  });
+
+  it('import() and require() give the same named exports', async () => {
+    writeFileSync(path.join(project, 'exports.cjs'), EXPORTS_CJS);
+    const { stdout, stderr } = await run(process.execPath, ['exports.cjs'], {
+      cwd: project,
+      timeout: 20_000,
+    });
+    const seen = JSON.parse(stdout) as { required: string[]; imported: string[]; same: boolean };
+    expect(seen.required).to.deep.equal(seen.imported);
+    expect(seen.same).to.equal(true);
+    expect(seen.imported).to.include.members([
+      'createProducer',
+      'createWorker',
+      'defineJob',
+      'migrateToLatest',
+      'migrations',
+      'ConfigError',
+      'OnceqError',
+    ]);
+    expect(stderr).to.equal('');
+  });
+
+  it("a user's script gets one effect per message under repeated enqueues with the same token", async () => {
+    writeFileSync(path.join(project, 'app.mjs'), APP_MJS);
+    // The script must end on its own: everything it opened is closed.
+    const { stdout } = await run(process.execPath, ['app.mjs'], {
+      cwd: project,
+      timeout: 40_000,
+      env: {
+        PATH: process.env.PATH ?? '',
+        DATABASE_URL: TEST_DATABASE_URL,
+        REDIS_URL: TEST_REDIS_URL,
+        SCHEMA: schema,
+        PREFIX: prefix,
+      },
+    });
+    const result = JSON.parse(stdout) as {
+      answers: number;
+      replayed: number;
+      messageIds: string[];
+      rows: { id: string; name: string }[];
+    };
+    expect(result.answers).to.equal(15);
+    expect(result.replayed).to.equal(12);
+    expect(result.messageIds).to.have.length(3);
+    expect(result.rows.map((r) => r.name)).to.deep.equal(['ada', 'edsger', 'grace']);
+    expect(result.rows.map((r) => r.id).sort()).to.deep.equal([...result.messageIds].sort());
+  });
+
+  it('a strict TypeScript file type-checks against the installed declarations', async () => {
+    writeFileSync(path.join(project, 'types.mts'), TYPES_TS);
+    const result = await run(
+      process.execPath,
+      [
+        TSC,
+        '--noEmit',
+        '--strict',
+        '--target',
+        'es2022',
+        '--module',
+        'nodenext',
+        '--moduleResolution',
+        'nodenext',
+        '--types',
+        'node',
+        'types.mts',
+      ],
+      { cwd: project, timeout: 60_000 },
+    ).catch((err: { stdout?: string; stderr?: string }) => {
+      throw new Error(`tsc refused types.mts:\n${err.stdout ?? ''}${err.stderr ?? ''}`);
+    });
+    expect(result.stdout).to.equal('');
+    // The project has no copy of onceq's sources: the check ran on the .d.ts alone.
+    expect(readdirSync(path.join(project, 'node_modules', 'onceq'))).to.not.include('src');
+  });
+});
