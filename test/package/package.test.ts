@@ -9,7 +9,7 @@
  * scripts or tools' sources.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -186,6 +186,29 @@ export async function main(): Promise<EnqueueResult> {
 }
 `;
 
+/** The TypeScript blocks of one README section, in order. */
+function readmeBlocks(section: string): string[] {
+  const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const start = readme.indexOf(`\n## ${section}\n`);
+  expect(start, `README section ${section}`).to.be.greaterThan(-1);
+  const end = readme.indexOf('\n## ', start + 1);
+  const text = readme.slice(start, end === -1 ? undefined : end);
+  return [...text.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!);
+}
+
+/** tsc, strict, over the given files of the project, by the repository's compiler. */
+async function typeCheck(cwd: string, files: string[]): Promise<string> {
+  const flags = ['--noEmit', '--strict', '--target', 'es2022', '--module', 'nodenext'];
+  const resolution = ['--moduleResolution', 'nodenext', '--types', 'node'];
+  const result = await run(process.execPath, [TSC, ...flags, ...resolution, ...files], {
+    cwd,
+    timeout: 60_000,
+  }).catch((err: { stdout?: string; stderr?: string }) => {
+    throw new Error(`tsc refused ${files.join(', ')}:\n${err.stdout ?? ''}${err.stderr ?? ''}`);
+  });
+  return result.stdout;
+}
+
 describe('package: onceq installed from its tarball into a project outside the repo', function () {
   this.timeout(90_000);
   const schema = uniqueName('pkg');
@@ -308,28 +331,24 @@ describe('package: onceq installed from its tarball into a project outside the r
 
   it('a strict TypeScript file type-checks against the installed declarations', async () => {
     writeFileSync(path.join(project, 'types.mts'), TYPES_TS);
-    const result = await run(
-      process.execPath,
-      [
-        TSC,
-        '--noEmit',
-        '--strict',
-        '--target',
-        'es2022',
-        '--module',
-        'nodenext',
-        '--moduleResolution',
-        'nodenext',
-        '--types',
-        'node',
-        'types.mts',
-      ],
-      { cwd: project, timeout: 60_000 },
-    ).catch((err: { stdout?: string; stderr?: string }) => {
-      throw new Error(`tsc refused types.mts:\n${err.stdout ?? ''}${err.stderr ?? ''}`);
-    });
-    expect(result.stdout).to.equal('');
+    expect(await typeCheck(project, ['types.mts'])).to.equal('');
     // The project has no copy of onceq's sources: the check ran on the .d.ts alone.
     expect(readdirSync(path.join(project, 'node_modules', 'onceq'))).to.not.include('src');
+  });
+
+  it("the README's TypeScript for the library compiles against the installed declarations", async () => {
+    const [jobs, worker] = readmeBlocks('Writing your own jobs');
+    const [producer] = readmeBlocks('Enqueueing from TypeScript');
+    expect(jobs).to.contain("from 'onceq'");
+    expect(producer).to.contain("from 'onceq'");
+    // An ES module folder of the project, as the README's `./jobs/orders.js` imports assume.
+    const readme = path.join(project, 'readme');
+    mkdirSync(path.join(readme, 'jobs'), { recursive: true });
+    writeFileSync(path.join(readme, 'package.json'), JSON.stringify({ type: 'module' }));
+    writeFileSync(path.join(readme, 'jobs', 'orders.ts'), jobs!);
+    writeFileSync(path.join(readme, 'worker.ts'), `${worker!}\nexport {};\n`);
+    writeFileSync(path.join(readme, 'producer.ts'), `${producer!}\nexport {};\n`);
+    const files = ['jobs/orders.ts', 'worker.ts', 'producer.ts'];
+    expect(await typeCheck(readme, files)).to.equal('');
   });
 });
