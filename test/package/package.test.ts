@@ -5,8 +5,9 @@
  * its own job, written against `onceq` only) gets one effect per message from createProducer and
  * createWorker under repeated enqueues with the same token, against the real Redis and
  * PostgreSQL; and a strict TypeScript file type-checks against the installed `.d.ts`, with a
- * misspelt option and a wrong `ctx.data` field refused. The tarball itself holds no tests, CI
- * scripts or tools' sources.
+ * misspelt option and a wrong `ctx.data` field refused, as do the README's library samples. The
+ * installed CLI loads an `ONCEQ_JOBS` module that imports from `onceq`. The tarball itself holds
+ * no tests, CI scripts or TypeScript sources.
  */
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -186,6 +187,21 @@ export async function main(): Promise<EnqueueResult> {
 }
 `;
 
+/** A job module for the CLI's ONCEQ_JOBS, written against the package like any user code. */
+const JOBS_MJS = `
+import { Type } from '@sinclair/typebox';
+import { defineJob } from 'onceq';
+
+export const note = defineJob({
+  name: 'cli.note',
+  queue: 'cli-notes',
+  schema: Type.Object({ body: Type.String() }, { additionalProperties: false }),
+  async handle(ctx) {
+    return { inserted: await ctx.insertOnce('cli_notes', { id: ctx.messageId, body: ctx.data.body }) };
+  },
+});
+`;
+
 /** The TypeScript blocks of one README section, in order. */
 function readmeBlocks(section: string): string[] {
   const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
@@ -334,6 +350,58 @@ describe('package: onceq installed from its tarball into a project outside the r
     expect(await typeCheck(project, ['types.mts'])).to.equal('');
     // The project has no copy of onceq's sources: the check ran on the .d.ts alone.
     expect(readdirSync(path.join(project, 'node_modules', 'onceq'))).to.not.include('src');
+  });
+
+  it('the installed CLI runs ONCEQ_JOBS modules that import from onceq', async () => {
+    writeFileSync(path.join(project, 'jobs.mjs'), JOBS_MJS);
+    const env = {
+      PATH: process.env.PATH ?? '',
+      DATABASE_URL: TEST_DATABASE_URL,
+      REDIS_URL: TEST_REDIS_URL,
+      ONCEQ_DB_SCHEMA: schema,
+      ONCEQ_PREFIX: prefix,
+      ONCEQ_JOBS: 'jobs.mjs',
+      ONCEQ_QUEUES: 'cli-notes',
+      LOG_LEVEL: 'warn',
+    };
+    const bin = path.join('node_modules', 'onceq', 'bin', 'onceq.js');
+    const onceq = (...args: string[]) =>
+      run(process.execPath, [bin, ...args], { cwd: project, env, timeout: 30_000 });
+    await onceq('migrate', 'latest');
+    const db = createDb({ url: TEST_DATABASE_URL, schema });
+    try {
+      await sql`create table if not exists cli_notes (id text primary key, body text not null)`.execute(
+        db,
+      );
+      const sent: { messageId: string }[] = [];
+      for (let i = 0; i < 2; i++) {
+        const { stdout } = await onceq('enqueue', 'cli.note', '--data', '{"body":"hi"}');
+        sent.push(JSON.parse(stdout) as { messageId: string });
+      }
+      const worker = execFile(process.execPath, [bin, 'worker'], { cwd: project, env });
+      try {
+        const ids = sent.map((s) => s.messageId);
+        for (let i = 0; i < 200; i++) {
+          const rows = await db
+            .selectFrom('inbox')
+            .select('message_id')
+            .where('message_id', 'in', ids)
+            .execute();
+          if (rows.length === ids.length) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const { rows } = await sql<{ id: string }>`select id from cli_notes order by id`.execute(
+          db,
+        );
+        expect(rows.map((r) => r.id)).to.deep.equal([...ids].sort());
+      } finally {
+        const exited = new Promise((resolve) => worker.once('exit', resolve));
+        worker.kill('SIGTERM');
+        expect(await exited).to.equal(0);
+      }
+    } finally {
+      await db.destroy();
+    }
   });
 
   it("the README's TypeScript for the library compiles against the installed declarations", async () => {
