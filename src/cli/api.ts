@@ -3,7 +3,7 @@
  * requests in flight finish (Fastify's `close`), closes the producer's queues, the id lease,
  * Redis and PostgreSQL, and exits 0.
  */
-import { loadRegistry } from '../jobs/registry.js';
+import { loadRegistry } from './jobs.js';
 import { loadConfig, producerOptionsFrom } from '../config.js';
 import { buildApp } from '../http/build-app.js';
 import { createDeadLetterLookup } from '../producer/dead-letter-lookup.js';

@@ -1,5 +1,5 @@
 /** `onceq enqueue NAME --data JSON [--token T]`: enqueue through the producer library. */
-import { loadRegistry } from '../jobs/registry.js';
+import { loadRegistry } from './jobs.js';
 import { loadConfig, producerOptionsFrom } from '../config.js';
 import { openProducer } from '../lib/create-producer.js';
 

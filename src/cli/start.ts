@@ -13,7 +13,7 @@
 import { ensureDatabase } from '../db/migrate.js';
 import { migrateToLatest } from '../lib/migrate.js';
 import { loadConfig } from '../config.js';
-import { loadRegistry } from '../jobs/registry.js';
+import { loadRegistry } from './jobs.js';
 import { exitNow, openRuntime, waitForShutdownSignal } from './runtime.js';
 import { openMetrics } from './metrics.js';
 import { runApi } from './api.js';

@@ -2,7 +2,7 @@
  * `onceq worker` (and the worker half of `onceq start`): consume the queues until SIGTERM/SIGINT,
  * then finish or release in-flight jobs within ONCEQ_SHUTDOWN_TIMEOUT and exit 0.
  */
-import { loadRegistry } from '../jobs/registry.js';
+import { loadRegistry } from './jobs.js';
 import { ensureDatabase } from '../db/migrate.js';
 import { loadConfig, workerOptionsFrom, type Config } from '../config.js';
 import { createFaultHook } from '../worker/fault-hook.js';
