@@ -11,6 +11,7 @@ export type {
   FollowUpOptions,
   InsertOnceOptions,
   JobContext,
+  JobData,
   JobDefinition,
   JobSpec,
 } from './jobs/define-job.js';
@@ -19,7 +20,12 @@ export type { MessageTransaction } from './db/message-transaction.js';
 export { createWorker } from './lib/create-worker.js';
 export type { Worker } from './lib/create-worker.js';
 export { createProducer } from './lib/create-producer.js';
-export type { EnqueueOptions, IssueTokensOptions, Producer } from './lib/create-producer.js';
+export type {
+  EnqueueOptions,
+  IssueTokensOptions,
+  JobNamed,
+  Producer,
+} from './lib/create-producer.js';
 export type { EnqueueResult } from './producer/producer.js';
 export type { IssuedToken } from './redis/token-store.js';
 export { migrateToLatest, migrations } from './lib/migrate.js';

@@ -103,9 +103,14 @@ export interface JobContext<Data, DB = AnyDatabase> {
  * its handler was written against; left out, the type stands for a job of any database (so a
  * list of jobs written against different table types is still a `JobDefinition[]`).
  */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export interface JobDefinition<Data = unknown, Result = unknown, DB = any> {
-  readonly name: string;
+export interface JobDefinition<
+  Data = unknown,
+  Result = unknown,
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  DB = any,
+  Name extends string = string,
+> {
+  readonly name: Name;
   /** The queue a message of this job goes to when the enqueue names none. */
   readonly queue: string;
   /**
@@ -119,8 +124,14 @@ export interface JobDefinition<Data = unknown, Result = unknown, DB = any> {
 }
 
 /** What `defineJob` takes. */
-export interface JobSpec<S extends TSchema, Result, DB = AnyDatabase> {
-  name: string;
+export interface JobSpec<
+  S extends TSchema,
+  Result,
+  DB = AnyDatabase,
+  Name extends string = string,
+> {
+  /** Dotted identifiers such as `order.place`; producers' `enqueue` is typed by it. */
+  name: Name;
   /** @defaultValue `default` */
   queue?: string;
   /**
@@ -135,9 +146,9 @@ export interface JobSpec<S extends TSchema, Result, DB = AnyDatabase> {
 }
 
 /** `defineJob` bound to an application's database type. */
-export type DefineJob<DB> = <S extends TSchema, Result>(
-  spec: JobSpec<S, Result, DB>,
-) => JobDefinition<Static<S>, Result, DB>;
+export type DefineJob<DB> = <S extends TSchema, Result, Name extends string = string>(
+  spec: JobSpec<S, Result, DB, Name>,
+) => JobDefinition<Static<S>, Result, DB, Name>;
 
 /**
  * Defines a job: `ctx.data` is typed from the TypeBox schema. The result must be
@@ -151,20 +162,24 @@ export type DefineJob<DB> = <S extends TSchema, Result>(
  * export const addNote = defineAppJob({ name: 'note.add', schema: Note, async handle(ctx) { … } });
  * ```
  */
-export function defineJob<S extends TSchema, Result>(
-  spec: JobSpec<S, Result>,
-): JobDefinition<Static<S>, Result>;
+export function defineJob<S extends TSchema, Result, Name extends string = string>(
+  spec: JobSpec<S, Result, AnyDatabase, Name>,
+): JobDefinition<Static<S>, Result, AnyDatabase, Name>;
 export function defineJob<DB>(): DefineJob<DB>;
-export function defineJob<S extends TSchema, Result>(
-  spec?: JobSpec<S, Result>,
-): JobDefinition<Static<S>, Result> | DefineJob<unknown> {
+export function defineJob<S extends TSchema, Result, Name extends string>(
+  spec?: JobSpec<S, Result, AnyDatabase, Name>,
+): JobDefinition<Static<S>, Result, AnyDatabase, Name> | DefineJob<unknown> {
   if (spec === undefined) return defineJobSpec as DefineJob<unknown>;
   return defineJobSpec(spec);
 }
 
-function defineJobSpec<S extends TSchema, Result, DB>(
-  spec: JobSpec<S, Result, DB>,
-): JobDefinition<Static<S>, Result, DB> {
+/** The data type of a job definition (`unknown` for a plain JSON schema). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type JobData<Job> = Job extends JobDefinition<infer Data, any, any, any> ? Data : never;
+
+function defineJobSpec<S extends TSchema, Result, DB, Name extends string>(
+  spec: JobSpec<S, Result, DB, Name>,
+): JobDefinition<Static<S>, Result, DB, Name> {
   if (typeof spec.name !== 'string' || !JOB_NAME.test(spec.name)) {
     throw new TypeError(
       `job name "${String(spec.name)}" must be dotted identifiers such as "ledger.transfer"`,

@@ -14,6 +14,7 @@ import {
   type Producer as CoreProducer,
 } from '../producer/producer.js';
 import type { IssuedToken } from '../redis/token-store.js';
+import type { JobData, JobDefinition } from '../jobs/define-job.js';
 import { openConnections } from './connections.js';
 import { buildRegistry } from './create-worker.js';
 import {
@@ -27,14 +28,29 @@ export type EnqueueOptions = Omit<CoreEnqueueOptions, 'principal'>;
 /** Options of {@link Producer.issueTokens}. */
 export type IssueTokensOptions = Omit<CoreIssueTokensOptions, 'principal'>;
 
-/** A producer. */
-export interface Producer {
+/**
+ * The job of `Jobs` called `Name`; all of them when their names are not known to the type
+ * system (jobs given as a `JobDefinition[]`), whose data is then checked at run time only.
+ */
+export type JobNamed<Jobs extends JobDefinition, Name extends string> = string extends Jobs['name']
+  ? Jobs
+  : Extract<Jobs, { readonly name: Name }>;
+
+/**
+ * A producer of the jobs `Job` (a union of job definitions): `enqueue` takes only their names,
+ * each with its own data type.
+ */
+export interface Producer<Job extends JobDefinition = JobDefinition> {
   /**
    * Validates `data` against the job's schema and enqueues one message. Retrying with the same
    * `token` and the same request, after any failure, never makes a second message: the retry
    * gets the first answer (`replayed: true`).
    */
-  enqueue(name: string, data: unknown, options?: EnqueueOptions): Promise<EnqueueResult>;
+  enqueue<Name extends Job['name']>(
+    name: Name,
+    data: JobData<JobNamed<Job, Name>>,
+    options?: EnqueueOptions,
+  ): Promise<EnqueueResult>;
   /** Issues one token, for a caller that retries `enqueue` with it. */
   issueToken(): Promise<string>;
   /** Issues up to 100 tokens at once, each with its expiry. */
@@ -70,8 +86,11 @@ export interface OpenProducer {
  * const { messageId } = await producer.enqueue('note.add', { body: 'hi' }, { token });
  * ```
  */
-export async function createProducer(options: ProducerOptions): Promise<Producer> {
-  return (await openProducer(options)).producer;
+export async function createProducer<const Jobs extends readonly JobDefinition[]>(
+  options: ProducerOptions<Jobs>,
+): Promise<Producer<Jobs[number]>> {
+  // The jobs' types are the caller's; at run time the registry checks names and data anyway.
+  return (await openProducer(options)).producer as Producer<Jobs[number]>;
 }
 
 /** `createProducer` with the CLI's hooks; the one path both take. */

@@ -123,10 +123,15 @@ export interface WorkerOptions extends ConnectionOptions {
   pruner?: PrunerOptions | false;
 }
 
-/** Options of `createProducer`. */
-export interface ProducerOptions extends ConnectionOptions {
+/**
+ * Options of `createProducer`. `Jobs` is inferred from `jobs`, so the producer's `enqueue` knows
+ * each job's name and data type.
+ */
+export interface ProducerOptions<
+  Jobs extends readonly JobDefinition[] = readonly JobDefinition[],
+> extends ConnectionOptions {
   /** Exactly the jobs this producer may enqueue (their schemas validate the data). */
-  jobs: readonly JobDefinition[];
+  jobs: Jobs;
   /** Deliveries before a job fails for good. @defaultValue `10` */
   maxAttempts?: number;
   /** Lifetime of the tokens the producer issues; at most `dedupeWindowMs`. @defaultValue `86_400_000` (24 h) */

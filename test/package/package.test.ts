@@ -180,6 +180,14 @@ export async function main(): Promise<EnqueueResult> {
   // @ts-expect-error: a misspelt enqueue option does not compile
   await producer.enqueue('note.add', { body: 'x', tags: [] }, { tokn: 't' });
   const result = await producer.enqueue('note.add', { body: 'x', tags: [] }, { token: 't' });
+  // Given its jobs as a literal, a producer knows their names and data types.
+  const typed = await createProducer({ redis: options.redis, database: options.database, jobs: [addNote] });
+  await typed.enqueue('note.add', { body: 'y', tags: ['a'] });
+  // @ts-expect-error: not a job of this producer
+  await typed.enqueue('note.ad', { body: 'y', tags: [] });
+  // @ts-expect-error: the wrong data for note.add
+  await typed.enqueue('note.add', { body: 1, tags: [] });
+  await typed.close();
   const id: string = result.messageId;
   await Promise.all([producer.close(), worker.close()]);
   void [provider, wrong, context, id, ConfigError];
