@@ -1,11 +1,41 @@
 /**
- * Configuration: the environment becomes one frozen, validated `Config`. Nothing else in onceq
- * reads `process.env`. Every bad value is reported at once, one line each, naming the variable.
+ * Configuration, for the CLI only: the environment becomes one frozen, validated `Config`, and
+ * then the options of the library's `createWorker` and `createProducer`, which is all the CLI
+ * runs on. Nothing else in onceq reads `process.env`. Every bad value is reported at once, one
+ * line each, naming the variable.
  */
+import type { Logger } from 'pino';
 import { ConfigError } from './core/errors.js';
+import type { JobDefinition } from './jobs/define-job.js';
+import type { ConnectionOptions, ProducerOptions, WorkerOptions } from './lib/options.js';
 import { formatDuration, parseDuration } from './core/duration.js';
 import { isWellFormedApiKey } from './core/api-key.js';
 import { DEFAULT_MAX_OUTSTANDING_TOKENS, MAX_ISSUE_COUNT } from './core/limits.js';
+import {
+  DEFAULT_AUTH_FAILURE_LIMIT,
+  DEFAULT_BODY_LIMIT,
+  DEFAULT_CONCURRENCY,
+  DEFAULT_DATABASE_URL,
+  DEFAULT_DEDUPE_WINDOW_MS,
+  DEFAULT_HOST,
+  DEFAULT_LOCK_DURATION_MS,
+  DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_OUTBOX_INTERVAL_MS,
+  DEFAULT_POOL_SIZE,
+  DEFAULT_PORT,
+  DEFAULT_PREFIX,
+  DEFAULT_PRUNE_INTERVAL_MS,
+  DEFAULT_RATE_LIMIT,
+  DEFAULT_RECONCILE_GRACE_MS,
+  DEFAULT_RECONCILE_INTERVAL_MS,
+  DEFAULT_REDIS_URL,
+  DEFAULT_SHUTDOWN_TIMEOUT_MS,
+  DEFAULT_STATEMENT_TIMEOUT_MS,
+  DEFAULT_TOKEN_TTL_MS,
+} from './core/defaults.js';
+import { QUEUE_NAME, QUEUE_NAME_RULE } from './core/queue-name.js';
+import { redactUrl } from './core/redact-url.js';
+import { combinationProblems, MIN_DURATION_MS, type TimingSettings } from './core/settings.js';
 
 /** Log levels pino understands. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -96,32 +126,30 @@ export interface Config {
   readonly apiKey: string | undefined;
 }
 
-export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
-export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/onceq';
-export const DEFAULT_PORT = 3000;
-export const DEFAULT_PREFIX = 'onceq';
-export const DEFAULT_CONCURRENCY = 10;
-export const DEFAULT_MAX_ATTEMPTS = 10;
-export const DEFAULT_POOL_SIZE = 10;
-export const DEFAULT_LOCK_DURATION_MS = 30_000;
-export const DEFAULT_TOKEN_TTL_MS = 24 * 3_600_000;
-export const DEFAULT_DEDUPE_WINDOW_MS = 7 * 86_400_000;
-export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
-export const DEFAULT_STATEMENT_TIMEOUT_MS = 60_000;
-export const DEFAULT_RECONCILE_INTERVAL_MS = 60_000;
-export const DEFAULT_RECONCILE_GRACE_MS = 120_000;
-export const DEFAULT_PRUNE_INTERVAL_MS = 600_000;
-export const DEFAULT_OUTBOX_INTERVAL_MS = 1_000;
-export const DEFAULT_HOST = '0.0.0.0';
-export const DEFAULT_BODY_LIMIT = 1_048_576;
-/** High on purpose: it stops a runaway client, not normal traffic (1,000 requests/s). */
-export const DEFAULT_RATE_LIMIT = Object.freeze({ max: 60_000, windowMs: 60_000 });
-/**
- * Failed authentications per client address per minute: far above a client with a stale key
- * retrying with backoff, and it bounds what a key spray from one address costs PostgreSQL (each
- * failure is at most one key lookup) to about 2 lookups a second.
- */
-export const DEFAULT_AUTH_FAILURE_LIMIT = Object.freeze({ max: 100, windowMs: 60_000 });
+export {
+  DEFAULT_AUTH_FAILURE_LIMIT,
+  DEFAULT_BODY_LIMIT,
+  DEFAULT_CONCURRENCY,
+  DEFAULT_DATABASE_URL,
+  DEFAULT_DEDUPE_WINDOW_MS,
+  DEFAULT_HOST,
+  DEFAULT_LOCK_DURATION_MS,
+  DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_OUTBOX_INTERVAL_MS,
+  DEFAULT_POOL_SIZE,
+  DEFAULT_PORT,
+  DEFAULT_PREFIX,
+  DEFAULT_PRUNE_INTERVAL_MS,
+  DEFAULT_RATE_LIMIT,
+  DEFAULT_RECONCILE_GRACE_MS,
+  DEFAULT_RECONCILE_INTERVAL_MS,
+  DEFAULT_REDIS_URL,
+  DEFAULT_SHUTDOWN_TIMEOUT_MS,
+  DEFAULT_STATEMENT_TIMEOUT_MS,
+  DEFAULT_TOKEN_TTL_MS,
+} from './core/defaults.js';
+export { QUEUE_NAME, QUEUE_NAME_RULE } from './core/queue-name.js';
+export { redactUrl } from './core/redact-url.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -266,15 +294,47 @@ export function loadConfig(env: Env = process.env): Config {
     queues: Object.freeze(queues),
     concurrency: int('ONCEQ_CONCURRENCY', DEFAULT_CONCURRENCY, 1, 10_000),
     maxAttempts: int('ONCEQ_MAX_ATTEMPTS', DEFAULT_MAX_ATTEMPTS, 1, 1_000),
-    lockDurationMs: duration('ONCEQ_LOCK_DURATION', DEFAULT_LOCK_DURATION_MS, 1_000),
-    tokenTtlMs: duration('ONCEQ_TOKEN_TTL', DEFAULT_TOKEN_TTL_MS, 1_000),
-    dedupeWindowMs: duration('ONCEQ_DEDUPE_WINDOW', DEFAULT_DEDUPE_WINDOW_MS, 60_000),
-    reconcileIntervalMs: duration('ONCEQ_RECONCILE_INTERVAL', DEFAULT_RECONCILE_INTERVAL_MS, 100),
-    reconcileGraceMs: duration('ONCEQ_RECONCILE_GRACE', DEFAULT_RECONCILE_GRACE_MS, 100),
-    pruneIntervalMs: duration('ONCEQ_PRUNE_INTERVAL', DEFAULT_PRUNE_INTERVAL_MS, 100),
-    outboxIntervalMs: duration('ONCEQ_OUTBOX_INTERVAL', DEFAULT_OUTBOX_INTERVAL_MS, 100),
-    statementTimeoutMs: duration('ONCEQ_STATEMENT_TIMEOUT', DEFAULT_STATEMENT_TIMEOUT_MS, 0),
-    shutdownTimeoutMs: duration('ONCEQ_SHUTDOWN_TIMEOUT', DEFAULT_SHUTDOWN_TIMEOUT_MS, 0),
+    lockDurationMs: duration(
+      'ONCEQ_LOCK_DURATION',
+      DEFAULT_LOCK_DURATION_MS,
+      MIN_DURATION_MS.lockDurationMs,
+    ),
+    tokenTtlMs: duration('ONCEQ_TOKEN_TTL', DEFAULT_TOKEN_TTL_MS, MIN_DURATION_MS.tokenTtlMs),
+    dedupeWindowMs: duration(
+      'ONCEQ_DEDUPE_WINDOW',
+      DEFAULT_DEDUPE_WINDOW_MS,
+      MIN_DURATION_MS.dedupeWindowMs,
+    ),
+    reconcileIntervalMs: duration(
+      'ONCEQ_RECONCILE_INTERVAL',
+      DEFAULT_RECONCILE_INTERVAL_MS,
+      MIN_DURATION_MS.reconcileIntervalMs,
+    ),
+    reconcileGraceMs: duration(
+      'ONCEQ_RECONCILE_GRACE',
+      DEFAULT_RECONCILE_GRACE_MS,
+      MIN_DURATION_MS.reconcileGraceMs,
+    ),
+    pruneIntervalMs: duration(
+      'ONCEQ_PRUNE_INTERVAL',
+      DEFAULT_PRUNE_INTERVAL_MS,
+      MIN_DURATION_MS.pruneIntervalMs,
+    ),
+    outboxIntervalMs: duration(
+      'ONCEQ_OUTBOX_INTERVAL',
+      DEFAULT_OUTBOX_INTERVAL_MS,
+      MIN_DURATION_MS.outboxIntervalMs,
+    ),
+    statementTimeoutMs: duration(
+      'ONCEQ_STATEMENT_TIMEOUT',
+      DEFAULT_STATEMENT_TIMEOUT_MS,
+      MIN_DURATION_MS.statementTimeoutMs,
+    ),
+    shutdownTimeoutMs: duration(
+      'ONCEQ_SHUTDOWN_TIMEOUT',
+      DEFAULT_SHUTDOWN_TIMEOUT_MS,
+      MIN_DURATION_MS.shutdownTimeoutMs,
+    ),
     jobsModule: read('ONCEQ_JOBS'),
     logLevel: logLevel as LogLevel,
     fault: read('ONCEQ_FAULT'),
@@ -294,72 +354,72 @@ export function loadConfig(env: Env = process.env): Config {
     apiKey,
   };
   problems.push(
-    ...combinationProblems(
-      config,
-      (name) => bad.has(name),
-      (name) => read(name) !== undefined,
-    ),
+    ...combinationProblems(config, {
+      name: (setting) => TIMING_VARIABLES[setting],
+      isBad: (setting) => bad.has(TIMING_VARIABLES[setting]),
+      isSet: (setting) => read(TIMING_VARIABLES[setting]) !== undefined,
+    }),
   );
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
 }
 
-/**
- * Settings that are each valid but together break a guarantee, one line each, naming the
- * variables and their values. A pair with a variable already reported as bad is not checked:
- * its value here is the default, not what was asked for.
- */
-function combinationProblems(
-  config: Config,
-  isBad: (name: string) => boolean,
-  isSet: (name: string) => boolean,
-): string[] {
-  const problems: string[] = [];
-  const show = (name: string, ms: number) =>
-    `${name}=${formatDuration(ms)}${isSet(name) ? '' : ' (the default)'}`;
-  const check = (names: [string, string], broken: boolean, line: () => string) => {
-    if (broken && !names.some(isBad)) problems.push(line());
-  };
-  const window = () => show('ONCEQ_DEDUPE_WINDOW', config.dedupeWindowMs);
-  check(
-    ['ONCEQ_TOKEN_TTL', 'ONCEQ_DEDUPE_WINDOW'],
-    config.tokenTtlMs > config.dedupeWindowMs,
-    () =>
-      `${show('ONCEQ_TOKEN_TTL', config.tokenTtlMs)} is longer than ${window()}: a retry of an ` +
-      'accepted request could outlive its acceptance record, and after a Redis loss be accepted ' +
-      'as a new message; keep the token ttl at most the dedupe window',
-  );
-  check(
-    ['ONCEQ_RECONCILE_GRACE', 'ONCEQ_DEDUPE_WINDOW'],
-    config.reconcileGraceMs >= config.dedupeWindowMs,
-    () =>
-      `${show('ONCEQ_RECONCILE_GRACE', config.reconcileGraceMs)} is not shorter than ` +
-      `${window()}: a message whose job Redis lost would expire before the reconciler ` +
-      're-enqueued it; keep the grace well below the dedupe window',
-  );
-  check(
-    ['ONCEQ_STATEMENT_TIMEOUT', 'ONCEQ_LOCK_DURATION'],
-    config.statementTimeoutMs !== 0 && config.statementTimeoutMs < config.lockDurationMs,
-    () =>
-      `${show('ONCEQ_STATEMENT_TIMEOUT', config.statementTimeoutMs)} is shorter than ` +
-      `${show('ONCEQ_LOCK_DURATION', config.lockDurationMs)}: a delivery waiting on a paused ` +
-      "worker's uncommitted inbox row would time out, spending an attempt, before PostgreSQL " +
-      'ends that transaction; set it to at least the lock duration, or 0 to turn it off',
-  );
-  return problems;
+/** The environment variable of each timing setting, for the combination messages. */
+const TIMING_VARIABLES: Record<keyof TimingSettings, string> = {
+  lockDurationMs: 'ONCEQ_LOCK_DURATION',
+  tokenTtlMs: 'ONCEQ_TOKEN_TTL',
+  dedupeWindowMs: 'ONCEQ_DEDUPE_WINDOW',
+  reconcileGraceMs: 'ONCEQ_RECONCILE_GRACE',
+  statementTimeoutMs: 'ONCEQ_STATEMENT_TIMEOUT',
+};
+
+/** The connection options every CLI component takes from the environment. */
+function connectionOptions(config: Config, logger: Logger | undefined) {
+  return {
+    redis: config.redisUrl,
+    database: config.databaseUrl,
+    prefix: config.prefix,
+    schema: config.databaseSchema,
+    poolSize: config.poolSize,
+    logger,
+  } satisfies Omit<ConnectionOptions, 'logger'> & { logger: Logger | undefined };
 }
 
-/** Queue names BullMQ accepts and onceq can put in a Redis key. */
-export const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
-export const QUEUE_NAME_RULE = 'letters, digits, _ . - and at most 64 characters';
+/** The environment as `createWorker` options, for `onceq worker` and `onceq start`. */
+export function workerOptionsFrom(
+  config: Config,
+  jobs: readonly JobDefinition[],
+  logger?: Logger,
+): WorkerOptions {
+  return {
+    ...connectionOptions(config, logger),
+    jobs,
+    queues: config.queues.length ? config.queues : undefined,
+    concurrency: config.concurrency,
+    maxAttempts: config.maxAttempts,
+    lockDurationMs: config.lockDurationMs,
+    tokenTtlMs: config.tokenTtlMs,
+    dedupeWindowMs: config.dedupeWindowMs,
+    statementTimeoutMs: config.statementTimeoutMs,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    reconciler: { intervalMs: config.reconcileIntervalMs, graceMs: config.reconcileGraceMs },
+    outbox: { intervalMs: config.outboxIntervalMs },
+    pruner: { intervalMs: config.pruneIntervalMs },
+  };
+}
 
-/** A URL with its password replaced, safe for messages and logs. */
-export function redactUrl(value: string): string {
-  try {
-    const parsed = new URL(value);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '<invalid URL>';
-  }
+/** The environment as `createProducer` options, for `onceq api` and `onceq enqueue`. */
+export function producerOptionsFrom(
+  config: Config,
+  jobs: readonly JobDefinition[],
+  logger?: Logger,
+): ProducerOptions {
+  return {
+    ...connectionOptions(config, logger),
+    jobs,
+    maxAttempts: config.maxAttempts,
+    tokenTtlMs: config.tokenTtlMs,
+    dedupeWindowMs: config.dedupeWindowMs,
+    maxUnusedTokens: config.maxOutstandingTokens,
+  };
 }

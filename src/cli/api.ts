@@ -3,13 +3,13 @@
  * requests in flight finish (Fastify's `close`), closes the producer's queues, the id lease,
  * Redis and PostgreSQL, and exits 0.
  */
-import { loadRegistry } from '../jobs/registry.js';
-import { loadConfig } from '../config.js';
-import { createIdService } from '../ids/id-service.js';
-import { createProducer } from '../producer/producer.js';
+import { loadRegistry } from './jobs.js';
+import { loadConfig, producerOptionsFrom } from '../config.js';
 import { buildApp } from '../http/build-app.js';
 import { createDeadLetterLookup } from '../producer/dead-letter-lookup.js';
-import { openRuntime, waitForShutdownSignal } from './runtime.js';
+import { createLogger } from '../logger.js';
+import { openProducer } from '../lib/create-producer.js';
+import { waitForShutdownSignal } from './runtime.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { openMetrics, type OwnedMetrics } from './metrics.js';
 
@@ -24,65 +24,53 @@ export interface RunApiOptions {
   metrics?: Metrics;
 }
 
-/** Runs the API until a signal; returns the exit code. */
+/**
+ * Runs the API until a signal; returns the exit code. The API runs on the library's producer
+ * (`createProducer`), given the environment's options and the jobs of the registry.
+ */
 export async function runApi(options: RunApiOptions = {}): Promise<number> {
+  const config = loadConfig();
+  const logger = createLogger({ level: config.logLevel, name: 'api' });
   // The registry first: a bad ONCEQ_JOBS is reported before anything is connected.
-  const registry = await loadRegistry(loadConfig().jobsModule);
-  const runtime = await openRuntime({ name: 'api', mintsIds: true });
-  const { config, logger } = runtime;
+  const registry = await loadRegistry(config.jobsModule);
+  const opened = await openProducer(producerOptionsFrom(config, registry.jobs(), logger), {
+    name: 'onceq-api',
+  });
+  const { db, redis } = opened;
   const signalled = options.stop ?? waitForShutdownSignal(logger);
   let owned: OwnedMetrics | undefined;
   try {
     if (!options.metrics) {
-      owned = await openMetrics(runtime, { component: 'api', queues: registry.queues() });
+      owned = await openMetrics(
+        { config, logger, db, redis },
+        { component: 'api', queues: registry.queues() },
+      );
     }
-    const ids = await createIdService(runtime.db, {
-      onLost: (event) => logger.warn(event, 'worker id lost; leasing another'),
-      onReacquired: (event) => logger.info(event, 'worker id leased again'),
+    const app = await buildApp({
+      db,
+      redis,
+      producer: opened.core,
+      ids: opened.ids,
+      logger,
+      bodyLimit: config.bodyLimit,
+      rateLimit: config.rateLimit,
+      authFailureLimit: config.authFailureLimit,
+      deadLetters: createDeadLetterLookup(db),
+      metrics: options.metrics ?? owned?.metrics,
+      adminQueues: { prefix: config.prefix, queues: registry.queues() },
     });
     try {
-      const producer = createProducer({
-        db: runtime.db,
-        redis: runtime.redis,
-        prefix: config.prefix,
-        registry,
-        ids,
-        tokenTtlMs: config.tokenTtlMs,
-        maxOutstandingTokens: config.maxOutstandingTokens,
-        maxAttempts: config.maxAttempts,
-        dedupeWindowMs: config.dedupeWindowMs,
-      });
-      try {
-        const app = await buildApp({
-          db: runtime.db,
-          redis: runtime.redis,
-          producer,
-          ids,
-          logger,
-          bodyLimit: config.bodyLimit,
-          rateLimit: config.rateLimit,
-          authFailureLimit: config.authFailureLimit,
-          deadLetters: createDeadLetterLookup(runtime.db),
-          metrics: options.metrics ?? owned?.metrics,
-          adminQueues: { prefix: config.prefix, queues: registry.queues() },
-        });
-        try {
-          const address = await app.listen({ port: config.port, host: config.host });
-          logger.info({ address }, 'api listening');
-          await signalled;
-        } finally {
-          await app.close();
-        }
-        logger.info('api stopped');
-        return 0;
-      } finally {
-        await producer.close();
-      }
+      const address = await app.listen({ port: config.port, host: config.host });
+      logger.info({ address }, 'api listening');
+      await signalled;
     } finally {
-      await ids.close();
+      await app.close();
     }
+    logger.info('api stopped');
+    return 0;
   } finally {
     await owned?.close();
-    await runtime.close();
+    // Closes the queues, releases the worker id, then closes the connections.
+    await opened.producer.close();
   }
 }

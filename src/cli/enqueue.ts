@@ -1,9 +1,7 @@
 /** `onceq enqueue NAME --data JSON [--token T]`: enqueue through the producer library. */
-import { createProducer } from '../producer/producer.js';
-import { loadRegistry } from '../jobs/registry.js';
-import { createIdService } from '../ids/id-service.js';
-import { loadConfig } from '../config.js';
-import { openRuntime } from './runtime.js';
+import { loadRegistry } from './jobs.js';
+import { loadConfig, producerOptionsFrom } from '../config.js';
+import { openProducer } from '../lib/create-producer.js';
 
 /** Options of {@link runEnqueue}. */
 export interface EnqueueCommandOptions {
@@ -25,37 +23,22 @@ export async function runEnqueue(name: string, opts: EnqueueCommandOptions): Pro
   }
   // The registry first: a bad ONCEQ_JOBS is reported before anything is connected, and nothing
   // opened below can be left open by it (an open connection would keep the process alive).
-  const registry = await loadRegistry(loadConfig().jobsModule);
-  const runtime = await openRuntime({ failFast: true, name: 'enqueue', mintsIds: true });
+  const config = loadConfig();
+  const registry = await loadRegistry(config.jobsModule);
+  const { producer } = await openProducer(producerOptionsFrom(config, registry.jobs()), {
+    name: 'onceq-enqueue',
+    failFast: true,
+  });
   try {
-    const ids = await createIdService(runtime.db);
-    try {
-      const producer = createProducer({
-        db: runtime.db,
-        redis: runtime.redis,
-        prefix: runtime.config.prefix,
-        registry,
-        ids,
-        tokenTtlMs: runtime.config.tokenTtlMs,
-        maxAttempts: runtime.config.maxAttempts,
-        dedupeWindowMs: runtime.config.dedupeWindowMs,
-      });
-      try {
-        const result = await producer.enqueue(name, data, {
-          token: opts.token,
-          queue: opts.queue,
-          delay: opts.delay === undefined ? undefined : Number(opts.delay),
-          priority: opts.priority === undefined ? undefined : Number(opts.priority),
-        });
-        process.stdout.write(`${JSON.stringify(result)}\n`);
-        return 0;
-      } finally {
-        await producer.close();
-      }
-    } finally {
-      await ids.close();
-    }
+    const result = await producer.enqueue(name, data, {
+      token: opts.token,
+      queue: opts.queue,
+      delay: opts.delay === undefined ? undefined : Number(opts.delay),
+      priority: opts.priority === undefined ? undefined : Number(opts.priority),
+    });
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return 0;
   } finally {
-    await runtime.close();
+    await producer.close();
   }
 }

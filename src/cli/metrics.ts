@@ -19,7 +19,15 @@ export interface OpenMetricsOptions {
   queues: readonly string[];
   /** Serve `/metrics`, `/healthz` and `/readyz` on this port. @defaultValue no server */
   port?: number;
+  /**
+   * Collect into these, made before the connections (a worker's observer needs them when the
+   * worker is created). @defaultValue new metrics
+   */
+  metrics?: Metrics;
 }
+
+/** What the metrics read from: the command's config, logger and connections. */
+export type MetricsRuntime = Pick<Runtime, 'config' | 'logger' | 'db' | 'redis'>;
 
 /** Metrics owned by a command; `close()` stops the server and the collectors. */
 export interface OwnedMetrics {
@@ -30,14 +38,11 @@ export interface OwnedMetrics {
 
 /** Creates the metrics, their collectors and (with a port) their server. */
 export async function openMetrics(
-  runtime: Runtime,
+  runtime: MetricsRuntime,
   options: OpenMetricsOptions,
 ): Promise<OwnedMetrics> {
   const { config, logger } = runtime;
-  const metrics = createMetrics({
-    labels: { component: options.component },
-    onCollectError: (name, err) => logCollectError(logger, name, err),
-  });
+  const metrics = options.metrics ?? createCommandMetrics(options.component, logger);
   const removeCollectors = addStateCollectors(metrics, {
     db: runtime.db,
     redis: runtime.redis,
@@ -81,6 +86,14 @@ export async function openMetrics(
       await removeCollectors();
     },
   };
+}
+
+/** The metrics of a command, labelled with its component. */
+export function createCommandMetrics(component: string, logger: Logger): Metrics {
+  return createMetrics({
+    labels: { component },
+    onCollectError: (name, err) => logCollectError(logger, name, err),
+  });
 }
 
 function logCollectError(logger: Logger, name: string, err: unknown): void {

@@ -10,9 +10,10 @@
  * `ONCEQ_SHUTDOWN_TIMEOUT`; then the process exits 0. A second signal exits at once (130). If
  * either half fails to start, the other is stopped and the command fails with that error.
  */
-import { ensureDatabase, migrateToLatest } from '../db/migrate.js';
+import { ensureDatabase } from '../db/migrate.js';
+import { migrateToLatest } from '../lib/migrate.js';
 import { loadConfig } from '../config.js';
-import { loadRegistry } from '../jobs/registry.js';
+import { loadRegistry } from './jobs.js';
 import { exitNow, openRuntime, waitForShutdownSignal } from './runtime.js';
 import { openMetrics } from './metrics.js';
 import { runApi } from './api.js';
@@ -35,8 +36,11 @@ export async function runStart(): Promise<number> {
   const { logger } = runtime;
   const signalled = waitForShutdownSignal(logger);
   try {
-    const { results } = await migrateToLatest(runtime.db, config.databaseSchema);
-    for (const r of results ?? []) {
+    const results = await migrateToLatest({
+      database: config.databaseUrl,
+      schema: config.databaseSchema,
+    });
+    for (const r of results) {
       logger.info({ migration: r.migrationName, status: r.status }, 'migration');
     }
     const owned = await openMetrics(runtime, {

@@ -2,15 +2,18 @@
  * `onceq worker` (and the worker half of `onceq start`): consume the queues until SIGTERM/SIGINT,
  * then finish or release in-flight jobs within ONCEQ_SHUTDOWN_TIMEOUT and exit 0.
  */
-import { loadRegistry } from '../jobs/registry.js';
-import { migrateToLatest, ensureDatabase } from '../db/migrate.js';
-import { loadConfig } from '../config.js';
-import { startWorker } from '../worker/worker.js';
+import { loadRegistry } from './jobs.js';
+import { ensureDatabase } from '../db/migrate.js';
+import { loadConfig, workerOptionsFrom, type Config } from '../config.js';
 import { createFaultHook } from '../worker/fault-hook.js';
-import { exitNow, openRuntime, waitForShutdownSignal } from './runtime.js';
+import { createLogger } from '../logger.js';
+import { migrateToLatest } from '../lib/migrate.js';
+import { openWorker } from '../lib/create-worker.js';
+import { exitNow, waitForShutdownSignal } from './runtime.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { createJobObserver } from '../metrics/job-observer.js';
-import { openMetrics, type OwnedMetrics } from './metrics.js';
+import { createCommandMetrics, openMetrics, type OwnedMetrics } from './metrics.js';
+import type { Logger } from 'pino';
 
 /**
  * How long past ONCEQ_SHUTDOWN_TIMEOUT the command waits for the worker to have released the
@@ -34,54 +37,54 @@ export interface RunWorkerOptions {
   metrics?: Metrics;
 }
 
-/** Runs a worker until a signal; returns the exit code. */
+/** Runs onceq's migrations with the CLI's settings, one log line per migration run. */
+export async function runMigrations(config: Config, logger: Logger): Promise<void> {
+  await ensureDatabase(config.databaseUrl);
+  const results = await migrateToLatest({
+    database: config.databaseUrl,
+    schema: config.databaseSchema,
+  });
+  for (const r of results) {
+    logger.info({ migration: r.migrationName, status: r.status }, 'migration');
+  }
+}
+
+/**
+ * Runs a worker until a signal; returns the exit code. The worker is the library's
+ * (`createWorker`), given the environment's options, the built-in ledger jobs with those of
+ * `ONCEQ_JOBS`, and the CLI's metrics and fault hooks.
+ */
 export async function runWorker(options: RunWorkerOptions = {}): Promise<number> {
-  if (options.migrate) await ensureDatabase(loadConfig().databaseUrl);
-  const runtime = await openRuntime({ worker: true, name: 'worker', mintsIds: true });
-  const { config, logger } = runtime;
+  const config = loadConfig();
+  const logger = createLogger({ level: config.logLevel, name: 'worker' });
+  // The registry first: a bad ONCEQ_JOBS is reported before anything is connected.
+  const jobs = await loadRegistry(config.jobsModule);
+  if (options.migrate) await runMigrations(config, logger);
   // Listen before the first job can arrive: a signal during start-up must still shut down cleanly.
   const signalled = options.stop ?? waitForShutdownSignal(logger);
+  // Times handlers, counts outcomes, and logs one line per delivery.
+  const metrics: Metrics = options.metrics ?? createCommandMetrics('worker', logger);
+  const observer = createJobObserver({ metrics, logger });
+  const opened = await openWorker(workerOptionsFrom(config, jobs.jobs(), logger), {
+    registry: (registry) => observer.instrument(registry),
+    fault: createFaultHook(config.fault),
+    onOutcome: observer.onOutcome,
+    onReconcilerPass: (report) => metrics.observeReconcilerPass(report),
+  });
+  const { running: worker } = opened;
   let owned: OwnedMetrics | undefined;
   try {
-    if (options.migrate) {
-      const { results } = await migrateToLatest(runtime.db, config.databaseSchema);
-      for (const r of results ?? [])
-        logger.info({ migration: r.migrationName, status: r.status }, 'migration');
-    }
-    const jobs = await loadRegistry(config.jobsModule);
     if (!options.metrics) {
-      owned = await openMetrics(runtime, {
-        component: 'worker',
-        queues: config.queues.length ? config.queues : jobs.queues(),
-        port: config.metricsPort,
-      });
+      owned = await openMetrics(
+        { config, logger, db: opened.db, redis: opened.redis },
+        {
+          component: 'worker',
+          queues: config.queues.length ? config.queues : jobs.queues(),
+          port: config.metricsPort,
+          metrics,
+        },
+      );
     }
-    // Times handlers, counts outcomes, and logs one line per delivery.
-    const metrics = options.metrics ?? owned?.metrics;
-    const observer = createJobObserver({ metrics, logger });
-    const registry = observer.instrument(jobs);
-    const worker = await startWorker({
-      db: runtime.db,
-      redis: runtime.redis,
-      prefix: config.prefix,
-      registry,
-      queues: config.queues,
-      concurrency: config.concurrency,
-      lockDurationMs: config.lockDurationMs,
-      tokenTtlMs: config.tokenTtlMs,
-      fault: createFaultHook(config.fault),
-      logger,
-      onOutcome: observer.onOutcome,
-      dedupeWindowMs: config.dedupeWindowMs,
-      maxAttempts: config.maxAttempts,
-      outbox: { intervalMs: config.outboxIntervalMs },
-      reconciler: {
-        intervalMs: config.reconcileIntervalMs,
-        graceMs: config.reconcileGraceMs,
-        onPass: (report) => metrics?.observeReconcilerPass(report),
-      },
-      pruner: { intervalMs: config.pruneIntervalMs },
-    });
     logger.info(
       {
         queues: worker.workers.map((w) => w.name),
@@ -115,6 +118,9 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
     return 0;
   } finally {
     await owned?.close();
-    await runtime.close();
+    // Already closed after a signal (close() is idempotent); not yet when start-up failed late,
+    // say on a metrics port in use.
+    await worker.close(config.shutdownTimeoutMs);
+    await opened.closeConnections();
   }
 }

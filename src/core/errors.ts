@@ -110,11 +110,16 @@ export class VersionConflictError extends OnceqError {
   }
 }
 
-/** Configuration from the environment was invalid; the message lists each bad variable. */
+/**
+ * Configuration was invalid (the CLI's environment, or a library call's options); the message
+ * lists each bad variable or option on its own line, and `details` holds the lines.
+ */
 export class ConfigError extends OnceqError {
   declare readonly details: string[];
-  constructor(problems: string[], options?: { cause?: unknown }) {
-    super(ErrorCode.ConfigInvalid, `invalid configuration:\n  ${problems.join('\n  ')}`, {
+  /** `subject` names what was invalid. @defaultValue `configuration` */
+  constructor(problems: string[], options?: { cause?: unknown; subject?: string }) {
+    const subject = options?.subject ?? 'configuration';
+    super(ErrorCode.ConfigInvalid, `invalid ${subject}:\n  ${problems.join('\n  ')}`, {
       details: problems,
       cause: options?.cause,
     });

@@ -4,10 +4,10 @@
  * bounds how long a transaction may sit idle, which is what frees the inbox row of a paused
  * ("zombie") worker so the next owner of the message is not blocked behind it.
  */
-import { Kysely, PostgresDialect } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Database } from './database.js';
-import { redactUrl } from '../config.js';
+import { redactUrl } from '../core/redact-url.js';
 import { ServiceUnreachableError } from '../core/errors.js';
 
 /** Idle time before the first TCP keepalive probe on a PostgreSQL connection. */
@@ -15,8 +15,14 @@ const KEEPALIVE_INITIAL_DELAY_MS = 10_000;
 
 /** Options of {@link createDb}. */
 export interface DbOptions {
-  /** PostgreSQL URL. */
-  url: string;
+  /** PostgreSQL URL; onceq creates the pool and ends it at `db.destroy()`. */
+  url?: string;
+  /**
+   * A pool of the caller's instead of `url`, never ended by onceq. The session settings below
+   * are applied to each of its connections the first time onceq uses it, with `set_config`, and
+   * stay on that session: give onceq a pool of its own when other code shares the database.
+   */
+  pool?: pg.Pool;
   /** Schema holding onceq's tables. @defaultValue `public` */
   schema?: string;
   /** Pool size. @defaultValue 10 */
@@ -42,13 +48,32 @@ export type Db = Kysely<Database>;
 
 /** Creates the Kysely instance. Connections open lazily; call {@link checkDatabase} to fail fast. */
 export function createDb(options: DbOptions): Db {
-  const settings = [`-c search_path=${options.schema ?? 'public'}`];
-  if (options.idleInTransactionTimeoutMs) {
-    settings.push(`-c idle_in_transaction_session_timeout=${options.idleInTransactionTimeoutMs}`);
+  const schema = options.schema ?? 'public';
+  const idle = options.idleInTransactionTimeoutMs ?? 0;
+  const statement = options.statementTimeoutMs ?? 0;
+  if (options.pool) {
+    const given = options.pool;
+    return new Kysely<Database>({
+      dialect: new PostgresDialect({
+        pool: multiStatementPool(given, { owned: false }),
+        // The same settings an owned pool passes at connect time, once per session onceq uses.
+        onCreateConnection: async (connection) => {
+          await connection.executeQuery(
+            CompiledQuery.raw(
+              "select set_config('search_path', $1, false), " +
+                "set_config('idle_in_transaction_session_timeout', $2, false), " +
+                "set_config('statement_timeout', $3, false)",
+              [schema, String(idle), String(statement)],
+            ),
+          );
+        },
+      }),
+    });
   }
-  if (options.statementTimeoutMs) {
-    settings.push(`-c statement_timeout=${options.statementTimeoutMs}`);
-  }
+  if (!options.url) throw new TypeError('createDb: a url or a pool is required');
+  const settings = [`-c search_path=${schema}`];
+  if (idle) settings.push(`-c idle_in_transaction_session_timeout=${idle}`);
+  if (statement) settings.push(`-c statement_timeout=${statement}`);
   const pool = new pg.Pool({
     connectionString: options.url,
     max: options.poolSize ?? 10,
@@ -69,10 +94,9 @@ export function createDb(options: DbOptions): Db {
   pool.on('connect', (client) => {
     client.on('error', () => undefined);
   });
-  const db = new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: multiStatementPool(pool) }),
+  return new Kysely<Database>({
+    dialect: new PostgresDialect({ pool: multiStatementPool(pool, { owned: true }) }),
   });
-  return db;
 }
 
 /**
@@ -81,7 +105,7 @@ export function createDb(options: DbOptions): Db {
  * That lets `sql.raw('BEGIN; INSERT … RETURNING …')` travel as one round trip and still return
  * its rows (see db/message-transaction.ts). Single statements pass through untouched.
  */
-function multiStatementPool(pool: pg.Pool): pg.Pool {
+function multiStatementPool(pool: pg.Pool, { owned }: { owned: boolean }): pg.Pool {
   const wrappers = new WeakMap<pg.PoolClient, pg.PoolClient>();
   const wrap = (client: pg.PoolClient): pg.PoolClient => {
     let wrapper = wrappers.get(client);
@@ -103,7 +127,8 @@ function multiStatementPool(pool: pg.Pool): pg.Pool {
   };
   return {
     connect: async () => wrap(await pool.connect()),
-    end: () => pool.end(),
+    // A pool the caller gave is the caller's to end.
+    end: () => (owned ? pool.end() : Promise.resolve()),
   } as unknown as pg.Pool;
 }
 

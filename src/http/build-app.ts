@@ -17,7 +17,11 @@ import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import type { Producer } from '../producer/producer.js';
 import type { DeadLetterLookup } from '../producer/job-status.js';
-import { DEFAULT_AUTH_FAILURE_LIMIT, DEFAULT_BODY_LIMIT, DEFAULT_RATE_LIMIT } from '../config.js';
+import {
+  DEFAULT_AUTH_FAILURE_LIMIT,
+  DEFAULT_BODY_LIMIT,
+  DEFAULT_RATE_LIMIT,
+} from '../core/defaults.js';
 import { ErrorCode } from '../core/errors.js';
 import { createAuthenticator, DEFAULT_KEY_CACHE_MS } from './auth.js';
 import { authorizationHeader } from './authorization-header.js';

@@ -9,8 +9,8 @@ import type { Database } from '../db/database.js';
 import type { MessageTransaction } from '../db/message-transaction.js';
 import { ErrorCode, NonRetryableError, VersionConflictError } from '../core/errors.js';
 import { assertEnqueueOptions } from '../core/enqueue-options.js';
-import { DEFAULT_DEDUPE_WINDOW_MS } from '../config.js';
-import type { FollowUpOptions, InsertOnceOptions, JobContext } from './define-job.js';
+import { DEFAULT_DEDUPE_WINDOW_MS } from '../core/defaults.js';
+import type { AnyDatabase, FollowUpOptions, InsertOnceOptions, JobContext } from './define-job.js';
 import type { JobRegistry } from './registry.js';
 
 /** What the pipeline knows about the delivery. */
@@ -37,7 +37,7 @@ export interface ContextInput<Data> {
 type AnyDb = Kysely<any>;
 
 /** The context handed to a job's `handle`. */
-export function createJobContext<Data>(input: ContextInput<Data>): JobContext<Data> {
+export function createJobContext<Data>(input: ContextInput<Data>): JobContext<Data, AnyDatabase> {
   const trx = input.trx as unknown as AnyDb;
   return {
     data: input.data,
@@ -46,7 +46,8 @@ export function createJobContext<Data>(input: ContextInput<Data>): JobContext<Da
     queue: input.queue,
     attempt: input.attempt,
     run: input.run,
-    trx: input.trx,
+    // The handler's own database type is only known to its author; the tables are the same.
+    trx: input.trx as unknown as JobContext<Data, AnyDatabase>['trx'],
     async insertOnce(table: string, row: Record<string, unknown>, options?: InsertOnceOptions) {
       const conflict = options?.conflict ?? 'id';
       const inserted = await trx

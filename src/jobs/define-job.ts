@@ -3,9 +3,9 @@
  * plain JSON Schema), and a handler that runs inside the message's transaction.
  */
 import type { Static, TSchema } from '@sinclair/typebox';
-import type { Database } from '../db/database.js';
+import type { Insertable, Updateable } from 'kysely';
 import type { MessageTransaction } from '../db/message-transaction.js';
-import { QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
+import { QUEUE_NAME, QUEUE_NAME_RULE } from '../core/queue-name.js';
 import { DEAD_LETTER_QUEUE_SUFFIX, isDeadLetterQueueName } from '../core/dead-letter.js';
 
 /** Queue a job runs on when its definition names none. */
@@ -14,10 +14,18 @@ export const DEFAULT_QUEUE = 'default';
 /** Job names: dotted identifiers like `ledger.transfer`. */
 export const JOB_NAME = /^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$/i;
 
+/**
+ * The database type of a job that names none: any table, any column. Name yours
+ * (`defineJob<AppDatabase>()({...})`) and `ctx.trx`, `insertOnce` and `updateVersioned` are
+ * checked against your tables, as a `Kysely<AppDatabase>` is.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyDatabase = Record<string, any>;
+
 /** Options of {@link JobContext.insertOnce}. */
-export interface InsertOnceOptions {
+export interface InsertOnceOptions<Column extends string = string> {
   /** The primary-key (or unique) column the insert may conflict on. @defaultValue `id` */
-  conflict?: string;
+  conflict?: Column;
 }
 
 /** Options of {@link JobContext.enqueue}. */
@@ -37,7 +45,7 @@ export interface FollowUpOptions {
  * What a handler gets. Everything it writes through `trx` commits together with the inbox row
  * that marks the message applied, or not at all.
  */
-export interface JobContext<Data, DB = Database> {
+export interface JobContext<Data, DB = AnyDatabase> {
   /** The validated job data. */
   readonly data: Data;
   /** The message's snowflake id (decimal string), the same on every delivery and replay. */
@@ -63,21 +71,21 @@ export interface JobContext<Data, DB = Database> {
    * `INSERT … ON CONFLICT (conflict) DO NOTHING`; true when the row was inserted. Ids must be
    * chosen before the first attempt (the messageId, or ids from the payload), never minted here.
    */
-  insertOnce(
-    table: string,
-    row: Record<string, unknown>,
-    options?: InsertOnceOptions,
+  insertOnce<T extends keyof DB & string>(
+    table: T,
+    row: Insertable<DB[T]>,
+    options?: InsertOnceOptions<keyof DB[T] & string>,
   ): Promise<boolean>;
   /**
    * `UPDATE table SET …, version = version + 1 WHERE id = $id AND version = $expected`; returns
    * the new version. Throws `VersionConflictError` when the row has another version (or is
    * gone); onceq then re-runs the whole transaction.
    */
-  updateVersioned(
-    table: string,
+  updateVersioned<T extends keyof DB & string>(
+    table: T,
     id: string,
     expectedVersion: number,
-    set: Record<string, unknown>,
+    set: Updateable<DB[T]>,
   ): Promise<number>;
   /**
    * Enqueues a follow-up message through the transactional outbox: the row is written in this
@@ -90,9 +98,19 @@ export interface JobContext<Data, DB = Database> {
   enqueue(name: string, data: unknown, options?: FollowUpOptions): Promise<string>;
 }
 
-/** A job: what `defineJob` returns and the registry holds. */
-export interface JobDefinition<Data = unknown, Result = unknown> {
-  readonly name: string;
+/**
+ * A job: what `defineJob` returns and a worker or producer is given. `DB` is the database type
+ * its handler was written against; left out, the type stands for a job of any database (so a
+ * list of jobs written against different table types is still a `JobDefinition[]`).
+ */
+export interface JobDefinition<
+  Data = unknown,
+  Result = unknown,
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  DB = any,
+  Name extends string = string,
+> {
+  readonly name: Name;
   /** The queue a message of this job goes to when the enqueue names none. */
   readonly queue: string;
   /**
@@ -102,12 +120,18 @@ export interface JobDefinition<Data = unknown, Result = unknown> {
   readonly queues: readonly string[];
   readonly schema: TSchema;
   /** Runs inside the transaction; its result is stored with the inbox row and replayed to duplicates. */
-  handle(ctx: JobContext<Data>): Promise<Result>;
+  handle(ctx: JobContext<Data, DB>): Promise<Result>;
 }
 
 /** What `defineJob` takes. */
-export interface JobSpec<S extends TSchema, Result> {
-  name: string;
+export interface JobSpec<
+  S extends TSchema,
+  Result,
+  DB = AnyDatabase,
+  Name extends string = string,
+> {
+  /** Dotted identifiers such as `order.place`; producers' `enqueue` is typed by it. */
+  name: Name;
   /** @defaultValue `default` */
   queue?: string;
   /**
@@ -116,14 +140,46 @@ export interface JobSpec<S extends TSchema, Result> {
    * neither `queue` nor in this list is refused. @defaultValue none
    */
   queues?: readonly string[];
+  /** The data's JSON schema; with TypeBox, `ctx.data` gets its static type. */
   schema: S;
-  handle(ctx: JobContext<Static<S>>): Promise<Result>;
+  handle(ctx: JobContext<Static<S>, DB>): Promise<Result>;
 }
 
-/** Defines a job. The result must be JSON-serialisable (it is stored as `jsonb`). */
-export function defineJob<S extends TSchema, Result>(
-  spec: JobSpec<S, Result>,
-): JobDefinition<Static<S>, Result> {
+/** `defineJob` bound to an application's database type. */
+export type DefineJob<DB> = <S extends TSchema, Result, Name extends string = string>(
+  spec: JobSpec<S, Result, DB, Name>,
+) => JobDefinition<Static<S>, Result, DB, Name>;
+
+/**
+ * Defines a job: `ctx.data` is typed from the TypeBox schema. The result must be
+ * JSON-serialisable (it is stored as `jsonb`).
+ *
+ * Called with the application's Kysely database type and no argument, it returns a `defineJob`
+ * whose handlers get `ctx.trx`, `insertOnce` and `updateVersioned` typed against those tables:
+ *
+ * ```ts
+ * const defineAppJob = defineJob<AppDatabase>();
+ * export const addNote = defineAppJob({ name: 'note.add', schema: Note, async handle(ctx) { … } });
+ * ```
+ */
+export function defineJob<S extends TSchema, Result, Name extends string = string>(
+  spec: JobSpec<S, Result, AnyDatabase, Name>,
+): JobDefinition<Static<S>, Result, AnyDatabase, Name>;
+export function defineJob<DB>(): DefineJob<DB>;
+export function defineJob<S extends TSchema, Result, Name extends string>(
+  spec?: JobSpec<S, Result, AnyDatabase, Name>,
+): JobDefinition<Static<S>, Result, AnyDatabase, Name> | DefineJob<unknown> {
+  if (spec === undefined) return defineJobSpec as DefineJob<unknown>;
+  return defineJobSpec(spec);
+}
+
+/** The data type of a job definition (`unknown` for a plain JSON schema). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type JobData<Job> = Job extends JobDefinition<infer Data, any, any, any> ? Data : never;
+
+function defineJobSpec<S extends TSchema, Result, DB, Name extends string>(
+  spec: JobSpec<S, Result, DB, Name>,
+): JobDefinition<Static<S>, Result, DB, Name> {
   if (typeof spec.name !== 'string' || !JOB_NAME.test(spec.name)) {
     throw new TypeError(
       `job name "${String(spec.name)}" must be dotted identifiers such as "ledger.transfer"`,

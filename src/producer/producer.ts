@@ -29,7 +29,7 @@ import { assertEnqueueOptions } from '../core/enqueue-options.js';
 import { requestFingerprint } from '../core/fingerprint.js';
 import { assertJsonbStorable } from '../core/jsonb.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
-import { DEFAULT_DEDUPE_WINDOW_MS } from '../config.js';
+import { DEFAULT_DEDUPE_WINDOW_MS, DEFAULT_TOKEN_TTL_MS } from '../core/defaults.js';
 import { messageJobOptions } from './job-options.js';
 import { createTokenStore, type IssuedToken, type TokenStore } from '../redis/token-store.js';
 import type { JobRegistry } from '../jobs/registry.js';
@@ -141,7 +141,7 @@ export interface Producer {
 /** Creates a producer. */
 export function createProducer(options: ProducerOptions): Producer {
   const principal = options.principal ?? LOCAL_PRINCIPAL;
-  const tokenTtlMs = options.tokenTtlMs ?? 24 * 3_600_000;
+  const tokenTtlMs = options.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS;
   const inFlightMs = options.inFlightMs ?? DEFAULT_IN_FLIGHT_MS;
   // Token scripts go over a connection of their own with auto-pipelining: under load the
   // accepts and settles of many requests leave in one write per tick instead of one each. BullMQ

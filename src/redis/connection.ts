@@ -4,7 +4,7 @@
  * rather than failing commands.
  */
 import { Redis, type RedisOptions } from 'ioredis';
-import { redactUrl } from '../config.js';
+import { redactUrl } from '../core/redact-url.js';
 import { ServiceUnreachableError } from '../core/errors.js';
 import { withTimeout } from '../core/with-timeout.js';
 

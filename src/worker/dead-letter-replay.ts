@@ -37,6 +37,7 @@ import { messageJobOptions, storedJobOptions } from '../producer/job-options.js'
 import { createQueueCache, type QueueCache } from './queues.js';
 import { addMessageJobs } from './add-message-jobs.js';
 import { removeJobs } from './dead-letters.js';
+import { DEFAULT_DEDUPE_WINDOW_MS } from '../core/defaults.js';
 
 /** Letters per batch. */
 export const DEFAULT_REPLAY_BATCH = 1_000;
@@ -102,7 +103,7 @@ export interface ReplaySummary {
 /** Replays dead letters; see the module comment. */
 export async function replayDeadLetters(options: ReplayOptions): Promise<ReplaySummary> {
   const batchSize = options.batchSize ?? DEFAULT_REPLAY_BATCH;
-  const windowMs = options.dedupeWindowMs ?? 7 * 86_400_000;
+  const windowMs = options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS;
   const minMessageId = firstSnowflakeAt(Math.max(ONCEQ_EPOCH_MS, Date.now() - windowMs));
   const explicit = options.messageIds ? [...new Set(options.messageIds)] : undefined;
   if (explicit) {

@@ -26,7 +26,7 @@ import {
   type DeadLetterWriter,
 } from './dead-letters.js';
 
-import { DEFAULT_OUTBOX_INTERVAL_MS } from '../config.js';
+import { DEFAULT_OUTBOX_INTERVAL_MS } from '../core/defaults.js';
 /** Rows per relay transaction. */
 export const DEFAULT_OUTBOX_BATCH = 500;
 

@@ -25,7 +25,7 @@ import { assertJsonbStorable } from '../core/jsonb.js';
 import { envelopeProblem, type MessageEnvelope } from '../core/message.js';
 import { isExpired, type DeadLetterReason } from '../core/dead-letter.js';
 import { generateToken } from '../core/token.js';
-import { QUEUE_NAME, QUEUE_NAME_RULE } from '../config.js';
+import { QUEUE_NAME, QUEUE_NAME_RULE } from '../core/queue-name.js';
 import type { Database } from '../db/database.js';
 import { insertOutbox } from '../db/outbox.repository.js';
 import type { FollowUpOptions } from '../jobs/define-job.js';
@@ -40,6 +40,7 @@ import type { JobRegistry } from '../jobs/registry.js';
 import { createJobContext } from '../jobs/context.js';
 import { NO_FAULTS, type FaultHook } from './fault-hook.js';
 import { DeadLetteredError, deadLetterOf, type DeadLetterWriter } from './dead-letters.js';
+import { DEFAULT_DEDUPE_WINDOW_MS } from '../core/defaults.js';
 
 /** Options of {@link createPipeline}. */
 export interface PipelineOptions {
@@ -97,7 +98,7 @@ class LeaseLostError extends OnceqError {
 export function createPipeline(options: PipelineOptions) {
   const { db, tokens, registry, leaseMs, tokenTtlMs, processId } = options;
   const retry = options.conflictRetry ?? DEFAULT_CONFLICT_RETRY;
-  const dedupeWindowMs = options.dedupeWindowMs ?? 7 * 86_400_000;
+  const dedupeWindowMs = options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS;
   const fault = options.fault ?? NO_FAULTS;
   const renewEveryMs = Math.max(250, Math.floor(leaseMs / 3));
   // Owners must be unique per delivery; the process id is already unique per process.

@@ -25,7 +25,7 @@ import { deleteInboxThrough } from '../db/inbox.repository.js';
 import { deletePurgedThrough, expireUnapplied } from '../db/dead-letters.repository.js';
 import { startPeriodic, type PeriodicTask } from './periodic.js';
 
-import { DEFAULT_PRUNE_INTERVAL_MS } from '../config.js';
+import { DEFAULT_DEDUPE_WINDOW_MS, DEFAULT_PRUNE_INTERVAL_MS } from '../core/defaults.js';
 /** Rows per DELETE: small enough that each statement takes milliseconds. */
 export const DEFAULT_PRUNE_BATCH = 2_000;
 /** Pause between two batches, leaving the database to the workers. */
@@ -102,7 +102,7 @@ async function pruneTombstoneBatch(
 /** Creates a pruner. */
 export function createPruner(options: PrunerOptions): Pruner {
   const db = options.db;
-  const windowMs = options.dedupeWindowMs ?? 7 * 86_400_000;
+  const windowMs = options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS;
   const limit = options.batchSize ?? DEFAULT_PRUNE_BATCH;
   const pauseMs = options.pauseMs ?? DEFAULT_PRUNE_PAUSE_MS;
   const now = options.now ?? Date.now;

@@ -27,7 +27,11 @@ import { startPeriodic, type PeriodicTask } from './periodic.js';
 import { deadLetterOf, deadLetterOfRefused, type DeadLetterWriter } from './dead-letters.js';
 import { addMessageJobs, type MessageJob } from './add-message-jobs.js';
 
-import { DEFAULT_RECONCILE_GRACE_MS, DEFAULT_RECONCILE_INTERVAL_MS } from '../config.js';
+import {
+  DEFAULT_DEDUPE_WINDOW_MS,
+  DEFAULT_RECONCILE_GRACE_MS,
+  DEFAULT_RECONCILE_INTERVAL_MS,
+} from '../core/defaults.js';
 /** Accepted messages examined per query. */
 export const DEFAULT_RECONCILE_BATCH = 1_000;
 /** How often the scan starts over from the start of the dedupe window. */
@@ -86,7 +90,7 @@ export interface Reconciler {
 export function createReconciler(options: ReconcilerOptions): Reconciler {
   const queues = createQueueCache(options.redis, options.prefix);
   const graceMs = options.graceMs ?? DEFAULT_RECONCILE_GRACE_MS;
-  const windowMs = options.dedupeWindowMs ?? 7 * 86_400_000;
+  const windowMs = options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS;
   const batchSize = options.batchSize ?? DEFAULT_RECONCILE_BATCH;
   const fullScanEveryMs = options.fullScanEveryMs ?? DEFAULT_FULL_SCAN_EVERY_MS;
   let watermark: string | undefined;

@@ -21,6 +21,12 @@ import { createOutboxRelay, type OutboxRelay } from './outbox-relay.js';
 import { createReconciler, type ReconcileReport, type Reconciler } from './reconciler.js';
 import { createPruner, type Pruner } from './pruner.js';
 import { createQueueCache } from './queues.js';
+import {
+  DEFAULT_CONCURRENCY,
+  DEFAULT_DEDUPE_WINDOW_MS,
+  DEFAULT_LOCK_DURATION_MS,
+  DEFAULT_TOKEN_TTL_MS,
+} from '../core/defaults.js';
 
 /** BullMQ moves a job to failed after this many stalls; onceq's claims make a stall harmless. */
 export const DEFAULT_MAX_STALLED_COUNT = 10;
@@ -89,7 +95,7 @@ export interface OnceqWorker {
 
 /** Starts consuming. Resolves once every queue's worker is running. */
 export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWorker> {
-  const lockDurationMs = options.lockDurationMs ?? 30_000;
+  const lockDurationMs = options.lockDurationMs ?? DEFAULT_LOCK_DURATION_MS;
   const log = options.logger;
   const processId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   // The token store gets a connection of its own with auto-pipelining: the claims and `done`
@@ -98,7 +104,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   const tokenRedis = options.redis.duplicate({ enableAutoPipelining: true, lazyConnect: false });
   tokenRedis.on('error', (err) => log?.debug({ err }, 'token store connection error'));
   const tokens = createTokenStore(tokenRedis, { prefix: options.prefix });
-  const dedupeWindowMs = options.dedupeWindowMs ?? 7 * 86_400_000;
+  const dedupeWindowMs = options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS;
   const deadLetters = createDeadLetterWriter({
     db: options.db,
     redis: options.redis,
@@ -164,7 +170,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
     tokens,
     registry: options.registry,
     leaseMs: lockDurationMs,
-    tokenTtlMs: options.tokenTtlMs ?? 24 * 3_600_000,
+    tokenTtlMs: options.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS,
     processId,
     conflictRetry: options.conflictRetry,
     fault: options.fault,
@@ -181,7 +187,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
     const worker = new Worker(queue, (job, token) => pipeline.process(job, token), {
       connection: options.redis,
       prefix: options.prefix,
-      concurrency: options.concurrency ?? 10,
+      concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
       lockDuration: lockDurationMs,
       stalledInterval: lockDurationMs,
       maxStalledCount: options.maxStalledCount ?? DEFAULT_MAX_STALLED_COUNT,

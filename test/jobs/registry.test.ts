@@ -11,7 +11,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { expect } from 'chai';
 import { Type } from '@sinclair/typebox';
 import { sql } from 'kysely';
-import { JobRegistry, importJobs, loadRegistry } from '../../src/jobs/registry.js';
+import { JobRegistry } from '../../src/jobs/registry.js';
+import { importJobs, loadRegistry } from '../../src/cli/jobs.js';
 import { DEFAULT_QUEUE, defineJob, type JobDefinition } from '../../src/jobs/define-job.js';
 import { ledgerJobs } from '../../src/jobs/examples/ledger/index.js';
 import {

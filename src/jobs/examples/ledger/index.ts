@@ -9,6 +9,9 @@ import type { Database, AccountRow } from '../../../db/database.js';
 import { defineJob } from '../../define-job.js';
 import { CloseAccount, OpenAccount, RenameAccount, Transfer } from './schemas.js';
 
+/** `defineJob` for the ledger's tables: its handlers' queries are checked against them. */
+const defineLedgerJob = defineJob<Database>();
+
 /** The queue all ledger jobs run on. */
 export const LEDGER_QUEUE = 'ledger';
 
@@ -31,7 +34,7 @@ async function findAccounts(
 }
 
 /** `account.open`: inserts the account under a pre-minted id (the messageId by default). */
-export const openAccount = defineJob({
+export const openAccount = defineLedgerJob({
   name: 'account.open',
   queue: LEDGER_QUEUE,
   schema: OpenAccount,
@@ -52,7 +55,7 @@ export const openAccount = defineJob({
 });
 
 /** `account.rename`: a version-checked update against the client's `expectedVersion`. */
-export const renameAccount = defineJob({
+export const renameAccount = defineLedgerJob({
   name: 'account.rename',
   queue: LEDGER_QUEUE,
   schema: RenameAccount,
@@ -75,7 +78,7 @@ export const renameAccount = defineJob({
  * transfers never wait on each other in opposite orders), and records the transfer under the
  * messageId.
  */
-export const transfer = defineJob({
+export const transfer = defineLedgerJob({
   name: 'ledger.transfer',
   queue: LEDGER_QUEUE,
   schema: Transfer,
@@ -120,7 +123,7 @@ export const transfer = defineJob({
  * `account.close`: only a zero balance closes. The row stays (marked closed) rather than being
  * deleted, so transfers keep their accounts and the ledger's invariants keep adding up.
  */
-export const closeAccount = defineJob({
+export const closeAccount = defineLedgerJob({
   name: 'account.close',
   queue: LEDGER_QUEUE,
   schema: CloseAccount,
