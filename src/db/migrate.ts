@@ -60,15 +60,39 @@ function check(resultSet: MigrationResultSet): MigrationResultSet {
   return resultSet;
 }
 
+/**
+ * Kysely's Migrator finds its own bookkeeping tables by listing the tables of every schema of
+ * the database. When another schema is dropped meanwhile (another service's, a test's), that
+ * listing fails naming the other schema or one of its tables, though nothing of ours is wrong
+ * and nothing ran: such a run is tried again, a few times over a few seconds.
+ */
+async function runMigrator(
+  schema: string,
+  run: () => Promise<MigrationResultSet>,
+): Promise<MigrationResultSet> {
+  for (let attempt = 1; ; attempt++) {
+    const resultSet = await run();
+    const err = resultSet.error as { code?: string; message?: string } | undefined;
+    const othersVanished =
+      (err?.code === '3F000' || err?.code === '42P01') &&
+      !resultSet.results?.length &&
+      !String(err.message).includes(`"${schema}"`) &&
+      !String(err.message).includes(`${schema}.`);
+    if (!othersVanished || attempt >= 8) return check(resultSet);
+    // Dropping schemas comes in bursts (a test suite's teardown): let it pass.
+    await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt));
+  }
+}
+
 /** Creates the schema if missing and runs every pending migration. */
 export async function migrateToLatest(db: Db, schema: string): Promise<MigrationResultSet> {
   await sql`create schema if not exists ${sql.id(schema)}`.execute(db);
-  return check(await migrator(db, schema).migrateToLatest());
+  return runMigrator(schema, () => migrator(db, schema).migrateToLatest());
 }
 
 /** Undoes the most recent migration. */
 export async function migrateDown(db: Db, schema: string): Promise<MigrationResultSet> {
-  return check(await migrator(db, schema).migrateDown());
+  return runMigrator(schema, () => migrator(db, schema).migrateDown());
 }
 
 /** Every known migration with the time it ran, or `undefined` when pending. */
