@@ -21,11 +21,8 @@ import { generateToken } from '../../src/core/token.js';
 import { jobIdFor } from '../../src/core/message.js';
 import { findDeadLetter, upsertDeadLetter } from '../../src/db/dead-letters.repository.js';
 import { replayDeadLetters } from '../../src/worker/dead-letter-replay.js';
-import {
-  createDeadLetterWriter,
-  removeJobs,
-  REMOVE_JOBS_PER_CALL,
-} from '../../src/worker/dead-letters.js';
+import { createDeadLetterWriter } from '../../src/worker/dead-letters.js';
+import { removeJobs, REMOVE_JOBS_PER_CALL } from '../../src/queues/remove-jobs.js';
 import { firstSnowflakeAt } from '../../src/core/snowflake.js';
 import { MAX_PRIORITY } from '../../src/core/limits.js';
 import { createDeadLetterLookup } from '../../src/producer/dead-letter-lookup.js';
