@@ -12,8 +12,8 @@
  * on its own (a job that stalled too often) and originals whose removal was cut short are found
  * by the reconciler, which finishes the move.
  *
- * Replay undoes the move in bulk: `removeJobs` (queues/remove-jobs.ts) takes the visible copies (and any original
- * left behind) off their queues a batch per script call.
+ * Replay undoes the move in bulk: `removeJobs` (queues/remove-jobs.ts) takes the visible copies
+ * (and any original left behind) off their queues a batch per script call.
  */
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -150,8 +150,8 @@ export function deadLetterOf(
 }
 
 /**
- * The dead letter of a message whose job BullMQ refuses to add (see queues/add-message-jobs.ts): it
- * never ran, so it spent no attempt. Its priority is kept as it was refused: the letter shows
+ * The dead letter of a message whose job BullMQ refuses to add (see queues/add-message-jobs.ts):
+ * it never ran, so it spent no attempt. Its priority is kept as it was refused: the letter shows
  * what was wrong.
  */
 export function deadLetterOfRefused(
