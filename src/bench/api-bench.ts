@@ -29,7 +29,7 @@ import { createTokenStore } from '../redis/token-store.js';
 import { closeRedis } from '../redis/connection.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { DEFAULT_MAX_OUTSTANDING_TOKENS } from '../core/limits.js';
-import { messageJobOptions } from '../producer/job-options.js';
+import { messageJobOptions } from '../queues/message-job-options.js';
 import { buildApp } from '../http/build-app.js';
 import { mintApiKey } from '../core/api-key.js';
 import { insertApiKey } from '../db/api-keys.repository.js';

@@ -10,13 +10,13 @@
  */
 import { createWriteStream } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { Queue } from 'bullmq';
 import { sql } from 'kysely';
 import { createDb, type Db } from '../db/create-db.js';
 import { ensureDatabase, migrateToLatest } from '../db/migrate.js';
 import { insertApiKey } from '../db/api-keys.repository.js';
 import { mintApiKey } from '../core/api-key.js';
 import { closeRedis, createRedis } from '../redis/connection.js';
+import { createQueueCache } from '../queues/queue-cache.js';
 import { checkCampaign, type CheckResult } from './checker.js';
 import { Nemesis } from './faults.js';
 import { HistoryWriter, readHistory, type MetaEvent, type PhaseEvent } from './history.js';
@@ -262,12 +262,9 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     const redisClient = createRedis({ url: redisUrl, connectionName: 'onceq-chaos' });
     cleanups.push(() => closeRedis(redisClient));
     await redisClient.connect();
-    const queues = QUEUES.map((name) => {
-      const q = new Queue(name, { connection: redisClient, prefix });
-      q.on('error', () => undefined);
-      return q;
-    });
-    cleanups.unshift(() => Promise.all(queues.map((q) => q.close())));
+    const queueCache = createQueueCache(redisClient, prefix);
+    cleanups.unshift(() => queueCache.close());
+    const queues = QUEUES.map((name) => queueCache.get(name));
 
     const workload = new Workload({
       port: apiPort,

@@ -24,7 +24,7 @@ import {
   purgeDeadLetters,
 } from '../db/dead-letters.repository.js';
 import { replayDeadLetters, type ReplaySummary } from '../worker/dead-letter-replay.js';
-import { createQueueCache } from '../worker/queues.js';
+import { createQueueCache } from '../queues/queue-cache.js';
 import { openRuntime } from './runtime.js';
 
 /** Largest `--limit` of `dlq list`. */

@@ -26,7 +26,7 @@ import { checkDatabase, createDb } from '../db/create-db.js';
 import { ensureDatabase, migrateToLatest } from '../db/migrate.js';
 import { insertApiKey, revokeApiKey } from '../db/api-keys.repository.js';
 import { mintApiKey } from '../core/api-key.js';
-import { messageJobOptions } from '../producer/job-options.js';
+import { messageJobOptions } from '../queues/message-job-options.js';
 import { checkRedis, closeRedis, createRedis } from '../redis/connection.js';
 import { spawnOnceq, type OnceqChild } from './processes.js';
 import { createDemoClient } from './client.js';

@@ -10,7 +10,7 @@ import { countPendingDeadLetters } from '../db/dead-letters.repository.js';
 import { outboxBacklog } from '../db/outbox.repository.js';
 import { deadLetterQueueName } from '../core/dead-letter.js';
 import { isSnowflake, snowflakeTimeMs } from '../core/snowflake.js';
-import { createQueueCache } from '../worker/queues.js';
+import { createQueueCache } from '../queues/queue-cache.js';
 import type { Metrics } from './metrics.js';
 
 /** BullMQ states reported by `onceq_queue_jobs`. */

@@ -10,7 +10,7 @@
  * from the record and brings the job back only for a message that is neither applied nor
  * dead-lettered, so a replay never runs a message again behind the dead-letter queue's back.
  */
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { closeRedis } from '../redis/connection.js';
 import type { Db } from '../db/create-db.js';
@@ -30,7 +30,8 @@ import { requestFingerprint } from '../core/fingerprint.js';
 import { assertJsonbStorable } from '../core/jsonb.js';
 import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { DEFAULT_DEDUPE_WINDOW_MS, DEFAULT_TOKEN_TTL_MS } from '../core/defaults.js';
-import { messageJobOptions } from './job-options.js';
+import { messageJobOptions } from '../queues/message-job-options.js';
+import { createQueueCache } from '../queues/queue-cache.js';
 import { createTokenStore, type IssuedToken, type TokenStore } from '../redis/token-store.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { JobDefinition } from '../jobs/define-job.js';
@@ -152,17 +153,9 @@ export function createProducer(options: ProducerOptions): Producer {
     prefix: options.prefix,
     maxOutstanding: options.maxOutstandingTokens,
   });
-  const queues = new Map<string, Queue>();
+  const queues = createQueueCache(options.redis, options.prefix);
   const acceptance = createAcceptanceWriter(options.db);
-  function queue(name: string): Queue {
-    let q = queues.get(name);
-    if (!q) {
-      q = new Queue(name, { connection: options.redis, prefix: options.prefix });
-      q.on('error', () => undefined);
-      queues.set(name, q);
-    }
-    return q;
-  }
+  const queue = (name: string): Queue => queues.get(name);
 
   async function issueToken(): Promise<string> {
     const [issued] = await tokens.issue(principal, { ttlMs: tokenTtlMs });
@@ -392,10 +385,9 @@ export function createProducer(options: ProducerOptions): Producer {
     tokens,
     async close() {
       try {
-        await Promise.all([...queues.values()].map((q) => q.close()));
+        await queues.close();
       } finally {
         await closeRedis(tokenRedis);
-        queues.clear();
       }
     },
   };

@@ -33,10 +33,11 @@ import { isSnowflake, firstSnowflakeAt, ONCEQ_EPOCH_MS } from '../core/snowflake
 import { deadLetterQueueName, type DeadLetterReason } from '../core/dead-letter.js';
 import { jobIdFor } from '../core/message.js';
 import { generateToken } from '../core/token.js';
-import { messageJobOptions, storedJobOptions } from '../producer/job-options.js';
-import { createQueueCache, type QueueCache } from './queues.js';
-import { addMessageJobs } from './add-message-jobs.js';
-import { removeJobs } from './dead-letters.js';
+import { storedJobOptions } from '../queues/message-job-options.js';
+import { createQueueCache, type QueueCache } from '../queues/queue-cache.js';
+import { addMessageJobs } from '../queues/add-message-jobs.js';
+import { jobOf } from '../queues/message-job.js';
+import { removeJobs } from '../queues/remove-jobs.js';
 import { DEFAULT_DEDUPE_WINDOW_MS } from '../core/defaults.js';
 
 /** Letters per batch. */
@@ -256,22 +257,18 @@ async function replayBatch(
   await Promise.all(
     [...byQueue].map(async ([, rows]) => {
       try {
-        const { added, refused } = await addMessageJobs(queues, rows, (row) => ({
-          queue: row.queue,
-          name: row.job_name,
-          data: {
-            messageId: row.message_id,
+        const { added, refused } = await addMessageJobs(queues, rows, (row) =>
+          jobOf(
             // A letter whose envelope had no usable token gets a fresh one: the token only
             // guards concurrent runs; the inbox is what keeps the effect single.
-            token: row.token ?? generateToken(),
-            data: row.data,
-          },
-          opts: messageJobOptions(row.message_id, {
-            maxAttempts: options.maxAttempts,
-            backoffMs: options.backoffMs,
-            priority: storedJobOptions(row.options).priority,
-          }),
-        }));
+            { ...row, token: row.token ?? generateToken() },
+            {
+              maxAttempts: options.maxAttempts,
+              backoffMs: options.backoffMs,
+              priority: storedJobOptions(row.options).priority,
+            },
+          ),
+        );
         summary.replayed += added.length;
         // A letter BullMQ refuses (options out of its range) stays pending with the reason
         // reported; it does not hold back the letters beside it.

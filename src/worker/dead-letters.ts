@@ -12,10 +12,10 @@
  * on its own (a job that stalled too often) and originals whose removal was cut short are found
  * by the reconciler, which finishes the move.
  *
- * Replay undoes the move in bulk: {@link removeJobs} takes the visible copies (and any original
- * left behind) off their queues a batch per script call.
+ * Replay undoes the move in bulk: `removeJobs` (queues/remove-jobs.ts) takes the visible copies
+ * (and any original left behind) off their queues a batch per script call.
  */
-import { UnrecoverableError, type Job, type Queue } from 'bullmq';
+import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
@@ -24,10 +24,9 @@ import { deadLetterQueueName, type DeadLetterReason } from '../core/dead-letter.
 import { isWellFormedToken } from '../core/token.js';
 import { isSnowflake } from '../core/snowflake.js';
 import { jobIdFor } from '../core/message.js';
-import { runScript } from '../redis/scripts.js';
-import { createQueueCache } from './queues.js';
+import { createQueueCache } from '../queues/queue-cache.js';
+import type { MessageJob } from '../queues/message-job.js';
 import { NO_FAULTS, type FaultHook } from './fault-hook.js';
-import type { MessageJob } from './add-message-jobs.js';
 
 /**
  * Thrown by the pipeline once a message is dead-lettered: BullMQ fails the job without further
@@ -151,8 +150,8 @@ export function deadLetterOf(
 }
 
 /**
- * The dead letter of a message whose job BullMQ refuses to add (see add-message-jobs.ts): it
- * never ran, so it spent no attempt. Its priority is kept as it was refused: the letter shows
+ * The dead letter of a message whose job BullMQ refuses to add (see queues/add-message-jobs.ts):
+ * it never ran, so it spent no attempt. Its priority is kept as it was refused: the letter shows
  * what was wrong.
  */
 export function deadLetterOfRefused(
@@ -174,65 +173,4 @@ export function deadLetterOfRefused(
     options: job.opts.priority ? { priority: job.opts.priority } : {},
     enqueuedAt,
   };
-}
-
-/** Job ids per call of `lua/remove-jobs-10.lua`: bounds how long one call holds Redis. */
-export const REMOVE_JOBS_PER_CALL = 500;
-
-/** The queue keys `lua/remove-jobs-10.lua` takes, in its KEYS order (BullMQ's key names). */
-const REMOVE_JOBS_KEYS = [
-  'completed',
-  'waiting-children',
-  'delayed',
-  'failed',
-  'prioritized',
-  'wait',
-  'paused',
-  'active',
-  'meta',
-  'events',
-] as const;
-
-/** What {@link removeJobs} did. */
-export interface RemovedJobs {
-  /** Jobs removed (by the batch script, or by BullMQ for the ones it left). */
-  removed: number;
-  /** Ids with no job: nothing to do. */
-  missing: number;
-  /** Ids BullMQ refused to remove: locked, i.e. a live delivery. */
-  refused: string[];
-}
-
-/**
- * Removes jobs of one queue, as `queue.remove(id)` would, but in a few script calls instead of
- * one per job (see the header of `lua/remove-jobs-10.lua`). Jobs the script leaves (locked, in a
- * flow, deduplicated or of a job scheduler) go through BullMQ's own removal, which owns those
- * rules; a removal BullMQ refuses because the job is locked is reported, not thrown.
- */
-export async function removeJobs(
-  redis: Redis,
-  queue: Queue,
-  jobIds: readonly string[],
-): Promise<RemovedJobs> {
-  const keys = REMOVE_JOBS_KEYS.map((type) => queue.toKey(type));
-  const calls: Promise<unknown>[] = [];
-  for (let i = 0; i < jobIds.length; i += REMOVE_JOBS_PER_CALL) {
-    // Issued without waiting for each other: the connection carries them back to back.
-    const ids = jobIds.slice(i, i + REMOVE_JOBS_PER_CALL);
-    calls.push(runScript(redis, 'remove-jobs', keys, [queue.toKey(''), ...ids]));
-  }
-  const result: RemovedJobs = { removed: 0, missing: 0, refused: [] };
-  const left: string[] = [];
-  for (const reply of await Promise.all(calls)) {
-    const [removed, missing, ...ids] = reply as [number, number, ...string[]];
-    result.removed += removed;
-    result.missing += missing;
-    left.push(...ids);
-  }
-  const codes = await Promise.all(left.map((id) => queue.remove(id)));
-  codes.forEach((code, i) => {
-    if (code === 1) result.removed++;
-    else result.refused.push(left[i]!);
-  });
-  return result;
 }

@@ -16,10 +16,11 @@ import { takeOutboxBatch } from '../db/outbox.repository.js';
 import { upsertDeadLetter, type DeadLetter } from '../db/dead-letters.repository.js';
 import type { PendingFollowUp } from '../db/outbox.repository.js';
 import type { IdClashError } from '../core/errors.js';
-import { messageJobOptions, storedJobOptions } from '../producer/job-options.js';
-import { createQueueCache } from './queues.js';
+import { storedJobOptions } from '../queues/message-job-options.js';
+import { createQueueCache } from '../queues/queue-cache.js';
+import { addMessageJobs } from '../queues/add-message-jobs.js';
+import { jobOf, type MessageJob } from '../queues/message-job.js';
 import { startPeriodic, type PeriodicTask } from './periodic.js';
-import { addMessageJobs, type MessageJob } from './add-message-jobs.js';
 import {
   createDeadLetterWriter,
   deadLetterOfRefused,
@@ -83,9 +84,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       const batch = await takeOutboxBatch(trx, batchSize);
       const rows = batch.rows;
       clashes = batch.clashes;
-      const result = await addMessageJobs(queues, rows, jobOf);
+      const result = await addMessageJobs(queues, rows, followUpJobOf);
       for (const { item: row, error } of result.refused) {
-        const letter = deadLetterOfRefused(jobOf(row), error, row.created_at);
+        const letter = deadLetterOfRefused(followUpJobOf(row), error, row.created_at);
         await upsertDeadLetter(trx, letter);
         refused.push(letter);
       }
@@ -109,17 +110,12 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     return { taken: taken + (clashes?.details.messageIds.length ?? 0), sent: taken };
   }
 
-  function jobOf(row: PendingFollowUp): MessageJob {
-    return {
-      queue: row.queue,
-      name: row.job_name,
-      data: { messageId: row.message_id, token: row.token, data: row.data },
-      opts: messageJobOptions(row.message_id, {
-        maxAttempts: options.maxAttempts,
-        backoffMs: options.backoffMs,
-        ...storedJobOptions(row.options),
-      }),
-    };
+  function followUpJobOf(row: PendingFollowUp): MessageJob {
+    return jobOf(row, {
+      maxAttempts: options.maxAttempts,
+      backoffMs: options.backoffMs,
+      ...storedJobOptions(row.options),
+    });
   }
 
   async function runOnce(): Promise<number> {

@@ -21,11 +21,12 @@ import { listUnsettledAccepted } from '../db/accepted-messages.repository.js';
 import { LockId, withAdvisoryLock } from '../db/advisory-lock.js';
 import { firstSnowflakeAt, ONCEQ_EPOCH_MS } from '../core/snowflake.js';
 import type { MessageEnvelope } from '../core/message.js';
-import { messageJobOptions, storedJobOptions } from '../producer/job-options.js';
-import { createQueueCache } from './queues.js';
+import { storedJobOptions } from '../queues/message-job-options.js';
+import { createQueueCache } from '../queues/queue-cache.js';
+import { addMessageJobs } from '../queues/add-message-jobs.js';
+import { jobOf, type MessageJob } from '../queues/message-job.js';
 import { startPeriodic, type PeriodicTask } from './periodic.js';
 import { deadLetterOf, deadLetterOfRefused, type DeadLetterWriter } from './dead-letters.js';
-import { addMessageJobs, type MessageJob } from './add-message-jobs.js';
 
 import {
   DEFAULT_DEDUPE_WINDOW_MS,
@@ -197,9 +198,11 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     rows: AcceptedMessageRow[],
     now: number,
   ): Promise<{ added: number; refused: number }> {
-    const { added, refused } = await addMessageJobs(queues, rows, (row) => jobOf(row, now));
+    const { added, refused } = await addMessageJobs(queues, rows, (row) => acceptedJobOf(row, now));
     for (const { item: row, error } of refused) {
-      await options.deadLetters.write(deadLetterOfRefused(jobOf(row, now), error, row.accepted_at));
+      await options.deadLetters.write(
+        deadLetterOfRefused(acceptedJobOf(row, now), error, row.accepted_at),
+      );
       options.logger?.warn(
         { messageId: row.message_id, queue: row.queue, err: error },
         'reconciler dead-lettered an accepted message BullMQ refuses to take',
@@ -215,22 +218,17 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
   }
 
   /** The job of an accepted message; a delayed message keeps what is left of its delay. */
-  function jobOf(row: AcceptedMessageRow, now: number): MessageJob {
+  function acceptedJobOf(row: AcceptedMessageRow, now: number): MessageJob {
     const stored = storedJobOptions(row.options);
     const delay = stored.delay
       ? Math.max(0, row.accepted_at.getTime() + stored.delay - now)
       : undefined;
-    return {
-      queue: row.queue,
-      name: row.job_name,
-      data: { messageId: row.message_id, token: row.token, data: row.data },
-      opts: messageJobOptions(row.message_id, {
-        maxAttempts: options.maxAttempts,
-        backoffMs: options.backoffMs,
-        priority: stored.priority,
-        delay,
-      }),
-    };
+    return jobOf(row, {
+      maxAttempts: options.maxAttempts,
+      backoffMs: options.backoffMs,
+      priority: stored.priority,
+      delay,
+    });
   }
 
   /** Dead-letters a job BullMQ failed on its own, then removes it. */

@@ -20,7 +20,7 @@ import { createDeadLetterWriter, DeadLetteredError } from './dead-letters.js';
 import { createOutboxRelay, type OutboxRelay } from './outbox-relay.js';
 import { createReconciler, type ReconcileReport, type Reconciler } from './reconciler.js';
 import { createPruner, type Pruner } from './pruner.js';
-import { createQueueCache } from './queues.js';
+import { createQueueCache } from '../queues/queue-cache.js';
 import {
   DEFAULT_CONCURRENCY,
   DEFAULT_DEDUPE_WINDOW_MS,

@@ -25,7 +25,7 @@ import { sample } from '../support/metrics.js';
 import { closeRedis } from '../../src/redis/connection.js';
 import { mintApiKey } from '../../src/core/api-key.js';
 import { insertApiKey } from '../../src/db/api-keys.repository.js';
-import { messageJobOptions } from '../../src/producer/job-options.js';
+import { messageJobOptions } from '../../src/queues/message-job-options.js';
 
 const DEFINE_JOB_URL = pathToFileURL(
   fileURLToPath(new URL('../../src/jobs/define-job.ts', import.meta.url)),

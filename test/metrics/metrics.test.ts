@@ -13,7 +13,7 @@ import { createMetrics, type Metrics } from '../../src/metrics/metrics.js';
 import { claimResultOf, createJobObserver, jobOutcomeOf } from '../../src/metrics/job-observer.js';
 import { addStateCollectors } from '../../src/metrics/state-collectors.js';
 import { createLogger } from '../../src/logger.js';
-import { messageJobOptions } from '../../src/producer/job-options.js';
+import { messageJobOptions } from '../../src/queues/message-job-options.js';
 
 describe('metrics', () => {
   describe('outcome mapping', () => {

@@ -7,7 +7,7 @@
  */
 import { expect } from 'chai';
 import { jobIdFor } from '../../src/core/message.js';
-import { messageJobOptions } from '../../src/producer/job-options.js';
+import { messageJobOptions } from '../../src/queues/message-job-options.js';
 import { tokenKey } from '../../src/redis/keys.js';
 import { upsertDeadLetter } from '../../src/db/dead-letters.repository.js';
 import type { EnqueueResult } from '../../src/producer/producer.js';

@@ -1,11 +1,12 @@
 /**
  * Dead letters in process, against real Redis and PostgreSQL: messages too old for the dedupe
  * window, replay after a fix, replay of a message whose effect already committed, the job-status
- * look-up, the reconciler finishing a dead-letter move that BullMQ started on its own, and the
- * batch removal of jobs (`lua/remove-jobs-10.lua`) that replay uses, against BullMQ's own.
+ * look-up, the reconciler finishing a dead-letter move that BullMQ started on its own, and
+ * replay's batched removal of the visible copies (the removal itself against BullMQ's own:
+ * test/queues/remove-jobs.test.ts).
  */
 import { expect } from 'chai';
-import { FlowProducer, Job, Queue, Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createTestStack, type TestStack } from '../support/stack.js';
 import { waitFor } from '../support/ledger.js';
@@ -21,11 +22,8 @@ import { generateToken } from '../../src/core/token.js';
 import { jobIdFor } from '../../src/core/message.js';
 import { findDeadLetter, upsertDeadLetter } from '../../src/db/dead-letters.repository.js';
 import { replayDeadLetters } from '../../src/worker/dead-letter-replay.js';
-import {
-  createDeadLetterWriter,
-  removeJobs,
-  REMOVE_JOBS_PER_CALL,
-} from '../../src/worker/dead-letters.js';
+import { createDeadLetterWriter } from '../../src/worker/dead-letters.js';
+import { REMOVE_JOBS_PER_CALL } from '../../src/queues/remove-jobs.js';
 import { firstSnowflakeAt } from '../../src/core/snowflake.js';
 import { MAX_PRIORITY } from '../../src/core/limits.js';
 import { createDeadLetterLookup } from '../../src/producer/dead-letter-lookup.js';
@@ -295,80 +293,6 @@ describe('worker: dead letters', function () {
       expect(job.attemptsMade).to.equal(0);
     }
   });
-
-  it('removeJobs leaves each queue as queue.remove would, job by job, in every state', async () => {
-    const names = ['remove-by-bullmq', 'remove-by-batch'] as const;
-    const queues = names.map(
-      (name) => new Queue(name, { connection: stack.redis, prefix: stack.prefix }),
-    );
-    const flows = new FlowProducer({ connection: stack.redis, prefix: stack.prefix });
-    const workers = names.map(
-      (name) =>
-        new Worker(name, null, { connection: stack.redis, prefix: stack.prefix, autorun: false }),
-    );
-    try {
-      // The same jobs, in the same states, in both queues.
-      for (const [i, queue] of queues.entries()) {
-        const worker = workers[i]!;
-        // Ids unlike BullMQ's own key names: a job `completed` would be the key of the set.
-        await queue.add('j', {}, { jobId: 'j-active' });
-        expect((await worker.getNextJob('lock-token'))!.id).to.equal('j-active');
-        await queue.add('j', {}, { jobId: 'j-completed' });
-        await (await worker.getNextJob('t'))!.moveToCompleted('done', 't', false);
-        await queue.add('j', {}, { jobId: 'j-failed', attempts: 1 });
-        await (await worker.getNextJob('t'))!.moveToFailed(new Error('boom'), 't', false);
-        await queue.add('j', {}, { jobId: 'j-waiting' });
-        await queue.add('j', {}, { jobId: 'j-logged' });
-        await (await Job.fromId(queue, 'j-logged'))!.log('a line');
-        await queue.add('j', {}, { jobId: 'j-delayed', delay: 60_000 });
-        await queue.add('j', {}, { jobId: 'j-prioritized', priority: 5 });
-        await queue.add('j', {}, { jobId: 'j-deduplicated', deduplication: { id: 'dedup' } });
-        await flows.add({
-          name: 'parent',
-          queueName: queue.name,
-          opts: { jobId: 'j-parent' },
-          children: [{ name: 'child', queueName: queue.name, opts: { jobId: 'j-child' } }],
-        });
-        await flows.add({
-          name: 'parent',
-          queueName: queue.name,
-          opts: { jobId: 'j-parent-2' },
-          children: [{ name: 'child', queueName: queue.name, opts: { jobId: 'j-child-2' } }],
-        });
-      }
-      const ids = [
-        'j-active',
-        'j-completed',
-        'j-failed',
-        'j-child-2',
-        'j-waiting',
-        'j-never-existed',
-        'j-logged',
-        'j-delayed',
-        'j-prioritized',
-        'j-deduplicated',
-        'j-parent',
-        'j-child',
-        'j-parent-2',
-      ];
-      const byBullmq = await Promise.all(ids.map((id) => queues[0]!.remove(id)));
-      const result = await removeJobs(stack.redis, queues[1]!, ids);
-      expect(byBullmq[0], 'a locked job stays').to.equal(0);
-      expect(result.refused).to.deep.equal(['j-active']);
-      expect(result.removed + result.missing + result.refused.length).to.equal(ids.length);
-      expect(result.missing).to.be.at.least(1);
-
-      const [left, right] = await Promise.all(
-        queues.map((q) => dumpQueue(stack.redis, `${stack.prefix}:${q.name}:`, q.name)),
-      );
-      expect(right).to.deep.equal(left);
-      expect(Object.keys(left!)).to.include('j-active').and.not.include('j-waiting');
-    } finally {
-      await Promise.all(workers.map((w) => w.close()));
-      await flows.close();
-      await Promise.all(queues.map((q) => q.close()));
-    }
-  });
 });
 
 async function keysMatching(redis: Redis, pattern: string): Promise<string[]> {
@@ -380,34 +304,4 @@ async function keysMatching(redis: Redis, pattern: string): Promise<string[]> {
     keys.push(...found);
   } while (cursor !== '0');
   return keys.sort();
-}
-
-/**
- * Every key of a queue and what it holds, with the queue's name and everything that differs
- * between two identical runs (times, stream ids, lock values) left out: key types, the members
- * of its lists, sets and sorted sets, the field names of its hashes, and its events as a
- * multiset (the batch removes in another order than one by one).
- */
-async function dumpQueue(redis: Redis, keyPrefix: string, name: string) {
-  const out: Record<string, unknown> = {};
-  const anon = (text: string) => text.split(name).join('<queue>');
-  for (const key of await keysMatching(redis, `${keyPrefix}*`)) {
-    const type = await redis.type(key);
-    let value: unknown;
-    if (type === 'list') value = await redis.lrange(key, 0, -1);
-    else if (type === 'zset') value = await redis.zrange(key, '0', '-1');
-    else if (type === 'set') value = (await redis.smembers(key)).sort();
-    else if (type === 'hash') value = Object.keys(await redis.hgetall(key)).sort();
-    else if (type === 'stream') {
-      value = (await redis.xrange(key, '-', '+'))
-        .map(([, fields]) => {
-          const f = new Map<string, string>();
-          for (let i = 0; i < fields.length; i += 2) f.set(fields[i]!, fields[i + 1]!);
-          return `${f.get('event')} ${f.get('jobId')} ${f.get('prev') ?? ''}`;
-        })
-        .sort();
-    } else value = type;
-    out[anon(key.slice(keyPrefix.length))] = JSON.parse(anon(JSON.stringify(value)));
-  }
-  return out;
 }

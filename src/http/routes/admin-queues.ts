@@ -28,7 +28,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
 import { deadLetterQueueName } from '../../core/dead-letter.js';
-import { createQueueCache } from '../../worker/queues.js';
+import { createQueueCache } from '../../queues/queue-cache.js';
 import { problem, sendProblem, toProblem } from '../problem.js';
 import { ErrorCode } from '../../core/errors.js';
 import { requireAdmin, type Identity } from '../auth.js';

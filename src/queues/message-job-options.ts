@@ -1,7 +1,7 @@
 /**
- * BullMQ options of a message's job, for every path that (re-)adds one besides the producer:
- * the outbox relay, dead-letter replay and the reconciler. Each add is a fresh attempt budget.
- * The producer keeps the same values for the jobs it adds.
+ * BullMQ options of a message's job, for every path that adds one: the producer, the outbox
+ * relay, dead-letter replay and the reconciler. Each add is a fresh attempt budget. Also the
+ * reading back of the `{delay, priority}` a message was recorded with.
  */
 import type { JobsOptions } from 'bullmq';
 import { jobIdFor } from '../core/message.js';

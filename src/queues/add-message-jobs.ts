@@ -1,6 +1,7 @@
 /**
- * Adding the jobs of messages already recorded in PostgreSQL (the reconciler's re-adds, the
- * outbox relay's sends), so that one message BullMQ refuses cannot stop the others.
+ * The batched add: the jobs of messages already recorded in PostgreSQL (the reconciler's
+ * re-adds, the outbox relay's sends, dead-letter replay), grouped by queue, so that one message
+ * BullMQ refuses cannot stop the others.
  *
  * `addBulk` is all or nothing: BullMQ validates every job's options before it sends the batch,
  * and one refusal (a priority above its limit, say) rejects the whole call. A loop that retried
@@ -13,16 +14,8 @@
  * never turn a message into a dead letter.
  */
 import { Job, type JobsOptions, type Queue } from 'bullmq';
-import type { MessageEnvelope } from '../core/message.js';
-import type { QueueCache } from './queues.js';
-
-/** A message's job, as it is added to BullMQ. */
-export interface MessageJob {
-  queue: string;
-  name: string;
-  data: MessageEnvelope;
-  opts: JobsOptions;
-}
+import type { QueueCache } from './queue-cache.js';
+import type { MessageJob } from './message-job.js';
 
 /** What {@link addMessageJobs} did with each item. */
 export interface AddedMessageJobs<T> {

@@ -1,13 +1,16 @@
 /**
- * BullMQ `Queue` objects by name, created once per component and closed together. Queues share
- * the connection they are given (it is not closed here).
+ * The BullMQ queue cache: `Queue` objects by name, created once per component (worker,
+ * producer, admin routes, collectors, CLI) and closed together. Queues share the connection they
+ * are given (it is not closed here).
  */
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 
 /** A lazily filled set of queues. */
 export interface QueueCache {
+  /** The queue called `name`, opened on first use. */
   get(name: string): Queue;
+  /** Closes every queue opened so far and empties the cache (the connection stays open). */
   close(): Promise<void>;
 }
 
