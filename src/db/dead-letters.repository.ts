@@ -283,12 +283,16 @@ export type ReplayLetter = Pick<DeadLetterRow, (typeof REPLAY_COLUMNS)[number]>;
  * skipped, not waited for), and the mark is written before the job is added, so a replay that
  * dies after it leaves a message the reconciler re-enqueues, and a replayed job that goes dead
  * again makes its row pending again rather than being hidden by a late mark.
+ *
+ * The letters come back in message-id order, so the last one is where the next claim starts:
+ * `UPDATE … RETURNING` promises no order, and a claim started from a smaller id would take a
+ * letter handed back in the meantime (one BullMQ refused) a second time in the same run.
  */
 export async function claimForReplay(
   db: Kysely<Database>,
   claim: ReplayClaim,
 ): Promise<ReplayLetter[]> {
-  return db
+  const claimed = await db
     .updateTable('dead_letters')
     .set({ replayed_at: sql<Date>`now()`, replay_count: sql<number>`replay_count + 1` })
     .where('message_id', 'in', (eb) => {
@@ -310,6 +314,12 @@ export async function claimForReplay(
     })
     .returning(REPLAY_COLUMNS)
     .execute();
+  return claimed.sort((a, b) => compareIds(a.message_id, b.message_id));
+}
+
+/** Orders decimal snowflake ids numerically (as strings, `"9" > "10"`). */
+function compareIds(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 /**
