@@ -91,7 +91,10 @@ export class MessagePrunedError extends NonRetryableError {
  * a bug in the handler that no retry fixes, so the message is dead-lettered as `invalid` at once.
  */
 export class NestedTransactionError extends NonRetryableError {
-  declare readonly details: { attempted: string };
+  declare readonly details: {
+    /** The refused call, e.g. `ctx.trx.transaction()`. */
+    attempted: string;
+  };
   constructor(attempted: string) {
     super(
       ErrorCode.NestedTransaction,
@@ -150,6 +153,7 @@ export class MessageTransaction<DB> extends Transaction<DB> {
     return this.#derive(super.withoutPlugins().getExecutor());
   }
 
+  /** Kysely's `withSchema`, still on the message's connection and transaction. */
   override withSchema(schema: string): MessageTransaction<DB> {
     return this.#derive(super.withSchema(schema).getExecutor());
   }

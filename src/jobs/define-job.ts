@@ -110,6 +110,7 @@ export interface JobDefinition<
   DB = any,
   Name extends string = string,
 > {
+  /** The job's name, as `enqueue` takes it. */
   readonly name: Name;
   /** The queue a message of this job goes to when the enqueue names none. */
   readonly queue: string;
@@ -118,6 +119,7 @@ export interface JobDefinition<
    * `queues`. Enqueues naming any other queue are refused; workers consume all of them.
    */
   readonly queues: readonly string[];
+  /** The data's JSON schema; every message's data is checked against it before it is sent. */
   readonly schema: TSchema;
   /** Runs inside the transaction; its result is stored with the inbox row and replayed to duplicates. */
   handle(ctx: JobContext<Data, DB>): Promise<Result>;
@@ -142,6 +144,11 @@ export interface JobSpec<
   queues?: readonly string[];
   /** The data's JSON schema; with TypeBox, `ctx.data` gets its static type. */
   schema: S;
+  /**
+   * Applies one message: every write through `ctx.trx` commits in one transaction with the
+   * message's inbox row, so a redelivered message never applies twice. The result is stored
+   * with the inbox row and replayed to duplicates.
+   */
   handle(ctx: JobContext<Static<S>, DB>): Promise<Result>;
 }
 

@@ -98,6 +98,7 @@ export interface IssueOptions {
 
 /** A token handed to a principal. */
 export interface IssuedToken {
+  /** The token, to send as `token` (or the `Idempotency-Key` header) of one enqueue. */
   token: string;
   /** When the unused token expires (Redis clock). */
   expiresAt: Date;
