@@ -3,7 +3,9 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'bin/**'] },
+  {
+    ignores: ['dist/**', 'node_modules/**', 'bin/**', 'docs/api/**', 'examples/**/node_modules/**'],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
