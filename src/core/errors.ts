@@ -49,6 +49,15 @@ export const ErrorCode = {
   NestedTransaction: 'nested_transaction',
   /** A handler's result cannot be stored (not JSON, or too large). */
   InvalidResult: 'invalid_result',
+  /** COMMIT of a message's transaction did not commit (the server answered `ROLLBACK`). */
+  CommitFailed: 'commit_failed',
+  /** An operation bounded in time got no answer in time (`TimeoutError`). */
+  Timeout: 'timeout',
+  /**
+   * A function of onceq was called wrongly: a bad job definition, a job registered twice, an
+   * argument out of range ({@link InvalidArgumentError}).
+   */
+  InvalidArgument: 'invalid_argument',
   // Codes of the HTTP API's problem+json answers (statuses: src/http/problem.ts).
   /** The request carried no `Idempotency-Key`. */
   TokenMissing: 'idempotency_key_missing',
@@ -136,6 +145,16 @@ export function describeFieldErrors(fields: readonly FieldError[], omitted = 0):
   const rest = omitted + fields.length - listed.length;
   const text = listed.map((f) => `${f.path || '/'} ${f.message}`).join('; ');
   return rest > 0 ? `${text}; and ${rest} more` : text;
+}
+
+/**
+ * A function of onceq was called wrongly (a programming error of the caller, not bad data):
+ * `defineJob` with a bad spec, the same job given twice, an argument out of range.
+ */
+export class InvalidArgumentError extends OnceqError {
+  constructor(message: string) {
+    super(ErrorCode.InvalidArgument, message);
+  }
 }
 
 /** A version-checked update found another version: the transaction is re-run. */

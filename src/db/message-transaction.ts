@@ -28,7 +28,7 @@ import {
   type KyselyProps,
   type QueryExecutor,
 } from 'kysely';
-import { ErrorCode, NonRetryableError } from '../core/errors.js';
+import { ErrorCode, NonRetryableError, OnceqError } from '../core/errors.js';
 import { jsonTextProblem } from '../core/jsonb.js';
 import type { Database } from './database.js';
 import type { Db } from './create-db.js';
@@ -47,8 +47,12 @@ export interface InboxKey {
   jobName: string;
 }
 
-/** Thrown when COMMIT did not commit (the server answered ROLLBACK). */
-export class CommitFailedError extends Error {}
+/** Thrown when COMMIT did not commit (the server answered ROLLBACK); code `commit_failed`. */
+export class CommitFailedError extends OnceqError {
+  constructor(message: string) {
+    super(ErrorCode.CommitFailed, message);
+  }
+}
 
 /**
  * The message is at or below the pruning cutoff (db/pruning.repository.ts): its inbox row may be
