@@ -224,10 +224,25 @@ function layering() {
       },
     },
     {
+      // no-restricted-imports sees only static imports: a product file must not reach a tool
+      // through import() either.
+      files: ['src/**/*.ts'],
+      ignores: TOOLS.map((name) => `src/${name}/**`),
+      rules: {
+        'no-restricted-syntax': [
+          'error',
+          {
+            selector: `ImportExpression[source.value=/^\\.{1,2}\\/(\\.\\.\\/)*(${TOOLS.join('|')})\\//]`,
+            message: 'layering (STYLE.md "The house"): the product never imports a tool.',
+          },
+        ],
+      },
+    },
+    {
       // The CLI's `bench`, `chaos` and `demo` commands run the tools (issue 13 item 2 keeps
       // them); these three files are the only product files that may import a tool.
       files: ['src/cli/index.ts', 'src/cli/chaos.ts', 'src/cli/demo.ts'],
-      rules: { 'no-restricted-imports': 'off' },
+      rules: { 'no-restricted-imports': 'off', 'no-restricted-syntax': 'off' },
     },
   ];
 }
