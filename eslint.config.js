@@ -1,9 +1,256 @@
-// ESLint flat config: typescript-eslint on every source, test and migration file.
+// ESLint flat config: typescript-eslint on every source, test, migration and example file, and
+// the layering of src/ (no-restricted-imports per folder, below).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+// --- Layering -------------------------------------------------------------------------------
+
+// src/chaos, src/bench, src/demo today; `tools` matches ../../tools/… once they move out of src.
+const TOOLS = ['chaos', 'bench', 'demo', 'tools'];
+// Everything at or above the CLI: config.ts maps the environment onto options for the CLI only
+// (the library never reads process.env), and logger.ts reads config.ts.
+const CLI_LEVEL = ['cli', 'config', 'logger', ...TOOLS];
+// Driver packages: pure logic (core/) and the client import none of them.
+const DRIVERS = [
+  'pg',
+  'ioredis',
+  'bullmq',
+  'kysely',
+  'fastify',
+  '@fastify/*',
+  '@bull-board/*',
+  'prom-client',
+];
+
+/**
+ * A regex matching an import of src/<name>/… or src/<name>.js from a file inside a src/ folder:
+ * another folder is always reached by climbing out (`../`, `../../`), so a file's own
+ * neighbours (`./worker.js` in worker/) never match. The top-level files have their own block.
+ */
+const srcModule = (name, prefix = '(\\.\\./)+') => `^${prefix}${name}(/|\\.js$)`;
+
+/**
+ * The no-restricted-imports setting for a folder: `folders` are src/ folders (or top-level
+ * modules such as config) it must not import, `packages` packages it must not import.
+ */
+function forbid({ folders = [], packages = [], extra = [], prefix }) {
+  return [
+    'error',
+    {
+      paths: [],
+      patterns: [
+        ...folders.map((name) => ({
+          regex: srcModule(name, prefix),
+          message: `layering (STYLE.md "The house"): this folder must not import src/${name}.`,
+        })),
+        ...(packages.length > 0
+          ? [
+              {
+                group: packages,
+                message: 'layering (STYLE.md "The house"): this folder must not import drivers.',
+              },
+            ]
+          : []),
+        ...extra,
+      ],
+    },
+  ];
+}
+
+function layering() {
+  const above = (...names) => [...names, ...CLI_LEVEL];
+  return [
+    {
+      // Pure logic, no I/O. It imports only node:crypto and node:net (isIP) today.
+      files: ['src/core/**/*.ts'],
+      rules: {
+        'no-restricted-imports': forbid({
+          folders: above(
+            'db',
+            'redis',
+            'ids',
+            'queues',
+            'jobs',
+            'worker',
+            'producer',
+            'http',
+            'metrics',
+            'lib',
+          ),
+          packages: DRIVERS,
+        }),
+      },
+    },
+    {
+      // The typed HTTP client runs in browsers too: nothing from the server side, no package,
+      // not even node: builtins. Only its own files.
+      files: ['src/client/**/*.ts'],
+      rules: {
+        'no-restricted-imports': [
+          'error',
+          {
+            patterns: [
+              {
+                regex: '^\\.\\./',
+                message: 'onceq/client imports nothing outside src/client (STYLE.md "The house").',
+              },
+              {
+                regex: '^[^.]',
+                message: 'onceq/client is dependency-free: no packages, no node: builtins.',
+              },
+            ],
+          },
+        ],
+      },
+    },
+    {
+      // db/ and redis/ sit on core only; neither imports the other today.
+      files: ['src/db/**/*.ts', 'src/redis/**/*.ts'],
+      rules: {
+        'no-restricted-imports': forbid({
+          folders: above(
+            'db',
+            'redis',
+            'ids',
+            'queues',
+            'jobs',
+            'worker',
+            'producer',
+            'http',
+            'metrics',
+            'lib',
+          ),
+          packages: ['bullmq', 'fastify', '@fastify/*', '@bull-board/*', 'prom-client'],
+        }),
+      },
+    },
+    {
+      // ids/ leases worker ids through db/ (worker-id-leases.repository.ts): core and db only.
+      files: ['src/ids/**/*.ts'],
+      rules: {
+        'no-restricted-imports': forbid({
+          folders: above('redis', 'queues', 'jobs', 'worker', 'producer', 'http', 'metrics', 'lib'),
+          packages: ['bullmq', 'fastify', '@fastify/*', '@bull-board/*', 'prom-client'],
+        }),
+      },
+    },
+    {
+      // The BullMQ adapter (queue cache, job options, batched adds): above redis, below worker
+      // and producer; beside jobs, so neither imports the other.
+      files: ['src/queues/**/*.ts'],
+      rules: {
+        'no-restricted-imports': forbid({
+          folders: above('jobs', 'worker', 'producer', 'http', 'metrics', 'lib'),
+        }),
+      },
+    },
+    {
+      // defineJob and the handler context: on core and db (MessageTransaction). The ledger
+      // under jobs/examples/ is the CLI's demo domain and keeps to the same rule.
+      files: ['src/jobs/**/*.ts'],
+      rules: {
+        'no-restricted-imports': forbid({
+          folders: above('queues', 'worker', 'producer', 'http', 'metrics', 'lib'),
+        }),
+      },
+    },
+    {
+      // "Nothing in worker imports producer" (issue 13 item 4). One exception, until the
+      // job options move from src/producer/job-options.ts to src/queues/ (in progress on another
+      // branch): outbox-relay.ts, reconciler.ts and dead-letter-replay.ts import
+      // producer/job-options.js. Once the file has moved the exception matches nothing.
+      files: ['src/worker/**/*.ts'],
+      rules: {
+        'no-restricted-imports': forbid({
+          folders: above('http', 'metrics', 'lib'),
+          extra: [
+            {
+              regex: '^(\\./|(\\.\\./)+)producer/(?!job-options\\.js$)',
+              message:
+                'layering: nothing in worker imports producer (issue 13 item 4); shared BullMQ ' +
+                'code belongs in src/queues.',
+            },
+          ],
+        }),
+      },
+    },
+    {
+      files: ['src/producer/**/*.ts'],
+      rules: {
+        'no-restricted-imports': forbid({
+          folders: above('worker', 'http', 'metrics', 'lib'),
+        }),
+      },
+    },
+    {
+      // http/ and metrics/ share a level: build-app.ts serves the metrics registry, and
+      // routes/tokens.ts counts issued tokens, so http may import metrics but not the reverse.
+      files: ['src/http/**/*.ts'],
+      rules: {
+        'no-restricted-imports': forbid({ folders: above('lib') }),
+      },
+    },
+    {
+      files: ['src/metrics/**/*.ts'],
+      rules: {
+        'no-restricted-imports': forbid({ folders: above('http', 'lib') }),
+      },
+    },
+    {
+      // createWorker/createProducer: the library's composition, beside http; never the CLI's.
+      files: ['src/lib/**/*.ts'],
+      rules: {
+        'no-restricted-imports': forbid({ folders: above('http', 'metrics') }),
+      },
+    },
+    {
+      // `import 'onceq'`: the library, never the API server, the metrics or the CLI.
+      files: ['src/index.ts'],
+      rules: {
+        'no-restricted-imports': forbid({ folders: above('http', 'metrics'), prefix: '\\./' }),
+      },
+    },
+    {
+      // The CLI and its environment mapping: never a tool, except below.
+      files: ['src/cli/**/*.ts'],
+      rules: {
+        'no-restricted-imports': forbid({ folders: TOOLS }),
+      },
+    },
+    {
+      files: ['src/config.ts', 'src/logger.ts'],
+      rules: {
+        'no-restricted-imports': forbid({ folders: TOOLS, prefix: '\\./' }),
+      },
+    },
+    {
+      // no-restricted-imports sees only static imports: a product file must not reach a tool
+      // through import() either.
+      files: ['src/**/*.ts'],
+      ignores: TOOLS.map((name) => `src/${name}/**`),
+      rules: {
+        'no-restricted-syntax': [
+          'error',
+          {
+            selector: `ImportExpression[source.value=/^\\.{1,2}\\/(\\.\\.\\/)*(${TOOLS.join('|')})\\//]`,
+            message: 'layering (STYLE.md "The house"): the product never imports a tool.',
+          },
+        ],
+      },
+    },
+    {
+      // The CLI's `bench`, `chaos` and `demo` commands run the tools (issue 13 item 2 keeps
+      // them); these three files are the only product files that may import a tool.
+      files: ['src/cli/index.ts', 'src/cli/chaos.ts', 'src/cli/demo.ts'],
+      rules: { 'no-restricted-imports': 'off', 'no-restricted-syntax': 'off' },
+    },
+  ];
+}
+
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'bin/**'] },
+  {
+    ignores: ['dist/**', 'node_modules/**', 'bin/**', 'docs/api/**', 'examples/**/node_modules/**'],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -23,25 +270,11 @@ export default tseslint.config(
       globals: { module: 'writable', require: 'readonly', process: 'readonly' },
     },
   },
-  {
-    // core/ is pure logic: no drivers, no I/O (STYLE.md "The house").
-    files: ['src/core/**/*.ts'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            'pg',
-            'ioredis',
-            'bullmq',
-            'fastify',
-            'kysely',
-            '../db/*',
-            '../redis/*',
-            '../worker/*',
-          ],
-        },
-      ],
-    },
-  },
+  // The layering (STYLE.md "The house"): arrows point down only,
+  //   core <- db, redis, ids <- queues, jobs <- worker, producer <- http, metrics, lib <- cli
+  // (lib/ holds createWorker/createProducer, index.ts exports them; config.ts and logger.ts
+  // belong to the CLI), tools (chaos, bench, demo) above everything. Each block below names what
+  // a folder must not import; one block per file, since a later block's no-restricted-imports
+  // replaces an earlier one's. examples/ is a package of its own above everything: not covered.
+  ...layering(),
 );

@@ -44,6 +44,7 @@ export {
   EnqueueOptionsError,
   ErrorCode,
   IdGeneratorStoppedError,
+  InvalidArgumentError,
   NonRetryableError,
   OnceqError,
   ServiceUnreachableError,

@@ -52,6 +52,7 @@ export interface ClientOptions {
 
 /** What {@link ClientOptions.onRetry} is told. */
 export interface RetryEvent {
+  /** The HTTP method, e.g. `POST`. */
   method: string;
   /** The API path, e.g. `/v1/jobs`. */
   path: string;

@@ -55,15 +55,21 @@ export type OnceqErrorCode = ProblemCode | LocalErrorCode | (string & {});
 export interface FieldError {
   /** JSON pointer into the request body, e.g. `/data/owner`. */
   path: string;
+  /** What was wrong with it. */
   message: string;
 }
 
 /** A problem+json body (RFC 9457) as the API sends it. */
 export interface Problem {
+  /** A URI naming the kind of problem. */
   type: string;
+  /** A short summary of the kind of problem, the same for every occurrence. */
   title: string;
+  /** The HTTP status of the answer. */
   status: number;
+  /** What went wrong this time, for humans; never branch on it. */
   detail: string;
+  /** The stable code to branch on (see {@link ProblemCode}). */
   code: string;
   /** Failing fields, at most a bounded number of them. */
   errors?: FieldError[];
@@ -73,13 +79,21 @@ export interface Problem {
 
 /** What an {@link OnceqClientError} is made of. */
 export interface OnceqClientErrorInit {
+  /** Becomes {@link OnceqClientError.code}. */
   code: OnceqErrorCode;
+  /** The error's message. */
   message: string;
+  /** Becomes {@link OnceqClientError.status}. */
   status?: number;
+  /** The problem+json body; its `detail`, `errors` and `errorsOmitted` fill the error's. */
   problem?: Problem;
+  /** Becomes {@link OnceqClientError.retryAfterMs}. */
   retryAfterMs?: number;
+  /** Becomes {@link OnceqClientError.attempts}. @defaultValue 1 */
   attempts?: number;
+  /** Becomes {@link OnceqClientError.token}. */
   token?: string;
+  /** The underlying error, kept as the error's `cause`. */
   cause?: unknown;
 }
 

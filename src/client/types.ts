@@ -31,7 +31,9 @@ export interface EnqueueResult {
   jobId: string;
   /** The message's snowflake id, a decimal string. */
   messageId: string;
+  /** The BullMQ queue the message went to. */
   queue: string;
+  /** The job's name. */
   name: string;
   /** Always `queued` at acceptance; see {@link OnceqClient.getJob} for what follows. */
   state: 'queued';
@@ -64,10 +66,15 @@ export const FINAL_JOB_STATES: readonly JobState[] = Object.freeze(['completed',
  * returns it; the client does not check it.
  */
 export interface JobStatus<TResult = unknown> {
+  /** The BullMQ job id. */
   jobId: string;
+  /** The message's snowflake id, a decimal string. */
   messageId: string;
+  /** The BullMQ queue of the job. */
   queue: string;
+  /** The job's name. */
   name: string;
+  /** Where the job is now (see {@link JobState}). */
   state: JobState;
   /** Attempts made; `null` once the API no longer keeps the BullMQ job. */
   attempts: number | null;
@@ -75,9 +82,11 @@ export interface JobStatus<TResult = unknown> {
   result?: TResult;
   /** The last failure: why it failed, went dead, or is being retried. */
   error?: string;
-  /** ISO 8601 timestamps, `null` when unknown or not yet. */
+  /** When the API accepted the message: ISO 8601, `null` when unknown. */
   acceptedAt: string | null;
+  /** When a worker last took it up: ISO 8601, `null` when unknown or not yet. */
   startedAt: string | null;
+  /** When it reached a final state: ISO 8601, `null` when unknown or not yet. */
   finishedAt: string | null;
 }
 

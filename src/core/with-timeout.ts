@@ -1,7 +1,12 @@
 /** Bounding a promise in time without leaving a timer behind. */
+import { ErrorCode, OnceqError } from './errors.js';
 
-/** The rejection of {@link withTimeout} when the time ran out. */
-export class TimeoutError extends Error {}
+/** The rejection of {@link withTimeout} when the time ran out; code `timeout`. */
+export class TimeoutError extends OnceqError {
+  constructor(message: string) {
+    super(ErrorCode.Timeout, message);
+  }
+}
 
 /**
  * Resolves as `promise` does, or rejects first with a {@link TimeoutError} ("no answer in `ms`

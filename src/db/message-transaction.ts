@@ -28,7 +28,7 @@ import {
   type KyselyProps,
   type QueryExecutor,
 } from 'kysely';
-import { ErrorCode, NonRetryableError } from '../core/errors.js';
+import { ErrorCode, NonRetryableError, OnceqError } from '../core/errors.js';
 import { jsonTextProblem } from '../core/jsonb.js';
 import type { Database } from './database.js';
 import type { Db } from './create-db.js';
@@ -47,8 +47,12 @@ export interface InboxKey {
   jobName: string;
 }
 
-/** Thrown when COMMIT did not commit (the server answered ROLLBACK). */
-export class CommitFailedError extends Error {}
+/** Thrown when COMMIT did not commit (the server answered ROLLBACK); code `commit_failed`. */
+export class CommitFailedError extends OnceqError {
+  constructor(message: string) {
+    super(ErrorCode.CommitFailed, message);
+  }
+}
 
 /**
  * The message is at or below the pruning cutoff (db/pruning.repository.ts): its inbox row may be
@@ -91,7 +95,10 @@ export class MessagePrunedError extends NonRetryableError {
  * a bug in the handler that no retry fixes, so the message is dead-lettered as `invalid` at once.
  */
 export class NestedTransactionError extends NonRetryableError {
-  declare readonly details: { attempted: string };
+  declare readonly details: {
+    /** The refused call, e.g. `ctx.trx.transaction()`. */
+    attempted: string;
+  };
   constructor(attempted: string) {
     super(
       ErrorCode.NestedTransaction,
@@ -150,6 +157,7 @@ export class MessageTransaction<DB> extends Transaction<DB> {
     return this.#derive(super.withoutPlugins().getExecutor());
   }
 
+  /** Kysely's `withSchema`, still on the message's connection and transaction. */
   override withSchema(schema: string): MessageTransaction<DB> {
     return this.#derive(super.withSchema(schema).getExecutor());
   }

@@ -7,6 +7,7 @@ import type { Insertable, Updateable } from 'kysely';
 import type { MessageTransaction } from '../db/message-transaction.js';
 import { QUEUE_NAME, QUEUE_NAME_RULE } from '../core/queue-name.js';
 import { DEAD_LETTER_QUEUE_SUFFIX, isDeadLetterQueueName } from '../core/dead-letter.js';
+import { InvalidArgumentError } from '../core/errors.js';
 
 /** Queue a job runs on when its definition names none. */
 export const DEFAULT_QUEUE = 'default';
@@ -110,6 +111,7 @@ export interface JobDefinition<
   DB = any,
   Name extends string = string,
 > {
+  /** The job's name, as `enqueue` takes it. */
   readonly name: Name;
   /** The queue a message of this job goes to when the enqueue names none. */
   readonly queue: string;
@@ -118,6 +120,7 @@ export interface JobDefinition<
    * `queues`. Enqueues naming any other queue are refused; workers consume all of them.
    */
   readonly queues: readonly string[];
+  /** The data's JSON schema; every message's data is checked against it before it is sent. */
   readonly schema: TSchema;
   /** Runs inside the transaction; its result is stored with the inbox row and replayed to duplicates. */
   handle(ctx: JobContext<Data, DB>): Promise<Result>;
@@ -142,6 +145,11 @@ export interface JobSpec<
   queues?: readonly string[];
   /** The data's JSON schema; with TypeBox, `ctx.data` gets its static type. */
   schema: S;
+  /**
+   * Applies one message: every write through `ctx.trx` commits in one transaction with the
+   * message's inbox row, so a redelivered message never applies twice. The result is stored
+   * with the inbox row and replayed to duplicates.
+   */
   handle(ctx: JobContext<Static<S>, DB>): Promise<Result>;
 }
 
@@ -181,21 +189,21 @@ function defineJobSpec<S extends TSchema, Result, DB, Name extends string>(
   spec: JobSpec<S, Result, DB, Name>,
 ): JobDefinition<Static<S>, Result, DB, Name> {
   if (typeof spec.name !== 'string' || !JOB_NAME.test(spec.name)) {
-    throw new TypeError(
+    throw new InvalidArgumentError(
       `job name "${String(spec.name)}" must be dotted identifiers such as "ledger.transfer"`,
     );
   }
   const queue = spec.queue ?? DEFAULT_QUEUE;
   const extra = spec.queues ?? [];
   if (!Array.isArray(extra)) {
-    throw new TypeError(`job ${spec.name}: queues must be an array of queue names`);
+    throw new InvalidArgumentError(`job ${spec.name}: queues must be an array of queue names`);
   }
   for (const q of [queue, ...extra]) checkQueueName(spec.name, q);
   const queues = Object.freeze([...new Set<string>([queue, ...extra])]);
   if (typeof spec.handle !== 'function')
-    throw new TypeError(`job ${spec.name}: handle must be a function`);
+    throw new InvalidArgumentError(`job ${spec.name}: handle must be a function`);
   if (typeof spec.schema !== 'object' || spec.schema === null)
-    throw new TypeError(`job ${spec.name}: schema must be a JSON schema object`);
+    throw new InvalidArgumentError(`job ${spec.name}: schema must be a JSON schema object`);
   return Object.freeze({
     name: spec.name,
     queue,
@@ -209,10 +217,12 @@ function defineJobSpec<S extends TSchema, Result, DB, Name extends string>(
 function checkQueueName(job: string, queue: unknown): void {
   // BullMQ refuses some names (`:`) only when a worker starts.
   if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
-    throw new TypeError(`job ${job}: queue "${String(queue)}" must be ${QUEUE_NAME_RULE}`);
+    throw new InvalidArgumentError(
+      `job ${job}: queue "${String(queue)}" must be ${QUEUE_NAME_RULE}`,
+    );
   }
   if (isDeadLetterQueueName(queue)) {
-    throw new TypeError(
+    throw new InvalidArgumentError(
       `job ${job}: queue "${queue}" ends with ${DEAD_LETTER_QUEUE_SUFFIX}, which names dead-letter queues`,
     );
   }

@@ -6,6 +6,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import {
   describeFieldErrors,
   ErrorCode,
+  InvalidArgumentError,
   NonRetryableError,
   ValidationError,
   type FieldError,
@@ -39,7 +40,8 @@ export class JobRegistry {
 
   /** Adds a job; a second job with the same name is an error. */
   register(job: JobDefinition): this {
-    if (this.entries.has(job.name)) throw new TypeError(`job ${job.name} is registered twice`);
+    if (this.entries.has(job.name))
+      throw new InvalidArgumentError(`job ${job.name} is registered twice`);
     this.entries.set(job.name, {
       job,
       firstError: this.ajvFirstError.compile(job.schema),

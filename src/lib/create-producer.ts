@@ -24,9 +24,15 @@ import {
   type ResolvedProducerOptions,
 } from './options.js';
 
-/** Options of one {@link Producer.enqueue}. */
+/**
+ * Options of one {@link Producer.enqueue}.
+ * @interface
+ */
 export type EnqueueOptions = Omit<CoreEnqueueOptions, 'principal'>;
-/** Options of {@link Producer.issueTokens}. */
+/**
+ * Options of {@link Producer.issueTokens}.
+ * @interface
+ */
 export type IssueTokensOptions = Omit<CoreIssueTokensOptions, 'principal'>;
 
 /**
@@ -35,7 +41,13 @@ export type IssueTokensOptions = Omit<CoreIssueTokensOptions, 'principal'>;
  */
 export type JobNamed<Jobs extends JobDefinition, Name extends string> = string extends Jobs['name']
   ? Jobs
-  : Extract<Jobs, { readonly name: Name }>;
+  : Extract<
+      Jobs,
+      {
+        /** The name to match. */
+        readonly name: Name;
+      }
+    >;
 
 /**
  * A producer of the jobs `Job` (a union of job definitions): `enqueue` takes only their names,

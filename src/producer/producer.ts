@@ -113,11 +113,17 @@ export interface IssueTokensOptions {
 
 /** What `enqueue` answers. */
 export interface EnqueueResult {
+  /** The BullMQ job id. */
   jobId: string;
+  /** The message's snowflake id, a decimal string. */
   messageId: string;
+  /** The queue the message went to. */
   queue: string;
+  /** The job's name. */
   name: string;
+  /** The idempotency token the message was accepted with: retry with it, never a new one. */
   token: string;
+  /** Always `queued` at acceptance. */
   state: 'queued';
   /** True when this was a replay of an earlier acceptance with the same token and request. */
   replayed: boolean;

@@ -38,7 +38,7 @@
  * command's arguments) have the token replaced before they leave this module.
  */
 import type { Redis } from 'ioredis';
-import { ErrorCode, OnceqError, TokenLimitError } from '../core/errors.js';
+import { ErrorCode, InvalidArgumentError, OnceqError, TokenLimitError } from '../core/errors.js';
 import { DEFAULT_MAX_OUTSTANDING_TOKENS, MAX_ISSUE_COUNT } from '../core/limits.js';
 import { generateToken, isTokenState, isWellFormedToken, type TokenState } from '../core/token.js';
 import { outstandingTokensKey, tokenKey } from './keys.js';
@@ -98,6 +98,7 @@ export interface IssueOptions {
 
 /** A token handed to a principal. */
 export interface IssuedToken {
+  /** The token, to send as `token` (or the `Idempotency-Key` header) of one enqueue. */
   token: string;
   /** When the unused token expires (Redis clock). */
   expiresAt: Date;
@@ -194,7 +195,7 @@ export interface TokenStore {
    * Issues `count` fresh tokens bound to `principal`, in state `issued`, counted against the
    * principal's outstanding tokens (all or none: a refused call issues nothing).
    * @throws TokenLimitError when the principal would hold more than `maxOutstanding`.
-   * @throws RangeError on a bad principal, ttl or count.
+   * @throws InvalidArgumentError on a bad principal, ttl or count.
    */
   issue(principal: string, options: IssueOptions): Promise<IssuedToken[]>;
   /**
@@ -253,7 +254,7 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
     !Number.isSafeInteger(maxOutstanding) ||
     (maxOutstanding !== 0 && maxOutstanding < MAX_ISSUE_COUNT)
   ) {
-    throw new RangeError(
+    throw new InvalidArgumentError(
       `maxOutstanding must be 0 (no bound) or an integer of at least ${MAX_ISSUE_COUNT}`,
     );
   }
@@ -338,7 +339,7 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
       nonEmpty('principal', principal);
       positiveInt('ttlMs', ttlMs);
       if (!Number.isSafeInteger(count) || count < 1 || count > MAX_ISSUE_COUNT) {
-        throw new RangeError(`count must be an integer from 1 to ${MAX_ISSUE_COUNT}`);
+        throw new InvalidArgumentError(`count must be an integer from 1 to ${MAX_ISSUE_COUNT}`);
       }
       const tokens = Array.from({ length: count }, () => generateToken());
       if (maxOutstanding > 0) await reserve(principal, ttlMs, tokens);
@@ -488,18 +489,18 @@ function checkToken(token: string): void {
 
 function nonEmpty(name: string, value: string): void {
   if (typeof value !== 'string' || value === '')
-    throw new RangeError(`${name} must be a non-empty string`);
+    throw new InvalidArgumentError(`${name} must be a non-empty string`);
 }
 
 function positiveInt(name: string, value: number): void {
   if (!Number.isSafeInteger(value) || value < 1) {
-    throw new RangeError(`${name} must be a positive integer number of milliseconds`);
+    throw new InvalidArgumentError(`${name} must be a positive integer number of milliseconds`);
   }
 }
 
 function decimalId(value: string): void {
   if (typeof value !== 'string' || !/^\d{1,20}$/.test(value)) {
-    throw new RangeError('messageId must be a decimal string');
+    throw new InvalidArgumentError('messageId must be a decimal string');
   }
 }
 

@@ -390,7 +390,13 @@ export function createPipeline(options: PipelineOptions) {
     data: unknown,
     opts: FollowUpOptions = {},
   ): Promise<string> {
-    if (!options.ids) throw new Error('ctx.enqueue needs a worker with an id service');
+    if (!options.ids) {
+      // Retried as before (a plain Error was); the code says what is wrong.
+      throw new OnceqError(
+        ErrorCode.ConfigInvalid,
+        'ctx.enqueue needs a worker with an id service',
+      );
+    }
     const definition = registry.get(name);
     registry.validate(name, data);
     assertJsonbStorable(data, `ctx.enqueue(${name})`);

@@ -18,6 +18,7 @@ import { ledgerJobs } from '../../src/jobs/examples/ledger/index.js';
 import {
   ConfigError,
   ErrorCode,
+  InvalidArgumentError,
   NonRetryableError,
   ValidationError,
 } from '../../src/core/errors.js';
@@ -383,10 +384,13 @@ describe('jobs: registry and ONCEQ_JOBS', function () {
         handle: async () => 1,
       });
       expect(() => new JobRegistry([order, again])).to.throw(
-        TypeError,
+        InvalidArgumentError,
         /order\.place is registered twice/,
       );
-      expect(() => registry.register(ledgerJobs[0])).to.throw(TypeError, /registered twice/);
+      expect(() => registry.register(ledgerJobs[0])).to.throw(
+        InvalidArgumentError,
+        /registered twice/,
+      );
     });
 
     it('lists names and queues sorted and unique', () => {
@@ -401,7 +405,10 @@ describe('jobs: registry and ONCEQ_JOBS', function () {
 
     for (const name of ['', 'Bad Name', '1abc', 'a..b', 'a.', '.a', 'a:b', 'a/b', 'ä.b', 'a.1b']) {
       it(`rejects the name ${JSON.stringify(name)}`, () => {
-        expect(() => defineJob({ name, schema, handle })).to.throw(TypeError, /job name/);
+        expect(() => defineJob({ name, schema, handle })).to.throw(
+          InvalidArgumentError,
+          /job name/,
+        );
       });
     }
 
@@ -413,16 +420,16 @@ describe('jobs: registry and ONCEQ_JOBS', function () {
 
     it('rejects a queue name BullMQ or a Redis key cannot take, and a missing handler', () => {
       expect(() => defineJob({ name: 'a.b', queue: 'x:y', schema, handle })).to.throw(
-        TypeError,
+        InvalidArgumentError,
         /queue "x:y"/,
       );
       expect(() => defineJob({ name: 'a.b', queue: '', schema, handle })).to.throw(
-        TypeError,
+        InvalidArgumentError,
         /queue/,
       );
       expect(() =>
         defineJob({ name: 'a.b', schema, handle: 'nope' as unknown as typeof handle }),
-      ).to.throw(TypeError, /handle must be a function/);
+      ).to.throw(InvalidArgumentError, /handle must be a function/);
     });
 
     it('returns a frozen definition on the default queue unless told otherwise', () => {

@@ -6,7 +6,7 @@
  */
 import { expect } from 'chai';
 import type { Redis } from 'ioredis';
-import { ErrorCode, TokenLimitError } from '../../src/core/errors.js';
+import { ErrorCode, InvalidArgumentError, TokenLimitError } from '../../src/core/errors.js';
 import { closeRedis } from '../../src/redis/connection.js';
 import { outstandingTokensKey, tokenKey } from '../../src/redis/keys.js';
 import { createTokenStore, type TokenStore } from '../../src/redis/token-store.js';
@@ -162,6 +162,8 @@ describe('redis/token-store: outstanding tokens per principal', () => {
     await unbounded.issue(ALICE, { ttlMs: TTL, count: 100 });
     await unbounded.issue(ALICE, { ttlMs: TTL, count: 100 });
     expect(await redis.exists(outstandingTokensKey(prefix, ALICE))).to.equal(0);
-    expect(() => createTokenStore(redis, { prefix, maxOutstanding: 99 })).to.throw(RangeError);
+    expect(() => createTokenStore(redis, { prefix, maxOutstanding: 99 })).to.throw(
+      InvalidArgumentError,
+    );
   });
 });

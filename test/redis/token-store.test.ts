@@ -1,6 +1,11 @@
 import { expect } from 'chai';
 import type { Redis } from 'ioredis';
-import { ErrorCode, OnceqError, TokenMismatchError } from '../../src/core/errors.js';
+import {
+  ErrorCode,
+  InvalidArgumentError,
+  OnceqError,
+  TokenMismatchError,
+} from '../../src/core/errors.js';
 import { generateToken, isWellFormedToken } from '../../src/core/token.js';
 import { closeRedis } from '../../src/redis/connection.js';
 import { outstandingTokensKey, tokenKey } from '../../src/redis/keys.js';
@@ -312,10 +317,10 @@ describe('redis/token-store', () => {
       expect(new Set(tokens.map((t) => t.token)).size).to.equal(100);
       expect(await redis.exists(...tokens.map((t) => key(t.token)))).to.equal(100);
       for (const count of [0, 101, 1.5]) {
-        await expectRejection(store.issue(ALICE, { ttlMs: TTL, count }), RangeError);
+        await expectRejection(store.issue(ALICE, { ttlMs: TTL, count }), InvalidArgumentError);
       }
-      await expectRejection(store.issue(ALICE, { ttlMs: 0 }), RangeError);
-      await expectRejection(store.issue('', { ttlMs: TTL }), RangeError);
+      await expectRejection(store.issue(ALICE, { ttlMs: 0 }), InvalidArgumentError);
+      await expectRejection(store.issue('', { ttlMs: TTL }), InvalidArgumentError);
     });
 
     it('the script refuses an existing key (a collision), leaving it untouched', async () => {
@@ -781,23 +786,23 @@ describe('redis/token-store', () => {
       const token = generateToken();
       await expectRejection(
         store.claim(token, { owner: 'A', leaseMs: 0, messageId: MID, ttlMs: TTL }),
-        RangeError,
+        InvalidArgumentError,
       );
       await expectRejection(
         store.claim(token, { owner: '', leaseMs: LEASE, messageId: MID, ttlMs: TTL }),
-        RangeError,
+        InvalidArgumentError,
       );
       await expectRejection(
         store.claim(token, { owner: 'A', leaseMs: LEASE, messageId: '12e3', ttlMs: TTL }),
-        RangeError,
+        InvalidArgumentError,
       );
       await expectRejection(
         store.accept(token, { principal: ALICE, fingerprint: '', messageId: MID, ttlMs: TTL }),
-        RangeError,
+        InvalidArgumentError,
       );
       await expectRejection(
         store.complete(token, { messageId: MID, result: 1, ttlMs: 1.5 }),
-        RangeError,
+        InvalidArgumentError,
       );
     });
 
