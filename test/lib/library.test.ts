@@ -92,6 +92,7 @@ describe('lib: the onceq entry point', function () {
         'EnqueueOptionsError',
         'ErrorCode',
         'IdGeneratorStoppedError',
+        'InvalidArgumentError',
         'NestedTransactionError',
         'NonRetryableError',
         'OnceqError',
