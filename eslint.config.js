@@ -246,7 +246,7 @@ function layering() {
 
 export default tseslint.config(
   {
-    ignores: ['dist/**', 'node_modules/**', 'bin/**', 'docs/api/**', 'examples/**/node_modules/**'],
+    ignores: ['dist/**', 'node_modules/**', 'bin/**', 'docs/api/**', 'examples/**/node_modules/**', 'examples/**/dist/**'],
   },
   js.configs.recommended,
   ...tseslint.configs.recommended,

@@ -1,6 +1,12 @@
 /**
- * The core tables: the inbox (the fence of exactly-once), the accepted messages (durable
- * acceptance), and the ledger example (accounts, transfers).
+ * The core tables: the inbox (the fence of exactly-once) and the accepted messages (durable
+ * acceptance).
+ *
+ * History: until 0.1.0 this migration also created the ledger example's `accounts` and
+ * `transfers`. They belong to the example now (src/jobs/examples/ledger/migrations/, run by the
+ * CLI with its own migration table). A database that ran the earlier version keeps them, data
+ * and all: Kysely never runs a migration twice, and the ledger's migration creates them only
+ * `if not exists`. Nothing of onceq drops them.
  */
 import { sql, type Kysely } from 'kysely';
 
@@ -35,36 +41,10 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('accepted_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addUniqueConstraint('accepted_messages_principal_token_key', ['principal', 'token'])
     .execute();
-
-  await db.schema
-    .createTable('accounts')
-    .addColumn('id', 'bigint', (c) => c.primaryKey())
-    .addColumn('owner', 'text', (c) => c.notNull())
-    .addColumn('opening_balance', 'bigint', (c) => c.notNull().check(sql`opening_balance >= 0`))
-    .addColumn('balance', 'bigint', (c) => c.notNull().check(sql`balance >= 0`))
-    .addColumn('version', 'integer', (c) => c.notNull().defaultTo(0))
-    .addColumn('closed_at', 'timestamptz')
-    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
-    .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
-    .execute();
-
-  await db.schema
-    .createTable('transfers')
-    .addColumn('id', 'bigint', (c) => c.primaryKey())
-    .addColumn('from_id', 'bigint', (c) => c.notNull().references('accounts.id'))
-    .addColumn('to_id', 'bigint', (c) => c.notNull().references('accounts.id'))
-    .addColumn('amount', 'bigint', (c) => c.notNull().check(sql`amount > 0`))
-    .addColumn('message_id', 'bigint', (c) => c.notNull().unique())
-    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
-    .execute();
-  await db.schema.createIndex('transfers_from_id_idx').on('transfers').column('from_id').execute();
-  await db.schema.createIndex('transfers_to_id_idx').on('transfers').column('to_id').execute();
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function down(db: Kysely<any>): Promise<void> {
-  await db.schema.dropTable('transfers').execute();
-  await db.schema.dropTable('accounts').execute();
   await db.schema.dropTable('accepted_messages').execute();
   await db.schema.dropTable('inbox').execute();
 }

@@ -24,7 +24,8 @@ import { sql } from 'kysely';
 import { Type } from '@sinclair/typebox';
 import { loadConfig } from '../config.js';
 import { createDb, checkDatabase, type Db } from '../db/create-db.js';
-import { ensureDatabase, migrateToLatest } from '../db/migrate.js';
+import { ensureDatabase } from '../db/migrate.js';
+import { migrateWithLedger } from '../jobs/examples/ledger/migrations.js';
 import { createRedis, checkRedis, closeRedis } from '../redis/connection.js';
 import { allKeysPattern } from '../redis/keys.js';
 import { JobRegistry } from '../jobs/registry.js';
@@ -97,7 +98,7 @@ export async function runBench(options: BenchOptions): Promise<number> {
   try {
     await checkRedis(redis, config.redisUrl);
     await checkDatabase(db, config.databaseUrl);
-    await migrateToLatest(db, schema);
+    await migrateWithLedger(db, schema);
     await sql`create table bench_events (id bigint primary key, n integer not null)`.execute(db);
     const ids = new SnowflakeGenerator({ workerId: 1 });
     const registry = new JobRegistry([benchInsert, transferOnBench as (typeof ledgerJobs)[2]]);

@@ -12,7 +12,8 @@ import { createWriteStream } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import { createDb, type Db } from '../db/create-db.js';
-import { ensureDatabase, migrateToLatest } from '../db/migrate.js';
+import { ensureDatabase } from '../db/migrate.js';
+import { migrateWithLedger } from '../jobs/examples/ledger/migrations.js';
 import { insertApiKey } from '../db/api-keys.repository.js';
 import { mintApiKey } from '../core/api-key.js';
 import { closeRedis, createRedis } from '../redis/connection.js';
@@ -142,7 +143,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       applicationName: `onceq-chaos-harness-${runId}`,
     });
     const harnessDb = db;
-    await migrateToLatest(db, schema);
+    await migrateWithLedger(db, schema);
     const minted = mintApiKey();
     await insertApiKey(db, { id: minted.id, principal: 'chaos', hash: minted.hash, admin: false });
 

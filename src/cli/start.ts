@@ -11,13 +11,12 @@
  * either half fails to start, the other is stopped and the command fails with that error.
  */
 import { ensureDatabase } from '../db/migrate.js';
-import { migrateToLatest } from '../lib/migrate.js';
 import { loadConfig } from '../config.js';
 import { loadRegistry } from './jobs.js';
 import { exitNow, openRuntime, waitForShutdownSignal } from './runtime.js';
 import { openMetrics } from './metrics.js';
 import { runApi } from './api.js';
-import { runWorker, RELEASE_GRACE_MS } from './worker.js';
+import { runMigrations, runWorker, RELEASE_GRACE_MS } from './worker.js';
 
 /**
  * Extra time, past the worker's own bound and grace, that `start` gives the API to finish its
@@ -36,13 +35,7 @@ export async function runStart(): Promise<number> {
   const { logger } = runtime;
   const signalled = waitForShutdownSignal(logger);
   try {
-    const results = await migrateToLatest({
-      database: config.databaseUrl,
-      schema: config.databaseSchema,
-    });
-    for (const r of results) {
-      logger.info({ migration: r.migrationName, status: r.status }, 'migration');
-    }
+    await runMigrations(config, logger);
     const owned = await openMetrics(runtime, {
       component: 'start',
       queues: config.queues.length ? config.queues : registry.queues(),

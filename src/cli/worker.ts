@@ -7,7 +7,8 @@ import { ensureDatabase } from '../db/migrate.js';
 import { loadConfig, workerOptionsFrom, type Config } from '../config.js';
 import { createFaultHook } from '../worker/fault-hook.js';
 import { createLogger } from '../logger.js';
-import { migrateToLatest } from '../lib/migrate.js';
+import { createDb } from '../db/create-db.js';
+import { migrateWithLedger } from '../jobs/examples/ledger/migrations.js';
 import { openWorker } from '../lib/create-worker.js';
 import { exitNow, waitForShutdownSignal } from './runtime.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -37,15 +38,25 @@ export interface RunWorkerOptions {
   metrics?: Metrics;
 }
 
-/** Runs onceq's migrations with the CLI's settings, one log line per migration run. */
+/**
+ * Runs onceq's migrations, then the ledger example's (the CLI's built-in jobs), with the CLI's
+ * settings; one log line per migration run.
+ */
 export async function runMigrations(config: Config, logger: Logger): Promise<void> {
   await ensureDatabase(config.databaseUrl);
-  const results = await migrateToLatest({
-    database: config.databaseUrl,
+  const db = createDb({
+    url: config.databaseUrl,
     schema: config.databaseSchema,
+    poolSize: 1,
+    applicationName: 'onceq-migrate',
   });
-  for (const r of results) {
-    logger.info({ migration: r.migrationName, status: r.status }, 'migration');
+  try {
+    const { onceq, ledger } = await migrateWithLedger(db, config.databaseSchema);
+    for (const r of [...(onceq.results ?? []), ...(ledger.results ?? [])]) {
+      logger.info({ migration: r.migrationName, status: r.status }, 'migration');
+    }
+  } finally {
+    await db.destroy();
   }
 }
 

@@ -42,10 +42,36 @@ export class FileMigrationProvider implements MigrationProvider {
   }
 }
 
-function migrator(db: Db, schema: string): Migrator {
+/**
+ * A history of migrations of its own: a provider and the Kysely tables that record it. onceq's
+ * is {@link ONCEQ_MIGRATIONS}; the CLI's ledger example has another, so the two never mix.
+ */
+export interface MigrationSet {
+  /** Names the set in messages, e.g. `ledger`. */
+  label: string;
+  provider: MigrationProvider;
+  /** @defaultValue Kysely's `kysely_migration` */
+  migrationTableName?: string;
+  /** @defaultValue Kysely's `kysely_migration_lock` */
+  migrationLockTableName?: string;
+}
+
+/** onceq's own migrations, the files of `migrations/`, recorded in Kysely's default tables. */
+export const ONCEQ_MIGRATIONS: MigrationSet = {
+  label: 'onceq',
+  provider: new FileMigrationProvider(),
+};
+
+function migrator(db: Db, schema: string, set: MigrationSet): Migrator {
   // Name the schema of Kysely's bookkeeping tables: left unnamed, the Migrator's existence check
   // would find another schema's `kysely_migration` and skip creating its own.
-  return new Migrator({ db, provider: new FileMigrationProvider(), migrationTableSchema: schema });
+  return new Migrator({
+    db,
+    provider: set.provider,
+    migrationTableSchema: schema,
+    ...(set.migrationTableName ? { migrationTableName: set.migrationTableName } : {}),
+    ...(set.migrationLockTableName ? { migrationLockTableName: set.migrationLockTableName } : {}),
+  });
 }
 
 function check(resultSet: MigrationResultSet): MigrationResultSet {
@@ -84,23 +110,32 @@ async function runMigrator(
   }
 }
 
-/** Creates the schema if missing and runs every pending migration. */
-export async function migrateToLatest(db: Db, schema: string): Promise<MigrationResultSet> {
+/** Creates the schema if missing and runs every pending migration of `set` (onceq's). */
+export async function migrateToLatest(
+  db: Db,
+  schema: string,
+  set: MigrationSet = ONCEQ_MIGRATIONS,
+): Promise<MigrationResultSet> {
   await sql`create schema if not exists ${sql.id(schema)}`.execute(db);
-  return runMigrator(schema, () => migrator(db, schema).migrateToLatest());
+  return runMigrator(schema, () => migrator(db, schema, set).migrateToLatest());
 }
 
-/** Undoes the most recent migration. */
-export async function migrateDown(db: Db, schema: string): Promise<MigrationResultSet> {
-  return runMigrator(schema, () => migrator(db, schema).migrateDown());
+/** Undoes the most recent migration of `set` (onceq's). */
+export async function migrateDown(
+  db: Db,
+  schema: string,
+  set: MigrationSet = ONCEQ_MIGRATIONS,
+): Promise<MigrationResultSet> {
+  return runMigrator(schema, () => migrator(db, schema, set).migrateDown());
 }
 
-/** Every known migration with the time it ran, or `undefined` when pending. */
+/** Every known migration of `set` (onceq's) with the time it ran, or `undefined` when pending. */
 export async function migrationStatus(
   db: Db,
   schema: string,
+  set: MigrationSet = ONCEQ_MIGRATIONS,
 ): Promise<{ name: string; executedAt?: Date }[]> {
-  const all = await migrator(db, schema).getMigrations();
+  const all = await migrator(db, schema, set).getMigrations();
   return all.map((m) => ({ name: m.name, executedAt: m.executedAt }));
 }
 

@@ -23,7 +23,8 @@ import cliProgress from 'cli-progress';
 import type { Config } from '../config.js';
 import type { Db } from '../db/create-db.js';
 import { checkDatabase, createDb } from '../db/create-db.js';
-import { ensureDatabase, migrateToLatest } from '../db/migrate.js';
+import { ensureDatabase } from '../db/migrate.js';
+import { migrateWithLedger } from '../jobs/examples/ledger/migrations.js';
 import { insertApiKey, revokeApiKey } from '../db/api-keys.repository.js';
 import { mintApiKey } from '../core/api-key.js';
 import { messageJobOptions } from '../queues/message-job-options.js';
@@ -143,7 +144,7 @@ export async function runDemo(config: Config, options: DemoOptions = {}): Promis
     let url = options.url?.replace(/\/+$/, '');
     let key = options.key;
     if (ownStack) {
-      await migrateToLatest(db, config.databaseSchema);
+      await migrateWithLedger(db, config.databaseSchema);
       const minted = mintApiKey();
       await insertApiKey(db, { id: minted.id, principal: 'demo', hash: minted.hash, admin: false });
       mintedKeyId = minted.id;

@@ -134,15 +134,21 @@ describe('cli: the commands of the Docker image in a production install', functi
     }
   });
 
-  it('onceq migrate status: every shipped migration, pending', async () => {
-    const shipped = readdirSync(path.join(dir, 'dist', 'migrations'))
-      .filter((f) => f.endsWith('.js'))
-      .map((f) => f.replace(/\.js$/, ''))
-      .sort();
+  it("onceq migrate status: every shipped migration, pending; then the ledger example's", async () => {
+    const names = (...dirs: string[]) =>
+      readdirSync(path.join(dir, 'dist', ...dirs))
+        .filter((f) => f.endsWith('.js'))
+        .map((f) => f.replace(/\.js$/, ''))
+        .sort();
+    const shipped = names('migrations');
+    const ledger = names('src', 'jobs', 'examples', 'ledger', 'migrations');
     expect(shipped).to.have.length.above(0);
+    expect(ledger).to.have.length.above(0);
     const status = await onceq('migrate', 'status');
     expect(status.code, status.stderr).to.equal(0);
-    expect(status.stdout.trim().split('\n')).to.deep.equal(shipped.map((m) => `pending  ${m}`));
+    expect(status.stdout.trim().split('\n')).to.deep.equal(
+      [...shipped, ...ledger].map((m) => `pending  ${m}`),
+    );
   });
 
   it('onceq start under a terminal: JSON logs (no pino-pretty), ready, SIGTERM exits 0', async () => {

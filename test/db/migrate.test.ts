@@ -16,6 +16,7 @@ import {
   migrationStatus,
 } from '../../src/db/migrate.js';
 import { ErrorCode, ServiceUnreachableError } from '../../src/core/errors.js';
+import { LEDGER_MIGRATIONS } from '../../src/jobs/examples/ledger/migrations.js';
 import { TEST_DATABASE_URL, uniqueName } from '../support/env.js';
 import { spawnWorker, type WorkerChild } from '../support/child.js';
 
@@ -32,7 +33,11 @@ const MIGRATIONS = [
 ].sort();
 const CORE_MIGRATION = '2026_11_28_000000_core';
 const LAST_MIGRATION = MIGRATIONS[MIGRATIONS.length - 1]!;
-const TABLES = ['accepted_messages', 'accounts', 'inbox', 'transfers'];
+/** onceq's core tables; the ledger example's (`accounts`, `transfers`) are not onceq's. */
+const TABLES = ['accepted_messages', 'inbox'];
+/** The ledger example's migrations and tables, installed by the CLI apart from onceq's. */
+const LEDGER_MIGRATION = '2026_12_01_160000_ledger_tables';
+const LEDGER_TABLES = ['accounts', 'transfers'];
 
 /** A URL of the test server naming another database. */
 function urlOfDatabase(name: string): string {
@@ -117,17 +122,19 @@ describe('db: migrations', function () {
       expect(await tablesOf(db, schema)).to.deep.equal([]);
     });
 
-    it('creates the schema and the four tables, with Kysely bookkeeping in the same schema', async () => {
+    it("creates the schema and onceq's tables, with Kysely bookkeeping in the same schema", async () => {
       const { results } = await migrateToLatest(db, schema);
       expect(results).to.deep.equal(
         MIGRATIONS.map((migrationName) => ({ migrationName, direction: 'Up', status: 'Success' })),
       );
-      // Later migrations may add tables; these four, and the bookkeeping, must be here.
+      // Later migrations may add tables; these, and the bookkeeping, must be here.
       expect(await tablesOf(db, schema)).to.include.members([
         ...TABLES,
         'kysely_migration',
         'kysely_migration_lock',
       ]);
+      // The ledger is an example: onceq's migrations do not create its tables.
+      expect(await tablesOf(db, schema)).to.not.include.members(LEDGER_TABLES);
       // The bookkeeping lives in this schema, not in `public`.
       const { rows } = await sql<{ n: string }>`
         select count(*)::text as n from information_schema.tables
@@ -139,21 +146,13 @@ describe('db: migrations', function () {
       expect(await constraintsOf(db, schema)).to.include.members([
         'accepted_messages: PRIMARY KEY(message_id)',
         'accepted_messages: UNIQUE(principal, token)',
-        'accounts: PRIMARY KEY(id)',
         'inbox: PRIMARY KEY(message_id)',
-        'transfers: FOREIGN KEY(from_id)',
-        'transfers: FOREIGN KEY(to_id)',
-        'transfers: PRIMARY KEY(id)',
-        'transfers: UNIQUE(message_id)',
       ]);
       // The indexes behind those keys (secondary indexes are a tuning choice, not asserted).
       expect(await indexesOf(db, schema)).to.include.members([
         'accepted_messages_pkey',
         'accepted_messages_principal_token_key',
-        'accounts_pkey',
         'inbox_pkey',
-        'transfers_message_id_key',
-        'transfers_pkey',
       ]);
       // Exactly one constraint per table is the primary key, and the inbox has no unique key
       // besides it that could make an `ON CONFLICT (message_id)` ambiguous.
@@ -171,14 +170,9 @@ describe('db: migrations', function () {
           and column_name in ('id', 'message_id', 'from_id', 'to_id')`.execute(db);
       expect(rows.map((r) => `${r.table_name}.${r.column_name}`).sort()).to.deep.equal([
         'accepted_messages.message_id',
-        'accounts.id',
         'dead_letters.message_id',
         'inbox.message_id',
         'outbox.message_id',
-        'transfers.from_id',
-        'transfers.id',
-        'transfers.message_id',
-        'transfers.to_id',
       ]);
       for (const r of rows)
         expect(r.data_type, `${r.table_name}.${r.column_name}`).to.equal('bigint');
@@ -322,6 +316,85 @@ describe('db: migrations', function () {
     });
   });
 
+  describe("the ledger example's migrations, apart from onceq's", () => {
+    const schema = uniqueName('migrate_ledger');
+    let db: Db;
+    before(async () => {
+      db = createDb({ url: TEST_DATABASE_URL, schema, poolSize: 2, applicationName: 'onceq-test' });
+      await migrateToLatest(db, schema);
+    });
+    after(async () => {
+      await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(db);
+      await db.destroy();
+    });
+
+    it('creates accounts and transfers, recorded in a migration table of their own', async () => {
+      const { results } = await migrateToLatest(db, schema, LEDGER_MIGRATIONS);
+      expect(results).to.deep.equal([
+        { migrationName: LEDGER_MIGRATION, direction: 'Up', status: 'Success' },
+      ]);
+      expect(await tablesOf(db, schema)).to.include.members([
+        ...LEDGER_TABLES,
+        'onceq_ledger_migration',
+        'onceq_ledger_migration_lock',
+      ]);
+      // onceq's history lists onceq's migrations only.
+      expect((await migrationStatus(db, schema)).map((m) => m.name)).to.deep.equal(MIGRATIONS);
+      expect((await migrateToLatest(db, schema, LEDGER_MIGRATIONS)).results).to.deep.equal([]);
+    });
+
+    it('gives them their keys, and bigint ids', async () => {
+      expect(await constraintsOf(db, schema)).to.include.members([
+        'accounts: PRIMARY KEY(id)',
+        'transfers: FOREIGN KEY(from_id)',
+        'transfers: FOREIGN KEY(to_id)',
+        'transfers: PRIMARY KEY(id)',
+        'transfers: UNIQUE(message_id)',
+      ]);
+      const { rows } = await sql<{ table_name: string; column_name: string; data_type: string }>`
+        select table_name, column_name, data_type from information_schema.columns
+        where table_schema = ${schema} and table_name in ('accounts', 'transfers')
+          and column_name in ('id', 'message_id', 'from_id', 'to_id')`.execute(db);
+      expect(rows.map((r) => `${r.table_name}.${r.column_name}`).sort()).to.deep.equal([
+        'accounts.id',
+        'transfers.from_id',
+        'transfers.id',
+        'transfers.message_id',
+        'transfers.to_id',
+      ]);
+      for (const r of rows) expect(r.data_type).to.equal('bigint');
+    });
+
+    it('keeps the tables and rows of a database whose core migration created them', async () => {
+      // As before the ledger left onceq: the tables exist, with data, and no ledger history.
+      const other = uniqueName('migrate_ledger_old');
+      const otherDb = createDb({ url: TEST_DATABASE_URL, schema: other, poolSize: 1 });
+      try {
+        await migrateToLatest(otherDb, other);
+        const { up } =
+          await import('../../src/jobs/examples/ledger/migrations/2026_12_01_160000_ledger_tables.js');
+        await up(otherDb);
+        await sql`insert into accounts (id, owner, opening_balance, balance)
+                  values (1, 'ada', 100, 100)`.execute(otherDb);
+        const { results } = await migrateToLatest(otherDb, other, LEDGER_MIGRATIONS);
+        expect(results?.map((r) => r.status)).to.deep.equal(['Success']);
+        const { rows } = await sql<{ owner: string }>`select owner from accounts`.execute(otherDb);
+        expect(rows).to.deep.equal([{ owner: 'ada' }]);
+      } finally {
+        await sql`drop schema if exists ${sql.id(other)} cascade`.execute(otherDb);
+        await otherDb.destroy();
+      }
+    });
+
+    it("migrateDown of the ledger removes its tables and leaves onceq's", async () => {
+      const { results } = await migrateDown(db, schema, LEDGER_MIGRATIONS);
+      expect(results?.map((r) => r.migrationName)).to.deep.equal([LEDGER_MIGRATION]);
+      const tables = await tablesOf(db, schema);
+      expect(tables).to.include.members(TABLES);
+      expect(tables).to.not.include.members(LEDGER_TABLES);
+    });
+  });
+
   describe('onceq migrate (child process)', () => {
     // A database of its own, missing at first: `onceq migrate` must create it.
     const database = uniqueName('cli_migrate');
@@ -363,7 +436,7 @@ describe('db: migrations', function () {
       expect(run.stderr).to.equal('');
       expect(run.stdout.trim().split('\n')).to.deep.equal([
         `created database ${database}`,
-        ...MIGRATIONS.map((name) => `pending  ${name}`),
+        ...[...MIGRATIONS, LEDGER_MIGRATION].map((name) => `pending  ${name}`),
       ]);
       expect(await databaseExists(database)).to.equal(true);
       db = createDb({ url: urlOfDatabase(database), schema, poolSize: 1 });
@@ -373,26 +446,28 @@ describe('db: migrations', function () {
     it('latest: applies the migration and says so', async () => {
       const run = await migrate('latest');
       expect(run.code, run.output).to.equal(0);
+      // onceq's, then the ledger example's: the CLI's built-in jobs need its tables.
       expect(run.stdout.trim().split('\n')).to.deep.equal(
-        MIGRATIONS.map((name) => `up   ${name}: Success`),
+        [...MIGRATIONS, LEDGER_MIGRATION].map((name) => `up   ${name}: Success`),
       );
-      expect(await tablesOf(db!, schema)).to.include.members(TABLES);
+      expect(await tablesOf(db!, schema)).to.include.members([...TABLES, ...LEDGER_TABLES]);
     });
 
     it('status: lists the migration as applied, with its time', async () => {
       const run = await migrate('status');
       expect(run.code, run.output).to.equal(0);
       const lines = run.stdout.trim().split('\n');
-      expect(lines).to.have.length(MIGRATIONS.length);
-      MIGRATIONS.forEach((name, i) =>
+      expect(lines).to.have.length(MIGRATIONS.length + 1);
+      [...MIGRATIONS, LEDGER_MIGRATION].forEach((name, i) =>
         expect(lines[i]).to.match(new RegExp(`^applied  ${name}  \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z$`)),
       );
     });
 
-    it('down: undoes the migration and says so', async () => {
+    it("down: undoes onceq's most recent migration and says so; the ledger's stay", async () => {
       const run = await migrate('down');
       expect(run.code, run.output).to.equal(0);
       expect(run.stdout.trim()).to.equal(`down ${LAST_MIGRATION}: Success`);
+      expect(await tablesOf(db!, schema)).to.include.members(LEDGER_TABLES);
       const status = await migrationStatus(db!, schema);
       expect(status.map((m) => m.executedAt === undefined)).to.deep.equal(
         MIGRATIONS.map((name) => name === LAST_MIGRATION),

@@ -25,12 +25,10 @@ import {
   TEST_REDIS_URL,
   uniqueName,
 } from '../support/env.js';
-import { ensureBuilt, ROOT } from '../support/build.js';
+import { ROOT } from '../support/build.js';
+import { packOnce, TSC } from '../support/packed.js';
 
 const run = promisify(execFile);
-
-/** The repository's own TypeScript compiler, by absolute path: the project installs none. */
-const TSC = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
 
 /** Lists the named exports both ways; CommonJS through Node's require(esm). */
 const EXPORTS_CJS = `
@@ -243,16 +241,9 @@ describe('package: onceq installed from its tarball into a project outside the r
 
   before(async function () {
     this.timeout(150_000);
-    await ensureBuilt();
+    const tarball = await packOnce();
+    packed = tarball.files;
     dir = mkdtempSync(path.join(tmpdir(), 'onceq-package-'));
-    // dist/ is fresh (ensureBuilt), so the pack need not build again through `prepare`.
-    const { stdout } = await run(
-      'npm',
-      ['pack', '--json', '--ignore-scripts', '--pack-destination', dir],
-      { cwd: ROOT, timeout: 60_000 },
-    );
-    const [info] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
-    packed = info!.files;
     project = path.join(dir, 'app');
     await run('mkdir', [project]);
     writeFileSync(
@@ -268,7 +259,7 @@ describe('package: onceq installed from its tarball into a project outside the r
         '--no-audit',
         '--no-fund',
         '--no-save',
-        path.join(dir, info!.filename),
+        tarball.tarball,
         'pg',
         '@types/pg',
         '@types/node@20',

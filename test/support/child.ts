@@ -38,16 +38,24 @@ export interface WorkerChildOptions {
   compiled?: boolean;
   /** Working directory. @defaultValue this process's */
   cwd?: string;
+  /**
+   * Node's arguments, run as given instead of the CLI: a compiled script of a project outside
+   * the repository (`['dist/worker.js']`), or its installed `node_modules/onceq/bin/onceq.js`.
+   */
+  node?: string[];
 }
 
 /** Spawns `onceq worker` (or `args`, or `options.script`) against the test services. */
 export function spawnWorker(options: WorkerChildOptions): WorkerChild {
-  const entry = options.script
-    ? ['--import', 'tsx', options.script]
-    : options.compiled
-      ? [BIN]
-      : ['--import', 'tsx', CLI];
-  const child = spawn(process.execPath, [...entry, ...(options.args ?? ['worker'])], {
+  const entry = options.node
+    ? options.node
+    : options.script
+      ? ['--import', 'tsx', options.script]
+      : options.compiled
+        ? [BIN]
+        : ['--import', 'tsx', CLI];
+  const args = options.node ? [] : (options.args ?? ['worker']);
+  const child = spawn(process.execPath, [...entry, ...args], {
     cwd: options.cwd,
     env: {
       PATH: process.env.PATH ?? '',

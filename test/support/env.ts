@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Redis } from 'ioredis';
 import { createDb, type Db } from '../../src/db/create-db.js';
-import { migrateToLatest } from '../../src/db/migrate.js';
+import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js';
 import { createRedis } from '../../src/redis/connection.js';
 import { allKeysPattern } from '../../src/redis/keys.js';
 
@@ -36,7 +36,10 @@ export async function deletePrefix(redis: Redis, prefix: string): Promise<void> 
   } while (cursor !== '0');
 }
 
-/** A migrated schema of its own; `drop()` removes the schema and closes the pool. */
+/**
+ * A schema of its own with onceq's tables and the ledger example's (most tests run the ledger
+ * jobs); `drop()` removes the schema and closes the pool.
+ */
 export interface TestSchema {
   schema: string;
   db: Db;
@@ -46,7 +49,7 @@ export interface TestSchema {
 export async function createTestSchema(label: string, poolSize = 10): Promise<TestSchema> {
   const schema = uniqueName(label);
   const db = createDb({ url: TEST_DATABASE_URL, schema, poolSize, applicationName: 'onceq-test' });
-  await migrateToLatest(db, schema);
+  await migrateWithLedger(db, schema);
   return {
     schema,
     db,
