@@ -246,7 +246,14 @@ function layering() {
 
 export default tseslint.config(
   {
-    ignores: ['dist/**', 'node_modules/**', 'bin/**', 'docs/api/**', 'examples/**/node_modules/**', 'examples/**/dist/**'],
+    ignores: [
+      'dist/**',
+      'node_modules/**',
+      'bin/**',
+      'docs/api/**',
+      'examples/**/node_modules/**',
+      'examples/**/dist/**',
+    ],
   },
   js.configs.recommended,
   ...tseslint.configs.recommended,
