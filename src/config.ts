@@ -126,28 +126,8 @@ export interface Config {
   readonly apiKey: string | undefined;
 }
 
-export {
-  DEFAULT_AUTH_FAILURE_LIMIT,
-  DEFAULT_BODY_LIMIT,
-  DEFAULT_CONCURRENCY,
-  DEFAULT_DATABASE_URL,
-  DEFAULT_DEDUPE_WINDOW_MS,
-  DEFAULT_HOST,
-  DEFAULT_LOCK_DURATION_MS,
-  DEFAULT_MAX_ATTEMPTS,
-  DEFAULT_OUTBOX_INTERVAL_MS,
-  DEFAULT_POOL_SIZE,
-  DEFAULT_PORT,
-  DEFAULT_PREFIX,
-  DEFAULT_PRUNE_INTERVAL_MS,
-  DEFAULT_RATE_LIMIT,
-  DEFAULT_RECONCILE_GRACE_MS,
-  DEFAULT_RECONCILE_INTERVAL_MS,
-  DEFAULT_REDIS_URL,
-  DEFAULT_SHUTDOWN_TIMEOUT_MS,
-  DEFAULT_STATEMENT_TIMEOUT_MS,
-  DEFAULT_TOKEN_TTL_MS,
-} from './core/defaults.js';
+// The defaults, for the CLI's callers that read them beside the environment's names.
+export * from './core/defaults.js';
 export { QUEUE_NAME, QUEUE_NAME_RULE } from './core/queue-name.js';
 export { redactUrl } from './core/redact-url.js';
 
