@@ -32,7 +32,10 @@ export function numberLiteralIsRefused(literal: string): boolean {
   // the digits are moved into it.
   const trimmed = digits.replace(/0+$/, '');
   const scale = exponent + (digits.length - trimmed.length);
-  if (scale < 0) return false; // not an integer: the contract says nothing of big fractions
+  // Not an integer: beyond ±(2^53−1) doubles hold no fractions, so such a number is rounded
+  // like an integer would be, and refused by the value JSON.parse gives it (README: "a number
+  // beyond ±(2^53−1) in any notation"). Found by seed -1688248364: 93002621606.022547263980e10.
+  if (scale < 0) return Math.abs(Number(literal)) > Number.MAX_SAFE_INTEGER;
   if (trimmed.length + scale > 400) return true; // far beyond 2^53 (and not finite anyway)
   return BigInt(trimmed) * 10n ** BigInt(scale) >= TWO_53;
 }
