@@ -10,17 +10,23 @@ const TOOLS = ['chaos', 'bench', 'demo', 'tools'];
 // Everything at or above the CLI: config.ts maps the environment onto options for the CLI only
 // (the library never reads process.env), and logger.ts reads config.ts.
 const CLI_LEVEL = ['cli', 'config', 'logger', ...TOOLS];
-// Driver packages: pure logic (core/) and the client import none of them.
-const DRIVERS = [
-  'pg',
-  'ioredis',
-  'bullmq',
-  'kysely',
-  'fastify',
-  '@fastify/*',
-  '@bull-board/*',
-  'prom-client',
+// Every product folder above core, bottom up.
+const ABOVE_CORE = [
+  'db',
+  'redis',
+  'ids',
+  'queues',
+  'jobs',
+  'worker',
+  'producer',
+  'http',
+  'metrics',
+  'lib',
 ];
+// Driver packages: pure logic (core/) and the client import none of them.
+// Packages of the layers above db/redis (BullMQ, HTTP, metrics).
+const NOT_BELOW_QUEUES = ['bullmq', 'fastify', '@fastify/*', '@bull-board/*', 'prom-client'];
+const DRIVERS = ['pg', 'ioredis', 'kysely', ...NOT_BELOW_QUEUES];
 
 /**
  * A regex matching an import of src/<name>/… or src/<name>.js from a file inside a src/ folder:
@@ -65,18 +71,7 @@ function layering() {
       files: ['src/core/**/*.ts'],
       rules: {
         'no-restricted-imports': forbid({
-          folders: above(
-            'db',
-            'redis',
-            'ids',
-            'queues',
-            'jobs',
-            'worker',
-            'producer',
-            'http',
-            'metrics',
-            'lib',
-          ),
+          folders: above(...ABOVE_CORE),
           packages: DRIVERS,
         }),
       },
@@ -108,19 +103,8 @@ function layering() {
       files: ['src/db/**/*.ts', 'src/redis/**/*.ts'],
       rules: {
         'no-restricted-imports': forbid({
-          folders: above(
-            'db',
-            'redis',
-            'ids',
-            'queues',
-            'jobs',
-            'worker',
-            'producer',
-            'http',
-            'metrics',
-            'lib',
-          ),
-          packages: ['bullmq', 'fastify', '@fastify/*', '@bull-board/*', 'prom-client'],
+          folders: above(...ABOVE_CORE),
+          packages: NOT_BELOW_QUEUES,
         }),
       },
     },
@@ -130,7 +114,7 @@ function layering() {
       rules: {
         'no-restricted-imports': forbid({
           folders: above('redis', 'queues', 'jobs', 'worker', 'producer', 'http', 'metrics', 'lib'),
-          packages: ['bullmq', 'fastify', '@fastify/*', '@bull-board/*', 'prom-client'],
+          packages: NOT_BELOW_QUEUES,
         }),
       },
     },
