@@ -354,6 +354,29 @@ function connection(check: Checker, options: Record<string, unknown>): ResolvedC
   };
 }
 
+/** The settings a worker and a producer share and check alike: attempts, token ttl, window. */
+function messageSettings(
+  check: Checker,
+  options: Record<string, unknown>,
+): { maxAttempts: number; tokenTtlMs: number; dedupeWindowMs: number } {
+  const min = MIN_DURATION_MS;
+  return {
+    maxAttempts: check.int('maxAttempts', options.maxAttempts, DEFAULT_MAX_ATTEMPTS, 1, 1_000),
+    tokenTtlMs: check.duration(
+      'tokenTtlMs',
+      options.tokenTtlMs,
+      DEFAULT_TOKEN_TTL_MS,
+      min.tokenTtlMs,
+    ),
+    dedupeWindowMs: check.duration(
+      'dedupeWindowMs',
+      options.dedupeWindowMs,
+      DEFAULT_DEDUPE_WINDOW_MS,
+      min.dedupeWindowMs,
+    ),
+  };
+}
+
 function jobs(check: Checker, value: unknown): readonly JobDefinition[] {
   if (!Array.isArray(value) || value.length === 0) {
     check.fail('jobs', ': expected a non-empty array of job definitions (defineJob)');
@@ -425,24 +448,12 @@ export function resolveWorkerOptions(input: WorkerOptions): ResolvedWorkerOption
     jobs: jobList,
     queues,
     concurrency: check.int('concurrency', options.concurrency, DEFAULT_CONCURRENCY, 1, 10_000),
-    maxAttempts: check.int('maxAttempts', options.maxAttempts, DEFAULT_MAX_ATTEMPTS, 1, 1_000),
+    ...messageSettings(check, options),
     lockDurationMs: check.duration(
       'lockDurationMs',
       options.lockDurationMs,
       DEFAULT_LOCK_DURATION_MS,
       min.lockDurationMs,
-    ),
-    tokenTtlMs: check.duration(
-      'tokenTtlMs',
-      options.tokenTtlMs,
-      DEFAULT_TOKEN_TTL_MS,
-      min.tokenTtlMs,
-    ),
-    dedupeWindowMs: check.duration(
-      'dedupeWindowMs',
-      options.dedupeWindowMs,
-      DEFAULT_DEDUPE_WINDOW_MS,
-      min.dedupeWindowMs,
     ),
     statementTimeoutMs: check.duration(
       'statementTimeoutMs',
@@ -532,23 +543,10 @@ export function resolveProducerOptions(input: ProducerOptions): ResolvedProducer
   if (principal !== undefined && (typeof principal !== 'string' || principal === '')) {
     check.fail('principal', `=${show(principal)}: expected a non-empty string`);
   }
-  const min = MIN_DURATION_MS;
   const resolved: ResolvedProducerOptions = {
     ...base,
     jobs: jobs(check, options.jobs),
-    maxAttempts: check.int('maxAttempts', options.maxAttempts, DEFAULT_MAX_ATTEMPTS, 1, 1_000),
-    tokenTtlMs: check.duration(
-      'tokenTtlMs',
-      options.tokenTtlMs,
-      DEFAULT_TOKEN_TTL_MS,
-      min.tokenTtlMs,
-    ),
-    dedupeWindowMs: check.duration(
-      'dedupeWindowMs',
-      options.dedupeWindowMs,
-      DEFAULT_DEDUPE_WINDOW_MS,
-      min.dedupeWindowMs,
-    ),
+    ...messageSettings(check, options),
     maxUnusedTokens,
     principal: principal as string | undefined,
   };
