@@ -437,7 +437,6 @@ function timeoutReason(message: string): Error {
   return new DOMException(message, 'TimeoutError');
 }
 
-/** A short line for a failed fetch: Node puts the socket's error code in `cause`. */
 /** `url` as a URL the client can send to; a `TypeError` naming it if it is none. */
 function checkUrl(url: unknown): URL {
   const fail = (why: string) =>
@@ -456,6 +455,7 @@ function checkUrl(url: unknown): URL {
   return parsed;
 }
 
+/** A short line for a failed fetch: Node puts the socket's error code in `cause`. */
 function describeNetworkError(err: unknown): string {
   const cause = (err as { cause?: { code?: unknown; message?: unknown } } | null)?.cause;
   if (typeof cause?.code === 'string') return `${(err as Error).message} (${cause.code})`;
