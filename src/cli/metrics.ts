@@ -9,6 +9,7 @@ import { createMetrics, type Metrics } from '../metrics/metrics.js';
 import { addStateCollectors } from '../metrics/state-collectors.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
 import { ConfigError } from '../core/errors.js';
+import { pingDatabase } from '../db/create-db.js';
 import type { Runtime } from './runtime.js';
 
 /** Options of {@link openMetrics}. */
@@ -58,10 +59,7 @@ export async function openMetrics(
         host: config.host,
         logger,
         ready: async () => {
-          await Promise.all([
-            runtime.redis.ping(),
-            runtime.db.selectNoFrom((eb) => eb.val(1).as('one')).execute(),
-          ]);
+          await Promise.all([runtime.redis.ping(), pingDatabase(runtime.db)]);
           return true;
         },
       });

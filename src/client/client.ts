@@ -9,6 +9,7 @@
  * the API makes one message: the retry is the client's, and the caller needs none of its own.
  */
 import { JobWaitTimeoutError, OnceqClientError, type Problem } from './errors.js';
+import { checkNumber, describeKind, describeValue, timerRule } from './options.js';
 import {
   backoffDelayMs,
   isRetryableStatus,
@@ -43,7 +44,8 @@ export interface ClientOptions {
   retry?: RetryOptions;
   /**
    * Longest wait for one answer, body included; past it the attempt counts as unanswered and
-   * is retried. @defaultValue {@link DEFAULT_TIMEOUT_MS} (30 s)
+   * is retried. Above 0, at most 2^31 − 1 (what a timer holds).
+   * @defaultValue {@link DEFAULT_TIMEOUT_MS} (30 s)
    */
   timeoutMs?: number;
   /** Called before each wait for a retry, e.g. to log or count them. @defaultValue none */
@@ -98,6 +100,8 @@ export interface OnceqClient {
   /**
    * Polls the job's status until it is final (`completed`, `failed` or `dead`) and returns it.
    * @throws JobWaitTimeoutError when `timeoutMs` passes first
+   * @throws TypeError or RangeError (a rejection, before any request) when `timeoutMs` or
+   *   `intervalMs` is not a number of ms from 0 to 2^31 − 1
    */
   waitForJob<TResult = unknown>(
     jobId: string,
@@ -134,17 +138,49 @@ type Outcome =
 /**
  * A client of the API at `options.url` with `options.apiKey`. Holds no connection and no
  * timer of its own between calls: there is nothing to close.
+ *
+ * The options are checked here, once, and a bad one is thrown at once (a programmer error, as
+ * `fetch` and `new URL` throw theirs), with a message that names the option and the value
+ * received, e.g. `createClient: timeoutMs must be a positive number of ms up to 2147483647,
+ * got -1` (the API key's value is never shown, only its kind).
+ * @throws TypeError when `options` is not an object; `url` is not a string, not an absolute
+ *   URL, or not `http:`/`https:`; `apiKey` is not a non-empty string; `fetch` (or, without it,
+ *   the global `fetch`) or `onRetry` is not a function; `retry` is not an object; or a number
+ *   option is not a number
+ * @throws RangeError when `timeoutMs` is not above 0 and at most 2^31 − 1 ms, or a `retry`
+ *   option is unknown or out of range (see `RetryOptions`; `NaN` and `Infinity` are out of range)
  */
 export function createClient(options: ClientOptions): OnceqClient {
-  const base = new URL(options.url).href.replace(/\/+$/, '');
-  if (!options.apiKey) throw new TypeError('apiKey is required');
-  const fetchImpl = options.fetch ?? globalThis.fetch;
-  if (typeof fetchImpl !== 'function') {
-    throw new TypeError('no global fetch here: pass options.fetch');
+  const where = 'createClient';
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(`${where}: options must be an object, got ${describeValue(options)}`);
   }
-  const policy = retryPolicy(options.retry);
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  if (!(timeoutMs > 0)) throw new RangeError('timeoutMs must be positive');
+  const base = checkUrl(options.url).href.replace(/\/+$/, '');
+  if (typeof options.apiKey !== 'string' || options.apiKey === '') {
+    throw new TypeError(
+      `${where}: apiKey must be a non-empty string, got ${describeKind(options.apiKey)}`,
+    );
+  }
+  const fetchImpl = options.fetch === undefined ? globalThis.fetch : options.fetch;
+  if (typeof fetchImpl !== 'function') {
+    throw new TypeError(
+      options.fetch === undefined
+        ? `${where}: fetch is required where globalThis.fetch is missing, got undefined`
+        : `${where}: fetch must be a function, got ${describeValue(options.fetch)}`,
+    );
+  }
+  if (options.onRetry !== undefined && typeof options.onRetry !== 'function') {
+    throw new TypeError(
+      `${where}: onRetry must be a function, got ${describeValue(options.onRetry)}`,
+    );
+  }
+  const policy = retryPolicy(options.retry, where);
+  const timeoutMs = checkNumber(
+    where,
+    'timeoutMs',
+    options.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : options.timeoutMs,
+    timerRule(true),
+  );
   const authorization = `Bearer ${options.apiKey}`;
 
   async function send(request: ApiRequest): Promise<Answer> {
@@ -352,9 +388,10 @@ export function createClient(options: ClientOptions): OnceqClient {
 
     async waitForJob<TResult>(jobId: string, waitOptions: WaitForJobOptions) {
       const { timeoutMs: waitMs, signal } = waitOptions;
-      const intervalMs = waitOptions.intervalMs ?? DEFAULT_WAIT_INTERVAL_MS;
-      if (!(waitMs >= 0)) throw new RangeError('timeoutMs must be a non-negative number');
-      if (!(intervalMs >= 0)) throw new RangeError('intervalMs must be a non-negative number');
+      const intervalMs =
+        waitOptions.intervalMs === undefined ? DEFAULT_WAIT_INTERVAL_MS : waitOptions.intervalMs;
+      checkNumber('waitForJob', 'timeoutMs', waitMs, timerRule(false));
+      checkNumber('waitForJob', 'intervalMs', intervalMs, timerRule(false));
       // One signal ends everything in flight at the deadline: a look-up, its retries, a pause.
       const deadline = new AbortController();
       const unlink = linkAbort(deadline, signal);
@@ -398,6 +435,24 @@ function linkAbort(target: AbortController, source: AbortSignal | undefined): ()
 /** The reason of an abort by a timer: a `TimeoutError`, as `AbortSignal.timeout` gives. */
 function timeoutReason(message: string): Error {
   return new DOMException(message, 'TimeoutError');
+}
+
+/** `url` as a URL the client can send to; a `TypeError` naming it if it is none. */
+function checkUrl(url: unknown): URL {
+  const fail = (why: string) =>
+    new TypeError(`createClient: url must be ${why}, got ${describeValue(url)}`);
+  // A URL object is taken too, as `fetch` takes one.
+  if (typeof url !== 'string' && !(url instanceof URL)) throw fail('a string');
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw fail('an absolute URL');
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw fail('an http: or https: URL');
+  }
+  return parsed;
 }
 
 /** A short line for a failed fetch: Node puts the socket's error code in `cause`. */

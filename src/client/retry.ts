@@ -7,6 +7,8 @@
  * nothing, and a lost `POST /v1/tokens` answer only leaves unused tokens to expire.
  */
 
+import { checkNumber, describeValue, MAX_TIMER_MS } from './options.js';
+
 /** Retry policy of a client. */
 export interface RetryOptions {
   /** Requests sent per call, the first included; `1` turns retries off. @defaultValue 5 */
@@ -38,17 +40,38 @@ export const DEFAULT_RETRY: RetryPolicy = Object.freeze({
   maxRetryAfterMs: 30_000,
 });
 
-/** Merges `options` over the defaults; throws a `RangeError` for a value out of range. */
-export function retryPolicy(options: RetryOptions = {}): RetryPolicy {
+/**
+ * Merges `options` over the defaults.
+ * @throws TypeError when `options` is not an object or a value is not a number
+ * @throws RangeError for an unknown option, or a number out of range: `maxAttempts` an integer
+ *   from 1, the others integers of ms from 0 to {@link MAX_TIMER_MS}
+ */
+export function retryPolicy(options: RetryOptions = {}, where = 'createClient'): RetryPolicy {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new TypeError(`${where}: retry must be an object, got ${describeValue(options)}`);
+  }
   const policy = { ...DEFAULT_RETRY };
   for (const [key, value] of Object.entries(options) as [keyof RetryPolicy, unknown][]) {
     if (value === undefined) continue;
-    if (!(key in DEFAULT_RETRY)) throw new RangeError(`unknown retry option ${key}`);
-    const min = key === 'maxAttempts' ? 1 : 0;
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-      throw new RangeError(`retry.${key} must be an integer of at least ${min}`);
+    if (!(key in DEFAULT_RETRY)) {
+      throw new RangeError(
+        `${where}: retry.${key} is an unknown retry option (known: ` +
+          `${Object.keys(DEFAULT_RETRY).join(', ')}), got ${describeValue(value)}`,
+      );
     }
-    policy[key] = value;
+    policy[key] = checkNumber(
+      where,
+      `retry.${key}`,
+      value,
+      key === 'maxAttempts'
+        ? { min: 1, integer: true, says: 'an integer of at least 1' }
+        : {
+            min: 0,
+            max: MAX_TIMER_MS,
+            integer: true,
+            says: `a non-negative integer of ms up to ${MAX_TIMER_MS}`,
+          },
+    );
   }
   return policy;
 }
