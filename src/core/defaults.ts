@@ -25,6 +25,12 @@ export const DEFAULT_RECONCILE_INTERVAL_MS = 60_000;
 export const DEFAULT_RECONCILE_GRACE_MS = 120_000;
 export const DEFAULT_PRUNE_INTERVAL_MS = 600_000;
 export const DEFAULT_OUTBOX_INTERVAL_MS = 1_000;
+/** Most messages one group commit holds (worker/commit-groups.ts). */
+export const DEFAULT_GROUP_COMMIT_MAX_SIZE = 50;
+/** Group commits in flight at once per worker process. */
+export const DEFAULT_GROUP_COMMIT_MAX_GROUPS = 2;
+/** Longest lock wait of a group commit's statement before its members run alone. */
+export const DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS = 100;
 export const DEFAULT_HOST = '0.0.0.0';
 export const DEFAULT_BODY_LIMIT = 1_048_576;
 /** High on purpose: it stops a runaway client, not normal traffic (1,000 requests/s). */

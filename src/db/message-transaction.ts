@@ -198,8 +198,11 @@ const PINNED_DIALECT: Dialect = {
   createIntrospector: (db) => new PostgresIntrospector(db),
 };
 
-/** The handler's view of the message's connection, whose executor `executor` is. */
-function messageTransaction(executor: QueryExecutor): MessageTransaction<Database> {
+/**
+ * The handler's view of the message's connection, whose executor `executor` is.
+ * @internal The message and group transactions build it; handlers never do.
+ */
+export function messageTransactionOn(executor: QueryExecutor): MessageTransaction<Database> {
   return new MessageTransaction<Database>({
     config: { dialect: PINNED_DIALECT },
     dialect: PINNED_DIALECT,
@@ -239,7 +242,7 @@ export async function runMessageTransaction<R>(
           .executeTakeFirst();
         return { kind: 'duplicate', result: stored?.result ?? null };
       }
-      const result = await body(messageTransaction(conn.getExecutor()));
+      const result = await body(messageTransactionOn(conn.getExecutor()));
       beforeCommit?.();
       // The cutoff check runs here, in a statement of its own after the inbox insert: see
       // MessagePrunedError for why that order cannot apply a pruned message twice.

@@ -11,7 +11,11 @@ import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
-import { MessagePrunedError, runMessageTransaction } from '../db/message-transaction.js';
+import {
+  MessagePrunedError,
+  runMessageTransaction,
+  type MessageTransaction,
+} from '../db/message-transaction.js';
 import {
   ErrorCode,
   NonRetryableError,
@@ -41,6 +45,7 @@ import { createJobContext } from '../jobs/context.js';
 import { NO_FAULTS, type FaultHook } from './fault-hook.js';
 import { DeadLetteredError, deadLetterOf, type DeadLetterWriter } from './dead-letters.js';
 import { DEFAULT_DEDUPE_WINDOW_MS } from '../core/defaults.js';
+import type { CommitGroups } from './commit-groups.js';
 
 /** Options of {@link createPipeline}. */
 export interface PipelineOptions {
@@ -71,6 +76,12 @@ export interface PipelineOptions {
   ids?: () => Promise<{ nextId(): string }>;
   /** Called after a commit that wrote follow-ups to the outbox (nudges the relay). */
   onFollowUps?: () => void;
+  /**
+   * Runs a delivery's first transaction in a group with others ready at the same time (see
+   * commit-groups.ts); without it each message commits on its own. Re-runs after a version
+   * conflict always run alone.
+   */
+  groups?: CommitGroups;
 }
 
 /** The result BullMQ stores as the job's return value. */
@@ -333,33 +344,37 @@ export function createPipeline(options: PipelineOptions) {
     for (let run = 1; ; run++) {
       let followUps = 0;
       try {
-        const outcome = await runMessageTransaction(
-          db,
-          { messageId, queue: job.queueName, jobName: job.name },
-          (trx) =>
-            handle(
-              createJobContext({
-                trx,
-                data: envelope.data,
-                messageId,
-                jobName: job.name,
-                queue: job.queueName,
-                attempt: job.attemptsMade + 1,
-                run,
-                registry,
-                dedupeWindowMs,
-                enqueue: async (name, data, opts) => {
-                  const id = await enqueueFollowUp(trx, messageId, name, data, opts);
-                  followUps++;
-                  return id;
-                },
-              }),
-            ),
-          () => {
-            fault.at('before-commit');
-            if (isLeaseLost()) throw new LeaseLostError();
-          },
-        );
+        const key = { messageId, queue: job.queueName, jobName: job.name };
+        // A group may run the body more than once (a batch-mate failed): count from zero each time.
+        const body = (trx: MessageTransaction<Database>) => {
+          followUps = 0;
+          return handle(
+            createJobContext({
+              trx,
+              data: envelope.data,
+              messageId,
+              jobName: job.name,
+              queue: job.queueName,
+              attempt: job.attemptsMade + 1,
+              run,
+              registry,
+              dedupeWindowMs,
+              enqueue: async (name, data, opts) => {
+                const id = await enqueueFollowUp(trx, messageId, name, data, opts);
+                followUps++;
+                return id;
+              },
+            }),
+          );
+        };
+        const beforeCommit = () => {
+          fault.at('before-commit');
+          if (isLeaseLost()) throw new LeaseLostError();
+        };
+        const outcome =
+          run === 1 && options.groups
+            ? await options.groups.run({ key, body, beforeCommit })
+            : await runMessageTransaction(db, key, body, beforeCommit);
         return outcome.kind === 'applied'
           ? { outcome: 'applied', result: outcome.result ?? null, followUps }
           : { outcome: 'duplicate', result: outcome.result, followUps: 0 };

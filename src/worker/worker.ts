@@ -15,6 +15,11 @@ import { createTokenStore } from '../redis/token-store.js';
 import { closeRedis } from '../redis/connection.js';
 import { createIdService, type IdService } from '../ids/id-service.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
+import {
+  createCommitGroups,
+  type GroupCommitOptions,
+  type GroupCommitStats,
+} from './commit-groups.js';
 import type { FaultHook } from './fault-hook.js';
 import { createDeadLetterWriter, DeadLetteredError } from './dead-letters.js';
 import { createOutboxRelay, type OutboxRelay } from './outbox-relay.js';
@@ -74,6 +79,12 @@ export interface OnceqWorkerOptions {
     { intervalMs?: number; graceMs?: number; onPass?: (report: ReconcileReport) => void } | false;
   /** The dedupe-window pruner, or `false` for none. @defaultValue on, every 10 min */
   pruner?: { intervalMs?: number; batchSize?: number } | false;
+  /**
+   * Group commit: concurrent deliveries share one transaction and one `COMMIT` (see
+   * commit-groups.ts), or `false` for one transaction per message.
+   * @defaultValue on, at most 50 messages a group, 2 groups in flight, no savepoints
+   */
+  groupCommit?: GroupCommitOptions | false;
 }
 
 /** A running worker. */
@@ -85,6 +96,8 @@ export interface OnceqWorker {
   readonly outbox: OutboxRelay | undefined;
   readonly reconciler: Reconciler | undefined;
   readonly pruner: Pruner | undefined;
+  /** Figures of the group commit, or `undefined` when it is off. */
+  groupCommitStats(): GroupCommitStats | undefined;
   /**
    * Stops taking jobs and waits up to `timeoutMs` for the ones in flight; past that, closes
    * forcibly and releases their claims so another worker can take them over at once (their
@@ -165,6 +178,10 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
         });
   // Removals of dead-lettered originals still running, awaited at close.
   const removals = new Set<Promise<void>>();
+  const groups =
+    options.groupCommit === false
+      ? undefined
+      : createCommitGroups(options.db, options.groupCommit ?? {});
   const pipeline = createPipeline({
     db: options.db,
     tokens,
@@ -180,6 +197,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
     dedupeWindowMs,
     ids,
     onFollowUps: () => outbox?.nudge(),
+    groups,
   });
   const queues = options.queues?.length ? options.queues : options.registry.queues();
 
@@ -259,6 +277,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
     outbox,
     reconciler,
     pruner,
+    groupCommitStats: () => groups?.stats(),
     close(timeoutMs = 10_000) {
       closing ??= (async () => {
         // Stop intake, then wait for the pipeline to go idle; close only after. BullMQ keeps the
