@@ -153,7 +153,16 @@ export async function runBench(options: BenchOptions): Promise<number> {
         job: { name: benchInsert.name, data: { n: 1 }, queue: BENCH_QUEUE },
       };
     }
-    const chosen = scenarios.filter((sc) => !only || only.includes(sc.name));
+    for (const spec of (process.env.GCSET ?? '').split(';').filter(Boolean)) {
+      for (const w of ['insert', 'transfer'] as const) {
+        scenarios.push({
+          name: `onceq-${w}[${spec}]`,
+          run: () =>
+            runOnceq(db, redis, prefix, registry, ids, jobs, concurrency, 0, w, accounts, spec),
+        });
+      }
+    }
+    const chosen = scenarios.filter((sc) => !only || only.includes(sc.name) || sc.name.includes('['));
     // Rounds interleave the figures (A B C, A B C, …) so a burst of load from elsewhere on a
     // shared machine lands on every figure alike, and medians of the rounds are reported.
     const measured = new Map<string, Measured[]>(chosen.map((sc) => [sc.name, []]));
@@ -247,7 +256,13 @@ async function runOnceq(
   duplicateShare: number,
   workload: 'insert' | 'transfer',
   accounts: string[],
+  gcSpec = process.env.GC ?? 'on:2:50',
 ): Promise<Measured> {
+  const [gcMode, gcGroups, gcSize] = gcSpec.split(':');
+  const gcConfig =
+    gcMode === 'off'
+      ? (false as const)
+      : { savepoints: gcMode === 'sp', maxGroups: Number(gcGroups), maxSize: Number(gcSize) };
   const queue = new Queue(BENCH_QUEUE, { connection: redis, prefix });
   const bulk: { name: string; data: MessageEnvelope; opts: JobsOptions }[] = [];
   const sent: MessageEnvelope[] = [];
@@ -297,6 +312,7 @@ async function runOnceq(
     queues: [BENCH_QUEUE],
     concurrency,
     lockDurationMs: 30_000,
+    groupCommit: gcConfig,
     onOutcome: (outcome) => {
       if (outcome === 'busy') busy++;
     },
@@ -323,6 +339,7 @@ async function runOnceq(
   const seconds = (performance.now() - t0) / 1000;
   // Said aloud: deliveries put back as busy wait a doubling backoff, which the clock includes.
   if (busy > 0) process.stderr.write(`  ${busy} deliveries found their message busy, put back\n`);
+  process.stderr.write(`  groups ${JSON.stringify(worker.groupCommitStats())}\n`);
   await worker.close();
   await queue.obliterate({ force: true });
   await queue.close();

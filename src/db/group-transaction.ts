@@ -86,6 +86,8 @@ export interface GroupTransactionOptions {
    * member of both in tow.
    */
   lockTimeoutMs: number;
+  /** Called just before the `COMMIT` is sent, and just after it committed (fault tests). */
+  hooks?: { beforeCommit?(): void; afterCommit?(): void };
 }
 
 /** SQLSTATEs after which the whole transaction is the victim (see the module comment). */
@@ -226,6 +228,7 @@ export async function runGroupTransaction(
           .map((i) => `(${members[i]!.key.messageId}, ${literal(done.get(i)!.json)})`)
           .join(', ');
         let committed: { rows: { command?: string }[] };
+        options.hooks?.beforeCommit?.();
         try {
           // The cutoff check after the inbox insert, in a statement of its own: see
           // MessagePrunedError in message-transaction.ts for why that order is safe.
@@ -256,6 +259,7 @@ export async function runGroupTransaction(
           });
           return;
         }
+        options.hooks?.afterCommit?.();
         for (const i of committing) {
           const { result, json } = done.get(i)!;
           outcomes[i] = { kind: 'applied', result, resultJson: json };

@@ -9,6 +9,7 @@
  * runs bigger groups the longer each group takes, with no timer to wait out.
  */
 import type { Db } from '../db/create-db.js';
+import { NO_FAULTS, type FaultHook } from './fault-hook.js';
 import { runMessageTransaction, type MessageTransactionResult } from '../db/message-transaction.js';
 import {
   runGroupTransaction,
@@ -38,6 +39,8 @@ export interface GroupCommitOptions {
    * alone (see db/group-transaction.ts). @defaultValue 100 ms
    */
   lockTimeoutMs?: number;
+  /** Fault injection at the group's crash points (tests). @defaultValue none */
+  fault?: FaultHook;
 }
 
 /** A member handed back by a group this many times runs on its own. */
@@ -76,6 +79,7 @@ export function createCommitGroups(db: Db, options: GroupCommitOptions = {}): Co
   const maxSize = options.maxSize ?? DEFAULT_GROUP_COMMIT_MAX_SIZE;
   const maxGroups = options.maxGroups ?? DEFAULT_GROUP_COMMIT_MAX_GROUPS;
   const savepoints = options.savepoints ?? false;
+  const fault = options.fault ?? NO_FAULTS;
   const lockTimeoutMs = options.lockTimeoutMs ?? DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS;
   if (!Number.isInteger(maxSize) || maxSize < 1) {
     throw new RangeError(`groupCommit.maxSize must be a positive integer, got ${maxSize}`);
@@ -128,7 +132,14 @@ export function createCommitGroups(db: Db, options: GroupCommitOptions = {}): Co
       outcomes = await runGroupTransaction(
         db,
         batch.map((e) => e.member),
-        { savepoints, lockTimeoutMs },
+        {
+          savepoints,
+          lockTimeoutMs,
+          hooks: {
+            beforeCommit: () => fault.at('group-before-commit'),
+            afterCommit: () => fault.at('group-after-commit'),
+          },
+        },
       );
     } catch (err) {
       for (const e of batch) e.reject(err);

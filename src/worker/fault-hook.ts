@@ -25,8 +25,20 @@ export const DEAD_LETTER_FAULT_POINTS = [
   'dead-letter-copied',
 ] as const;
 
+/** Crash points of a group commit (worker/commit-groups.ts), hit only by groups of two or more. */
+export const GROUP_FAULT_POINTS = [
+  /** Every member of the group has run inside its transaction; COMMIT is not yet sent. */
+  'group-before-commit',
+  /** The group committed; no member's token is `done` yet, no job completed. */
+  'group-after-commit',
+] as const;
+
 /** Every point `ONCEQ_FAULT` may name. */
-export const ALL_FAULT_POINTS = [...FAULT_POINTS, ...DEAD_LETTER_FAULT_POINTS] as const;
+export const ALL_FAULT_POINTS = [
+  ...FAULT_POINTS,
+  ...DEAD_LETTER_FAULT_POINTS,
+  ...GROUP_FAULT_POINTS,
+] as const;
 export type FaultPoint = (typeof ALL_FAULT_POINTS)[number];
 
 const ACTIONS = { kill: 'SIGKILL', stop: 'SIGSTOP' } as const;

@@ -181,7 +181,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   const groups =
     options.groupCommit === false
       ? undefined
-      : createCommitGroups(options.db, options.groupCommit ?? {});
+      : createCommitGroups(options.db, { fault: options.fault, ...options.groupCommit });
   const pipeline = createPipeline({
     db: options.db,
     tokens,
