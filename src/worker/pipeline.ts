@@ -119,6 +119,8 @@ export function createPipeline(options: PipelineOptions) {
     string,
     { token: string; owner: string; job: Job; bullToken?: string; abandon(): void }
   >();
+  // Tokens claimed by deliveries running in this process; settles once each one is done.
+  const localHolders = new Map<string, Promise<void>>();
   let running = 0;
   let idleWaiters: (() => void)[] = [];
 
@@ -173,21 +175,25 @@ export function createPipeline(options: PipelineOptions) {
     // Step 2: the claim.
     const owner = `${processId}:${++deliveries}`;
     let claim: Awaited<ReturnType<TokenStore['claim']>>;
-    try {
-      claim = await claimAgreeingWithRecord(token, {
-        owner,
-        leaseMs,
-        messageId,
-        ttlMs: tokenTtlMs,
-      });
-    } catch (err) {
-      // A token bound to another message must not run (nor replay that message's result).
-      if (err instanceof NonRetryableError) return invalid(job, err);
-      throw err;
-    }
-    if (claim.status === 'done') {
-      options.onOutcome?.('duplicate', job);
-      return { outcome: 'duplicate', result: claim.result };
+    for (let waited = false; ; waited = true) {
+      try {
+        claim = await claimAgreeingWithRecord(token, {
+          owner,
+          leaseMs,
+          messageId,
+          ttlMs: tokenTtlMs,
+        });
+      } catch (err) {
+        // A token bound to another message must not run (nor replay that message's result).
+        if (err instanceof NonRetryableError) return invalid(job, err);
+        throw err;
+      }
+      // Held by a delivery of this very process (a duplicate job next to its original, which
+      // group commit keeps open a little longer): wait for that one to settle, then ask again,
+      // rather than park this job in BullMQ's delayed set for a backoff.
+      const holder = claim.status === 'busy' && !waited ? localHolders.get(token) : undefined;
+      if (!holder) break;
+      await waitAtMost(holder, leaseMs);
     }
     if (claim.status === 'busy') {
       options.onOutcome?.('busy', job);
@@ -208,78 +214,86 @@ export function createPipeline(options: PipelineOptions) {
       await job.moveToDelayed(Date.now() + wait, bullToken);
       throw new DelayedError();
     }
-    fault.at('after-claim');
-
-    let leaseLost = false;
-    let abandoned = false;
-    const key = `${job.id}:${owner}`;
-    inFlight.set(key, {
-      token,
-      owner,
-      job,
-      bullToken,
-      abandon: () => {
-        abandoned = true;
-        leaseLost = true;
-      },
-    });
-    const renewal = setInterval(() => {
-      tokens.renew(token, { owner, leaseMs }).then(
-        (r) => {
-          if (r.status !== 'renewed') leaseLost = true;
-        },
-        // A renewal lost to a Redis outage is retried at the next tick; the lease runs out on
-        // its own if Redis stays away, and the inbox still fences the commit.
-        () => undefined,
-      );
-    }, renewEveryMs);
-    renewal.unref();
-
-    let committed: DeliveryResult & { followUps: number };
+    let settle: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (settle = resolve));
+    localHolders.set(token, held);
     try {
-      committed = await runTransaction(job, envelope, definition.handle, () => leaseLost);
-    } catch (err) {
+      fault.at('after-claim');
+
+      let leaseLost = false;
+      let abandoned = false;
+      const key = `${job.id}:${owner}`;
+      inFlight.set(key, {
+        token,
+        owner,
+        job,
+        bullToken,
+        abandon: () => {
+          abandoned = true;
+          leaseLost = true;
+        },
+      });
+      const renewal = setInterval(() => {
+        tokens.renew(token, { owner, leaseMs }).then(
+          (r) => {
+            if (r.status !== 'renewed') leaseLost = true;
+          },
+          // A renewal lost to a Redis outage is retried at the next tick; the lease runs out on
+          // its own if Redis stays away, and the inbox still fences the commit.
+          () => undefined,
+        );
+      }, renewEveryMs);
+      renewal.unref();
+
+      let committed: DeliveryResult & { followUps: number };
+      try {
+        committed = await runTransaction(job, envelope, definition.handle, () => leaseLost);
+      } catch (err) {
+        clearInterval(renewal);
+        inFlight.delete(key);
+        // Let the next delivery claim at once instead of waiting out the lease.
+        await tokens.release(token, { owner }).catch(() => undefined);
+        if (abandoned) {
+          // Given up at a forced shutdown (releaseAll): rolled back, and not this delivery's
+          // failure, so it spends no attempt. Put back now, unless the shutdown already did.
+          options.onOutcome?.('busy', job);
+          if (bullToken) await job.moveToDelayed(Date.now(), bullToken).catch(() => undefined);
+          throw new DelayedError();
+        }
+        // Pruned under a delivery that passed the clock check above (a worker clock behind the
+        // pruner's, a longer window here than there): refused by PostgreSQL's record instead.
+        if (err instanceof MessagePrunedError) return deadLetter(job, 'expired', err);
+        if (err instanceof NonRetryableError) return invalid(job, err);
+        // The last attempt: BullMQ would fail the job for good, so it goes to the dead-letter
+        // queue instead. Not when the lease was lost: another worker owns the message now.
+        if (isLastAttempt(job) && !(err instanceof LeaseLostError)) {
+          return deadLetter(job, 'exhausted', err);
+        }
+        options.onOutcome?.('retried', job);
+        throw err;
+      }
       clearInterval(renewal);
       inFlight.delete(key);
-      // Let the next delivery claim at once instead of waiting out the lease.
-      await tokens.release(token, { owner }).catch(() => undefined);
-      if (abandoned) {
-        // Given up at a forced shutdown (releaseAll): rolled back, and not this delivery's
-        // failure, so it spends no attempt. Put back now, unless the shutdown already did.
-        options.onOutcome?.('busy', job);
-        if (bullToken) await job.moveToDelayed(Date.now(), bullToken).catch(() => undefined);
-        throw new DelayedError();
-      }
-      // Pruned under a delivery that passed the clock check above (a worker clock behind the
-      // pruner's, a longer window here than there): refused by PostgreSQL's record instead.
-      if (err instanceof MessagePrunedError) return deadLetter(job, 'expired', err);
-      if (err instanceof NonRetryableError) return invalid(job, err);
-      // The last attempt: BullMQ would fail the job for good, so it goes to the dead-letter
-      // queue instead. Not when the lease was lost: another worker owns the message now.
-      if (isLastAttempt(job) && !(err instanceof LeaseLostError)) {
-        return deadLetter(job, 'exhausted', err);
-      }
-      options.onOutcome?.('retried', job);
-      throw err;
-    }
-    clearInterval(renewal);
-    inFlight.delete(key);
-    fault.at('after-commit');
+      fault.at('after-commit');
 
-    // Step 6: the fast path for the next duplicate. A failure here is harmless: the inbox row
-    // answers the next delivery.
-    try {
-      await tokens.complete(token, { messageId, result: committed.result, ttlMs: tokenTtlMs });
-    } catch (err) {
-      options.logger?.warn(
-        { err, messageId },
-        'could not mark the token done; the inbox covers it',
-      );
+      // Step 6: the fast path for the next duplicate. A failure here is harmless: the inbox row
+      // answers the next delivery.
+      try {
+        await tokens.complete(token, { messageId, result: committed.result, ttlMs: tokenTtlMs });
+      } catch (err) {
+        options.logger?.warn(
+          { err, messageId },
+          'could not mark the token done; the inbox covers it',
+        );
+      }
+      fault.at('after-done');
+      if (committed.followUps > 0) options.onFollowUps?.();
+      options.onOutcome?.(committed.outcome, job);
+      return { outcome: committed.outcome, result: committed.result };
+    } finally {
+      if (localHolders.get(token) === held) localHolders.delete(token);
+      settle();
     }
-    fault.at('after-done');
-    if (committed.followUps > 0) options.onFollowUps?.();
-    options.onOutcome?.(committed.outcome, job);
-    return { outcome: committed.outcome, result: committed.result };
   }
 
   /**
@@ -510,6 +524,13 @@ function isConflict(err: unknown): boolean {
   if (err instanceof VersionConflictError) return true;
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && RERUN_SQLSTATES.has(code);
+}
+
+/** Resolves when `promise` settles or `ms` have passed, whichever is first; leaves no timer. */
+async function waitAtMost(promise: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }
 
 function sleep(ms: number): Promise<void> {
