@@ -10,7 +10,12 @@ import type { JobDefinition } from './jobs/define-job.js';
 import type { ConnectionOptions, ProducerOptions, WorkerOptions } from './lib/options.js';
 import { formatDuration, parseDuration } from './core/duration.js';
 import { isWellFormedApiKey } from './core/api-key.js';
-import { DEFAULT_MAX_OUTSTANDING_TOKENS, MAX_ISSUE_COUNT } from './core/limits.js';
+import {
+  DEFAULT_MAX_OUTSTANDING_TOKENS,
+  MAX_GROUP_COMMIT_GROUPS,
+  MAX_GROUP_COMMIT_SIZE,
+  MAX_ISSUE_COUNT,
+} from './core/limits.js';
 import {
   DEFAULT_AUTH_FAILURE_LIMIT,
   DEFAULT_BODY_LIMIT,
@@ -22,6 +27,9 @@ import {
   DEFAULT_MAX_ATTEMPTS,
   DEFAULT_OUTBOX_INTERVAL_MS,
   DEFAULT_POOL_SIZE,
+  DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS,
+  DEFAULT_GROUP_COMMIT_MAX_GROUPS,
+  DEFAULT_GROUP_COMMIT_MAX_SIZE,
   DEFAULT_PORT,
   DEFAULT_PREFIX,
   DEFAULT_PRUNE_INTERVAL_MS,
@@ -78,6 +86,13 @@ export interface Config {
   readonly pruneIntervalMs: number;
   /** `ONCEQ_OUTBOX_INTERVAL`: between two outbox relay runs (commits also wake it). @defaultValue 1 s */
   readonly outboxIntervalMs: number;
+  /**
+   * `ONCEQ_GROUP_COMMIT` (`on`, `off` or `savepoints`), `ONCEQ_GROUP_MAX_SIZE`,
+   * `ONCEQ_GROUP_MAX_GROUPS`, `ONCEQ_GROUP_LOCK_TIMEOUT`: the worker's group commit, or `false`.
+   * @defaultValue on: 50 messages, 2 groups in flight, no savepoints, 100 ms
+   */
+  readonly groupCommit:
+    { maxSize: number; maxGroups: number; savepoints: boolean; lockTimeoutMs: number } | false;
   /**
    * `ONCEQ_STATEMENT_TIMEOUT`: `statement_timeout` of the worker's PostgreSQL sessions; 0 turns it
    * off. A statement that hangs (a lock never released, a stuck server) fails after this long, so
@@ -185,6 +200,25 @@ export function loadConfig(env: Env = process.env): Config {
     const value = read(varName) ?? fallback;
     if (!pattern.test(value)) problems.push(`${varName}=${value}: expected ${what}`);
     return value;
+  };
+
+  const groupCommit = (): Config['groupCommit'] => {
+    const mode = read('ONCEQ_GROUP_COMMIT')?.toLowerCase() ?? 'on';
+    if (!['on', 'off', 'savepoints'].includes(mode)) {
+      problems.push(`ONCEQ_GROUP_COMMIT=${mode}: expected on, off or savepoints`);
+    }
+    const settings = {
+      maxSize: int('ONCEQ_GROUP_MAX_SIZE', DEFAULT_GROUP_COMMIT_MAX_SIZE, 1, MAX_GROUP_COMMIT_SIZE),
+      maxGroups: int(
+        'ONCEQ_GROUP_MAX_GROUPS',
+        DEFAULT_GROUP_COMMIT_MAX_GROUPS,
+        1,
+        MAX_GROUP_COMMIT_GROUPS,
+      ),
+      savepoints: mode === 'savepoints',
+      lockTimeoutMs: duration('ONCEQ_GROUP_LOCK_TIMEOUT', DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS, 1),
+    };
+    return mode === 'off' ? false : settings;
   };
 
   const queuesText = read('ONCEQ_QUEUES');
@@ -315,6 +349,7 @@ export function loadConfig(env: Env = process.env): Config {
       DEFAULT_SHUTDOWN_TIMEOUT_MS,
       MIN_DURATION_MS.shutdownTimeoutMs,
     ),
+    groupCommit: groupCommit(),
     jobsModule: read('ONCEQ_JOBS'),
     logLevel: logLevel as LogLevel,
     fault: read('ONCEQ_FAULT'),
@@ -385,6 +420,7 @@ export function workerOptionsFrom(
     reconciler: { intervalMs: config.reconcileIntervalMs, graceMs: config.reconcileGraceMs },
     outbox: { intervalMs: config.outboxIntervalMs },
     pruner: { intervalMs: config.pruneIntervalMs },
+    groupCommit: config.groupCommit && { ...config.groupCommit },
   };
 }
 

@@ -60,6 +60,7 @@ describe('config', () => {
         reconcileGraceMs: 120_000,
         pruneIntervalMs: 600_000,
         outboxIntervalMs: 1_000,
+        groupCommit: { maxSize: 50, maxGroups: 2, savepoints: false, lockTimeoutMs: 100 },
         statementTimeoutMs: 60_000,
         shutdownTimeoutMs: 10_000,
         jobsModule: undefined,
@@ -271,6 +272,19 @@ describe('config', () => {
       });
     }
 
+    it('reads the group commit: ONCEQ_GROUP_COMMIT on, off or savepoints, and its sizes', () => {
+      expect(loadConfig({ ONCEQ_GROUP_COMMIT: 'off' }).groupCommit).to.equal(false);
+      expect(
+        loadConfig({
+          ONCEQ_GROUP_COMMIT: 'Savepoints',
+          ONCEQ_GROUP_MAX_SIZE: '200',
+          ONCEQ_GROUP_MAX_GROUPS: '3',
+          ONCEQ_GROUP_LOCK_TIMEOUT: '250ms',
+        }).groupCommit,
+      ).to.deep.equal({ maxSize: 200, maxGroups: 3, savepoints: true, lockTimeoutMs: 250 });
+      expect(loadConfig({ ONCEQ_GROUP_COMMIT: 'on' })).to.deep.equal(loadConfig({}));
+    });
+
     it('reads ONCEQ_MAX_UNUSED_TOKENS (100 up, or 0 for no bound)', () => {
       expect(loadConfig({ ONCEQ_MAX_UNUSED_TOKENS: '250' }).maxOutstandingTokens).to.equal(250);
       expect(loadConfig({ ONCEQ_MAX_UNUSED_TOKENS: '100' }).maxOutstandingTokens).to.equal(100);
@@ -338,6 +352,11 @@ describe('config', () => {
       ['ONCEQ_AUTH_FAILURE_LIMIT', '10/100ms'],
       ['ONCEQ_AUTH_FAILURE_LIMIT', 'few'],
       ['ONCEQ_HOST', 'a host'],
+      ['ONCEQ_GROUP_COMMIT', 'sometimes'],
+      ['ONCEQ_GROUP_MAX_SIZE', '0'],
+      ['ONCEQ_GROUP_MAX_SIZE', '1001'],
+      ['ONCEQ_GROUP_MAX_GROUPS', '0'],
+      ['ONCEQ_GROUP_LOCK_TIMEOUT', 'never'],
     ];
     for (const [name, value] of badValues) {
       it(`rejects ${name}=${value.length > 30 ? `${value.slice(0, 27)}...` : value} by name`, () => {

@@ -26,3 +26,8 @@ export const DEFAULT_MAX_OUTSTANDING_TOKENS = 10_000;
 
 /** Most tokens one `POST /v1/tokens` (one `issue` call) creates. */
 export const MAX_ISSUE_COUNT = 100;
+
+/** Most messages one group commit may hold: its statements carry one row per message. */
+export const MAX_GROUP_COMMIT_SIZE = 1_000;
+/** Most group commits one worker may keep in flight. */
+export const MAX_GROUP_COMMIT_GROUPS = 100;

@@ -106,6 +106,7 @@ export async function openWorker(
         onPass: hooks.onReconcilerPass,
       },
       pruner: options.pruner && { intervalMs: options.pruner.intervalMs },
+      groupCommit: options.groupCommit && { ...options.groupCommit },
     });
   } catch (err) {
     await connections.close().catch(() => undefined);

@@ -19,6 +19,9 @@ import {
   DEFAULT_POOL_SIZE,
   DEFAULT_PREFIX,
   DEFAULT_PRUNE_INTERVAL_MS,
+  DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS,
+  DEFAULT_GROUP_COMMIT_MAX_GROUPS,
+  DEFAULT_GROUP_COMMIT_MAX_SIZE,
   DEFAULT_RECONCILE_GRACE_MS,
   DEFAULT_RECONCILE_INTERVAL_MS,
   DEFAULT_SCHEMA,
@@ -26,7 +29,12 @@ import {
   DEFAULT_STATEMENT_TIMEOUT_MS,
   DEFAULT_TOKEN_TTL_MS,
 } from '../core/defaults.js';
-import { DEFAULT_MAX_OUTSTANDING_TOKENS, MAX_ISSUE_COUNT } from '../core/limits.js';
+import {
+  DEFAULT_MAX_OUTSTANDING_TOKENS,
+  MAX_GROUP_COMMIT_GROUPS,
+  MAX_GROUP_COMMIT_SIZE,
+  MAX_ISSUE_COUNT,
+} from '../core/limits.js';
 import { QUEUE_NAME, QUEUE_NAME_RULE } from '../core/queue-name.js';
 import { redactUrl } from '../core/redact-url.js';
 import { combinationProblems, MIN_DURATION_MS, type TimingSettings } from '../core/settings.js';
@@ -85,6 +93,32 @@ export interface PrunerOptions {
   intervalMs?: number;
 }
 
+/**
+ * Group commit: the worker's concurrent deliveries share one transaction, one inbox insert and
+ * one `COMMIT` (each message still commits all or nothing; see the README's "Group commit").
+ */
+export interface GroupCommitOptions {
+  /** Most messages in one transaction. @defaultValue `50` */
+  maxSize?: number;
+  /**
+   * Groups in flight at once, each on a connection of the pool while it runs (a group never
+   * waits on a second connection, so a small pool only makes groups take turns). @defaultValue `2`
+   */
+  maxGroups?: number;
+  /**
+   * Run each message in a savepoint: a failing message leaves its group alone, at one round trip
+   * more per message. Without, a failing message rolls its group back and the others run again.
+   * @defaultValue `false`
+   */
+  savepoints?: boolean;
+  /**
+   * Longest lock wait of a group's statement before the group gives up and its messages run one
+   * by one (two groups over the same hot rows would otherwise wait on each other, or deadlock).
+   * @defaultValue `100` (100 ms)
+   */
+  lockTimeoutMs?: number;
+}
+
 /** Options of `createWorker`. */
 export interface WorkerOptions extends ConnectionOptions {
   /** Exactly the jobs this worker runs: nothing else is registered. */
@@ -121,6 +155,8 @@ export interface WorkerOptions extends ConnectionOptions {
   outbox?: OutboxOptions | false;
   /** The dedupe-window pruner, or `false` when another process runs it. @defaultValue on */
   pruner?: PrunerOptions | false;
+  /** Group commit, or `false` for one transaction per message. @defaultValue on */
+  groupCommit?: GroupCommitOptions | false;
 }
 
 /**
@@ -179,6 +215,7 @@ export interface ResolvedWorkerOptions extends ResolvedConnectionOptions {
   readonly reconciler: Required<ReconcilerOptions> | false;
   readonly outbox: Required<OutboxOptions> | false;
   readonly pruner: Required<PrunerOptions> | false;
+  readonly groupCommit: Required<GroupCommitOptions> | false;
 }
 
 /** Producer options with their defaults. */
@@ -206,6 +243,7 @@ const WORKER_KEYS = [
   'reconciler',
   'outbox',
   'pruner',
+  'groupCommit',
 ] as const satisfies readonly (keyof WorkerOptions)[];
 const PRODUCER_KEYS = [
   ...CONNECTION_KEYS,
@@ -257,6 +295,15 @@ class Checker {
         name,
         `=${show(value)}: expected a whole number of milliseconds, at least ${minMs} (${formatDuration(minMs)})`,
       );
+      return fallback;
+    }
+    return value;
+  }
+
+  bool(name: string, value: unknown, fallback: boolean): boolean {
+    if (value === undefined) return fallback;
+    if (typeof value !== 'boolean') {
+      this.fail(name, `=${show(value)}: expected true or false`);
       return fallback;
     }
     return value;
@@ -442,6 +489,12 @@ export function resolveWorkerOptions(input: WorkerOptions): ResolvedWorkerOption
   const reconcilerIn = check.component('reconciler', options.reconciler, ['intervalMs', 'graceMs']);
   const outboxIn = check.component('outbox', options.outbox, ['intervalMs']);
   const prunerIn = check.component('pruner', options.pruner, ['intervalMs']);
+  const groupIn = check.component('groupCommit', options.groupCommit, [
+    'maxSize',
+    'maxGroups',
+    'savepoints',
+    'lockTimeoutMs',
+  ]);
   const min = MIN_DURATION_MS;
   const resolved: ResolvedWorkerOptions = {
     ...base,
@@ -495,6 +548,29 @@ export function resolveWorkerOptions(input: WorkerOptions): ResolvedWorkerOption
         prunerIn.intervalMs,
         DEFAULT_PRUNE_INTERVAL_MS,
         min.pruneIntervalMs,
+      ),
+    },
+    groupCommit: groupIn && {
+      maxSize: check.int(
+        'groupCommit.maxSize',
+        groupIn.maxSize,
+        DEFAULT_GROUP_COMMIT_MAX_SIZE,
+        1,
+        MAX_GROUP_COMMIT_SIZE,
+      ),
+      maxGroups: check.int(
+        'groupCommit.maxGroups',
+        groupIn.maxGroups,
+        DEFAULT_GROUP_COMMIT_MAX_GROUPS,
+        1,
+        MAX_GROUP_COMMIT_GROUPS,
+      ),
+      savepoints: check.bool('groupCommit.savepoints', groupIn.savepoints, false),
+      lockTimeoutMs: check.duration(
+        'groupCommit.lockTimeoutMs',
+        groupIn.lockTimeoutMs,
+        DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS,
+        1,
       ),
     },
   };

@@ -140,6 +140,28 @@ describe('lib: the onceq entry point', function () {
     ]);
   });
 
+  it('checks the group commit options, naming each bad one', async () => {
+    const lines = await configError(() =>
+      createWorker({
+        ...base,
+        jobs: [addNote],
+        groupCommit: {
+          maxSize: 0,
+          maxGroups: 0,
+          lockTimeoutMs: 0,
+          ...({ savepoints: 'yes', size: 5 } as object),
+        },
+      } as WorkerOptions),
+    );
+    expect(lines).to.deep.equal([
+      'groupCommit.size: not an option of createWorker',
+      'groupCommit.maxSize=0: expected an integer from 1 to 1000',
+      'groupCommit.maxGroups=0: expected an integer from 1 to 100',
+      'groupCommit.savepoints="yes": expected true or false',
+      'groupCommit.lockTimeoutMs=0: expected a whole number of milliseconds, at least 1 (1ms)',
+    ]);
+  });
+
   it('refuses the combinations the CLI refuses, naming the options', async () => {
     const lines = await configError(() =>
       createWorker({
