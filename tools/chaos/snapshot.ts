@@ -4,8 +4,8 @@
  */
 import { sql } from 'kysely';
 import type { Job, Queue } from 'bullmq';
-import type { Db } from '../db/create-db.js';
-import { messageIdOf } from '../core/message.js';
+import type { Db } from '../../src/db/create-db.js';
+import { messageIdOf } from '../../src/core/message.js';
 import type {
   AccountSnapshotRow,
   AcceptedSnapshotRow,

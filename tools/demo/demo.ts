@@ -20,16 +20,16 @@ import { randomInt } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { sql } from 'kysely';
 import cliProgress from 'cli-progress';
-import type { Config } from '../config.js';
-import type { Db } from '../db/create-db.js';
-import { checkDatabase, createDb } from '../db/create-db.js';
-import { ensureDatabase } from '../db/migrate.js';
-import { migrateWithLedger } from '../jobs/examples/ledger/migrations.js';
-import { insertApiKey, revokeApiKey } from '../db/api-keys.repository.js';
-import { mintApiKey } from '../core/api-key.js';
-import { messageJobOptions } from '../queues/message-job-options.js';
-import { checkRedis, closeRedis, createRedis } from '../redis/connection.js';
-import { spawnOnceq, type OnceqChild } from './processes.js';
+import type { Config } from '../../src/config.js';
+import type { Db } from '../../src/db/create-db.js';
+import { checkDatabase, createDb } from '../../src/db/create-db.js';
+import { ensureDatabase } from '../../src/db/migrate.js';
+import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js';
+import { insertApiKey, revokeApiKey } from '../../src/db/api-keys.repository.js';
+import { mintApiKey } from '../../src/core/api-key.js';
+import { messageJobOptions } from '../../src/queues/message-job-options.js';
+import { checkRedis, closeRedis, createRedis } from '../../src/redis/connection.js';
+import { spawnChild, type Child } from '../support/child.js';
 import { createDemoClient } from './client.js';
 
 /** The ledger's queue (src/jobs/examples/ledger). */
@@ -131,7 +131,7 @@ export async function runDemo(config: Config, options: DemoOptions = {}): Promis
     applicationName: 'onceq-demo',
   });
   const redis = createRedis({ url: config.redisUrl, connectionName: 'onceq-demo' });
-  const children = new Set<OnceqChild>();
+  const children = new Set<Child>();
   let queue: Queue | undefined;
   let mintedKeyId: string | undefined;
   try {
@@ -169,7 +169,7 @@ export async function runDemo(config: Config, options: DemoOptions = {}): Promis
       children.add(worker);
       return worker;
     };
-    const workers: OnceqChild[] = [];
+    const workers: Child[] = [];
     for (let i = 0; i < o.workers; i++) workers.push(startWorker());
     await Promise.all(workers.map((w) => w.waitFor('"worker started"', CHILD_START_MS)));
     say(`demo: API at ${url}, ${o.workers} worker process(es)`);
@@ -474,4 +474,27 @@ function formatWaits(waits: Record<number, number>): string {
   const entries = Object.entries(waits);
   const total = entries.reduce((n, [, count]) => n + count, 0);
   return total === 0 ? '0' : `${total} (${entries.map(([s, n]) => `${s}: ${n}`).join(', ')})`;
+}
+
+/**
+ * Spawns `onceq <args>` as the demo's child, with the environment of this process plus `env`
+ * (a value of `undefined` removes a variable).
+ */
+function spawnOnceq(role: string, args: string[], env: Record<string, string | undefined>): Child {
+  const childEnv: NodeJS.ProcessEnv = { ...process.env };
+  for (const [name, value] of Object.entries(env)) {
+    if (value === undefined) delete childEnv[name];
+    else childEnv[name] = value;
+  }
+  // process.argv[1] is this CLI's entry point (tools/cli.ts, or bin/onceq.js, which runs
+  // dist/tools/cli.js); execArgv carries tsx's loader when it runs the sources, so the child
+  // runs exactly what the parent runs.
+  return spawnChild({
+    name: role,
+    command: process.execPath,
+    args: [...process.execArgv, process.argv[1]!, ...args],
+    env: childEnv,
+    // Enough for error messages; a worker logs a line per job.
+    keepChars: 64_000,
+  });
 }
