@@ -95,13 +95,13 @@ export class ManagedProcess {
     for (let attempt = 1; !this.stopping; attempt++) {
       if (await this.startOnce()) return;
       // A program that is not installed will not appear by retrying: say so once, clearly
-      // (`onceq chaos` in the Docker image, which has no redis-server).
+      // (a checkout on a machine without redis-server).
       if (this.notInstalled) {
         throw new OnceqError(
           ErrorCode.ConfigInvalid,
           `chaos: cannot start ${this.options.name}: \`${this.options.command}\` is not ` +
             `installed or not on PATH; the campaign runs a private ${this.options.name} of its ` +
-            `own, so run it where that program is installed (not in the Docker image)`,
+            `own, so run it where that program is installed`,
         );
       }
       await sleep(Math.min(500 * attempt, 3_000));
