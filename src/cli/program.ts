@@ -123,6 +123,8 @@ export function addMissingToolCommands(program: Command): Command {
   for (const name of TOOL_COMMANDS) {
     program
       .command(name, { hidden: true })
+      // `onceq help demo` shows this; `onceq demo …`, whatever follows, runs the action.
+      .description('a development tool of the onceq repository, not in the published package')
       .helpOption(false)
       .allowUnknownOption()
       .allowExcessArguments()
