@@ -1,6 +1,9 @@
 # onceq image: `docker build -t onceq .`, then `docker run onceq <command>` with REDIS_URL and
 # DATABASE_URL set (see docker-compose.yml). The entry point is the `onceq` executable; the
 # default command, `start`, runs migrations and then the API (port 3000) and a worker in one process.
+# The image is the product: it builds src/ and migrations/ only, not the repository's tools/
+# (demo, bench, chaos), which `docker run onceq demo|bench|chaos` says in one line; run those
+# from a checkout.
 
 # Build stage: dev dependencies for the TypeScript build, then prune them away.
 FROM node:20-slim AS build

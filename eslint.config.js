@@ -5,8 +5,9 @@ import tseslint from 'typescript-eslint';
 
 // --- Layering -------------------------------------------------------------------------------
 
-// src/chaos, src/bench, src/demo today; `tools` matches ../../tools/… once they move out of src.
-const TOOLS = ['chaos', 'bench', 'demo', 'tools'];
+// The repository's tools (chaos, bench, demo, their CLI) live in tools/, beside src/: a product
+// file reaches them only by climbing out of src (`../tools/…`, `../../tools/…`).
+const TOOLS = ['tools'];
 // Everything at or above the CLI: config.ts maps the environment onto options for the CLI only
 // (the library never reads process.env), and logger.ts reads config.ts.
 const CLI_LEVEL = ['cli', 'config', 'logger', ...TOOLS];
@@ -45,10 +46,18 @@ function forbid({ folders = [], packages = [], extra = [], prefix }) {
     {
       paths: [],
       patterns: [
-        ...folders.map((name) => ({
-          regex: srcModule(name, prefix),
-          message: `layering (STYLE.md "The house"): this folder must not import src/${name}.`,
-        })),
+        ...folders.map((name) =>
+          TOOLS.includes(name)
+            ? {
+                // From any depth of src/, tools/ is out of src: always reached by `../`.
+                regex: srcModule(name),
+                message: 'layering (STYLE.md "The house"): the product never imports tools/.',
+              }
+            : {
+                regex: srcModule(name, prefix),
+                message: `layering (STYLE.md "The house"): this folder must not import src/${name}.`,
+              },
+        ),
         ...(packages.length > 0
           ? [
               {
@@ -192,7 +201,7 @@ function layering() {
       },
     },
     {
-      // The CLI and its environment mapping: never a tool, except below.
+      // The CLI and its environment mapping: never a tool (tools/cli.ts adds them to the CLI).
       files: ['src/cli/**/*.ts'],
       rules: {
         'no-restricted-imports': forbid({ folders: TOOLS }),
@@ -208,22 +217,15 @@ function layering() {
       // no-restricted-imports sees only static imports: a product file must not reach a tool
       // through import() either.
       files: ['src/**/*.ts'],
-      ignores: TOOLS.map((name) => `src/${name}/**`),
       rules: {
         'no-restricted-syntax': [
           'error',
           {
-            selector: `ImportExpression[source.value=/^\\.{1,2}\\/(\\.\\.\\/)*(${TOOLS.join('|')})\\//]`,
+            selector: `ImportExpression[source.value=/^(\\.\\.\\/)+(${TOOLS.join('|')})\\//]`,
             message: 'layering (STYLE.md "The house"): the product never imports a tool.',
           },
         ],
       },
-    },
-    {
-      // The CLI's `bench`, `chaos` and `demo` commands run the tools (issue 13 item 2 keeps
-      // them); these three files are the only product files that may import a tool.
-      files: ['src/cli/index.ts', 'src/cli/chaos.ts', 'src/cli/demo.ts'],
-      rules: { 'no-restricted-imports': 'off', 'no-restricted-syntax': 'off' },
     },
   ];
 }
@@ -261,8 +263,8 @@ export default tseslint.config(
   // The layering (STYLE.md "The house"): arrows point down only,
   //   core <- db, redis, ids <- queues, jobs <- worker, producer <- http, metrics, lib <- cli
   // (lib/ holds createWorker/createProducer, index.ts exports them; config.ts and logger.ts
-  // belong to the CLI), tools (chaos, bench, demo) above everything. Each block below names what
-  // a folder must not import; one block per file, since a later block's no-restricted-imports
-  // replaces an earlier one's. examples/ is a package of its own above everything: not covered.
+  // belong to the CLI), tools/ (chaos, bench, demo) above everything: it may import src/, nothing
+  // in src/ imports it. Each block below names what a folder must not import; one block per file,
+  // since a later block's no-restricted-imports replaces an earlier one's. examples/ is a package of its own above everything: not covered.
   ...layering(),
 );

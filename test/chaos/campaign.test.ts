@@ -9,10 +9,10 @@ import { rm } from 'node:fs/promises';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { runCampaign, type CampaignReport } from '../../src/chaos/run.js';
-import { formatReport } from '../../src/chaos/report.js';
-import { readHistory } from '../../src/chaos/history.js';
-import { FAULT_KINDS } from '../../src/chaos/schedule.js';
+import { runCampaign, type CampaignReport } from '../../tools/chaos/run.js';
+import { formatReport } from '../../tools/chaos/report.js';
+import { readHistory } from '../../tools/chaos/history.js';
+import { FAULT_KINDS } from '../../tools/chaos/schedule.js';
 import { TEST_DATABASE_URL } from '../support/env.js';
 
 describe('chaos campaign (60 s, every fault kind)', function () {

@@ -4,9 +4,9 @@
  * do not match), to prove it says so.
  */
 import { expect } from 'chai';
-import { checkCampaign, type DbSnapshot } from '../../src/chaos/checker.js';
-import { parseHistory, type HistoryEvent, type RequestEvent } from '../../src/chaos/history.js';
-import { POISON_JOB_NAME } from '../../src/chaos/poison-job.js';
+import { checkCampaign, type DbSnapshot } from '../../tools/chaos/checker.js';
+import { parseHistory, type HistoryEvent, type RequestEvent } from '../../tools/chaos/history.js';
+import { POISON_JOB_NAME } from '../../tools/chaos/poison-job.js';
 
 const A = '1001';
 const B = '1002';

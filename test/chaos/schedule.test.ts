@@ -6,7 +6,7 @@ import {
   parseFaultList,
   planFaults,
   type FaultPlanOptions,
-} from '../../src/chaos/schedule.js';
+} from '../../tools/chaos/schedule.js';
 
 const base: FaultPlanOptions = {
   seed: 42,

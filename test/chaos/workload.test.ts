@@ -12,9 +12,9 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { Workload } from '../../src/chaos/workload.js';
-import { HistoryWriter, readHistory, type RequestEvent } from '../../src/chaos/history.js';
-import { createRandom } from '../../src/chaos/schedule.js';
+import { Workload } from '../../tools/chaos/workload.js';
+import { HistoryWriter, readHistory, type RequestEvent } from '../../tools/chaos/history.js';
+import { createRandom } from '../../tools/chaos/schedule.js';
 import { generateToken } from '../../src/core/token.js';
 import { closeRedis } from '../../src/redis/connection.js';
 import {

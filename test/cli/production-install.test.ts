@@ -4,7 +4,9 @@
  * `npm ci --omit=dev`) is assembled in a temporary folder, and each command runs there with the
  * image's NODE_ENV=production. `start` runs under a pseudo-terminal (`script`), as
  * `docker run -it onceq start` does, where stdout is a TTY but pino-pretty is not installed.
- * The Dockerfile is read too, so that this test and the image cannot drift apart.
+ * The Dockerfile is read too, so that this test and the image cannot drift apart. The image
+ * builds src/ only, so its dist/ has no dist/tools: the copy here leaves that folder out too, and
+ * bin/onceq.js runs the product CLI, which answers `demo`, `bench` and `chaos` with one line.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -78,8 +80,13 @@ describe('cli: the commands of the Docker image in a production install', functi
     await ensureBuilt();
     redis = testRedis();
     dir = mkdtempSync(path.join(tmpdir(), 'onceq-prod-'));
+    // The checkout's build holds dist/tools too; the image's does not (it copies no tools/).
+    const tools = path.join(ROOT, 'dist', 'tools');
     for (const entry of [...SHIPPED, 'package-lock.json']) {
-      cpSync(path.join(ROOT, entry), path.join(dir, entry), { recursive: true });
+      cpSync(path.join(ROOT, entry), path.join(dir, entry), {
+        recursive: true,
+        filter: (source) => source !== tools && !source.startsWith(tools + path.sep),
+      });
     }
     // What the image's build stage ends with (`npm ci`, then `npm prune --omit=dev`), in one step.
     await promisify(execFile)(
@@ -110,28 +117,37 @@ describe('cli: the commands of the Docker image in a production install', functi
     expect(runtime).to.match(/^ENTRYPOINT \["node", "bin\/onceq\.js"\]$/m);
     expect(runtime).to.match(/^CMD \["start"\]$/m);
     expect(dockerfile).to.match(/npm prune --omit=dev/);
+    // The build stage copies the product's sources, not the tools.
+    const build = dockerfile.slice(0, dockerfile.lastIndexOf('\nFROM '));
+    expect(build).to.match(/^COPY src \.\/src$/m);
+    expect(build).not.to.match(/^COPY .*\btools\b/m);
+    expect(existsSync(path.join(dir, 'dist', 'tools'))).to.equal(false);
     // The install really is a production one: the development tools are absent.
-    for (const dev of ['pino-pretty', 'tsx', 'mocha']) {
+    for (const dev of ['pino-pretty', 'tsx', 'mocha', 'autocannon']) {
       expect(existsSync(path.join(dir, 'node_modules', dev)), dev).to.equal(false);
     }
   });
 
-  it('onceq --help', async () => {
+  it('onceq --help lists exactly the product commands', async () => {
     const help = await onceq('--help');
     expect(help.code, help.stderr).to.equal(0);
     expect(help.stdout).to.match(/^Usage: onceq /);
-    for (const command of [
+    const commands = help.stdout
+      .slice(help.stdout.indexOf('\nCommands:\n'))
+      .split('\n')
+      .slice(2)
+      .map((line) => /^ {2}([a-z]+)\b/.exec(line)?.[1])
+      .filter((name) => name !== undefined);
+    expect(commands).to.deep.equal([
       'start',
       'worker',
       'api',
+      'keys',
       'migrate',
       'enqueue',
       'dlq',
-      'demo',
-      'bench',
-    ]) {
-      expect(help.stdout).to.match(new RegExp(`^\\s+${command}\\b`, 'm'));
-    }
+      'help',
+    ]);
   });
 
   it("onceq migrate status: every shipped migration, pending; then the ledger example's", async () => {
@@ -185,7 +201,7 @@ describe('cli: the commands of the Docker image in a production install', functi
     }
   });
 
-  it('onceq keys create, onceq enqueue and onceq demo (the schema start migrated)', async () => {
+  it('onceq keys create and onceq enqueue (the schema start migrated)', async () => {
     const key = await onceq('keys', 'create', '--principal', 'shop');
     expect(key.code, key.stderr).to.equal(0);
     expect(key.stdout.trim()).to.match(/^oqk_/);
@@ -197,32 +213,17 @@ describe('cli: the commands of the Docker image in a production install', functi
     );
     expect(enqueue.code, enqueue.stderr).to.equal(0);
     expect(JSON.parse(enqueue.stdout)).to.include({ name: 'account.open', state: 'queued' });
-    // The demo's own API and worker children run from the same compiled entry point.
-    const demo = await onceq('demo', '--accounts', '2', '--transfers', '20', '--kills', '1');
-    expect(demo.code, demo.stdout + demo.stderr).to.equal(0);
-    expect(demo.stdout).to.contain('invariants hold: yes');
   });
 
-  it('onceq bench: the API figures (autocannon ships with the image) and the worker figures run', async () => {
-    const api = await onceq('bench', '--only', 'api-bare', '--jobs', '200', '--runs', '1');
-    expect(api.code, api.stderr).to.equal(0);
-    expect(api.stdout).to.match(/api-bare/);
-
-    const noop = await onceq('bench', '--only', 'bullmq-noop', '--jobs', '200', '--runs', '1');
-    expect(noop.code, noop.stderr).to.equal(0);
-    expect(noop.stdout).to.match(/bullmq-noop/);
-  });
-
-  it('onceq chaos without redis-server (as in the image): one line, exit 1, instead of retrying forever', async () => {
-    // An empty PATH: node is run by its absolute path, redis-server cannot be found.
-    const emptyBin = mkdtempSync(path.join(dir, 'bin-'));
-    const chaos = await onceqWith({ PATH: emptyBin }, 'chaos', '--duration', '1s', '--seed', '1');
-    expect(chaos.code, chaos.stdout + chaos.stderr).to.equal(1);
-    // The campaign's banner, then the one line; no stack trace.
-    const lines = chaos.stderr.trim().split('\n');
-    expect(lines.at(-1)).to.match(
-      /^onceq: chaos: cannot start redis: `redis-server` is not installed/,
-    );
-    expect(lines.slice(0, -1).join('\n')).to.match(/^(onceq chaos: seed 1, .*)?$/);
+  it('onceq demo, bench and chaos: one line saying they are tools of the repository, exit 1', async () => {
+    for (const tool of ['demo', 'bench', 'chaos']) {
+      const run = await onceq(tool, '--help');
+      expect(run.code, `${tool}: ${run.stdout}${run.stderr}`).to.equal(1);
+      expect(run.stdout, tool).to.equal('');
+      expect(run.stderr, tool).to.equal(
+        `onceq: \`${tool}\` is a development tool of the onceq repository, not part of the ` +
+          `published package: clone the repository, \`npm ci\`, then \`npm run ${tool}\`\n`,
+      );
+    }
   });
 });

@@ -7,7 +7,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
-import { createDemoClient } from '../../src/demo/client.js';
+import { createDemoClient } from '../../tools/demo/client.js';
 import { OnceqError } from '../../src/core/errors.js';
 import { generateToken } from '../../src/core/token.js';
 

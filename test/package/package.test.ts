@@ -280,7 +280,7 @@ describe('package: onceq installed from its tarball into a project outside the r
     await closeRedis(redis);
   });
 
-  it('holds only what a user runs: no tests, CI scripts or TypeScript sources', () => {
+  it('holds only what a user runs: no tests, CI scripts, tools or TypeScript sources', () => {
     const paths = packed.map((f) => f.path);
     expect(paths).to.include.members(['package.json', 'README.md', 'LICENSE', 'bin/onceq.js']);
     expect(paths).to.include.members(['dist/src/index.js', 'dist/src/index.d.ts']);
@@ -293,6 +293,13 @@ describe('package: onceq installed from its tarball into a project outside the r
     );
     expect(outside).to.deep.equal([]);
     expect(paths.filter((p) => /(^|\/)(test|\.ci|tools)\//.test(p))).to.deep.equal([]);
+    // The repository's tools (tools/, compiled to dist/tools) are not the product, nor any of
+    // their old homes under src/.
+    expect(
+      paths.filter((p) =>
+        /^dist\/src\/(chaos|bench|demo)\/|^dist\/src\/cli\/(chaos|demo)\./.test(p),
+      ),
+    ).to.deep.equal([]);
     expect(paths.filter((p) => p.endsWith('.ts') && !p.endsWith('.d.ts'))).to.deep.equal([]);
   });
 

@@ -11,7 +11,7 @@ import { expect } from 'chai';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Job } from 'bullmq';
-import { sleep } from '../../src/chaos/processes.js';
+import { sleep } from '../../tools/support/child.js';
 import { mintApiKey } from '../../src/core/api-key.js';
 import { jobIdFor } from '../../src/core/message.js';
 import type { DeliveryOutcome } from '../../src/core/outcome.js';

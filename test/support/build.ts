@@ -15,7 +15,14 @@ export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const BIN = path.join(ROOT, 'bin', 'onceq.js');
 /** A file every build writes. */
 const BUILT = path.join(ROOT, 'dist', 'src', 'cli', 'index.js');
-const INPUTS = ['src', 'migrations', 'package.json', 'tsconfig.json', 'tsconfig.build.json'];
+const INPUTS = [
+  'src',
+  'tools',
+  'migrations',
+  'package.json',
+  'tsconfig.json',
+  'tsconfig.build.json',
+];
 
 let building: Promise<void> | undefined;
 

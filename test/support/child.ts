@@ -1,12 +1,14 @@
 /**
- * Real worker processes for fault tests: `onceq worker` from the sources, in a child process
- * with its own environment, killed and paused with real signals.
+ * Real worker processes for fault tests: `onceq worker` from the sources (tools/cli.ts, which
+ * holds the product commands and the demo), in a child process with its own environment, killed
+ * and paused with real signals. Built on the repository's one harness, tools/support/child.ts.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { spawnChild } from '../../tools/support/child.js';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli/index.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../../tools/cli.ts', import.meta.url));
 const BIN = fileURLToPath(new URL('../../bin/onceq.js', import.meta.url));
 
 export interface WorkerChild {
@@ -55,7 +57,10 @@ export function spawnWorker(options: WorkerChildOptions): WorkerChild {
         ? [BIN]
         : ['--import', 'tsx', CLI];
   const args = options.node ? [] : (options.args ?? ['worker']);
-  const child = spawn(process.execPath, [...entry, ...args], {
+  const worker = spawnChild({
+    name: 'the worker',
+    command: process.execPath,
+    args: [...entry, ...args],
     cwd: options.cwd,
     env: {
       PATH: process.env.PATH ?? '',
@@ -68,76 +73,18 @@ export function spawnWorker(options: WorkerChildOptions): WorkerChild {
       LOG_LEVEL: 'info',
       ...options.env,
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  let stdout = '';
-  let stderr = '';
-  const waiters: { text: string; resolve: () => void; reject: (err: Error) => void }[] = [];
-  const onData = (chunk: Buffer) => {
-    output += chunk.toString();
-    for (const w of [...waiters]) {
-      if (output.includes(w.text)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve();
-      }
-    }
-  };
-  child.stdout!.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString();
-    onData(chunk);
-  });
-  child.stderr!.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString();
-    onData(chunk);
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.on('close', (code, signal) => resolve({ code, signal }));
-  });
-  // A child that has exited writes nothing more: its waiters fail now, not at their timeout
-  // (whose timers would outlive the test).
-  void exited.then(({ code, signal }) => {
-    for (const w of waiters.splice(0)) {
-      w.reject(
-        new Error(
-          `the worker exited (${signal ?? `code ${code}`}) before writing "${w.text}"; it wrote:\n${output}`,
-        ),
-      );
-    }
   });
   return {
-    child,
-    output: () => output,
-    stdout: () => stdout,
-    stderr: () => stderr,
-    exited,
-    waitForOutput(text, timeoutMs = 20_000) {
-      if (output.includes(text)) return Promise.resolve();
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          reject(
-            new Error(`timed out waiting for "${text}" from the worker; it wrote:\n${output}`),
-          );
-        }, timeoutMs);
-        waiters.push({
-          text,
-          resolve: () => {
-            clearTimeout(timer);
-            resolve();
-          },
-          reject: (err) => {
-            clearTimeout(timer);
-            reject(err);
-          },
-        });
-      });
+    child: worker.process,
+    output: worker.output,
+    stdout: worker.stdout,
+    stderr: worker.stderr,
+    exited: worker.exited,
+    async waitForOutput(text, timeoutMs) {
+      await worker.waitFor(text, timeoutMs);
     },
     async destroy() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGCONT');
-        child.kill('SIGKILL');
-      }
-      await exited;
+      await worker.destroy();
     },
   };
 }

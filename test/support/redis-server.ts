@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, sleep } from '../../src/chaos/processes.js';
+import { freePort, sleep } from '../../tools/support/child.js';
 import { createRedis } from '../../src/redis/connection.js';
 
 export interface PrivateRedis {

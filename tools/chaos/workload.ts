@@ -11,9 +11,9 @@
 import { Agent, request as httpRequest } from 'node:http';
 import type { Queue } from 'bullmq';
 import { sql } from 'kysely';
-import type { Db } from '../db/create-db.js';
-import { encodeSnowflake, MAX_WORKER_ID, MAX_SEQUENCE } from '../core/snowflake.js';
-import { generateToken } from '../core/token.js';
+import type { Db } from '../../src/db/create-db.js';
+import { encodeSnowflake, MAX_WORKER_ID, MAX_SEQUENCE } from '../../src/core/snowflake.js';
+import { generateToken } from '../../src/core/token.js';
 import { isDefinite } from './checker.js';
 import type {
   ClientOp,
@@ -24,9 +24,9 @@ import type {
 } from './history.js';
 import { POISON_JOB_NAME } from './poison-job.js';
 import type { Random } from './schedule.js';
-import { sleep } from './processes.js';
-import { withTimeout } from '../core/with-timeout.js';
-import { retryAfterMs } from '../core/retry.js';
+import { sleep } from '../support/child.js';
+import { withTimeout } from '../../src/core/with-timeout.js';
+import { retryAfterMs } from '../../src/core/retry.js';
 
 /** Sends of one request without a definite answer before the client gives up on it. */
 const MAX_REQUEST_ATTEMPTS = 12;

@@ -7,8 +7,8 @@
  * Idempotency-Key can never make a second message. Any other unexpected answer is an error,
  * since the demo is not a load test.
  */
-import { ErrorCode, OnceqError } from '../core/errors.js';
-import { isRetryableStatus, retryAfterMs } from '../core/retry.js';
+import { ErrorCode, OnceqError } from '../../src/core/errors.js';
+import { isRetryableStatus, retryAfterMs } from '../../src/core/retry.js';
 
 /** How long one request is sent again while the API keeps asking to wait. */
 export const DEFAULT_RETRY_BUDGET_MS = 90_000;

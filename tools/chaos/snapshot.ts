@@ -4,17 +4,15 @@
  */
 import { sql } from 'kysely';
 import type { Job, Queue } from 'bullmq';
-import type { Db } from '../db/create-db.js';
-import { messageIdOf } from '../core/message.js';
+import type { Db } from '../../src/db/create-db.js';
+import { messageIdOf } from '../../src/core/message.js';
+import { readLedgerRows } from '../support/ledger-invariants.js';
 import type {
-  AccountSnapshotRow,
   AcceptedSnapshotRow,
   DbSnapshot,
   DeadLetterSnapshotRow,
   DeliveryFigures,
-  InboxSnapshotRow,
   JobSnapshot,
-  TransferSnapshotRow,
 } from './checker.js';
 
 /** BullMQ states in which a job will still be delivered. */
@@ -75,17 +73,8 @@ export async function readSnapshot(db: Db, schema: string, queues: Queue[]): Pro
   const accepted = await sql<AcceptedSnapshotRow>`
     select message_id::text as message_id, token, job_name, data
     from accepted_messages order by message_id`.execute(db);
-  const inbox = await sql<InboxSnapshotRow>`
-    select message_id::text as message_id, job_name, result
-    from inbox order by message_id`.execute(db);
-  const accounts = await sql<AccountSnapshotRow>`
-    select id::text as id, owner, opening_balance::text as opening_balance,
-           balance::text as balance, version, closed_at is not null as closed
-    from accounts order by id`.execute(db);
-  const transfers = await sql<TransferSnapshotRow>`
-    select id::text as id, from_id::text as from_id, to_id::text as to_id,
-           amount::text as amount, message_id::text as message_id
-    from transfers order by id`.execute(db);
+  // The ledger's rows as the one invariant check reads them.
+  const { inbox, accounts, transfers } = await readLedgerRows(db);
   let deadLetters: DeadLetterSnapshotRow[] | null = null;
   if (await hasDeadLetterTable(db, schema)) {
     const rows = await sql<DeadLetterSnapshotRow>`
@@ -122,9 +111,9 @@ export async function readSnapshot(db: Db, schema: string, queues: Queue[]): Pro
   }
   return {
     accepted: accepted.rows,
-    inbox: inbox.rows,
-    accounts: accounts.rows,
-    transfers: transfers.rows,
+    inbox: [...inbox],
+    accounts: [...accounts],
+    transfers: [...transfers],
     deadLetters,
     failedJobs,
     liveJobs,

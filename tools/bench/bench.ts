@@ -22,23 +22,23 @@ import { randomBytes } from 'node:crypto';
 import { Queue, Worker, type Job, type JobsOptions } from 'bullmq';
 import { sql } from 'kysely';
 import { Type } from '@sinclair/typebox';
-import { loadConfig } from '../config.js';
-import { createDb, checkDatabase, type Db } from '../db/create-db.js';
-import { ensureDatabase } from '../db/migrate.js';
-import { migrateWithLedger } from '../jobs/examples/ledger/migrations.js';
-import { createRedis, checkRedis, closeRedis } from '../redis/connection.js';
-import { allKeysPattern } from '../redis/keys.js';
-import { JobRegistry } from '../jobs/registry.js';
-import { ledgerJobs } from '../jobs/examples/ledger/index.js';
-import { defineJob } from '../jobs/define-job.js';
-import { startWorker } from '../worker/worker.js';
-import { jobIdFor, type MessageEnvelope } from '../core/message.js';
-import { SnowflakeGenerator } from '../ids/snowflake-generator.js';
-import { generateToken } from '../core/token.js';
-import { ErrorCode, OnceqError } from '../core/errors.js';
+import { loadConfig } from '../../src/config.js';
+import { createDb, checkDatabase, type Db } from '../../src/db/create-db.js';
+import { ensureDatabase } from '../../src/db/migrate.js';
+import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js';
+import { createRedis, checkRedis, closeRedis } from '../../src/redis/connection.js';
+import { allKeysPattern } from '../../src/redis/keys.js';
+import { JobRegistry } from '../../src/jobs/registry.js';
+import { ledgerJobs } from '../../src/jobs/examples/ledger/index.js';
+import { defineJob } from '../../src/jobs/define-job.js';
+import { startWorker } from '../../src/worker/worker.js';
+import { jobIdFor, type MessageEnvelope } from '../../src/core/message.js';
+import { SnowflakeGenerator } from '../../src/ids/snowflake-generator.js';
+import { generateToken } from '../../src/core/token.js';
+import { ErrorCode, OnceqError } from '../../src/core/errors.js';
 import type { Redis } from 'ioredis';
 import { runApiRoute, runBareRoute, runStoresRoute, type ApiBenchOptions } from './api-bench.js';
-import { replayDeadLetters } from '../worker/dead-letter-replay.js';
+import { replayDeadLetters } from '../../src/worker/dead-letter-replay.js';
 
 /** Options of {@link runBench} (strings: they come from the command line). */
 export interface BenchOptions {

@@ -11,24 +11,18 @@
 import { createWriteStream } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
-import { createDb, type Db } from '../db/create-db.js';
-import { ensureDatabase } from '../db/migrate.js';
-import { migrateWithLedger } from '../jobs/examples/ledger/migrations.js';
-import { insertApiKey } from '../db/api-keys.repository.js';
-import { mintApiKey } from '../core/api-key.js';
-import { closeRedis, createRedis } from '../redis/connection.js';
-import { createQueueCache } from '../queues/queue-cache.js';
+import { createDb, type Db } from '../../src/db/create-db.js';
+import { ensureDatabase } from '../../src/db/migrate.js';
+import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js';
+import { insertApiKey } from '../../src/db/api-keys.repository.js';
+import { mintApiKey } from '../../src/core/api-key.js';
+import { closeRedis, createRedis } from '../../src/redis/connection.js';
+import { createQueueCache } from '../../src/queues/queue-cache.js';
 import { checkCampaign, type CheckResult } from './checker.js';
 import { Nemesis } from './faults.js';
 import { HistoryWriter, readHistory, type MetaEvent, type PhaseEvent } from './history.js';
-import {
-  cliCommand,
-  freePort,
-  ManagedProcess,
-  siblingModule,
-  sleep,
-  withApplicationName,
-} from './processes.js';
+import { cliCommand, ManagedProcess, siblingModule, withApplicationName } from './processes.js';
+import { freePort, sleep } from '../support/child.js';
 import { createRandom, deriveSeed, planFaults, type FaultKind } from './schedule.js';
 import { probeDrain, readSnapshot } from './snapshot.js';
 import { Workload, type WorkloadShares, type WorkloadStats } from './workload.js';

@@ -1,8 +1,8 @@
 /**
- * `onceq demo`: parses the flags and runs src/demo/demo.ts; exit 0 only when the invariants hold.
+ * `onceq demo`: parses the flags and runs tools/demo/demo.ts; exit 0 only when the invariants hold.
  */
-import { loadConfig } from '../config.js';
-import { parseDuration } from '../core/duration.js';
+import { loadConfig } from '../../src/config.js';
+import { parseDuration } from '../../src/core/duration.js';
 import { runDemo } from '../demo/demo.js';
 
 /** Flags of `onceq demo` (commander hands them over as strings). */

@@ -6,12 +6,12 @@
  */
 import { sql } from 'kysely';
 import type { Redis } from 'ioredis';
-import type { Db } from '../db/create-db.js';
+import type { Db } from '../../src/db/create-db.js';
 import type { FaultEvent, HistoryWriter } from './history.js';
 import type { ManagedProcess } from './processes.js';
-import { sleep } from './processes.js';
+import { sleep } from '../support/child.js';
 import type { FaultKind, PlannedFault } from './schedule.js';
-import { withTimeout } from '../core/with-timeout.js';
+import { withTimeout } from '../../src/core/with-timeout.js';
 
 /** What the nemesis acts on. */
 export interface FaultTargets {

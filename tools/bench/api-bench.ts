@@ -21,18 +21,22 @@ import { fileURLToPath } from 'node:url';
 import Fastify from 'fastify';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Db } from '../db/create-db.js';
-import type { JobRegistry } from '../jobs/registry.js';
-import { createProducer, DEFAULT_IN_FLIGHT_MS, type Producer } from '../producer/producer.js';
-import { createAcceptanceWriter } from '../db/accepted-messages.repository.js';
-import { createTokenStore } from '../redis/token-store.js';
-import { closeRedis } from '../redis/connection.js';
-import { jobIdFor, type MessageEnvelope } from '../core/message.js';
-import { DEFAULT_MAX_OUTSTANDING_TOKENS } from '../core/limits.js';
-import { messageJobOptions } from '../queues/message-job-options.js';
-import { buildApp } from '../http/build-app.js';
-import { mintApiKey } from '../core/api-key.js';
-import { insertApiKey } from '../db/api-keys.repository.js';
+import type { Db } from '../../src/db/create-db.js';
+import type { JobRegistry } from '../../src/jobs/registry.js';
+import {
+  createProducer,
+  DEFAULT_IN_FLIGHT_MS,
+  type Producer,
+} from '../../src/producer/producer.js';
+import { createAcceptanceWriter } from '../../src/db/accepted-messages.repository.js';
+import { createTokenStore } from '../../src/redis/token-store.js';
+import { closeRedis } from '../../src/redis/connection.js';
+import { jobIdFor, type MessageEnvelope } from '../../src/core/message.js';
+import { DEFAULT_MAX_OUTSTANDING_TOKENS } from '../../src/core/limits.js';
+import { messageJobOptions } from '../../src/queues/message-job-options.js';
+import { buildApp } from '../../src/http/build-app.js';
+import { mintApiKey } from '../../src/core/api-key.js';
+import { insertApiKey } from '../../src/db/api-keys.repository.js';
 import type { CannonRequest, CannonResult } from './cannon-child.js';
 
 /** One measured run, in the shape the bench summarises (jobs = requests here). */

@@ -6,7 +6,7 @@
  * rolls back (a leaked row is an unexpected account and breaks the ledger sums).
  */
 import { Type } from '@sinclair/typebox';
-import { defineJob } from '../jobs/define-job.js';
+import { defineJob } from '../../src/jobs/define-job.js';
 
 /** Name of the poison job. */
 export const POISON_JOB_NAME = 'chaos.poison';

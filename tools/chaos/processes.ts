@@ -3,12 +3,11 @@
  * `redis-server`, each supervised so the nemesis can kill, pause and restart them, and so a
  * process that dies on its own (a crash the nemesis did not ask for) is recorded and restarted.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Writable } from 'node:stream';
 import type { HistoryWriter, ProcessEvent } from './history.js';
-import { ErrorCode, OnceqError } from '../core/errors.js';
+import { ErrorCode, OnceqError } from '../../src/core/errors.js';
+import { sleep, spawnChild, type Child } from '../support/child.js';
 
 /**
  * How to run the `onceq` CLI as a child: from the sources through tsx when this module runs from
@@ -16,9 +15,7 @@ import { ErrorCode, OnceqError } from '../core/errors.js';
  */
 export function cliCommand(): { command: string; args: string[] } {
   const fromSources = import.meta.url.endsWith('.ts');
-  const entry = fileURLToPath(
-    new URL(`../cli/index.${fromSources ? 'ts' : 'js'}`, import.meta.url),
-  );
+  const entry = fileURLToPath(new URL(`../cli.${fromSources ? 'ts' : 'js'}`, import.meta.url));
   return {
     command: process.execPath,
     args: fromSources ? ['--import', 'tsx', entry] : [entry],
@@ -31,29 +28,11 @@ export function siblingModule(name: string): string {
   return fileURLToPath(new URL(`./${name}.${ext}`, import.meta.url));
 }
 
-/** A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 /** `url` with `application_name` set, so `pg_stat_activity` tells the children apart. */
 export function withApplicationName(url: string, name: string): string {
   const parsed = new URL(url);
   parsed.searchParams.set('application_name', name);
   return parsed.toString();
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Options of {@link ManagedProcess}. */
@@ -76,7 +55,7 @@ export interface ManagedProcessOptions {
 
 /** A supervised child: started, killed, paused, restarted by the nemesis; restarted if it dies. */
 export class ManagedProcess {
-  private child: ChildProcess | undefined;
+  private child: Child | undefined;
   private exited: Promise<void> = Promise.resolve();
   private expectExit = false;
   private stopping = false;
@@ -97,12 +76,12 @@ export class ManagedProcess {
   }
 
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.child?.process.pid;
   }
 
   /** Running (maybe paused) and ready. */
   get running(): boolean {
-    return this.child !== undefined && this.child.exitCode === null && !this.child.signalCode;
+    return this.child?.running() ?? false;
   }
 
   /** Starts the process and resolves once it is ready; retries a start that fails, until stopped. */
@@ -116,95 +95,78 @@ export class ManagedProcess {
     for (let attempt = 1; !this.stopping; attempt++) {
       if (await this.startOnce()) return;
       // A program that is not installed will not appear by retrying: say so once, clearly
-      // (`onceq chaos` in the Docker image, which has no redis-server).
+      // (a checkout on a machine without redis-server).
       if (this.notInstalled) {
         throw new OnceqError(
           ErrorCode.ConfigInvalid,
           `chaos: cannot start ${this.options.name}: \`${this.options.command}\` is not ` +
             `installed or not on PATH; the campaign runs a private ${this.options.name} of its ` +
-            `own, so run it where that program is installed (not in the Docker image)`,
+            `own, so run it where that program is installed`,
         );
       }
       await sleep(Math.min(500 * attempt, 3_000));
     }
   }
 
-  private startOnce(): Promise<boolean> {
+  private async startOnce(): Promise<boolean> {
     const { options } = this;
     this.expectExit = false;
-    const child = spawn(options.command, options.args, {
+    const child = spawnChild({
+      name: options.name,
+      command: options.command,
+      args: options.args,
       env: options.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      // A campaign runs for minutes: keep only what an error message needs.
+      keepChars: 16_384,
+      onLine:
+        options.log || options.onLine
+          ? (line, stream) => {
+              options.log?.write(`[${options.name}${stream === 'stderr' ? '!' : ''}] ${line}\n`);
+              options.onLine?.(line);
+            }
+          : undefined,
     });
     this.child = child;
     this.paused = false;
     let ready = false;
-    let resolveStart: (ok: boolean) => void = () => undefined;
-    const started = new Promise<boolean>((resolve) => (resolveStart = resolve));
-    let seen = '';
-    const onData = (stream: 'out' | 'err') => {
-      let partial = '';
-      return (chunk: Buffer) => {
-        const text = chunk.toString();
-        if (!ready) {
-          seen = (seen + text).slice(-4_096);
-          if (seen.includes(options.readyText)) {
-            ready = true;
-            this.starts++;
-            options.history?.write<ProcessEvent>({
-              type: 'process',
-              name: options.name,
-              event: 'started',
-              pid: child.pid,
-            });
-            resolveStart(true);
-          }
-        }
-        if (options.log || options.onLine) {
-          const lines = (partial + text).split('\n');
-          partial = lines.pop() ?? '';
-          for (const line of lines) {
-            options.log?.write(`[${options.name}${stream === 'err' ? '!' : ''}] ${line}\n`);
-            options.onLine?.(line);
-          }
-        }
-      };
-    };
-    child.stdout!.on('data', onData('out'));
-    child.stderr!.on('data', onData('err'));
-    const timer = setTimeout(() => {
-      if (!ready) child.kill('SIGKILL');
-    }, options.startTimeoutMs ?? 30_000);
-    this.exited = new Promise((resolve) => {
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        const expected = this.expectExit || this.stopping;
-        options.history?.write<ProcessEvent>({
-          type: 'process',
-          name: options.name,
-          event: 'exited',
-          pid: child.pid,
-          code,
-          signal,
-          expected,
-        });
-        if (!ready) resolveStart(false);
-        if (this.child === child) this.child = undefined;
-        if (ready && !expected) {
-          // A crash: restart it, as an operator's supervisor would.
-          this.crashes++;
-          void sleep(500).then(() => {
-            if (!this.stopping && !this.child) void this.start();
-          });
-        }
-        resolve();
+    this.exited = child.exited.then(({ code, signal }) => {
+      const expected = this.expectExit || this.stopping;
+      if (child.spawnError()?.code === 'ENOENT') this.notInstalled = true;
+      options.history?.write<ProcessEvent>({
+        type: 'process',
+        name: options.name,
+        event: 'exited',
+        pid: child.process.pid,
+        code,
+        signal,
+        expected,
       });
+      if (this.child === child) this.child = undefined;
+      if (ready && !expected) {
+        // A crash: restart it, as an operator's supervisor would.
+        this.crashes++;
+        void sleep(500).then(() => {
+          if (!this.stopping && !this.child) void this.start();
+        });
+      }
     });
-    child.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') this.notInstalled = true;
-      resolveStart(false);
+    try {
+      await child.waitFor(options.readyText, options.startTimeoutMs ?? 30_000);
+    } catch {
+      // Not ready in time (or exited first): a start that failed, retried by startLoop.
+      await child.kill();
+      await this.exited;
+      return false;
+    }
+    ready = true;
+    this.starts++;
+    options.history?.write<ProcessEvent>({
+      type: 'process',
+      name: options.name,
+      event: 'started',
+      pid: child.process.pid,
     });
-    return started;
+    return true;
   }
 
   /** Sends a signal; SIGKILL and SIGTERM wait for the exit. */
@@ -213,19 +175,14 @@ export class ManagedProcess {
     if (this.starting) await this.starting;
     const child = this.child;
     if (!child || !this.running) return;
-    if (signal === 'SIGSTOP') {
-      child.kill('SIGSTOP');
-      this.paused = true;
-      return;
-    }
-    if (signal === 'SIGCONT') {
-      child.kill('SIGCONT');
-      this.paused = false;
+    if (signal === 'SIGSTOP' || signal === 'SIGCONT') {
+      child.signal(signal);
+      this.paused = signal === 'SIGSTOP';
       return;
     }
     this.expectExit = true;
-    if (this.paused) child.kill('SIGCONT');
-    child.kill(signal);
+    if (this.paused) child.signal('SIGCONT');
+    child.signal(signal);
     await this.exited;
   }
 
@@ -237,22 +194,15 @@ export class ManagedProcess {
     const child = this.child;
     if (!child || !this.running) return;
     this.expectExit = true;
-    if (this.paused) child.kill('SIGCONT');
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    await child.stop(graceMs);
     await this.exited;
-    clearTimeout(timer);
   }
 
   /** SIGKILL at once; no restart afterwards (after-hooks, aborted runs). */
   async destroy(): Promise<void> {
     this.stopping = true;
     this.expectExit = true;
-    const child = this.child;
-    if (child && this.running) {
-      child.kill('SIGCONT');
-      child.kill('SIGKILL');
-    }
+    await this.child?.destroy();
     await this.starting?.catch(() => undefined);
     await this.exited;
   }

@@ -1,12 +1,12 @@
 /**
  * `onceq chaos`: a randomized fault campaign against real processes, checked afterwards (see
- * src/chaos/run.ts). Prints a progress line while it runs and a report at the end; exits 0 only
+ * tools/chaos/run.ts). Prints a progress line while it runs and a report at the end; exits 0 only
  * when the checker finds the run valid.
  */
 import { randomInt } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { loadConfig } from '../config.js';
-import { parseDuration } from '../core/duration.js';
+import { loadConfig } from '../../src/config.js';
+import { parseDuration } from '../../src/core/duration.js';
 import { runCampaign } from '../chaos/run.js';
 import { formatReport } from '../chaos/report.js';
 import { parseFaultList } from '../chaos/schedule.js';

@@ -7,7 +7,7 @@
  * - duplicated: a message with two or more effects of one kind (inbox rows, transfer rows,
  *   account rows);
  * - unexpected: an effect whose message nobody accepted;
- * - ledger invariants (DESIGN.md section 7), checked row by row;
+ * - ledger invariants (DESIGN.md section 7), checked row by row (tools/support/ledger-invariants.ts);
  * - replays: every later definite answer for a token must equal the first (status and body).
  *
  * The effect of a message is its inbox row, plus its transfer row (`ledger.transfer`) or its
@@ -18,6 +18,12 @@
  */
 import type { HistoryEvent, RequestEvent } from './history.js';
 import { POISON_JOB_NAME } from './poison-job.js';
+import {
+  checkLedgerInvariants,
+  type LedgerAccountRow,
+  type LedgerInboxRow,
+  type LedgerTransferRow,
+} from '../support/ledger-invariants.js';
 
 /** A row of `accepted_messages`, as the checker needs it. */
 export interface AcceptedSnapshotRow {
@@ -28,30 +34,13 @@ export interface AcceptedSnapshotRow {
 }
 
 /** A row of `inbox`. */
-export interface InboxSnapshotRow {
-  message_id: string;
-  job_name: string;
-  result: unknown;
-}
+export type InboxSnapshotRow = LedgerInboxRow;
 
 /** A row of `accounts`; int8 columns as strings. */
-export interface AccountSnapshotRow {
-  id: string;
-  owner: string;
-  opening_balance: string;
-  balance: string;
-  version: number;
-  closed: boolean;
-}
+export type AccountSnapshotRow = LedgerAccountRow;
 
 /** A row of `transfers`. */
-export interface TransferSnapshotRow {
-  id: string;
-  from_id: string;
-  to_id: string;
-  amount: string;
-  message_id: string;
-}
+export type TransferSnapshotRow = LedgerTransferRow;
 
 /** A row of `dead_letters`. */
 export interface DeadLetterSnapshotRow {
@@ -255,7 +244,6 @@ export function checkCampaign(history: readonly HistoryEvent[], snapshot: DbSnap
     return m;
   };
   const inboxCount = countBy(snapshot.inbox, (r) => r.message_id);
-  const inboxById = new Map(snapshot.inbox.map((r) => [r.message_id, r]));
   const transferCount = countBy(snapshot.transfers, (r) => r.message_id);
   const accountCount = countBy(snapshot.accounts, (r) => r.id);
   const dead = new Map((snapshot.deadLetters ?? []).map((r) => [r.message_id, r]));
@@ -385,7 +373,24 @@ export function checkCampaign(history: readonly HistoryEvent[], snapshot: DbSnap
     }
   }
 
-  const invariants = checkLedger(snapshot, known, inboxById);
+  // The campaign knows every message: accepted rows and 2xx answers are the only way in.
+  const ledger = checkLedgerInvariants(
+    {
+      accounts: snapshot.accounts,
+      transfers: snapshot.transfers,
+      inbox: snapshot.inbox,
+      messages: known,
+    },
+    { messagesComplete: true },
+  );
+  const invariants: CheckResult['invariants'] = {
+    ok: ledger.ok,
+    violations: ledger.violations,
+    accounts: ledger.accounts,
+    transfers: ledger.transfers,
+    sumBalances: ledger.sumBalances.toString(),
+    sumOpening: ledger.sumOpening.toString(),
+  };
 
   // Dead letters and failures.
   let deadLetters: Record<string, number> | null = null;
@@ -444,142 +449,6 @@ export function checkCampaign(history: readonly HistoryEvent[], snapshot: DbSnap
     requests: { total: Object.values(byStatus).reduce((a, b) => a + b, 0), byStatus },
     deliveries: snapshot.deliveries,
     warnings,
-  };
-}
-
-/**
- * The ledger invariants over the snapshot's rows: conservation of money, each balance from its
- * transfers, one transfer row per applied transfer message, versions equal to the number of
- * updates, owners equal to the last applied rename, accounts equal to what their open asked.
- */
-function checkLedger(
-  snapshot: DbSnapshot,
-  known: Map<string, { name: string; data: unknown; token: string }>,
-  inboxById: Map<string, InboxSnapshotRow>,
-): CheckResult['invariants'] {
-  const violations: string[] = [];
-  const status = (messageId: string): unknown =>
-    (inboxById.get(messageId)?.result as { status?: unknown } | null | undefined)?.status;
-
-  let sumBalances = 0n;
-  let sumOpening = 0n;
-  for (const a of snapshot.accounts) {
-    sumBalances += BigInt(a.balance);
-    sumOpening += BigInt(a.opening_balance);
-  }
-  if (sumBalances !== sumOpening) {
-    violations.push(`sum of balances ${sumBalances} ≠ sum of opening balances ${sumOpening}`);
-  }
-
-  // Opens: the applied ones, their accounts, their opening balances.
-  let sumAppliedOpens = 0n;
-  const accountsById = new Map(snapshot.accounts.map((a) => [a.id, a]));
-  const openOwner = new Map<string, string>();
-  for (const [messageId, m] of known) {
-    if (m.name !== 'account.open' || status(messageId) !== 'applied') continue;
-    const data = m.data as { owner: string; openingBalance: number; accountId?: string };
-    const id = data.accountId ?? messageId;
-    sumAppliedOpens += BigInt(data.openingBalance);
-    openOwner.set(id, data.owner);
-    const account = accountsById.get(id);
-    if (!account) violations.push(`open ${messageId} applied but account ${id} does not exist`);
-    else if (account.opening_balance !== String(data.openingBalance)) {
-      violations.push(
-        `account ${id} opening balance ${account.opening_balance} ≠ ${data.openingBalance} asked by ${messageId}`,
-      );
-    }
-  }
-  if (sumAppliedOpens !== sumBalances) {
-    violations.push(
-      `sum of balances ${sumBalances} ≠ sum of opening balances of applied opens ${sumAppliedOpens}`,
-    );
-  }
-
-  // Transfers: rows against applied messages, balances against rows.
-  const flow = new Map<string, bigint>();
-  const touches = new Map<string, number>();
-  const rowsByMessage = new Map<string, TransferSnapshotRow>();
-  for (const t of snapshot.transfers) {
-    const amount = BigInt(t.amount);
-    flow.set(t.to_id, (flow.get(t.to_id) ?? 0n) + amount);
-    flow.set(t.from_id, (flow.get(t.from_id) ?? 0n) - amount);
-    touches.set(t.to_id, (touches.get(t.to_id) ?? 0) + 1);
-    touches.set(t.from_id, (touches.get(t.from_id) ?? 0) + 1);
-    rowsByMessage.set(t.message_id, t);
-    const m = known.get(t.message_id);
-    if (m && status(t.message_id) !== 'applied') {
-      violations.push(
-        `transfer row ${t.id} for message ${t.message_id}, whose result is ${JSON.stringify(inboxById.get(t.message_id)?.result ?? null)}`,
-      );
-    }
-    if (m) {
-      const d = m.data as { fromId: string; toId: string; amount: number };
-      if (d.fromId !== t.from_id || d.toId !== t.to_id || String(d.amount) !== t.amount) {
-        violations.push(`transfer row ${t.id} does not match message ${t.message_id}'s data`);
-      }
-    }
-  }
-  for (const [messageId, m] of known) {
-    if (m.name === 'ledger.transfer' && status(messageId) === 'applied') {
-      if (!rowsByMessage.has(messageId))
-        violations.push(`transfer ${messageId} applied but has no transfer row`);
-    }
-  }
-  for (const a of snapshot.accounts) {
-    const expected = BigInt(a.opening_balance) + (flow.get(a.id) ?? 0n);
-    if (BigInt(a.balance) !== expected) {
-      violations.push(
-        `account ${a.id} balance ${a.balance} ≠ opening ${a.opening_balance} + transfers = ${expected}`,
-      );
-    }
-  }
-
-  // Versions and owners: renames and closes that were applied.
-  const updates = new Map<string, number>(touches);
-  const lastRename = new Map<string, { version: number; owner: string; messageId: string }>();
-  for (const [messageId, m] of known) {
-    const result = inboxById.get(messageId)?.result as
-      { status?: string; version?: number } | null | undefined;
-    if (m.name === 'account.rename' && result?.status === 'applied') {
-      const d = m.data as { accountId: string; owner: string };
-      updates.set(d.accountId, (updates.get(d.accountId) ?? 0) + 1);
-      const prev = lastRename.get(d.accountId);
-      const version = Number(result.version);
-      if (prev && prev.version === version) {
-        violations.push(
-          `renames ${prev.messageId} and ${messageId} both applied as version ${version} of account ${d.accountId}`,
-        );
-      }
-      if (!prev || version > prev.version)
-        lastRename.set(d.accountId, { version, owner: d.owner, messageId });
-    }
-    if (m.name === 'account.close' && result?.status === 'closed') {
-      const d = m.data as { accountId: string };
-      updates.set(d.accountId, (updates.get(d.accountId) ?? 0) + 1);
-    }
-  }
-  for (const a of snapshot.accounts) {
-    const expected = updates.get(a.id) ?? 0;
-    if (a.version !== expected) {
-      violations.push(`account ${a.id} version ${a.version} ≠ ${expected} applied updates`);
-    }
-    const rename = lastRename.get(a.id);
-    const owner = rename?.owner ?? openOwner.get(a.id);
-    if (owner !== undefined && a.owner !== owner) {
-      violations.push(
-        `account ${a.id} owner "${a.owner}" ≠ "${owner}" (${rename ? `rename ${rename.messageId}` : 'its open'})`,
-      );
-    }
-    if (BigInt(a.balance) < 0n) violations.push(`account ${a.id} balance ${a.balance} < 0`);
-  }
-
-  return {
-    ok: violations.length === 0,
-    violations,
-    accounts: snapshot.accounts.length,
-    transfers: snapshot.transfers.length,
-    sumBalances: sumBalances.toString(),
-    sumOpening: sumOpening.toString(),
   };
 }
 

@@ -1,0 +1,70 @@
+/**
+ * The `onceq` executable of a repository checkout: the product's commands (src/cli/program.ts)
+ * plus the development tools, `demo`, `bench` and `chaos`, which the published package does not
+ * hold. bin/onceq.js runs the compiled form of this file when it exists; `npm run onceq`, `npm run
+ * demo`, `npm run bench` and `npm run chaos` run it from the sources through tsx.
+ */
+import { buildProgram } from '../src/cli/program.js';
+import { runCommand } from '../src/cli/runtime.js';
+
+const program = buildProgram();
+
+program
+  .command('demo')
+  .description(
+    'drive the ledger example through the API with repeated requests, duplicated jobs and ' +
+      'killed workers, then check the invariants (exit 0 only when they hold)',
+  )
+  .option('--url <url>', 'API to drive (default ONCEQ_API_URL; unset: start an API of its own)')
+  .option('--key <key>', 'API key for --url (default ONCEQ_API_KEY)')
+  .option('--accounts <n>', 'accounts to open', '10')
+  .option('--transfers <n>', 'transfers to send', '1000')
+  .option('--repeat <share>', 'share of requests sent twice with the same Idempotency-Key', '0.1')
+  .option('--duplicate <share>', 'share of jobs added to BullMQ twice', '0.1')
+  .option('--workers <n>', 'worker processes to run (and kill)', '2')
+  .option('--kills <n>', 'workers to SIGKILL and replace during the run', '2')
+  .option('--concurrency <n>', 'requests in flight', '16')
+  .option(
+    '--lock-duration <d>',
+    "the demo workers' lock duration: how soon a kill is recovered",
+    '2s',
+  )
+  .option('--timeout <d>', 'bound on waiting for every message to settle', '120s')
+  .option('--no-progress', 'no progress bars (they show only on a terminal anyway)')
+  .action((opts) => runCommand(async () => (await import('./cli/demo.js')).runDemoCommand(opts)));
+
+program
+  .command('bench')
+  .description(
+    'throughput of BullMQ baselines and of onceq, in one run (prints a table and JSON lines)',
+  )
+  .option('--jobs <n>', 'jobs per figure', '5000')
+  .option('--concurrency <n>', 'worker concurrency', '50')
+  .option('--runs <n>', 'runs per figure (the median is reported)', '3')
+  .option('--json <file>', 'also write all figures to this file')
+  .option('--only <names>', 'comma-separated figures to run (e.g. bullmq-insert,onceq-insert)')
+  .action((opts) => runCommand(async () => (await import('./bench/bench.js')).runBench(opts)));
+
+program
+  .command('chaos')
+  .description(
+    'randomized fault campaign against real API and worker processes, then an invariant check ' +
+      '(exit 0 only when valid)',
+  )
+  .option('--seed <n>', 'seed of the fault schedule and workload (default: random, printed)')
+  .option('--duration <d>', 'length of the workload, e.g. 60s or 10m', '60s')
+  .option('--workers <n>', 'worker processes', '3')
+  .option('--rate <n>', 'operations per second', '20')
+  .option(
+    '--faults <list>',
+    'comma-separated: kill,pause,pgkill,redis-restart,redis-flush,api-kill, or all, or none',
+    'all',
+  )
+  .option('--history <file>', 'JSON-lines history (default chaos-<seed>.history.jsonl)')
+  .option('--lock-duration <d>', "workers' lock duration and claim lease", '2s')
+  .option('--drain-timeout <d>', 'bound on waiting for the run to settle', '120s')
+  .option('--keep-schema <when>', 'keep the PostgreSQL schema: always, never, invalid', 'invalid')
+  .option('--json <file>', 'also write the whole report as JSON')
+  .action((opts) => runCommand(async () => (await import('./cli/chaos.js')).runChaos(opts)));
+
+await program.parseAsync(process.argv);
