@@ -130,6 +130,39 @@ describe('fault: group commit', function () {
     });
   }
 
+  describe('SIGKILL at group-after-commit, effects with no key of their own', () => {
+    let stack: TestStack;
+    before(async () => {
+      stack = await createTestStack('gkill-keyless', { jobs: groupJobs });
+      await createGroupTables(stack.db);
+    });
+    after(async () => stack.close());
+
+    it('only the inbox stands between a redelivered group and a second effect', async () => {
+      const sent: EnqueueResult[] = [];
+      for (let n = 0; n < 30; n++) {
+        sent.push(await stack.producer.enqueue('group.bump', { n, poison: false }));
+      }
+      const env = { ONCEQ_JOBS: JOBS_MODULE, ONCEQ_CONCURRENCY: CONCURRENCY };
+      const doomed = spawn(stack, { ...env, ONCEQ_FAULT: 'group-after-commit:kill' });
+      expect((await doomed.exited).signal, doomed.output()).to.equal('SIGKILL');
+      expect(doomed.output()).to.contain('onceq-fault: group-after-commit SIGKILL');
+      expect(await largestCommittedGroup(stack.db)).to.be.at.least(2);
+
+      const survivor = spawn(stack, env);
+      await waitFor('the group queue drained', () => drained(stack, GROUP_QUEUE), 30_000);
+      survivor.child.kill('SIGTERM');
+      expect((await survivor.exited).code, survivor.output()).to.equal(0);
+      const { rows } = await sql<{ message_id: string; n: string }>`
+        select message_id::text, count(*)::text as n from group_effects group by message_id`.execute(
+        stack.db,
+      );
+      const effects = new Map(rows.map((r) => [r.message_id, Number(r.n)]));
+      for (const s of sent) expect(effects.get(s.messageId), s.messageId).to.equal(1);
+      expect(await inboxCount(stack.db)).to.equal(sent.length);
+    });
+  });
+
   describe('a zombie group: SIGSTOP at group-before-commit past the lease, then SIGCONT', () => {
     let stack: TestStack;
     before(async () => {
