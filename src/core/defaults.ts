@@ -18,6 +18,11 @@ export const DEFAULT_MAX_ATTEMPTS = 10;
 export const DEFAULT_POOL_SIZE = 10;
 export const DEFAULT_LOCK_DURATION_MS = 30_000;
 export const DEFAULT_TOKEN_TTL_MS = 24 * 3_600_000;
+/**
+ * Longest result JSON (bytes) a done token keeps in Redis, for a token ttl per message; a longer
+ * one is left to PostgreSQL's inbox row. The ledger's results are under 64 bytes.
+ */
+export const DEFAULT_TOKEN_RESULT_MAX_BYTES = 1_024;
 export const DEFAULT_DEDUPE_WINDOW_MS = 7 * 86_400_000;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
 export const DEFAULT_STATEMENT_TIMEOUT_MS = 60_000;
