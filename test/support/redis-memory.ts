@@ -43,6 +43,8 @@ export interface CompleteMessagesOptions {
   principal?: string;
   ttlMs?: number;
   owner?: (i: number) => string;
+  /** The claim's lease: a done key lives at least its end too. @defaultValue 30 s */
+  leaseMs?: number;
   /** The handler's result of message `messageId`. */
   result?: (messageId: string) => unknown;
 }
@@ -59,6 +61,7 @@ export async function completeMessages(
   const principal = options.principal ?? 'key_8f3a2c';
   const ttlMs = options.ttlMs ?? 86_400_000;
   const owner = options.owner ?? TYPICAL_OWNER;
+  const leaseMs = options.leaseMs ?? 30_000;
   const result = options.result ?? ((id: string) => ({ status: 'applied', transferId: id }));
   const done: { token: string; messageId: string }[] = [];
   for (let from = 0; from < count; from += 100) {
@@ -72,7 +75,7 @@ export async function completeMessages(
         const fingerprint = requestFingerprint({ name: 'ledger.transfer', data, queue: 'ledger' });
         await store.accept(token, { principal, fingerprint, messageId, ttlMs, inFlightMs: 10_000 });
         await store.settle(token, { messageId });
-        await store.claim(token, { owner: owner(i), leaseMs: 30_000, messageId, ttlMs });
+        await store.claim(token, { owner: owner(i), leaseMs, messageId, ttlMs });
         await store.complete(token, { messageId, result: result(messageId), ttlMs });
         done.push({ token, messageId });
       }),
