@@ -18,6 +18,22 @@ export const DEFAULT_MAX_ATTEMPTS = 10;
 export const DEFAULT_POOL_SIZE = 10;
 export const DEFAULT_LOCK_DURATION_MS = 30_000;
 export const DEFAULT_TOKEN_TTL_MS = 24 * 3_600_000;
+/**
+ * Longest result JSON (bytes) a done token keeps in Redis, for a token ttl per message; a longer
+ * one is left to PostgreSQL's inbox row. The ledger's results are under 64 bytes.
+ */
+export const DEFAULT_TOKEN_RESULT_MAX_BYTES = 1_024;
+/**
+ * Completed BullMQ jobs are kept this long for status look-ups (the inbox keeps the truth longer):
+ * the jobs' `removeOnComplete` age, and the default retention of the completed-job trimmer.
+ */
+export const DEFAULT_COMPLETED_JOB_RETENTION_MS = 86_400_000;
+/** Most completed jobs a queue keeps (the jobs' `removeOnComplete` count). */
+export const DEFAULT_COMPLETED_JOB_RETENTION_COUNT = 100_000;
+/** Time between two runs of the completed-job trimmer (queues/completed-job-trimmer.ts). */
+export const DEFAULT_COMPLETED_JOB_TRIM_INTERVAL_MS = 60_000;
+/** Completed jobs the trimmer removes per script call. */
+export const DEFAULT_COMPLETED_JOB_TRIM_BATCH = 1_000;
 export const DEFAULT_DEDUPE_WINDOW_MS = 7 * 86_400_000;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
 export const DEFAULT_STATEMENT_TIMEOUT_MS = 60_000;

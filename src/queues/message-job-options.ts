@@ -4,6 +4,10 @@
  * reading back of the `{delay, priority}` a message was recorded with.
  */
 import type { JobsOptions } from 'bullmq';
+import {
+  DEFAULT_COMPLETED_JOB_RETENTION_COUNT,
+  DEFAULT_COMPLETED_JOB_RETENTION_MS,
+} from '../core/defaults.js';
 import { jobIdFor } from '../core/message.js';
 
 /** @defaultValue attempts 10, backoff base 1 s: the producer's defaults. */
@@ -14,8 +18,15 @@ export interface MessageJobOptions {
   priority?: number;
 }
 
-/** Completed jobs are kept a day for status look-ups; the inbox keeps the truth longer. */
-export const REMOVE_ON_COMPLETE = Object.freeze({ age: 86_400, count: 100_000 });
+/**
+ * Completed jobs are kept a day for status look-ups; the inbox keeps the truth longer. BullMQ
+ * applies it only when another job of the queue completes: a shorter or idle-proof retention is
+ * the completed-job trimmer's (completed-job-trimmer.ts).
+ */
+export const REMOVE_ON_COMPLETE = Object.freeze({
+  age: DEFAULT_COMPLETED_JOB_RETENTION_MS / 1_000,
+  count: DEFAULT_COMPLETED_JOB_RETENTION_COUNT,
+});
 
 /** The options of the job of `messageId`. */
 export function messageJobOptions(messageId: string, options: MessageJobOptions = {}): JobsOptions {

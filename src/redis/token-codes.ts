@@ -86,6 +86,11 @@ export type ClaimResult =
   | { status: 'claimed'; leaseUntil: number }
   /** The message was applied already; `result` is the stored result (parsed JSON). */
   | { status: 'done'; result: unknown }
+  /**
+   * The message was applied already, but its result was too large to keep in Redis
+   * (the token store's `maxResultBytes`): PostgreSQL's inbox row holds it.
+   */
+  | { status: 'done'; resultInInbox: true }
   /** Another owner holds a live lease until `leaseUntil` (ms since the epoch, Redis clock). */
   | { status: 'busy'; leaseUntil: number; owner: string };
 
@@ -103,7 +108,9 @@ export type ReleaseResult =
 export type CompleteResult =
   | { status: 'completed' }
   /** It was done already: the first completion's result (parsed JSON), which stays. */
-  | { status: 'already_done'; result: unknown };
+  | { status: 'already_done'; result: unknown }
+  /** It was done already, with a result too large for Redis: PostgreSQL's inbox row holds it. */
+  | { status: 'already_done'; resultInInbox: true };
 
 /** The typed result of each token script. */
 export interface TokenResults {
@@ -231,7 +238,10 @@ function decode(op: TokenOp, reply: unknown, messageId: string | undefined): Tok
     case TokenCode.Claimed:
       return { status: 'claimed', leaseUntil: int(0) };
     case TokenCode.Done:
-      return { status: 'done', result: json(0) };
+      // nil (null here) in place of the result: none is kept in Redis (lua/complete-1.lua).
+      return payload.length === 1 && payload[0] === null
+        ? { status: 'done', resultInInbox: true }
+        : { status: 'done', result: json(0) };
     case TokenCode.Busy:
       return { status: 'busy', leaseUntil: int(0), owner: str(1) };
     case TokenCode.Mismatch:
@@ -247,6 +257,8 @@ function decode(op: TokenOp, reply: unknown, messageId: string | undefined): Tok
     case TokenCode.Completed:
       return { status: 'completed' };
     case TokenCode.AlreadyDone:
-      return { status: 'already_done', result: json(0) };
+      return payload.length === 1 && payload[0] === null
+        ? { status: 'already_done', resultInInbox: true }
+        : { status: 'already_done', result: json(0) };
   }
 }

@@ -9,9 +9,19 @@
  * sections 2 and 3.
  *
  * Hash fields: `state` (issued | accepted | claimed | done), `principal`, `fp` (request
- * fingerprint), `mid` (messageId, decimal string), `owner`, `lease` (ms epoch), `result` (JSON
- * text), `issuedAt`, `acceptedAt`, `claimedAt`, `doneAt` (ms epoch), `claims` (claims granted), `pending`
- * (ms epoch: end of the accepting request's in-flight window, while it is open).
+ * fingerprint, in the stored form of `token-fingerprint.ts`), `mid` (messageId, decimal string),
+ * `owner`, `lease` (ms epoch), `result` (JSON text), `issuedAt`, `acceptedAt`, `claimedAt`,
+ * `doneAt` (ms epoch), `claims` (claims granted), `pending` (ms epoch: end of the accepting
+ * request's in-flight window, while it is open).
+ *
+ * Memory. A done token outlives its message's work by a whole token ttl, one per message, so it
+ * is what Redis holds most of: `complete` rewrites it down to `state`, `principal`, `fp`, `mid`,
+ * `doneAt` and `result`, the fields later scripts read, and every value is kept within Redis's
+ * `hash-max-listpack-value` (64 bytes by default) so that the hash stays a listpack, a third of
+ * a hashtable's bytes: the fingerprint in its compact form, a result longer than 64 bytes in
+ * 64-byte chunks `r1`, `r2`, … (lua/complete-1.lua), and one longer than `maxResultBytes` left
+ * to PostgreSQL's inbox row (a claim then answers `done` with `resultInInbox`). About 300 bytes
+ * a done token instead of about 930; test/redis/token-memory.test.ts holds the figure.
  *
  * Outstanding tokens (issued, not yet used, not expired) are bounded per principal: each one costs
  * Redis memory for its whole lifetime, and under `noeviction` a Redis that fills up stops the
@@ -39,10 +49,12 @@
  */
 import type { Redis } from 'ioredis';
 import { ErrorCode, InvalidArgumentError, OnceqError, TokenLimitError } from '../core/errors.js';
+import { DEFAULT_TOKEN_RESULT_MAX_BYTES } from '../core/defaults.js';
 import { DEFAULT_MAX_OUTSTANDING_TOKENS, MAX_ISSUE_COUNT } from '../core/limits.js';
 import { generateToken, isTokenState, isWellFormedToken, type TokenState } from '../core/token.js';
 import { outstandingTokensKey, tokenKey } from './keys.js';
 import { runScript } from './scripts.js';
+import { fingerprintOf, storedFingerprint } from './token-fingerprint.js';
 import {
   toTokenResult,
   type AcceptResult,
@@ -86,6 +98,13 @@ export interface TokenStoreOptions {
    * @defaultValue {@link DEFAULT_MAX_OUTSTANDING_TOKENS}
    */
   maxOutstanding?: number;
+  /**
+   * Longest result JSON, in bytes, that a done token keeps in Redis (for a whole token ttl); a
+   * longer one is left to PostgreSQL's inbox row, and `claim` answers `done` with
+   * `resultInInbox` for it. `0` keeps no result in Redis.
+   * @defaultValue {@link DEFAULT_TOKEN_RESULT_MAX_BYTES}
+   */
+  maxResultBytes?: number;
 }
 
 /** Options of {@link TokenStore.issue}. */
@@ -162,7 +181,10 @@ export interface ReleaseOptions {
 export interface CompleteOptions {
   /** The messageId whose effect committed. */
   messageId: string;
-  /** The handler's result: stored as JSON (`undefined` is stored as `null`). */
+  /**
+   * The handler's result: stored as JSON (`undefined` is stored as `null`), unless its JSON is
+   * longer than `maxResultBytes` (then PostgreSQL's inbox row alone holds it).
+   */
   result: unknown;
   /** The `done` marker lives at least this long. */
   ttlMs: number;
@@ -177,7 +199,7 @@ export interface TokenSnapshot {
   owner: string | undefined;
   /** End of the current lease, ms since the epoch (Redis clock). */
   leaseUntil: number | undefined;
-  /** The stored result, parsed; `undefined` unless `done`. */
+  /** The stored result, parsed; `undefined` unless `done` with a result kept in Redis. */
   result: unknown;
   issuedAt: number | undefined;
   acceptedAt: number | undefined;
@@ -223,8 +245,8 @@ export interface TokenStore {
   rebind(token: string, options: RebindOptions): Promise<RebindResult>;
   /**
    * Takes the lease on the message: `claimed` (also when the key is missing, an expired lease is
-   * taken over, or this owner claims again), `done` with the stored result, or `busy` until the
-   * other owner's lease ends.
+   * taken over, or this owner claims again), `done` with the stored result (or `resultInInbox`
+   * when it was too large for Redis), or `busy` until the other owner's lease ends.
    * @throws TokenMismatchError when the token is bound to another messageId.
    */
   claim(token: string, options: ClaimOptions): Promise<ClaimResult>;
@@ -250,6 +272,10 @@ export interface TokenStore {
 export function createTokenStore(redis: Redis, options: TokenStoreOptions): TokenStore {
   const { prefix } = options;
   const maxOutstanding = options.maxOutstanding ?? DEFAULT_MAX_OUTSTANDING_TOKENS;
+  const maxResultBytes = options.maxResultBytes ?? DEFAULT_TOKEN_RESULT_MAX_BYTES;
+  if (!Number.isSafeInteger(maxResultBytes) || maxResultBytes < 0) {
+    throw new InvalidArgumentError('maxResultBytes must be an integer of at least 0');
+  }
   if (
     !Number.isSafeInteger(maxOutstanding) ||
     (maxOutstanding !== 0 && maxOutstanding < MAX_ISSUE_COUNT)
@@ -368,10 +394,11 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
       // Out of the principal's outstanding tokens, whatever the answer: see the module header.
       const result = await run('accept', token, [
         principal,
-        fingerprint,
+        storedFingerprint(fingerprint),
         messageId,
         ttlMs,
         inFlightMs,
+        fingerprint,
       ]);
       if (maxOutstanding > 0) {
         await redis.zrem(outstandingTokensKey(prefix, principal), token).catch(() => 0);
@@ -392,7 +419,13 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
       nonEmpty('principal', principal);
       nonEmpty('fingerprint', fingerprint);
       positiveInt('ttlMs', ttlMs);
-      return run('rebind', token, [from ?? '', messageId, principal, fingerprint, ttlMs]);
+      return run('rebind', token, [
+        from ?? '',
+        messageId,
+        principal,
+        storedFingerprint(fingerprint),
+        ttlMs,
+      ]);
     },
 
     async claim(token, { owner, leaseMs, messageId, ttlMs }) {
@@ -422,7 +455,9 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
       decimalId(messageId);
       positiveInt('ttlMs', ttlMs);
       const json = JSON.stringify(result) ?? 'null';
-      return run('complete', token, [messageId, json, ttlMs], messageId);
+      // '' keeps no result: a JSON text is never empty.
+      const kept = Buffer.byteLength(json) <= maxResultBytes ? json : '';
+      return run('complete', token, [messageId, kept, ttlMs], messageId);
     },
 
     async inspect(token) {
@@ -430,7 +465,8 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
       const key = tokenKey(prefix, token);
       let replies: [Error | null, unknown][] | null;
       try {
-        replies = await redis.multi().hgetall(key).pttl(key).exec();
+        // As bytes: a long result's chunks are cut at byte offsets, maybe inside a character.
+        replies = await redis.multi().hgetallBuffer(key).pttl(key).exec();
       } catch (err) {
         throw redacted(err, token, 'inspect');
       }
@@ -444,8 +480,16 @@ export function createTokenStore(redis: Redis, options: TokenStoreOptions): Toke
 
 function toSnapshot(hash: unknown, pttl: unknown): TokenSnapshot | undefined {
   if (typeof hash !== 'object' || hash === null) return undefined;
-  const h = hash as Record<string, string | undefined>;
-  if (Object.keys(h).length === 0) return undefined;
+  const raw = hash as Record<string, Buffer | undefined>;
+  if (Object.keys(raw).length === 0) return undefined;
+  const h: Record<string, string | undefined> = {};
+  for (const [field, value] of Object.entries(raw)) h[field] = value?.toString('utf8');
+  // A long result is kept in chunks r1, r2, … (lua/complete-1.lua).
+  if (h.result === undefined && raw.r1 !== undefined) {
+    const chunks: Buffer[] = [];
+    for (let i = 1; raw[`r${i}`] !== undefined; i++) chunks.push(raw[`r${i}`]!);
+    h.result = Buffer.concat(chunks).toString('utf8');
+  }
   if (!isTokenState(h.state)) {
     throw new OnceqError(ErrorCode.ScriptFailed, 'a token hash has no valid state', {
       details: { state: h.state },
@@ -466,7 +510,7 @@ function toSnapshot(hash: unknown, pttl: unknown): TokenSnapshot | undefined {
   return {
     state: h.state,
     principal: h.principal,
-    fingerprint: h.fp,
+    fingerprint: h.fp === undefined ? undefined : fingerprintOf(h.fp),
     messageId: h.mid,
     owner: h.owner,
     leaseUntil: num(h.lease),

@@ -758,7 +758,9 @@ describe('redis/token-store', () => {
       const completed = results.flatMap((r, i) => (r.status === 'completed' ? [i] : []));
       expect(completed).to.have.length(1);
       for (const r of results) {
-        if (r.status === 'already_done') expect(r.result).to.deep.equal({ i: completed[0] });
+        if (r.status === 'already_done') {
+          expect(r).to.deep.equal({ status: 'already_done', result: { i: completed[0] } });
+        }
       }
       expect((await store.inspect(token))?.result).to.deep.equal({ i: completed[0] });
     });

@@ -12,10 +12,12 @@
   KEYS[1]  token hash
 
   ARGV[1]  principal
-  ARGV[2]  fp: request fingerprint
+  ARGV[2]  fp: request fingerprint, in its stored form (token-fingerprint.ts)
   ARGV[3]  mid: messageId minted for this request (decimal string), used only on first use
   ARGV[4]  ttlMs: the key lives at least this long after the acceptance
   ARGV[5]  inFlightMs: length of the in-flight window; absent or 0 sets none (optional)
+  ARGV[6]  legacyFp: the fingerprint as given, which hashes written before the stored form
+           hold; compared too, never written (optional)
 
   Returns
     { 2, mid }             ACCEPTED  (first use; state issued -> accepted)
@@ -33,6 +35,7 @@ local fp = ARGV[2]
 local mid = ARGV[3]
 local ttlMs = tonumber(ARGV[4])
 local inFlightMs = tonumber(ARGV[5] or '0') or 0
+local legacyFp = ARGV[6]
 
 local h = redis.call('HMGET', key, 'state', 'principal', 'fp', 'mid', 'pending')
 local state, owner, storedFp, storedMid, pending = h[1], h[2], h[3], h[4], h[5]
@@ -56,7 +59,7 @@ if state == 'issued' then
   return { 2, mid }
 end
 
-if storedFp == fp then
+if storedFp == fp or (legacyFp and storedFp == legacyFp) then
   -- Only `accepted` can be in flight: a claimed or done message was in BullMQ, so it was answered.
   local pendingUntil = tonumber(pending or '0') or 0
   if state == 'accepted' and pendingUntil > now then

@@ -12,7 +12,10 @@
 
   Returns
     { 4, leaseUntilMs }          CLAIMED   (state -> claimed by owner)
-    { 5, resultJson }            DONE      (already applied: the stored result)
+    { 5, resultJson }            DONE      (already applied: the stored result, from `result`
+                                            or its chunks r1, r2, …: see complete-1.lua)
+    { 5, nil }                   DONE      (already applied; no result in Redis, see
+                                            complete-1.lua: PostgreSQL's inbox row holds it)
     {-4, leaseUntilMs, owner }   BUSY      (another owner holds a live lease)
     {-5, storedMid }             MISMATCH  (the token is bound to another message; nothing written)
 ]]
@@ -31,7 +34,19 @@ if storedMid and storedMid ~= '' and storedMid ~= mid then
 end
 
 if state == 'done' then
-  return { 5, result or 'null' }
+  if result then
+    return { 5, result }
+  end
+  local parts = {}
+  for i = 1, 1000000 do
+    local part = redis.call('HGET', key, 'r' .. i)
+    if not part then break end
+    parts[i] = part
+  end
+  if #parts > 0 then
+    return { 5, table.concat(parts) }
+  end
+  return { 5, false }
 end
 
 local t = redis.call('TIME')

@@ -46,6 +46,10 @@ if storedMid ~= mid or state == 'issued' then
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   if storedMid ~= mid then
     redis.call('HDEL', key, 'owner', 'lease', 'result', 'claimedAt', 'doneAt')
+    -- A long result's chunks (complete-1.lua), in order: the first one missing ends them.
+    for i = 1, 1000000 do
+      if redis.call('HDEL', key, 'r' .. i) == 0 then break end
+    end
   end
   redis.call('HSET', key, 'state', 'accepted', 'mid', mid, 'acceptedAt', now)
   state = 'accepted'
