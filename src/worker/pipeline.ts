@@ -25,6 +25,7 @@ import {
 } from '../core/errors.js';
 import { findAcceptedByMessageId } from '../db/accepted-messages.repository.js';
 import { findDeadLetter } from '../db/dead-letters.repository.js';
+import { findApplied } from '../db/inbox.repository.js';
 import { assertJsonbStorable } from '../core/jsonb.js';
 import { envelopeProblem, type MessageEnvelope } from '../core/message.js';
 import { isExpired, type DeadLetterReason } from '../core/dead-letter.js';
@@ -194,6 +195,15 @@ export function createPipeline(options: PipelineOptions) {
       const holder = claim.status === 'busy' && !waited ? localHolders.get(token) : undefined;
       if (!holder) break;
       await waitAtMost(holder, leaseMs);
+    }
+    // The fast path of a duplicate: one Redis round trip and nothing in PostgreSQL, unless Redis
+    // kept no result (one too large for it), which the inbox row then gives (null if that row
+    // is gone: Redis says done, and done it is, as it always was).
+    if (claim.status === 'done') {
+      const result =
+        'result' in claim ? claim.result : ((await findApplied(db, messageId))?.result ?? null);
+      options.onOutcome?.('duplicate', job);
+      return { outcome: 'duplicate', result };
     }
     if (claim.status === 'busy') {
       options.onOutcome?.('busy', job);
