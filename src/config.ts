@@ -28,6 +28,7 @@ import {
   DEFAULT_OUTBOX_INTERVAL_MS,
   DEFAULT_POOL_SIZE,
   DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS,
+  DEFAULT_COMPLETED_JOB_RETENTION_MS,
   DEFAULT_GROUP_COMMIT_MAX_GROUPS,
   DEFAULT_GROUP_COMMIT_MAX_SIZE,
   DEFAULT_PORT,
@@ -91,6 +92,8 @@ export interface Config {
    * `ONCEQ_GROUP_MAX_GROUPS`, `ONCEQ_GROUP_LOCK_TIMEOUT`: the worker's group commit, or `false`.
    * @defaultValue on: 50 messages, 2 groups in flight, no savepoints, 100 ms
    */
+  /** `ONCEQ_COMPLETED_JOB_RETENTION`: completed jobs kept in Redis. @defaultValue 24 h */
+  readonly completedJobRetentionMs: number;
   readonly groupCommit:
     { maxSize: number; maxGroups: number; savepoints: boolean; lockTimeoutMs: number } | false;
   /**
@@ -350,6 +353,11 @@ export function loadConfig(env: Env = process.env): Config {
       MIN_DURATION_MS.shutdownTimeoutMs,
     ),
     groupCommit: groupCommit(),
+    completedJobRetentionMs: duration(
+      'ONCEQ_COMPLETED_JOB_RETENTION',
+      DEFAULT_COMPLETED_JOB_RETENTION_MS,
+      1_000,
+    ),
     jobsModule: read('ONCEQ_JOBS'),
     logLevel: logLevel as LogLevel,
     fault: read('ONCEQ_FAULT'),
@@ -421,6 +429,7 @@ export function workerOptionsFrom(
     outbox: { intervalMs: config.outboxIntervalMs },
     pruner: { intervalMs: config.pruneIntervalMs },
     groupCommit: config.groupCommit && { ...config.groupCommit },
+    completedJobRetentionMs: config.completedJobRetentionMs,
   };
 }
 

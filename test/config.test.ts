@@ -61,6 +61,7 @@ describe('config', () => {
         pruneIntervalMs: 600_000,
         outboxIntervalMs: 1_000,
         groupCommit: { maxSize: 50, maxGroups: 2, savepoints: false, lockTimeoutMs: 100 },
+        completedJobRetentionMs: 86_400_000,
         statementTimeoutMs: 60_000,
         shutdownTimeoutMs: 10_000,
         jobsModule: undefined,
@@ -357,6 +358,7 @@ describe('config', () => {
       ['ONCEQ_GROUP_MAX_SIZE', '1001'],
       ['ONCEQ_GROUP_MAX_GROUPS', '0'],
       ['ONCEQ_GROUP_LOCK_TIMEOUT', 'never'],
+      ['ONCEQ_COMPLETED_JOB_RETENTION', '500ms'],
     ];
     for (const [name, value] of badValues) {
       it(`rejects ${name}=${value.length > 30 ? `${value.slice(0, 27)}...` : value} by name`, () => {

@@ -107,6 +107,7 @@ export async function openWorker(
       },
       pruner: options.pruner && { intervalMs: options.pruner.intervalMs },
       groupCommit: options.groupCommit && { ...options.groupCommit },
+      completedJobRetentionMs: options.completedJobRetentionMs,
     });
   } catch (err) {
     await connections.close().catch(() => undefined);

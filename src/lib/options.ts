@@ -20,6 +20,7 @@ import {
   DEFAULT_PREFIX,
   DEFAULT_PRUNE_INTERVAL_MS,
   DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS,
+  DEFAULT_COMPLETED_JOB_RETENTION_MS,
   DEFAULT_GROUP_COMMIT_MAX_GROUPS,
   DEFAULT_GROUP_COMMIT_MAX_SIZE,
   DEFAULT_RECONCILE_GRACE_MS,
@@ -157,6 +158,12 @@ export interface WorkerOptions extends ConnectionOptions {
   pruner?: PrunerOptions | false;
   /** Group commit, or `false` for one transaction per message. @defaultValue on */
   groupCommit?: GroupCommitOptions | false;
+  /**
+   * Completed jobs are removed from Redis this long after they finished, on a timer, even when
+   * the queue is idle; their status is then answered from the inbox. At least 1 s.
+   * @defaultValue `86_400_000` (24 h)
+   */
+  completedJobRetentionMs?: number;
 }
 
 /**
@@ -216,6 +223,7 @@ export interface ResolvedWorkerOptions extends ResolvedConnectionOptions {
   readonly outbox: Required<OutboxOptions> | false;
   readonly pruner: Required<PrunerOptions> | false;
   readonly groupCommit: Required<GroupCommitOptions> | false;
+  readonly completedJobRetentionMs: number;
 }
 
 /** Producer options with their defaults. */
@@ -244,6 +252,7 @@ const WORKER_KEYS = [
   'outbox',
   'pruner',
   'groupCommit',
+  'completedJobRetentionMs',
 ] as const satisfies readonly (keyof WorkerOptions)[];
 const PRODUCER_KEYS = [
   ...CONNECTION_KEYS,
@@ -550,6 +559,12 @@ export function resolveWorkerOptions(input: WorkerOptions): ResolvedWorkerOption
         min.pruneIntervalMs,
       ),
     },
+    completedJobRetentionMs: check.duration(
+      'completedJobRetentionMs',
+      options.completedJobRetentionMs,
+      DEFAULT_COMPLETED_JOB_RETENTION_MS,
+      1_000,
+    ),
     groupCommit: groupIn && {
       maxSize: check.int(
         'groupCommit.maxSize',

@@ -26,7 +26,9 @@ import { createOutboxRelay, type OutboxRelay } from './outbox-relay.js';
 import { createReconciler, type ReconcileReport, type Reconciler } from './reconciler.js';
 import { createPruner, type Pruner } from './pruner.js';
 import { createQueueCache } from '../queues/queue-cache.js';
+import { startCompletedJobTrimmer } from '../queues/completed-job-trimmer.js';
 import {
+  DEFAULT_COMPLETED_JOB_RETENTION_MS,
   DEFAULT_CONCURRENCY,
   DEFAULT_DEDUPE_WINDOW_MS,
   DEFAULT_LOCK_DURATION_MS,
@@ -85,6 +87,13 @@ export interface OnceqWorkerOptions {
    * @defaultValue on, at most 50 messages a group, 2 groups in flight, no savepoints
    */
   groupCommit?: GroupCommitOptions | false;
+  /**
+   * Completed jobs are removed this long after they finished, on a timer even when the queue
+   * is idle (queues/completed-job-trimmer.ts), or `false` to leave them to BullMQ's own
+   * `removeOnComplete` (a day, 100,000 jobs, applied only when another job completes).
+   * @defaultValue 24 h
+   */
+  completedJobRetentionMs?: number | false;
 }
 
 /** A running worker. */
@@ -248,6 +257,17 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   outbox?.start();
   reconciler?.start();
   pruner?.start();
+  const retention = options.completedJobRetentionMs ?? DEFAULT_COMPLETED_JOB_RETENTION_MS;
+  const trimQueues =
+    retention === false ? undefined : createQueueCache(options.redis, options.prefix);
+  const trimmer =
+    retention === false
+      ? undefined
+      : startCompletedJobTrimmer({
+          queues: () => queues.map((q) => trimQueues!.get(q)),
+          keepMs: retention,
+          onError: (err, queue) => log?.warn({ err, queue }, 'could not trim completed jobs'),
+        });
 
   /** Moves released jobs from active to delayed-until-now, with the lock tokens they held. */
   async function putBack(released: { job: Job; bullToken?: string }[]): Promise<void> {
@@ -304,7 +324,13 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
         // (delayed until now, which spends no attempt), so another process takes them at once
         // instead of after BullMQ's stalled-job check, one or two lock durations later.
         await putBack(released);
-        await Promise.all([outbox?.close(), reconciler?.close(), pruner?.close()]);
+        await Promise.all([
+          outbox?.close(),
+          reconciler?.close(),
+          pruner?.close(),
+          trimmer?.close(),
+        ]);
+        await trimQueues?.close();
         await Promise.all([...removals]);
         await deadLetters.close();
         await closeRedis(tokenRedis);
