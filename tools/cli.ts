@@ -67,4 +67,18 @@ program
   .option('--json <file>', 'also write the whole report as JSON')
   .action((opts) => runCommand(async () => (await import('./cli/chaos.js')).runChaos(opts)));
 
+program
+  .command('soak')
+  .description(
+    'many messages through one compiled `onceq start`, sampling its RSS and Redis memory ' +
+      '(run `npm run build` first; `npm run soak` does)',
+  )
+  .option('--messages <n>', 'messages to send through the API', '1000000')
+  .option('--connections <n>', 'concurrent client loops (and the worker concurrency)', '50')
+  .option('--sample <d>', 'time between two samples', '10s')
+  .option('--token-ttl <d>', 'ONCEQ_TOKEN_TTL and completed-job retention of the run', '2m')
+  .option('--json <file>', 'also write the report, every sample included, as JSON')
+  .option('--chart <file>', 'also write RSS and Redis memory over time as an SVG chart')
+  .action((opts) => runCommand(async () => (await import('./soak/soak.js')).runSoak(opts)));
+
 await program.parseAsync(process.argv);
