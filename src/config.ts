@@ -13,6 +13,7 @@ import { isWellFormedApiKey } from './core/api-key.js';
 import {
   DEFAULT_MAX_OUTSTANDING_TOKENS,
   MAX_GROUP_COMMIT_GROUPS,
+  MAX_GROUP_COMMIT_LOCK_TIMEOUT_MS,
   MAX_GROUP_COMMIT_SIZE,
   MAX_ISSUE_COUNT,
 } from './core/limits.js';
@@ -205,6 +206,17 @@ export function loadConfig(env: Env = process.env): Config {
     return value;
   };
 
+  const lockTimeout = (): number => {
+    const ms = duration('ONCEQ_GROUP_LOCK_TIMEOUT', DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS, 1);
+    if (ms > MAX_GROUP_COMMIT_LOCK_TIMEOUT_MS) {
+      problems.push(
+        `ONCEQ_GROUP_LOCK_TIMEOUT=${read('ONCEQ_GROUP_LOCK_TIMEOUT')}: expected at most ` +
+          `${formatDuration(MAX_GROUP_COMMIT_LOCK_TIMEOUT_MS)} (a bare number means seconds)`,
+      );
+      return DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS;
+    }
+    return ms;
+  };
   const groupCommit = (): Config['groupCommit'] => {
     const mode = read('ONCEQ_GROUP_COMMIT')?.toLowerCase() ?? 'on';
     if (!['on', 'off', 'savepoints'].includes(mode)) {
@@ -219,7 +231,7 @@ export function loadConfig(env: Env = process.env): Config {
         MAX_GROUP_COMMIT_GROUPS,
       ),
       savepoints: mode === 'savepoints',
-      lockTimeoutMs: duration('ONCEQ_GROUP_LOCK_TIMEOUT', DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS, 1),
+      lockTimeoutMs: lockTimeout(),
     };
     return mode === 'off' ? false : settings;
   };

@@ -358,6 +358,8 @@ describe('config', () => {
       ['ONCEQ_GROUP_MAX_SIZE', '1001'],
       ['ONCEQ_GROUP_MAX_GROUPS', '0'],
       ['ONCEQ_GROUP_LOCK_TIMEOUT', 'never'],
+      ['ONCEQ_GROUP_LOCK_TIMEOUT', '100'],
+      ['ONCEQ_GROUP_LOCK_TIMEOUT', '30d'],
       ['ONCEQ_COMPLETED_JOB_RETENTION', '500ms'],
     ];
     for (const [name, value] of badValues) {

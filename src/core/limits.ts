@@ -31,3 +31,5 @@ export const MAX_ISSUE_COUNT = 100;
 export const MAX_GROUP_COMMIT_SIZE = 1_000;
 /** Most group commits one worker may keep in flight. */
 export const MAX_GROUP_COMMIT_GROUPS = 100;
+/** Longest lock timeout of a group commit: past it, a group over a hot row waits too long. */
+export const MAX_GROUP_COMMIT_LOCK_TIMEOUT_MS = 60_000;

@@ -34,7 +34,7 @@
  *   Whether such a `COMMIT` committed is unknown, as for a single message: the next delivery finds
  *   the inbox rows, or not.
  */
-import { sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Db } from './create-db.js';
 import type { Database } from './database.js';
 import {
@@ -99,10 +99,17 @@ const WHOLE_TRANSACTION_SQLSTATES = new Set([
 /** in_failed_sql_transaction: a statement after an error the handler swallowed. */
 const IN_FAILED_TRANSACTION = '25P02';
 
+/** The SQLSTATE of an error PostgreSQL raised (pg's DatabaseError has a severity; EPIPE has not). */
 function sqlState(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+  const e = err as { code?: unknown; severity?: unknown } | null;
+  const code = e?.code;
+  return typeof code === 'string' && typeof e?.severity === 'string' && /^[0-9A-Z]{5}$/.test(code)
+    ? code
+    : undefined;
 }
+
+/** Most bytes of results one group's final statement may carry; past it, members run alone. */
+const MAX_GROUP_RESULT_BYTES = 32 * 2 ** 20;
 
 /**
  * Runs `members` as one transaction and returns one outcome per member, in the order given.
@@ -148,13 +155,23 @@ export async function runGroupTransaction(
         })
         .join(', ');
       open = true;
-      const fenced = await sql
-        .raw<{ message_id: string }>(
-          `BEGIN; SET LOCAL lock_timeout = ${Math.max(1, Math.round(options.lockTimeoutMs))}; ` +
-            `INSERT INTO inbox (message_id, queue, job_name) VALUES ${values} ` +
-            `ON CONFLICT (message_id) DO NOTHING RETURNING message_id::text AS message_id`,
-        )
-        .execute(conn);
+      let fenced: { rows: { message_id: string }[] };
+      try {
+        fenced = await sql
+          .raw<{ message_id: string }>(
+            `BEGIN; SET LOCAL lock_timeout = ${Math.max(1, Math.round(options.lockTimeoutMs))}; ` +
+              `INSERT INTO inbox (message_id, queue, job_name) VALUES ${values} ` +
+              `ON CONFLICT (message_id) DO NOTHING RETURNING message_id::text AS message_id`,
+          )
+          .execute(conn);
+      } catch (err) {
+        // Refused by PostgreSQL (most often a lock wait past the timeout: another session holds
+        // the inbox row of a member, a zombie or the pruner): alone, each member waits its turn
+        // or finds out for itself. A dead connection fails them all, below.
+        if (sqlState(err) === undefined) throw err;
+        settleAll({ kind: 'alone', error: err });
+        return;
+      }
       const fencedIds = new Set(fenced.rows.map((r) => r.message_id));
       // Members whose inbox row this transaction holds; the others are duplicates.
       const live = order.filter((i) => fencedIds.has(members[i]!.key.messageId));
@@ -184,7 +201,10 @@ export async function runGroupTransaction(
             return;
           }
           if (!savepoints) {
-            if (state === IN_FAILED_TRANSACTION) {
+            // Blamed only when the transaction is still sound: an aborted one may have been
+            // aborted by an earlier member that swallowed its error (this member then meets
+            // 25P02, bare or wrapped), so no one can be blamed and each member runs alone.
+            if (state === IN_FAILED_TRANSACTION || (await transactionAborted(conn))) {
               settleAll({ kind: 'alone', error: err });
             } else {
               outcomes[i] = { kind: 'failed', error: err };
@@ -224,6 +244,11 @@ export async function runGroupTransaction(
         const lowest = committing
           .map((i) => members[i]!.key.messageId)
           .reduce((a, b) => (compareIds(a, b) <= 0 ? a : b));
+        const bytes = committing.reduce((n, i) => n + done.get(i)!.json.length, 0);
+        if (bytes > MAX_GROUP_RESULT_BYTES) {
+          settleAll({ kind: 'alone', error: new Error(`results of ${bytes} characters`) });
+          return;
+        }
         const results = committing
           .map((i) => `(${members[i]!.key.messageId}, ${literal(done.get(i)!.json)})`)
           .join(', ');
@@ -259,11 +284,11 @@ export async function runGroupTransaction(
           });
           return;
         }
-        options.hooks?.afterCommit?.();
         for (const i of committing) {
           const { result, json } = done.get(i)!;
           outcomes[i] = { kind: 'applied', result, resultJson: json };
         }
+        options.hooks?.afterCommit?.();
       } else {
         open = false;
         await sql.raw('ROLLBACK').execute(conn);
@@ -299,6 +324,19 @@ export async function runGroupTransaction(
     }
   });
   return outcomes as GroupOutcome[];
+}
+
+/**
+ * Whether the transaction on `conn` can no longer run statements: aborted (25P02), or the
+ * connection gone. One round trip, on the failure path only.
+ */
+async function transactionAborted(conn: Kysely<Database>): Promise<boolean> {
+  try {
+    await sql.raw('SELECT 1').execute(conn);
+    return false;
+  } catch {
+    return true;
+  }
 }
 
 /** Orders decimal message ids numerically (they are at most 19 digits, no leading zeros). */

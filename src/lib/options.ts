@@ -33,6 +33,7 @@ import {
 import {
   DEFAULT_MAX_OUTSTANDING_TOKENS,
   MAX_GROUP_COMMIT_GROUPS,
+  MAX_GROUP_COMMIT_LOCK_TIMEOUT_MS,
   MAX_GROUP_COMMIT_SIZE,
   MAX_ISSUE_COUNT,
 } from '../core/limits.js';
@@ -102,8 +103,9 @@ export interface GroupCommitOptions {
   /** Most messages in one transaction. @defaultValue `50` */
   maxSize?: number;
   /**
-   * Groups in flight at once, each on a connection of the pool while it runs (a group never
-   * waits on a second connection, so a small pool only makes groups take turns). @defaultValue `2`
+   * Groups in flight at once, each on a connection of the pool while it runs (a small pool makes
+   * groups take turns; a handler's first `ctx.enqueue` of the process also takes one, to lease a
+   * worker id, so keep `poolSize` above this). @defaultValue `2`
    */
   maxGroups?: number;
   /**
@@ -114,8 +116,8 @@ export interface GroupCommitOptions {
   savepoints?: boolean;
   /**
    * Longest lock wait of a group's statement before the group gives up and its messages run one
-   * by one (two groups over the same hot rows would otherwise wait on each other, or deadlock).
-   * @defaultValue `100` (100 ms)
+   * by one (two groups over the same hot rows would otherwise wait on each other, or deadlock);
+   * at most 60,000. @defaultValue `100` (100 ms)
    */
   lockTimeoutMs?: number;
 }
@@ -581,11 +583,12 @@ export function resolveWorkerOptions(input: WorkerOptions): ResolvedWorkerOption
         MAX_GROUP_COMMIT_GROUPS,
       ),
       savepoints: check.bool('groupCommit.savepoints', groupIn.savepoints, false),
-      lockTimeoutMs: check.duration(
+      lockTimeoutMs: check.int(
         'groupCommit.lockTimeoutMs',
         groupIn.lockTimeoutMs,
         DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS,
         1,
+        MAX_GROUP_COMMIT_LOCK_TIMEOUT_MS,
       ),
     },
   };

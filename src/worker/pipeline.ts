@@ -122,6 +122,8 @@ export function createPipeline(options: PipelineOptions) {
   >();
   // Tokens claimed by deliveries running in this process; settles once each one is done.
   const localHolders = new Map<string, Promise<void>>();
+  // Set by releaseAll: deliveries waiting on a local holder no longer claim.
+  let releasing = false;
   let running = 0;
   let idleWaiters: (() => void)[] = [];
 
@@ -195,6 +197,13 @@ export function createPipeline(options: PipelineOptions) {
       const holder = claim.status === 'busy' && !waited ? localHolders.get(token) : undefined;
       if (!holder) break;
       await waitAtMost(holder, leaseMs);
+      if (releasing) {
+        // A forced shutdown released the holder's claim meanwhile: this delivery must not take
+        // it. Put back, as released deliveries are, for another process.
+        options.onOutcome?.('busy', job);
+        if (bullToken) await job.moveToDelayed(Date.now(), bullToken).catch(() => undefined);
+        throw new DelayedError();
+      }
     }
     // The fast path of a duplicate: one Redis round trip and nothing in PostgreSQL, unless Redis
     // kept no result (one too large for it), which the inbox row then gives (null if that row
@@ -371,6 +380,8 @@ export function createPipeline(options: PipelineOptions) {
         const key = { messageId, queue: job.queueName, jobName: job.name };
         // A group may run the body more than once (a batch-mate failed): count from zero each time.
         const body = (trx: MessageTransaction<Database>) => {
+          // Given up while it waited for its group (a forced shutdown released its claim).
+          if (isLeaseLost()) throw new LeaseLostError();
           followUps = 0;
           return handle(
             createJobContext({
@@ -493,6 +504,7 @@ export function createPipeline(options: PipelineOptions) {
    * commit after its claim was given up (the inbox would fence it anyway; this keeps it honest).
    */
   async function releaseAll(): Promise<{ job: Job; bullToken?: string }[]> {
+    releasing = true;
     const held = [...inFlight.values()];
     inFlight.clear();
     for (const h of held) h.abandon();

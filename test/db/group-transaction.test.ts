@@ -187,6 +187,72 @@ describe('group transaction', function () {
         }
       });
 
+      it('a member whose inbox row another session holds: past the lock timeout every member runs alone, none failed', async () => {
+        const [held, free] = ids(2) as [string, string];
+        let release: () => void = () => undefined;
+        const released = new Promise<void>((resolve) => (release = resolve));
+        let inserted: () => void = () => undefined;
+        const holding = new Promise<void>((resolve) => (inserted = resolve));
+        // Another session (a zombie, a stalled original) holds `held`'s inbox row, uncommitted.
+        const holder = t.db.transaction().execute(async (trx) => {
+          await trx
+            .insertInto('inbox')
+            .values({ message_id: held, queue: 'q', job_name: 'x', result: sql<string>`null` })
+            .execute();
+          inserted();
+          await released;
+          throw new Error('rolled back on purpose');
+        });
+        try {
+          await holding;
+          const outcomes = await runGroupTransaction(t.db, [opener(held), opener(free)], {
+            savepoints,
+            lockTimeoutMs: 100,
+          });
+          expect(kinds(outcomes)).to.deep.equal(['alone', 'alone']);
+          expect((outcomes[0] as { error: { code?: string } }).error.code).to.equal('55P03');
+          expect(await committed(free)).to.deep.equal({ inbox: undefined, account: false });
+        } finally {
+          release();
+          await holder.catch(() => undefined);
+        }
+      });
+
+      if (!savepoints) {
+        it("a member that meets an earlier member's swallowed error and wraps it is not blamed: all run alone", async () => {
+          const batch = ids(3);
+          const members = batch.map((id, n) => ({
+            key: key(id),
+            async body(trx: MessageTransaction<Database>) {
+              await trx.insertInto('accounts').values(account(id)).execute();
+              if (n === 0) {
+                await trx
+                  .insertInto('accounts')
+                  .values(account(id))
+                  .execute()
+                  .catch(() => undefined);
+              }
+              return 'ok';
+            },
+          }));
+          // The second member's statement meets 25P02; a handler that wraps it hides the code.
+          const wrapping = members[1]!;
+          const inner = wrapping.body;
+          wrapping.body = async (trx) => {
+            try {
+              return await inner(trx);
+            } catch (err) {
+              throw new Error('my handler failed', { cause: err });
+            }
+          };
+          const outcomes = await runGroupTransaction(t.db, members, {
+            savepoints,
+            lockTimeoutMs: 5_000,
+          });
+          expect(kinds(outcomes)).to.deep.equal(['alone', 'alone', 'alone']);
+        });
+      }
+
       it('a member whose lease is lost at the commit point never commits; the others run again', async () => {
         const batch = ids(3);
         let checks = 0;

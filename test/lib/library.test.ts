@@ -158,7 +158,7 @@ describe('lib: the onceq entry point', function () {
       'groupCommit.maxSize=0: expected an integer from 1 to 1000',
       'groupCommit.maxGroups=0: expected an integer from 1 to 100',
       'groupCommit.savepoints="yes": expected true or false',
-      'groupCommit.lockTimeoutMs=0: expected a whole number of milliseconds, at least 1 (1ms)',
+      'groupCommit.lockTimeoutMs=0: expected an integer from 1 to 60000',
     ]);
   });
 
