@@ -77,6 +77,11 @@ program
   .option('--connections <n>', 'concurrent client loops (and the worker concurrency)', '50')
   .option('--sample <d>', 'time between two samples', '10s')
   .option('--token-ttl <d>', 'ONCEQ_TOKEN_TTL and completed-job retention of the run', '2m')
+  .option(
+    '--max-backlog <n>',
+    'pause sending while this many sent messages are not applied',
+    '20000',
+  )
   .option('--json <file>', 'also write the report, every sample included, as JSON')
   .option('--chart <file>', 'also write RSS and Redis memory over time as an SVG chart')
   .action((opts) => runCommand(async () => (await import('./soak/soak.js')).runSoak(opts)));

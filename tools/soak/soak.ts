@@ -40,6 +40,7 @@ export interface SoakOptions {
   connections?: string;
   sample?: string;
   tokenTtl?: string;
+  maxBacklog?: string;
   json?: string;
   chart?: string;
 }
@@ -92,6 +93,7 @@ export async function runSoak(options: SoakOptions): Promise<number> {
   const connections = positiveInt(options.connections ?? '50', '--connections');
   const sampleMs = durationOption(options.sample ?? '10s', '--sample');
   const tokenTtlMs = durationOption(options.tokenTtl ?? '2m', '--token-ttl');
+  const maxBacklog = positiveInt(options.maxBacklog ?? '20000', '--max-backlog');
   const config = loadConfig();
   await ensureDatabase(config.databaseUrl);
   const schema = `soak_${randomBytes(4).toString('hex')}`;
@@ -102,6 +104,14 @@ export async function runSoak(options: SoakOptions): Promise<number> {
   let child: ReturnType<typeof spawnChild> | undefined;
   let sampling = false;
   let sampler: Promise<void> = Promise.resolve();
+  // Ctrl-C or a SIGTERM still removes the schema and the keys (a killed soak left 250 MB behind).
+  let interrupted: (signal: NodeJS.Signals) => void = () => undefined;
+  const onSignal = new Promise<never>((_, reject) => {
+    interrupted = (signal) => reject(new OnceqError(ErrorCode.ConfigInvalid, `soak: ${signal}`));
+  });
+  onSignal.catch(() => undefined);
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
   try {
     await checkRedis(redis, config.redisUrl);
     await checkDatabase(db, config.databaseUrl);
@@ -166,19 +176,32 @@ export async function runSoak(options: SoakOptions): Promise<number> {
       }
     })();
     // A failed sample (the child died) ends the run with that error, not an unhandled one.
-    const samplerFailed = sampler.then(
-      () => new Promise<never>(() => undefined),
-      (err: unknown) => Promise.reject(err),
-    );
+    const samplerFailed = Promise.race([
+      onSignal,
+      sampler.then(
+        () => new Promise<never>(() => undefined),
+        (err: unknown) => Promise.reject(err),
+      ),
+    ]);
 
     // The load: `connections` loops, each issuing 100 tokens at a time and enqueueing with them.
     const client = createClient({ url: `http://127.0.0.1:${port}`, apiKey: key.key });
     let next = 0;
+    // Sending pauses while the worker is this far behind: the soak measures what a message
+    // holds, not a backlog growing because one process both serves and works.
+    let applied = 0;
+    const backlogWatch = setInterval(() => {
+      void appliedCount().then(
+        (n) => (applied = n),
+        () => undefined,
+      );
+    }, 500);
     let perKey: { tokenBytes: number; jobBytes: number } | undefined;
     const load = Promise.all(
       Array.from({ length: connections }, async () => {
         const tokens: string[] = [];
         while (next < messages) {
+          while (sent - applied > maxBacklog) await sleep(100);
           const n = next++;
           if (tokens.length === 0) {
             tokens.push(...(await client.issueTokens(100)).map((t) => t.token));
@@ -195,7 +218,7 @@ export async function runSoak(options: SoakOptions): Promise<number> {
         }
       }),
     );
-    await Promise.race([load, samplerFailed]);
+    await Promise.race([load, samplerFailed]).finally(() => clearInterval(backlogWatch));
     const sentSeconds = (performance.now() - started) / 1000;
     phase = 'draining';
     while ((await appliedCount()) < messages) await Promise.race([sleep(500), samplerFailed]);
@@ -206,7 +229,7 @@ export async function runSoak(options: SoakOptions): Promise<number> {
     let tokensLeft = await countKeys(redis, `${prefix}:~token:*`);
     let completedLeft = await completedCount(redis, prefix);
     while (performance.now() < expireBy && (tokensLeft > 0 || completedLeft > 0)) {
-      await sleep(Math.min(5_000, tokenTtlMs));
+      await Promise.race([sleep(Math.min(5_000, tokenTtlMs)), samplerFailed]);
       tokensLeft = await countKeys(redis, `${prefix}:~token:*`);
       completedLeft = await completedCount(redis, prefix);
     }
@@ -255,6 +278,8 @@ export async function runSoak(options: SoakOptions): Promise<number> {
     }
     return 0;
   } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
     sampling = false;
     await sampler.catch(() => undefined);
     await child?.stop(15_000);
