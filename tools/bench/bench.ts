@@ -281,16 +281,19 @@ export async function runBench(
       };
     }
     // Variants and sweep points are chosen with the figure they vary: `--only onceq-insert`
-    // keeps `onceq-insert[off]`; a variant can also be named on its own.
-    const chosen = scenarios.filter((sc) => !only || only.includes(sc.name));
-    for (const w of ONCEQ_WORKLOADS) {
-      const base = `onceq-${w}`;
+    // keeps `onceq-insert[off]`; a variant can also be named on its own. Each figure's variants
+    // run right after it in every round, so what they are compared with ran moments before.
+    const chosen: Scenario[] = [];
+    for (const sc of scenarios) {
+      if (!only || only.includes(sc.name)) chosen.push(sc);
+      const w = ONCEQ_WORKLOADS.find((x) => sc.name === `onceq-${x}`);
+      if (w === undefined) continue;
       for (const v of variants) {
-        const name = `${base}[${v.spec}]`;
-        if (only && !only.includes(base) && !only.includes(name)) continue;
+        const name = `${sc.name}[${v.spec}]`;
+        if (only && !only.includes(sc.name) && !only.includes(name)) continue;
         chosen.push({
           name,
-          base,
+          base: sc.name,
           groupCommit: v.spec,
           concurrency,
           run: onceq(w, concurrency, v.groupCommit),
