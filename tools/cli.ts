@@ -36,13 +36,21 @@ program
 program
   .command('bench')
   .description(
-    'throughput of BullMQ baselines and of onceq, in one run (prints a table and JSON lines)',
+    'throughput of BullMQ and graphile-worker baselines and of onceq, in one run (prints a ' +
+      'table and JSON lines)',
   )
   .option('--jobs <n>', 'jobs per figure', '5000')
   .option('--concurrency <n>', 'worker concurrency', '50')
   .option('--runs <n>', 'runs per figure (the median is reported)', '3')
   .option('--json <file>', 'also write all figures to this file')
   .option('--only <names>', 'comma-separated figures to run (e.g. bullmq-insert,onceq-insert)')
+  .option(
+    '--group-variants <list>',
+    'also run each onceq figure per group-commit variant, mode[:maxGroups[:maxSize]] with ' +
+      'mode off, on or savepoints (e.g. off,on:2:50,savepoints:2:50,on:1:50,on:4:25)',
+  )
+  .option('--sweep', 'also run bullmq-insert and onceq-insert at concurrency 1, 10, 50 and 200')
+  .option('--chart <file>', 'SVG chart of the sweep (default docs/bench/concurrency.svg)')
   .action((opts) => runCommand(async () => (await import('./bench/bench.js')).runBench(opts)));
 
 program
