@@ -1,13 +1,13 @@
 /**
  * The product commands of the `onceq` executable: one thin file per command; this one only
  * declares them. src/cli/index.ts parses them for the published package; tools/cli.ts adds the
- * repository's development tools (demo, bench, chaos) to the same program.
+ * repository's development tools (demo, bench, chaos, soak) to the same program.
  */
 import { Command } from 'commander';
 import { runCommand } from './runtime.js';
 
 /** The development tools of the repository, which the published package does not hold. */
-export const TOOL_COMMANDS = ['demo', 'bench', 'chaos'] as const;
+export const TOOL_COMMANDS = ['demo', 'bench', 'chaos', 'soak'] as const;
 
 /** The `onceq` program with every product command: start, worker, api, keys, migrate, enqueue, dlq. */
 export function buildProgram(): Command {
@@ -114,7 +114,7 @@ export function buildProgram(): Command {
 }
 
 /**
- * Adds hidden `demo`, `bench` and `chaos` commands that say, in one line and exit code 1, where
+ * Adds hidden `demo`, `bench`, `chaos` and `soak` commands that say, in one line and exit code 1, where
  * those tools are: the published package (and the Docker image) holds the product only, and a
  * user who follows an old guide should learn why the command is missing, not commander's
  * generic "unknown command".

@@ -215,8 +215,8 @@ describe('cli: the commands of the Docker image in a production install', functi
     expect(JSON.parse(enqueue.stdout)).to.include({ name: 'account.open', state: 'queued' });
   });
 
-  it('onceq demo, bench and chaos: one line saying they are tools of the repository, exit 1', async () => {
-    for (const tool of ['demo', 'bench', 'chaos']) {
+  it('onceq demo, bench, chaos and soak: one line saying they are tools of the repository, exit 1', async () => {
+    for (const tool of ['demo', 'bench', 'chaos', 'soak']) {
       const run = await onceq(tool, '--help');
       expect(run.code, `${tool}: ${run.stdout}${run.stderr}`).to.equal(1);
       expect(run.stdout, tool).to.equal('');

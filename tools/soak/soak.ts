@@ -19,8 +19,6 @@ import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { sql } from 'kysely';
-import * as vega from 'vega';
-import { compile } from 'vega-lite';
 import { loadConfig } from '../../src/config.js';
 import { createDb, checkDatabase } from '../../src/db/create-db.js';
 import { ensureDatabase } from '../../src/db/migrate.js';
@@ -33,6 +31,7 @@ import { parseDuration, formatDuration } from '../../src/core/duration.js';
 import { ErrorCode, OnceqError } from '../../src/core/errors.js';
 import { createClient } from '../../src/client/index.js';
 import { freePort, sleep, spawnChild } from '../support/child.js';
+import { renderLineChart } from '../bench/charts.js';
 
 /** Options of {@link runSoak} (strings: they come from the command line). */
 export interface SoakOptions {
@@ -306,26 +305,18 @@ export function formatReport(r: SoakReport): string {
   ].join('\n');
 }
 
-/** RSS and Redis memory over time, one line each, as SVG (vega-lite, rendered in Node). */
-export async function soakChart(r: SoakReport): Promise<string> {
-  const values = r.samples.flatMap((s) => [
-    { t: s.t, mb: s.rssMb, series: 'onceq start RSS' },
-    { t: s.t, mb: s.redisMb, series: 'Redis used_memory' },
-  ]);
-  const spec = compile({
-    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+/** RSS and Redis memory over time, one line each, as SVG (tools/bench/charts.ts). */
+export function soakChart(r: SoakReport): Promise<string> {
+  return renderLineChart({
     title: `${r.messages.toLocaleString('en')} messages through one onceq start`,
-    width: 560,
-    height: 260,
-    data: { values },
-    mark: { type: 'line', point: false },
-    encoding: {
-      x: { field: 't', type: 'quantitative', title: 'seconds' },
-      y: { field: 'mb', type: 'quantitative', title: 'MB' },
-      color: { field: 'series', type: 'nominal', title: null },
-    },
-  }).spec;
-  return new vega.View(vega.parse(spec), { renderer: 'none' }).toSVG();
+    x: { field: 't', title: 'seconds', type: 'quantitative' },
+    y: { field: 'mb', title: 'MB', type: 'quantitative' },
+    series: 'series',
+    values: r.samples.flatMap((s) => [
+      { t: s.t, mb: s.rssMb, series: 'onceq start RSS' },
+      { t: s.t, mb: s.redisMb, series: 'Redis used_memory' },
+    ]),
+  });
 }
 
 async function rssBytes(pid: number): Promise<number> {
