@@ -349,7 +349,8 @@ async function keyBytes(
   prefix: string,
 ): Promise<{ tokenBytes: number; jobBytes: number }> {
   const [, tokenKeys] = await redis.scan('0', 'MATCH', `${prefix}:~token:*`, 'COUNT', '2000');
-  const jobIds = await redis.zrange(`${prefix}:ledger:completed`, '0', '49');
+  // The newest: the oldest may be on their way out (the trimmer, removeOnComplete).
+  const jobIds = await redis.zrange(`${prefix}:ledger:completed`, '-50', '-1');
   const usage = async (keys: string[]) => {
     const sizes = await Promise.all(keys.map((k) => redis.memory('USAGE', k, 'SAMPLES', '0')));
     const known = sizes.filter((n): n is number => typeof n === 'number');
