@@ -8,7 +8,6 @@ import type { Redis } from 'ioredis';
 import { createDb, type Db } from '../../src/db/create-db.js';
 import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js';
 import { createRedis } from '../../src/redis/connection.js';
-import { allKeysPattern } from '../../src/redis/keys.js';
 
 /** The Redis the tests use. */
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -27,14 +26,7 @@ export function testRedis(): Redis {
 }
 
 /** Deletes every key under a prefix (BullMQ's and onceq's). */
-export async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', allKeysPattern(prefix), 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
-}
+export { deletePrefix } from '../../tools/support/redis.js';
 
 /**
  * A schema of its own with onceq's tables and the ledger example's (most tests run the ledger

@@ -47,7 +47,6 @@ import { createDb, checkDatabase, type Db } from '../../src/db/create-db.js';
 import { ensureDatabase } from '../../src/db/migrate.js';
 import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js';
 import { createRedis, checkRedis, closeRedis } from '../../src/redis/connection.js';
-import { allKeysPattern } from '../../src/redis/keys.js';
 import { JobRegistry } from '../../src/jobs/registry.js';
 import { ledgerJobs } from '../../src/jobs/examples/ledger/index.js';
 import { defineJob } from '../../src/jobs/define-job.js';
@@ -60,6 +59,7 @@ import { ErrorCode, OnceqError } from '../../src/core/errors.js';
 import type { Redis } from 'ioredis';
 import { runApiRoute, runBareRoute, runStoresRoute, type ApiBenchOptions } from './api-bench.js';
 import { replayDeadLetters } from '../../src/worker/dead-letter-replay.js';
+import { deletePrefix } from '../support/redis.js';
 import { renderLineChart } from './charts.js';
 
 /** Options of {@link runBench} (strings: they come from the command line). */
@@ -323,7 +323,7 @@ export async function runBench(
     const started = performance.now();
     for (let r = 0; r < runs; r++) {
       for (const scenario of chosen) {
-        await cleanPrefix(redis, prefix);
+        await deletePrefix(redis, prefix);
         const m = await scenario.run();
         measured.get(scenario.name)!.push(m);
         process.stderr.write(
@@ -347,7 +347,7 @@ export async function runBench(
       process.stdout.write(`${JSON.stringify({ bench: figure })}\n`);
     }
   } finally {
-    await cleanPrefix(redis, prefix).catch(() => undefined);
+    await deletePrefix(redis, prefix).catch(() => undefined);
     await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(db).catch(() => undefined);
     if (graphileInstalled) {
       await sql`drop schema if exists ${sql.id(graphileSchema)} cascade`
@@ -770,15 +770,6 @@ function completion(total: number) {
       reject(new Error(`bench job ${job?.id} failed: ${err.message}`));
     },
   };
-}
-
-async function cleanPrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', allKeysPattern(prefix), 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
 }
 
 function summarise(name: string, concurrency: number, jobs: number, runs: Measured[]): Figure {

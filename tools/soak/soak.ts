@@ -24,7 +24,6 @@ import { createDb, checkDatabase } from '../../src/db/create-db.js';
 import { ensureDatabase } from '../../src/db/migrate.js';
 import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js';
 import { createRedis, checkRedis, closeRedis } from '../../src/redis/connection.js';
-import { allKeysPattern } from '../../src/redis/keys.js';
 import { insertApiKey } from '../../src/db/api-keys.repository.js';
 import { mintApiKey } from '../../src/core/api-key.js';
 import { parseDuration, formatDuration } from '../../src/core/duration.js';
@@ -32,6 +31,7 @@ import { ErrorCode, OnceqError } from '../../src/core/errors.js';
 import { createClient } from '../../src/client/index.js';
 import { freePort, sleep, spawnChild } from '../support/child.js';
 import { renderLineChart } from '../bench/charts.js';
+import { deletePrefix } from '../support/redis.js';
 
 /** Options of {@link runSoak} (strings: they come from the command line). */
 export interface SoakOptions {
@@ -282,9 +282,7 @@ export async function runSoak(options: SoakOptions): Promise<number> {
     sampling = false;
     await sampler.catch(() => undefined);
     await child?.stop(15_000);
-    for await (const keys of redis.scanStream({ match: allKeysPattern(prefix), count: 1000 })) {
-      if ((keys as string[]).length) await redis.unlink(...(keys as string[]));
-    }
+    await deletePrefix(redis, prefix);
     await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(db).catch(() => undefined);
     await db.destroy();
     await closeRedis(redis);
