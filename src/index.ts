@@ -31,6 +31,7 @@ export type { IssuedToken } from './redis/token-store.js';
 export { migrateToLatest, migrations } from './lib/migrate.js';
 export type {
   ConnectionOptions,
+  GroupCommitOptions,
   MigrateOptions,
   OutboxOptions,
   ProducerOptions,
