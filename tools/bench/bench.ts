@@ -663,6 +663,7 @@ async function deliver(
   const seconds = (performance.now() - t0) / 1000;
   // Said aloud: deliveries put back as busy wait a doubling backoff, which the clock includes.
   if (busy > 0) process.stderr.write(`  ${busy} deliveries found their message busy, put back\n`);
+  // How the run grouped (groups, members grouped, regrouped, run alone): what a variant changed.
   process.stderr.write(`  groups ${JSON.stringify(worker.groupCommitStats() ?? 'off')}\n`);
   await worker.close();
   await queue.obliterate({ force: true });
