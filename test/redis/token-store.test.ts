@@ -10,7 +10,7 @@ import { generateToken, isWellFormedToken } from '../../src/core/token.js';
 import { closeRedis } from '../../src/redis/connection.js';
 import { outstandingTokensKey, tokenKey } from '../../src/redis/keys.js';
 import { runScript } from '../../src/redis/scripts.js';
-import { toTokenResult, type TokenOp } from '../../src/redis/token-codes.js';
+import { toTokenResult, type TokenOp } from '../../src/core/token-codes.js';
 import { createTokenStore, type TokenStore } from '../../src/redis/token-store.js';
 import { deletePrefix, testRedis, uniqueName } from '../support/env.js';
 
