@@ -721,6 +721,7 @@ for (const backend of TOKEN_BACKENDS) {
 
       it('round-trips results exactly: nested JSON, big integers as strings, unicode, undefined as null', async () => {
         const result = {
+          zeta: 'keys out of order',
           status: 'applied',
           ids: ['18446744073709551615', '9223372036854775807', '0'],
           nested: { deeper: [{ a: null, b: true, c: 1.5, d: -12 }, [], {}] },
@@ -736,6 +737,10 @@ for (const backend of TOKEN_BACKENDS) {
           ttlMs: TTL,
         });
         expect(claim).to.deep.equal({ status: 'done', result });
+        // Key order and number forms too: the JSON text is kept, not a parsed copy of it.
+        expect(JSON.stringify((claim as { result: unknown }).result)).to.equal(
+          JSON.stringify(result),
+        );
         expect(
           await store.complete(token, { messageId: MID, result: 'second', ttlMs: TTL }),
         ).to.deep.equal({
