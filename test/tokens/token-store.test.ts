@@ -775,6 +775,40 @@ for (const backend of TOKEN_BACKENDS) {
         }
         expect((await store.inspect(token))?.result).to.deep.equal({ i: completed[0] });
       });
+
+      it('a token the store lost, raced for: one claim wins, and one completion, over connections', async () => {
+        const others = harness.storesOnOwnConnections(5);
+        const claimed = generateToken();
+        const claims = await Promise.all(
+          Array.from({ length: 30 }, (_, i) =>
+            others[i % others.length]!.claim(claimed, {
+              owner: `worker-${i}`,
+              leaseMs: LEASE,
+              messageId: MID,
+              ttlMs: TTL,
+            }),
+          ),
+        );
+        expect(claims.filter((r) => r.status === 'claimed')).to.have.length(1);
+        expect(claims.filter((r) => r.status === 'busy')).to.have.length(29);
+        expect(await store.inspect(claimed)).to.include({ state: 'claimed', claims: 1 });
+
+        const completed = generateToken();
+        const completions = await Promise.all(
+          Array.from({ length: 30 }, (_, i) =>
+            others[i % others.length]!.complete(completed, {
+              messageId: MID,
+              result: { i },
+              ttlMs: TTL,
+            }),
+          ),
+        );
+        const first = completions.flatMap((r, i) => (r.status === 'completed' ? [i] : []));
+        expect(first).to.have.length(1);
+        expect(completions.filter((r) => r.status === 'already_done')).to.deep.equal(
+          Array.from({ length: 29 }, () => ({ status: 'already_done', result: { i: first[0] } })),
+        );
+      });
     });
 
     describe('inspect', () => {
