@@ -4,6 +4,7 @@
  * in TypeScript: a 64-bit id never passes through a JS `number`.
  */
 import type { DeadLetterReason } from '../core/dead-letter.js';
+import type { TokenState } from '../core/token.js';
 import type { Generated, Insertable, Selectable, ColumnType, Updateable } from 'kysely';
 
 /** A `jsonb` column: written as a JSON string or value, read back parsed. */
@@ -141,6 +142,32 @@ export interface PruneCutoffTable {
   advanced_at: ColumnType<Date | null, never, Date | string>;
 }
 
+/**
+ * `message_tokens`: the PostgreSQL token store's state of each token (db/token-store.ts), one row
+ * per token, changed only by the `onceq_token_*` functions. Times are ms since the epoch on
+ * PostgreSQL's clock (int8, so strings here); a row past `expires_at_ms` counts as missing. A
+ * null column is a field the Redis store's hash does not hold.
+ */
+export interface MessageTokenTable {
+  token: string;
+  state: TokenState;
+  principal: string | null;
+  fingerprint: string | null;
+  /** The message id the token is bound to, decimal text as the caller gave it. */
+  bound_message_id: string | null;
+  owner: string | null;
+  lease_until_ms: string | null;
+  /** The result's JSON text; null when none is kept (not done, or too large). */
+  result: string | null;
+  issued_at_ms: string | null;
+  accepted_at_ms: string | null;
+  claimed_at_ms: string | null;
+  done_at_ms: string | null;
+  claims: ColumnType<number, number | undefined, number>;
+  pending_until_ms: string | null;
+  expires_at_ms: string;
+}
+
 /** Every table onceq owns. */
 export interface Database {
   inbox: InboxTable;
@@ -152,6 +179,7 @@ export interface Database {
   dead_letters: DeadLetterTable;
   outbox: OutboxTable;
   prune_cutoff: PruneCutoffTable;
+  message_tokens: MessageTokenTable;
 }
 
 export type InboxRow = Selectable<InboxTable>;
@@ -169,3 +197,4 @@ export type DeadLetterRow = Selectable<DeadLetterTable>;
 export type NewDeadLetter = Insertable<DeadLetterTable>;
 export type OutboxRow = Selectable<OutboxTable>;
 export type NewOutbox = Insertable<OutboxTable>;
+export type MessageTokenRow = Selectable<MessageTokenTable>;

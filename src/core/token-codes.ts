@@ -1,11 +1,15 @@
 /**
- * The return codes of the token scripts (`lua/issue-1.lua` … `lua/rebind-1.lua`) and the one
- * function that turns a raw script reply into a typed result or an error, after BullMQ's
- * `ErrorCode` and `finishedErrors()`. Nothing else compares a script's integers: a new code is
- * added here, in the script header, and in the result type of its transition, together.
+ * The return codes of the token transitions and the one function that turns a raw reply into a
+ * typed result or an error, after BullMQ's `ErrorCode` and `finishedErrors()`. Both token stores
+ * reply in this form, `[code, ...payload]`: the Redis store's Lua scripts
+ * (`src/redis/lua/issue-1.lua` … `rebind-1.lua`) and the PostgreSQL store's PL/pgSQL functions
+ * (`onceq_token_issue` … `onceq_token_rebind`, migrations/2026_12_01_160000_message_tokens.ts),
+ * so that one decoder gives both the same answers. Nothing else compares a transition's
+ * integers: a new code is added here, in the script header and the function, and in the result
+ * type of its transition, together. Pure: no I/O.
  */
-import { ErrorCode, OnceqError, TokenMismatchError } from '../core/errors.js';
-import { isTokenState, type TokenState } from '../core/token.js';
+import { ErrorCode, OnceqError, TokenMismatchError } from './errors.js';
+import { isTokenState, type TokenState } from './token.js';
 
 /** First element of every token script reply. Positive: the transition happened or was found done. */
 export enum TokenCode {
@@ -63,7 +67,7 @@ export type AcceptResult =
   /**
    * The same request again while the first one is still in flight (not yet answered): there is
    * no first answer to replay yet. `pendingUntil` is when the window ends at the latest (ms since
-   * the epoch, Redis clock). Only given when `accept` was asked to open a window.
+   * the epoch, the store's clock). Only given when `accept` was asked to open a window.
    */
   | { status: 'in_use'; pendingUntil: number };
 
@@ -82,7 +86,7 @@ export type RebindResult =
 
 /** Result of `claim`. A token bound to another message throws {@link TokenMismatchError}. */
 export type ClaimResult =
-  /** This owner holds the message until `leaseUntil` (ms since the epoch, Redis clock). */
+  /** This owner holds the message until `leaseUntil` (ms since the epoch, the store's clock). */
   | { status: 'claimed'; leaseUntil: number }
   /** The message was applied already; `result` is the stored result (parsed JSON). */
   | { status: 'done'; result: unknown }
@@ -91,7 +95,7 @@ export type ClaimResult =
    * (the token store's `maxResultBytes`): PostgreSQL's inbox row holds it.
    */
   | { status: 'done'; resultInInbox: true }
-  /** Another owner holds a live lease until `leaseUntil` (ms since the epoch, Redis clock). */
+  /** Another owner holds a live lease until `leaseUntil` (ms since the epoch, the store's clock). */
   | { status: 'busy'; leaseUntil: number; owner: string };
 
 /** Result of `renew`. */
