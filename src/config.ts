@@ -39,6 +39,7 @@ import {
   DEFAULT_RECONCILE_GRACE_MS,
   DEFAULT_RECONCILE_INTERVAL_MS,
   DEFAULT_REDIS_URL,
+  DEFAULT_DATA_DIR,
   DEFAULT_SHUTDOWN_TIMEOUT_MS,
   DEFAULT_STATEMENT_TIMEOUT_MS,
   DEFAULT_TOKEN_TTL_MS,
@@ -53,8 +54,21 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** The validated configuration of one onceq process. */
 export interface Config {
-  /** `REDIS_URL`. @defaultValue `redis://127.0.0.1:6379` */
-  readonly redisUrl: string;
+  /**
+   * `REDIS_URL`; `undefined` for PostgreSQL-only mode, which is what `DATABASE_URL` alone asks
+   * for. With neither set, `redis://127.0.0.1:6379` if it answers (see cli/services.ts).
+   */
+  readonly redisUrl: string | undefined;
+  /**
+   * Neither `REDIS_URL` nor `DATABASE_URL` is set: the command looks at what answers on the
+   * default ports (and `onceq start` starts an embedded PostgreSQL when nothing does).
+   */
+  readonly defaultServices: boolean;
+  /**
+   * `ONCEQ_DATA_DIR`: where `onceq start` keeps the embedded PostgreSQL's data (used only when
+   * it starts one). @defaultValue `./.onceq/pg`
+   */
+  readonly dataDir: string;
   /** `DATABASE_URL`. @defaultValue `postgres://postgres@127.0.0.1:5432/onceq` */
   readonly databaseUrl: string;
   /** `ONCEQ_DB_SCHEMA`: PostgreSQL schema for onceq's tables. @defaultValue `public` */
@@ -302,7 +316,12 @@ export function loadConfig(env: Env = process.env): Config {
   }
 
   const config: Config = {
-    redisUrl: url('REDIS_URL', DEFAULT_REDIS_URL, ['redis:', 'rediss:']),
+    redisUrl:
+      read('REDIS_URL') !== undefined || read('DATABASE_URL') === undefined
+        ? url('REDIS_URL', DEFAULT_REDIS_URL, ['redis:', 'rediss:'])
+        : undefined,
+    defaultServices: read('REDIS_URL') === undefined && read('DATABASE_URL') === undefined,
+    dataDir: read('ONCEQ_DATA_DIR') ?? DEFAULT_DATA_DIR,
     databaseUrl: url('DATABASE_URL', DEFAULT_DATABASE_URL, ['postgres:', 'postgresql:']),
     databaseSchema: name(
       'ONCEQ_DB_SCHEMA',

@@ -45,6 +45,8 @@ describe('config', () => {
       const config = loadConfig({});
       expect(config).to.deep.equal({
         redisUrl: 'redis://127.0.0.1:6379',
+        defaultServices: true,
+        dataDir: './.onceq/pg',
         databaseUrl: 'postgres://postgres@127.0.0.1:5432/onceq',
         databaseSchema: 'public',
         poolSize: 10,

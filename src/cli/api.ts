@@ -4,12 +4,13 @@
  * Redis and PostgreSQL, and exits 0.
  */
 import { loadRegistry } from './jobs.js';
-import { loadConfig, producerOptionsFrom } from '../config.js';
+import { loadConfig, producerOptionsFrom, type Config } from '../config.js';
 import { buildApp } from '../http/build-app.js';
 import { createDeadLetterLookup } from '../producer/dead-letter-lookup.js';
 import { createLogger } from '../logger.js';
 import { openProducer } from '../lib/create-producer.js';
 import { waitForShutdownSignal } from './runtime.js';
+import { resolveServices } from './services.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { openMetrics, type OwnedMetrics } from './metrics.js';
 
@@ -22,6 +23,8 @@ export interface RunApiOptions {
   stop?: Promise<unknown>;
   /** Serve these metrics at /metrics. @defaultValue metrics of its own */
   metrics?: Metrics;
+  /** The configuration, services decided (cli/services.ts). @defaultValue the environment's */
+  config?: Config;
 }
 
 /**
@@ -29,26 +32,28 @@ export interface RunApiOptions {
  * (`createProducer`), given the environment's options and the jobs of the registry.
  */
 export async function runApi(options: RunApiOptions = {}): Promise<number> {
-  const config = loadConfig();
+  const services = options.config ? undefined : await resolveServices(loadConfig());
+  const config = options.config ?? services!.config;
   const logger = createLogger({ level: config.logLevel, name: 'api' });
+  if (services) logger.info({ mode: config.redisUrl ? 'redis' : 'postgres' }, services.summary);
   // The registry first: a bad ONCEQ_JOBS is reported before anything is connected.
   const registry = await loadRegistry(config.jobsModule);
   const opened = await openProducer(producerOptionsFrom(config, registry.jobs(), logger), {
     name: 'onceq-api',
   });
-  const { db, redis } = opened;
+  const { db, backend } = opened;
   const signalled = options.stop ?? waitForShutdownSignal(logger);
   let owned: OwnedMetrics | undefined;
   try {
     if (!options.metrics) {
       owned = await openMetrics(
-        { config, logger, db, redis },
+        { config, logger, db, backend },
         { component: 'api', queues: registry.queues() },
       );
     }
     const app = await buildApp({
       db,
-      redis,
+      backend,
       producer: opened.core,
       ids: opened.ids,
       logger,
@@ -57,7 +62,7 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
       authFailureLimit: config.authFailureLimit,
       deadLetters: createDeadLetterLookup(db),
       metrics: options.metrics ?? owned?.metrics,
-      adminQueues: { prefix: config.prefix, queues: registry.queues() },
+      adminQueues: { queues: registry.queues() },
     });
     try {
       const address = await app.listen({ port: config.port, host: config.host });

@@ -138,8 +138,7 @@ export async function runDlqReplay(ids: string[], opts: DlqReplayOptions): Promi
     const showBar = !opts.json && Boolean(process.stderr.isTTY);
     const summary = await replayDeadLetters({
       db: runtime.db,
-      redis: runtime.redis,
-      prefix: runtime.config.prefix,
+      backend: runtime.backend,
       messageIds: ids.length > 0 ? ids : undefined,
       ...filters,
       dryRun: opts.dryRun,
@@ -211,7 +210,7 @@ export async function runDlqPurge(opts: DlqPurgeOptions): Promise<number> {
     deadBefore = new Date(Date.now() - ms);
   }
   const runtime = await openRuntime({ failFast: true, name: 'dlq' });
-  const queues = createQueueCache(runtime.redis, runtime.config.prefix);
+  const queues = createQueueCache(runtime.backend);
   try {
     let purged = 0;
     for (;;) {

@@ -104,6 +104,39 @@ export function isPortAnswering(host: string, port: number, timeoutMs: number): 
 }
 
 /**
+ * The URL of the embedded PostgreSQL running on `dataDir`, for the commands other than `start`
+ * (`onceq enqueue`, `keys`, `dlq`, `worker` beside a running `onceq start`): `undefined` unless
+ * the folder holds a cluster onceq made and its server is running (a `postmaster.pid`).
+ */
+export async function runningEmbeddedUrl(options: {
+  dataDir: string;
+  port: number;
+  host?: string;
+  database?: string;
+}): Promise<string | undefined> {
+  const dataDir = path.resolve(options.dataDir);
+  if (!(await hasEmbeddedServer(dataDir))) return undefined;
+  const password = await fs
+    .readFile(path.join(dataDir, PASSWORD_FILE), 'utf8')
+    .then((text) => text.trim())
+    .catch(() => undefined);
+  if (password === undefined) return undefined;
+  const database = options.database ?? new URL(DEFAULT_DATABASE_URL).pathname.slice(1);
+  return (
+    `postgres://${SUPERUSER}:${encodeURIComponent(password)}@` +
+    `${urlHost(options.host ?? LOOPBACK)}:${options.port}/${encodeURIComponent(database)}`
+  );
+}
+
+/** Whether `dataDir` holds a server that is (or was, until killed) running: `postmaster.pid`. */
+export async function hasEmbeddedServer(dataDir: string): Promise<boolean> {
+  return fs
+    .access(path.join(path.resolve(dataDir), 'postmaster.pid'))
+    .then(() => true)
+    .catch(() => false);
+}
+
+/**
  * Starts PostgreSQL on `options.dataDir`: makes the cluster when the folder holds none, stops an
  * orphaned server of an earlier onceq run on it, starts the server and creates the database when
  * missing. Failures that a user can act on (the port taken, the package left out, the folder in

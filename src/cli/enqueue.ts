@@ -2,6 +2,7 @@
 import { loadRegistry } from './jobs.js';
 import { loadConfig, producerOptionsFrom } from '../config.js';
 import { openProducer } from '../lib/create-producer.js';
+import { resolveServices } from './services.js';
 
 /** Options of {@link runEnqueue}. */
 export interface EnqueueCommandOptions {
@@ -23,8 +24,9 @@ export async function runEnqueue(name: string, opts: EnqueueCommandOptions): Pro
   }
   // The registry first: a bad ONCEQ_JOBS is reported before anything is connected, and nothing
   // opened below can be left open by it (an open connection would keep the process alive).
-  const config = loadConfig();
-  const registry = await loadRegistry(config.jobsModule);
+  const environment = loadConfig();
+  const registry = await loadRegistry(environment.jobsModule);
+  const { config } = await resolveServices(environment);
   const { producer } = await openProducer(producerOptionsFrom(config, registry.jobs()), {
     name: 'onceq-enqueue',
     failFast: true,

@@ -28,7 +28,7 @@ export interface OpenMetricsOptions {
 }
 
 /** What the metrics read from: the command's config, logger and connections. */
-export type MetricsRuntime = Pick<Runtime, 'config' | 'logger' | 'db' | 'redis'>;
+export type MetricsRuntime = Pick<Runtime, 'config' | 'logger' | 'db' | 'backend'>;
 
 /** Metrics owned by a command; `close()` stops the server and the collectors. */
 export interface OwnedMetrics {
@@ -46,8 +46,7 @@ export async function openMetrics(
   const metrics = options.metrics ?? createCommandMetrics(options.component, logger);
   const removeCollectors = addStateCollectors(metrics, {
     db: runtime.db,
-    redis: runtime.redis,
-    prefix: config.prefix,
+    backend: runtime.backend,
     queues: options.queues,
   });
   let server: MetricsServer | undefined;
@@ -59,7 +58,7 @@ export async function openMetrics(
         host: config.host,
         logger,
         ready: async () => {
-          await Promise.all([runtime.redis.ping(), pingDatabase(runtime.db)]);
+          await Promise.all([runtime.backend.ping(), pingDatabase(runtime.db)]);
           return true;
         },
       });

@@ -7,16 +7,22 @@ import type { Logger } from 'pino';
 import { loadConfig, type Config } from '../config.js';
 import { OnceqError } from '../core/errors.js';
 import { createDb, checkDatabase, type Db } from '../db/create-db.js';
+import { assertQueueBackend } from '../db/queue-backends.repository.js';
 import { checkRedis, closeRedis, createRedis } from '../redis/connection.js';
 import { createLogger } from '../logger.js';
 import { assertNoLegacyWorkerIdLeases } from '../ids/legacy-lease-check.js';
+import type { Backend } from '../queues/backend.js';
+import { createBackend } from '../lib/connections.js';
+import { resolveServices } from './services.js';
 
 /** Open connections of a command. */
 export interface Runtime {
   config: Config;
   logger: Logger;
   db: Db;
-  redis: Redis;
+  /** `undefined` in PostgreSQL-only mode. */
+  redis: Redis | undefined;
+  backend: Backend;
   close(): Promise<void>;
 }
 
@@ -32,11 +38,13 @@ export interface RuntimeOptions {
    */
   mintsIds?: boolean;
   name?: string;
+  /** The configuration, services decided (cli/services.ts). @defaultValue the environment's */
+  config?: Config;
 }
 
-/** Loads the config and opens both connections, checking each. */
+/** Loads the config and opens the connections, checking each. */
 export async function openRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
-  const config = loadConfig();
+  const config = options.config ?? (await resolveServices(loadConfig())).config;
   const logger = createLogger({ level: config.logLevel, name: options.name });
   const db = createDb({
     url: config.databaseUrl,
@@ -48,24 +56,35 @@ export async function openRuntime(options: RuntimeOptions = {}): Promise<Runtime
     statementTimeoutMs: options.worker ? config.statementTimeoutMs : 0,
     applicationName: `onceq-${options.name ?? 'cli'}`,
   });
-  const redis = createRedis({
-    url: config.redisUrl,
-    failFast: options.failFast,
-    connectionName: `onceq-${options.name ?? 'cli'}`,
+  const redis =
+    config.redisUrl === undefined
+      ? undefined
+      : createRedis({
+          url: config.redisUrl,
+          failFast: options.failFast,
+          connectionName: `onceq-${options.name ?? 'cli'}`,
+        });
+  const backend = createBackend({
+    redis,
+    database: config.databaseUrl,
+    prefix: config.prefix,
+    poolSize: config.poolSize,
   });
   const close = async () => {
-    await closeRedis(redis);
+    await backend.close();
+    if (redis) await closeRedis(redis);
     await db.destroy();
   };
   try {
-    await checkRedis(redis, config.redisUrl);
+    if (redis) await checkRedis(redis, config.redisUrl!);
     await checkDatabase(db, config.databaseUrl);
-    if (options.mintsIds) await assertNoLegacyWorkerIdLeases(redis, config.prefix);
+    await assertQueueBackend(db, config.prefix, backend.kind);
+    if (redis && options.mintsIds) await assertNoLegacyWorkerIdLeases(redis, config.prefix);
   } catch (err) {
     await close().catch(() => undefined);
     throw err;
   }
-  return { config, logger, db, redis, close };
+  return { config, logger, db, redis, backend, close };
 }
 
 /**

@@ -10,9 +10,12 @@
  * `ONCEQ_SHUTDOWN_TIMEOUT`; then the process exits 0. A second signal exits at once (130). If
  * either half fails to start, the other is stopped and the command fails with that error.
  */
-import { ensureDatabase } from '../db/migrate.js';
-import { loadConfig } from '../config.js';
+import type { Logger } from 'pino';
+import { loadConfig, type Config } from '../config.js';
+import { createLogger } from '../logger.js';
 import { loadRegistry } from './jobs.js';
+import type { JobRegistry } from '../jobs/registry.js';
+import { resolveServices } from './services.js';
 import { exitNow, openRuntime, waitForShutdownSignal } from './runtime.js';
 import { openMetrics } from './metrics.js';
 import { runApi } from './api.js';
@@ -28,14 +31,37 @@ export const START_EXIT_GRACE_MS = 2_000;
 /** Runs migrations, then the API and a worker until a signal; returns the exit code. */
 export async function runStart(): Promise<number> {
   // The registry first: a bad ONCEQ_JOBS is reported before anything is connected.
-  const config = loadConfig();
-  const registry = await loadRegistry(config.jobsModule);
-  await ensureDatabase(config.databaseUrl);
-  const runtime = await openRuntime({ name: 'start', mintsIds: true });
-  const { logger } = runtime;
-  const signalled = waitForShutdownSignal(logger);
+  const environment = loadConfig();
+  const registry = await loadRegistry(environment.jobsModule);
+  const early = createLogger({ level: environment.logLevel, name: 'start' });
+  // From here on a signal stops everything in order, the embedded PostgreSQL last.
+  const signalled = waitForShutdownSignal(early);
+  // With no URLs set and no server on the default port, an embedded PostgreSQL (services.ts).
+  const services = await resolveServices(environment, { embedded: true, logger: early });
+  const { config, embedded } = services;
+  early.info(
+    { mode: config.redisUrl ? 'redis' : 'postgres', embedded: embedded !== undefined },
+    services.summary,
+  );
   try {
-    await runMigrations(config, logger);
+    return await startWith(config, registry, early, signalled);
+  } finally {
+    // Last: everything that used it has closed its connections.
+    await embedded?.stop();
+  }
+}
+
+async function startWith(
+  config: Config,
+  registry: JobRegistry,
+  early: Logger,
+  signalled: Promise<NodeJS.Signals>,
+): Promise<number> {
+  // Creates the database if missing; the runtime's checks read onceq's tables.
+  await runMigrations(config, early);
+  const runtime = await openRuntime({ name: 'start', mintsIds: true, config });
+  const { logger } = runtime;
+  try {
     const owned = await openMetrics(runtime, {
       component: 'start',
       queues: config.queues.length ? config.queues : registry.queues(),
@@ -54,8 +80,8 @@ export async function runStart(): Promise<number> {
         }, bound).unref();
       });
       const halves = [
-        runApi({ stop, metrics: owned.metrics }),
-        runWorker({ stop, metrics: owned.metrics }),
+        runApi({ stop, metrics: owned.metrics, config }),
+        runWorker({ stop, metrics: owned.metrics, config }),
       ].map((half) =>
         half.catch((err: unknown) => {
           // One half failed (to start, usually): stop the other, then report the failure.

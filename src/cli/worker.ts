@@ -11,6 +11,7 @@ import { createDb } from '../db/create-db.js';
 import { migrateWithLedger } from '../jobs/examples/ledger/migrations.js';
 import { openWorker } from '../lib/create-worker.js';
 import { exitNow, waitForShutdownSignal } from './runtime.js';
+import { resolveServices } from './services.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { createJobObserver } from '../metrics/job-observer.js';
 import { createCommandMetrics, openMetrics, type OwnedMetrics } from './metrics.js';
@@ -36,6 +37,8 @@ export interface RunWorkerOptions {
    * own, served on ONCEQ_METRICS_PORT when that is set
    */
   metrics?: Metrics;
+  /** The configuration, services decided (cli/services.ts). @defaultValue the environment's */
+  config?: Config;
 }
 
 /**
@@ -66,8 +69,10 @@ export async function runMigrations(config: Config, logger: Logger): Promise<voi
  * `ONCEQ_JOBS`, and the CLI's metrics and fault hooks.
  */
 export async function runWorker(options: RunWorkerOptions = {}): Promise<number> {
-  const config = loadConfig();
+  const services = options.config ? undefined : await resolveServices(loadConfig());
+  const config = options.config ?? services!.config;
   const logger = createLogger({ level: config.logLevel, name: 'worker' });
+  if (services) logger.info({ mode: config.redisUrl ? 'redis' : 'postgres' }, services.summary);
   // The registry first: a bad ONCEQ_JOBS is reported before anything is connected.
   const jobs = await loadRegistry(config.jobsModule);
   if (options.migrate) await runMigrations(config, logger);
@@ -87,7 +92,7 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
   try {
     if (!options.metrics) {
       owned = await openMetrics(
-        { config, logger, db: opened.db, redis: opened.redis },
+        { config, logger, db: opened.db, backend: opened.backend },
         {
           component: 'worker',
           queues: config.queues.length ? config.queues : jobs.queues(),

@@ -8,6 +8,8 @@
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 /** Where the CLI looks for PostgreSQL when `DATABASE_URL` is unset. */
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/onceq';
+/** Data of the embedded PostgreSQL that `onceq start` runs when no server answers. */
+export const DEFAULT_DATA_DIR = './.onceq/pg';
 /** The PostgreSQL schema of onceq's tables. */
 export const DEFAULT_SCHEMA = 'public';
 export const DEFAULT_PORT = 3000;

@@ -12,7 +12,7 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import type { Redis } from 'ioredis';
+import type { Backend } from '../queues/backend.js';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import type { Producer } from '../producer/producer.js';
@@ -38,7 +38,8 @@ import type { Metrics } from '../metrics/metrics.js';
 /** Options of {@link buildApp}. */
 export interface BuildAppOptions {
   db: Db;
-  redis: Redis;
+  /** Where the queues and tokens live (Redis or PostgreSQL). */
+  backend: Backend;
   /** The producer, with the connections above; its principal is replaced per request. */
   producer: Producer;
   /** The id service behind the producer; `/readyz` reports whether it can mint. */
@@ -71,9 +72,9 @@ export interface BuildAppOptions {
   metrics?: Metrics;
   /**
    * Mount Bull Board at `/admin/queues` (admin keys only) over these work queues and their
-   * dead-letter queues, under the Redis key prefix. @defaultValue no board
+   * dead-letter queues, on the backend. @defaultValue no board
    */
-  adminQueues?: { prefix: string; queues: readonly string[] };
+  adminQueues?: { queues: readonly string[] };
 }
 
 /** Routes anyone may call: health checks and the API's documentation. */
@@ -179,10 +180,14 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
     await app.register(swaggerUi, { routePrefix: '/docs' });
   }
 
-  healthRoutes(app, { db: options.db, redis: options.redis, ids: options.ids });
+  healthRoutes(app, { db: options.db, backend: options.backend, ids: options.ids });
   if (options.metrics) metricsRoutes(app, options.metrics);
   if (options.adminQueues) {
-    await adminQueueRoutes(app, { redis: options.redis, ...options.adminQueues, authenticate });
+    await adminQueueRoutes(app, {
+      backend: options.backend,
+      ...options.adminQueues,
+      authenticate,
+    });
   }
   tokenRoutes(app, options.producer, options.metrics);
   jobRoutes(app, { db: options.db, producer: options.producer, deadLetters: options.deadLetters });

@@ -4,8 +4,13 @@
  * Both are checked before the component is handed out, so a component that resolved is ready.
  */
 import type { Redis } from 'ioredis';
+import type pg from 'pg';
 import { checkDatabase, createDb, type Db } from '../db/create-db.js';
+import { assertQueueBackend } from '../db/queue-backends.repository.js';
 import { checkRedis, closeRedis, createRedis } from '../redis/connection.js';
+import type { Backend } from '../queues/backend.js';
+import { createRedisBackend } from '../queues/redis-backend.js';
+import { createPostgresBackend } from '../queues/postgres-backend.js';
 import type { ResolvedConnectionOptions } from './options.js';
 
 /** Session settings and names of the component's connections. */
@@ -23,13 +28,19 @@ export interface ConnectionSettings {
 /** Open, checked connections; `close()` closes only the ones onceq opened. */
 export interface Connections {
   readonly db: Db;
-  readonly redis: Redis;
+  /** The Redis connection; `undefined` in PostgreSQL-only mode. */
+  readonly redis: Redis | undefined;
+  /** Where the queues and tokens live. */
+  readonly backend: Backend;
   close(): Promise<void>;
 }
 
-/** Opens (or takes) both connections and checks each; closes what it opened if a check fails. */
+/**
+ * Opens (or takes) the connections and checks each; closes what it opened if a check fails.
+ * Without `redis`, onceq runs on PostgreSQL alone (queues/postgres-backend.ts).
+ */
 export async function openConnections(
-  options: Pick<ResolvedConnectionOptions, 'redis' | 'database' | 'schema' | 'poolSize'>,
+  options: Pick<ResolvedConnectionOptions, 'redis' | 'database' | 'schema' | 'poolSize' | 'prefix'>,
   settings: ConnectionSettings,
 ): Promise<Connections> {
   const ownsRedis = typeof options.redis === 'string';
@@ -41,6 +52,7 @@ export async function openConnections(
           connectionName: settings.name,
         })
       : options.redis;
+  const backend = createBackend({ ...options, redis });
   const db = createDb({
     ...(typeof options.database === 'string'
       ? { url: options.database }
@@ -52,21 +64,45 @@ export async function openConnections(
     applicationName: settings.name,
   });
   const close = async () => {
-    if (ownsRedis) await closeRedis(redis);
+    await backend.close();
+    if (ownsRedis && redis) await closeRedis(redis);
     // Ends the pool only when onceq opened it (create-db.ts).
     await db.destroy();
   };
   try {
-    await checkRedis(redis, typeof options.redis === 'string' ? options.redis : describe(redis));
+    if (redis) {
+      await checkRedis(redis, typeof options.redis === 'string' ? options.redis : describe(redis));
+    }
     await checkDatabase(
       db,
       typeof options.database === 'string' ? options.database : 'the given pg.Pool',
     );
+    await assertQueueBackend(db, options.prefix, backend.kind);
   } catch (err) {
     await close().catch(() => undefined);
     throw err;
   }
-  return { db, redis, close };
+  return { db, redis, backend, close };
+}
+
+/**
+ * The backend of a component: Redis mode over `redis`, PostgreSQL-only mode without it (BullMQ's
+ * tables in the schema named by the prefix, in the database `database` names or points to).
+ */
+export function createBackend(options: {
+  redis: Redis | undefined;
+  database: string | pg.Pool;
+  prefix: string;
+  poolSize: number;
+}): Backend {
+  return options.redis
+    ? createRedisBackend({ redis: options.redis, prefix: options.prefix })
+    : createPostgresBackend({
+        connection:
+          typeof options.database === 'string' ? options.database : options.database.options,
+        prefix: options.prefix,
+        workerPoolSize: options.poolSize,
+      });
 }
 
 /** Where a given ioredis instance points, for messages (never with its password). */

@@ -4,6 +4,7 @@
  * minted under it), so the first `enqueue` does not wait for one.
  */
 import type { Redis } from 'ioredis';
+import type { Backend } from '../queues/backend.js';
 import type { Db } from '../db/create-db.js';
 import { createIdService, type IdService } from '../ids/id-service.js';
 import {
@@ -87,7 +88,9 @@ export interface OpenProducer {
   readonly ids: IdService;
   readonly options: ResolvedProducerOptions;
   readonly db: Db;
-  readonly redis: Redis;
+  /** `undefined` in PostgreSQL-only mode. */
+  readonly redis: Redis | undefined;
+  readonly backend: Backend;
 }
 
 /**
@@ -120,7 +123,7 @@ export async function openProducer(
   const log = options.logger;
   let ids: IdService;
   try {
-    await assertNoLegacyWorkerIdLeases(connections.redis, options.prefix);
+    if (connections.redis) await assertNoLegacyWorkerIdLeases(connections.redis, options.prefix);
     ids = await createIdService(connections.db, {
       onLost: (event) => log?.warn(event, 'worker id lost; leasing another'),
       onReacquired: (event) => log?.info(event, 'worker id leased again'),
@@ -131,8 +134,7 @@ export async function openProducer(
   }
   const core = createCoreProducer({
     db: connections.db,
-    redis: connections.redis,
-    prefix: options.prefix,
+    backend: connections.backend,
     registry,
     ids,
     principal: options.principal,
@@ -172,5 +174,6 @@ export async function openProducer(
     options,
     db: connections.db,
     redis: connections.redis,
+    backend: connections.backend,
   };
 }

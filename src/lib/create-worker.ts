@@ -6,6 +6,7 @@
  */
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { Backend } from '../queues/backend.js';
 import type { Db } from '../db/create-db.js';
 import { ConfigError } from '../core/errors.js';
 import type { DeliveryOutcome } from '../core/outcome.js';
@@ -49,7 +50,9 @@ export interface OpenWorker {
   readonly running: OnceqWorker;
   readonly options: ResolvedWorkerOptions;
   readonly db: Db;
-  readonly redis: Redis;
+  /** `undefined` in PostgreSQL-only mode. */
+  readonly redis: Redis | undefined;
+  readonly backend: Backend;
   /** Closes the connections onceq opened (after `running.close()`). */
   closeConnections(): Promise<void>;
 }
@@ -84,11 +87,10 @@ export async function openWorker(
   });
   let running: OnceqWorker;
   try {
-    await assertNoLegacyWorkerIdLeases(connections.redis, options.prefix);
+    if (connections.redis) await assertNoLegacyWorkerIdLeases(connections.redis, options.prefix);
     running = await startWorker({
       db: connections.db,
-      redis: connections.redis,
-      prefix: options.prefix,
+      backend: connections.backend,
       registry: hooks.registry ? hooks.registry(registry) : registry,
       queues: options.queues,
       concurrency: options.concurrency,
@@ -135,6 +137,7 @@ export async function openWorker(
     options,
     db: connections.db,
     redis: connections.redis,
+    backend: connections.backend,
     closeConnections: connections.close,
   };
 }

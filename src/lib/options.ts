@@ -48,8 +48,11 @@ export interface ConnectionOptions {
    * Redis: a `redis://` or `rediss://` URL, for a connection onceq opens and closes, or an
    * ioredis instance, which onceq uses (and duplicates) but never closes, as BullMQ does. A
    * worker needs an instance made with `maxRetriesPerRequest: null`, as BullMQ's workers do.
+   * Without it, onceq runs on PostgreSQL alone: BullMQ on its PostgreSQL backend (its tables in
+   * the schema named by `prefix`) and the tokens in a table of onceq's schema.
+   * @defaultValue none: PostgreSQL-only mode
    */
-  redis: string | Redis;
+  redis?: string | Redis;
   /**
    * PostgreSQL: a `postgres://` URL, for a pool onceq opens and ends, or a `pg.Pool`, which
    * onceq never ends. Each session onceq takes from a given pool gets onceq's `search_path`
@@ -57,7 +60,8 @@ export interface ConnectionOptions {
    */
   database: string | pg.Pool;
   /**
-   * Prefix of every Redis key, BullMQ's and onceq's: letters, digits, `_ . -`.
+   * Namespaces the queues: the prefix of every Redis key, BullMQ's and onceq's, or in
+   * PostgreSQL-only mode the schema of BullMQ's tables. Letters, digits, `_ . -`.
    * @defaultValue `'onceq'`
    */
   prefix?: string;
@@ -202,7 +206,8 @@ export interface MigrateOptions {
 
 /** Connection options with their defaults. */
 export interface ResolvedConnectionOptions {
-  readonly redis: string | Redis;
+  /** `undefined`: PostgreSQL-only mode. */
+  readonly redis: string | Redis | undefined;
   readonly database: string | pg.Pool;
   readonly prefix: string;
   readonly schema: string;
@@ -379,8 +384,11 @@ function checkOptionsObject(options: unknown, what: string): Record<string, unkn
 function connection(check: Checker, options: Record<string, unknown>): ResolvedConnectionOptions {
   const { redis, database } = options;
   if (typeof redis === 'string') check.url('redis', redis, ['redis:', 'rediss:']);
-  else if (!isRedis(redis)) {
-    check.fail('redis', ': expected a redis:// URL or an ioredis instance');
+  else if (redis !== undefined && !isRedis(redis)) {
+    check.fail(
+      'redis',
+      ': expected a redis:// URL or an ioredis instance, or none for PostgreSQL alone',
+    );
   }
   if (typeof database === 'string') check.url('database', database, ['postgres:', 'postgresql:']);
   else if (!isPool(database)) {
@@ -391,7 +399,7 @@ function connection(check: Checker, options: Record<string, unknown>): ResolvedC
     check.fail('logger', ': expected a pino logger');
   }
   return {
-    redis: redis as string | Redis,
+    redis: redis as string | Redis | undefined,
     database: database as string | pg.Pool,
     prefix: check.text(
       'prefix',

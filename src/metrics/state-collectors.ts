@@ -4,7 +4,6 @@
  * job counts of the work queues and their dead-letter queues. Each is one cheap query per scrape
  * (the pending dead letters have a partial index; the outbox is small when the relay keeps up).
  */
-import type { Redis } from 'ioredis';
 import type { Db } from '../db/create-db.js';
 import { countPendingDeadLetters } from '../db/dead-letters.repository.js';
 import { outboxBacklog } from '../db/outbox.repository.js';
@@ -12,6 +11,7 @@ import { deadLetterQueueName } from '../core/dead-letter.js';
 import { isSnowflake, snowflakeTimeMs } from '../core/snowflake.js';
 import { createQueueCache } from '../queues/queue-cache.js';
 import type { Metrics } from './metrics.js';
+import type { Backend } from '../queues/backend.js';
 
 /** BullMQ states reported by `onceq_queue_jobs`. */
 export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'failed'] as const;
@@ -19,9 +19,8 @@ export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'fai
 /** Options of {@link addStateCollectors}. */
 export interface StateCollectorsOptions {
   db: Db;
-  /** Connection for BullMQ's count commands (not closed here). */
-  redis: Redis;
-  prefix: string;
+  /** Where the queues live (not closed here). */
+  backend: Backend;
   /** The work queues; their dead-letter queues are added. */
   queues: readonly string[];
 }
@@ -31,7 +30,7 @@ export function addStateCollectors(
   metrics: Metrics,
   options: StateCollectorsOptions,
 ): () => Promise<void> {
-  const queueCache = createQueueCache(options.redis, options.prefix);
+  const queueCache = createQueueCache(options.backend);
   const queueNames = [
     ...new Set(options.queues.flatMap((q) => [q, deadLetterQueueName(q)])),
   ].sort();

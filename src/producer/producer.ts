@@ -11,8 +11,6 @@
  * dead-lettered, so a replay never runs a message again behind the dead-letter queue's back.
  */
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
-import { closeRedis } from '../redis/connection.js';
 import type { Db } from '../db/create-db.js';
 import {
   createAcceptanceWriter,
@@ -32,7 +30,8 @@ import { jobIdFor, type MessageEnvelope } from '../core/message.js';
 import { DEFAULT_DEDUPE_WINDOW_MS, DEFAULT_TOKEN_TTL_MS } from '../core/defaults.js';
 import { messageJobOptions } from '../queues/message-job-options.js';
 import { createQueueCache } from '../queues/queue-cache.js';
-import { createTokenStore, type IssuedToken, type TokenStore } from '../redis/token-store.js';
+import type { IssuedToken, TokenStore } from '../redis/token-store.js';
+import type { Backend } from '../queues/backend.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { JobDefinition } from '../jobs/define-job.js';
 import { LOCAL_PRINCIPAL } from '../core/principals.js';
@@ -43,9 +42,8 @@ export { LOCAL_PRINCIPAL };
 /** Options of {@link createProducer}. */
 export interface ProducerOptions {
   db: Db;
-  /** Connection for the token store and BullMQ queues; not closed by the producer. */
-  redis: Redis;
-  prefix: string;
+  /** Where the queues and tokens live (Redis or PostgreSQL); not closed by the producer. */
+  backend: Backend;
   registry: JobRegistry;
   /** Mints message ids (the worker-id-leased snowflake generator). */
   ids: { nextId(): string };
@@ -150,16 +148,14 @@ export function createProducer(options: ProducerOptions): Producer {
   const principal = options.principal ?? LOCAL_PRINCIPAL;
   const tokenTtlMs = options.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS;
   const inFlightMs = options.inFlightMs ?? DEFAULT_IN_FLIGHT_MS;
-  // Token scripts go over a connection of their own with auto-pipelining: under load the
-  // accepts and settles of many requests leave in one write per tick instead of one each. BullMQ
-  // keeps the plain connection (its scripts are not written for auto-pipelining).
-  const tokenRedis = options.redis.duplicate({ enableAutoPipelining: true });
-  tokenRedis.on('error', () => undefined);
-  const tokens = createTokenStore(tokenRedis, {
-    prefix: options.prefix,
+  // In Redis mode the token store has a connection of its own with auto-pipelining: under load
+  // the accepts and settles of many requests leave in one write per tick instead of one each.
+  const tokenStore = options.backend.openTokenStore({
+    db: options.db,
     maxOutstanding: options.maxOutstandingTokens,
   });
-  const queues = createQueueCache(options.redis, options.prefix);
+  const { tokens } = tokenStore;
+  const queues = createQueueCache(options.backend);
   const acceptance = createAcceptanceWriter(options.db);
   const queue = (name: string): Queue => queues.get(name);
 
@@ -393,7 +389,7 @@ export function createProducer(options: ProducerOptions): Producer {
       try {
         await queues.close();
       } finally {
-        await closeRedis(tokenRedis);
+        await tokenStore.close();
       }
     },
   };

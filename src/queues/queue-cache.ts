@@ -1,27 +1,27 @@
 /**
  * The BullMQ queue cache: `Queue` objects by name, created once per component (worker,
- * producer, admin routes, collectors, CLI) and closed together. Queues share the connection they
- * are given (it is not closed here).
+ * producer, admin routes, collectors, CLI) and closed together, on the component's backend
+ * (Redis or PostgreSQL: queues/backend.ts), whose connections they share.
  */
-import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Queue } from 'bullmq';
+import type { Backend } from './backend.js';
 
 /** A lazily filled set of queues. */
 export interface QueueCache {
   /** The queue called `name`, opened on first use. */
   get(name: string): Queue;
-  /** Closes every queue opened so far and empties the cache (the connection stays open). */
+  /** Closes every queue opened so far and empties the cache (the backend stays open). */
   close(): Promise<void>;
 }
 
-/** Creates an empty cache over `redis` and `prefix`. */
-export function createQueueCache(redis: Redis, prefix: string): QueueCache {
+/** Creates an empty cache over a backend. */
+export function createQueueCache(backend: Backend): QueueCache {
   const queues = new Map<string, Queue>();
   return {
     get(name) {
       let queue = queues.get(name);
       if (!queue) {
-        queue = new Queue(name, { connection: redis, prefix });
+        queue = backend.newQueue(name);
         // Errors surface on the commands that fail; the event needs a listener only.
         queue.on('error', () => undefined);
         queues.set(name, queue);

@@ -16,7 +16,6 @@
  * again: it is counted as already applied. Replay needs nothing from Redis: the token's state
  * there may be `done`, claimed by a dead worker, or gone, and the pipeline handles each.
  */
-import type { Redis } from 'ioredis';
 import type { Db } from '../db/create-db.js';
 import {
   claimForReplay,
@@ -37,8 +36,8 @@ import { storedJobOptions } from '../queues/message-job-options.js';
 import { createQueueCache, type QueueCache } from '../queues/queue-cache.js';
 import { addMessageJobs } from '../queues/add-message-jobs.js';
 import { jobOf } from '../queues/message-job.js';
-import { removeJobs } from '../queues/remove-jobs.js';
 import { DEFAULT_DEDUPE_WINDOW_MS } from '../core/defaults.js';
+import type { Backend } from '../queues/backend.js';
 
 /** Letters per batch. */
 export const DEFAULT_REPLAY_BATCH = 1_000;
@@ -64,8 +63,8 @@ export class UnknownDeadLettersError extends OnceqError {
 /** Options of {@link replayDeadLetters}. */
 export interface ReplayOptions {
   db: Db;
-  redis: Redis;
-  prefix: string;
+  /** Where the queues live (not closed here). */
+  backend: Backend;
   /** These messages (all must have a dead letter); otherwise every pending letter. */
   messageIds?: readonly string[];
   queue?: string;
@@ -155,7 +154,7 @@ export async function replayDeadLetters(options: ReplayOptions): Promise<ReplayS
     return summary;
   }
 
-  const queues = createQueueCache(options.redis, options.prefix);
+  const queues = createQueueCache(options.backend);
   const maxInFlight = Math.max(1, options.batchesInFlight ?? DEFAULT_REPLAY_BATCHES_IN_FLIGHT);
   const inFlight: Promise<void>[] = [];
   try {
@@ -238,7 +237,7 @@ async function replayBatch(
       options.db,
       claimed.map((r) => r.message_id),
     ),
-    ...[...stale].map(([queue, ids]) => removeJobs(options.redis, queues.get(queue), [...ids])),
+    ...[...stale].map(([queue, ids]) => options.backend.removeJobs(queues.get(queue), [...ids])),
   ]);
   const toSend = claimed.filter((row) => !applied.has(row.message_id));
   summary.alreadyApplied += claimed.length - toSend.length;

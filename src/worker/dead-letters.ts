@@ -16,7 +16,6 @@
  * (and any original left behind) off their queues a batch per script call.
  */
 import { UnrecoverableError, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import { upsertDeadLetter, type DeadLetter } from '../db/dead-letters.repository.js';
@@ -27,6 +26,7 @@ import { jobIdFor } from '../core/message.js';
 import { createQueueCache } from '../queues/queue-cache.js';
 import type { MessageJob } from '../queues/message-job.js';
 import { NO_FAULTS, type FaultHook } from './fault-hook.js';
+import type { Backend } from '../queues/backend.js';
 
 /**
  * Thrown by the pipeline once a message is dead-lettered: BullMQ fails the job without further
@@ -45,9 +45,8 @@ export class DeadLetteredError extends UnrecoverableError {
 /** Options of {@link createDeadLetterWriter}. */
 export interface DeadLetterWriterOptions {
   db: Db;
-  /** Connection for the dead-letter queues; not closed by the writer. */
-  redis: Redis;
-  prefix: string;
+  /** Where the queues live (not closed here). */
+  backend: Backend;
   fault?: FaultHook;
   logger?: Logger;
 }
@@ -68,7 +67,7 @@ export interface DeadLetterWriter {
 
 /** Creates a writer. */
 export function createDeadLetterWriter(options: DeadLetterWriterOptions): DeadLetterWriter {
-  const queues = createQueueCache(options.redis, options.prefix);
+  const queues = createQueueCache(options.backend);
   const fault = options.fault ?? NO_FAULTS;
   const writer: DeadLetterWriter = {
     async write(letter) {

@@ -9,7 +9,6 @@
  * with another message's is quarantined in the outbox and logged as an error, so neither can
  * hold back the others.
  */
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import { takeOutboxBatch } from '../db/outbox.repository.js';
@@ -28,14 +27,15 @@ import {
 } from './dead-letters.js';
 
 import { DEFAULT_OUTBOX_INTERVAL_MS } from '../core/defaults.js';
+import type { Backend } from '../queues/backend.js';
 /** Rows per relay transaction. */
 export const DEFAULT_OUTBOX_BATCH = 500;
 
 /** Options of {@link createOutboxRelay}. */
 export interface OutboxRelayOptions {
   db: Db;
-  redis: Redis;
-  prefix: string;
+  /** Where the queues live (not closed here). */
+  backend: Backend;
   /** Where follow-ups BullMQ refuses go. @defaultValue a writer of the relay's own */
   deadLetters?: DeadLetterWriter;
   /** @defaultValue {@link DEFAULT_OUTBOX_INTERVAL_MS} */
@@ -61,10 +61,10 @@ export interface OutboxRelay {
 
 /** Creates a relay. */
 export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
-  const queues = createQueueCache(options.redis, options.prefix);
+  const queues = createQueueCache(options.backend);
   const ownWriter = options.deadLetters
     ? undefined
-    : createDeadLetterWriter({ db: options.db, redis: options.redis, prefix: options.prefix });
+    : createDeadLetterWriter({ db: options.db, backend: options.backend });
   const deadLetters = options.deadLetters ?? ownWriter!;
   const batchSize = options.batchSize ?? DEFAULT_OUTBOX_BATCH;
   let task: PeriodicTask | undefined;

@@ -13,7 +13,6 @@
  * job that turns out to exist is not duplicated, and the inbox absorbs any extra delivery.
  */
 import type { Job, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import type { AcceptedMessageRow } from '../db/database.js';
@@ -33,6 +32,7 @@ import {
   DEFAULT_RECONCILE_GRACE_MS,
   DEFAULT_RECONCILE_INTERVAL_MS,
 } from '../core/defaults.js';
+import type { Backend } from '../queues/backend.js';
 /** Accepted messages examined per query. */
 export const DEFAULT_RECONCILE_BATCH = 1_000;
 /** How often the scan starts over from the start of the dedupe window. */
@@ -41,8 +41,8 @@ export const DEFAULT_FULL_SCAN_EVERY_MS = 3_600_000;
 /** Options of {@link createReconciler}. */
 export interface ReconcilerOptions {
   db: Db;
-  redis: Redis;
-  prefix: string;
+  /** Where the queues live (not closed here). */
+  backend: Backend;
   deadLetters: DeadLetterWriter;
   /** @defaultValue {@link DEFAULT_RECONCILE_INTERVAL_MS} */
   intervalMs?: number;
@@ -89,7 +89,7 @@ export interface Reconciler {
 
 /** Creates a reconciler. */
 export function createReconciler(options: ReconcilerOptions): Reconciler {
-  const queues = createQueueCache(options.redis, options.prefix);
+  const queues = createQueueCache(options.backend);
   const graceMs = options.graceMs ?? DEFAULT_RECONCILE_GRACE_MS;
   const windowMs = options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS;
   const batchSize = options.batchSize ?? DEFAULT_RECONCILE_BATCH;

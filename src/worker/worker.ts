@@ -1,18 +1,15 @@
 /**
  * The onceq worker: one BullMQ `Worker` per queue, all running the same pipeline. Owns nothing it
- * did not create: the Redis connection and the database are passed in and closed by the caller.
+ * did not create: the backend and the database are passed in and closed by the caller.
  */
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { Job, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
+import { Job, type Worker } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { DeliveryOutcome } from '../core/outcome.js';
 import type { ConflictRetryOptions } from '../core/retry.js';
-import { createTokenStore } from '../redis/token-store.js';
-import { closeRedis } from '../redis/connection.js';
 import { createIdService, type IdService } from '../ids/id-service.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import {
@@ -26,6 +23,7 @@ import { createOutboxRelay, type OutboxRelay } from './outbox-relay.js';
 import { createReconciler, type ReconcileReport, type Reconciler } from './reconciler.js';
 import { createPruner, type Pruner } from './pruner.js';
 import { createQueueCache } from '../queues/queue-cache.js';
+import type { Backend } from '../queues/backend.js';
 import { startCompletedJobTrimmer } from '../queues/completed-job-trimmer.js';
 import {
   DEFAULT_COMPLETED_JOB_RETENTION_MS,
@@ -41,10 +39,8 @@ export const DEFAULT_MAX_STALLED_COUNT = 10;
 /** Options of {@link startWorker}. */
 export interface OnceqWorkerOptions {
   db: Db;
-  /** A connection for BullMQ's commands and the token store; BullMQ duplicates it for blocking. */
-  redis: Redis;
-  /** Redis key prefix. */
-  prefix: string;
+  /** Where the queues and tokens live (Redis or PostgreSQL); not closed by the worker. */
+  backend: Backend;
   registry: JobRegistry;
   /** Queues to consume. @defaultValue every queue of a registered job */
   queues?: readonly string[];
@@ -120,17 +116,12 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   const lockDurationMs = options.lockDurationMs ?? DEFAULT_LOCK_DURATION_MS;
   const log = options.logger;
   const processId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-  // The token store gets a connection of its own with auto-pipelining: the claims and `done`
-  // marks of concurrent deliveries issued in one tick travel in one write, which saves Redis and
-  // Node CPU per job on a busy worker.
-  const tokenRedis = options.redis.duplicate({ enableAutoPipelining: true, lazyConnect: false });
-  tokenRedis.on('error', (err) => log?.debug({ err }, 'token store connection error'));
-  const tokens = createTokenStore(tokenRedis, { prefix: options.prefix });
+  const tokenStore = options.backend.openTokenStore({ db: options.db });
+  const { tokens } = tokenStore;
   const dedupeWindowMs = options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS;
   const deadLetters = createDeadLetterWriter({
     db: options.db,
-    redis: options.redis,
-    prefix: options.prefix,
+    backend: options.backend,
     fault: options.fault,
     logger: log,
   });
@@ -153,8 +144,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
       ? undefined
       : createOutboxRelay({
           db: options.db,
-          redis: options.redis,
-          prefix: options.prefix,
+          backend: options.backend,
           deadLetters,
           intervalMs: options.outbox?.intervalMs,
           ...jobDefaults,
@@ -165,8 +155,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
       ? undefined
       : createReconciler({
           db: options.db,
-          redis: options.redis,
-          prefix: options.prefix,
+          backend: options.backend,
           deadLetters,
           intervalMs: options.reconciler?.intervalMs,
           graceMs: options.reconciler?.graceMs,
@@ -211,14 +200,11 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   const queues = options.queues?.length ? options.queues : options.registry.queues();
 
   const workers = queues.map((queue) => {
-    const worker = new Worker(queue, (job, token) => pipeline.process(job, token), {
-      connection: options.redis,
-      prefix: options.prefix,
+    const worker = options.backend.newWorker(queue, (job, token) => pipeline.process(job, token), {
       concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
       lockDuration: lockDurationMs,
       stalledInterval: lockDurationMs,
       maxStalledCount: options.maxStalledCount ?? DEFAULT_MAX_STALLED_COUNT,
-      autorun: false,
     });
     worker.on('error', (err) => log?.error({ err, queue }, 'worker error'));
     if (log?.isLevelEnabled('debug')) {
@@ -258,8 +244,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   reconciler?.start();
   pruner?.start();
   const retention = options.completedJobRetentionMs ?? DEFAULT_COMPLETED_JOB_RETENTION_MS;
-  const trimQueues =
-    retention === false ? undefined : createQueueCache(options.redis, options.prefix);
+  const trimQueues = retention === false ? undefined : createQueueCache(options.backend);
   const trimmer =
     retention === false
       ? undefined
@@ -272,7 +257,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   /** Moves released jobs from active to delayed-until-now, with the lock tokens they held. */
   async function putBack(released: { job: Job; bullToken?: string }[]): Promise<void> {
     if (released.length === 0) return;
-    const queues = createQueueCache(options.redis, options.prefix);
+    const queues = createQueueCache(options.backend);
     try {
       await Promise.all(
         released.map(async ({ job, bullToken }) => {
@@ -333,7 +318,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
         await trimQueues?.close();
         await Promise.all([...removals]);
         await deadLetters.close();
-        await closeRedis(tokenRedis);
+        await tokenStore.close();
         if (idService) await (await idService.catch(() => undefined))?.close();
         return { forced };
       })();

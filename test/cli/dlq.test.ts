@@ -207,8 +207,7 @@ describe('cli: onceq dlq', function () {
     expect(reconciled.reenqueued).to.equal(stranded);
     const second = await replayDeadLetters({
       db: stack.db,
-      redis: stack.redis,
-      prefix: stack.prefix,
+      backend: stack.backend,
     });
     expect(second).to.include({ replayed: Number(rows[0]!.pending), failed: 0 });
     const counts = await waitFor(

@@ -24,6 +24,7 @@ import {
   testRedis,
   uniqueName,
   type TestSchema,
+  redisBackend,
 } from '../support/env.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
 import type { Redis } from 'ioredis';
@@ -93,7 +94,7 @@ describe('client: onceq/client against a real `onceq api` child process', functi
     await ensureBuilt();
     db = await createTestSchema('client_real', 2);
     redis = testRedis();
-    queues = createQueueCache(redis, prefix);
+    queues = createQueueCache(redisBackend(redis, prefix));
   });
 
   afterEach(async () => {

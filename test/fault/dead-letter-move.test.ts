@@ -87,8 +87,7 @@ describe('fault: SIGKILL during a dead-letter move', function () {
     await setFailing(stack.db, false);
     const summary = await replayDeadLetters({
       db: stack.db,
-      redis: stack.redis,
-      prefix: stack.prefix,
+      backend: stack.backend,
     });
     expect(summary).to.include({ replayed: 3, alreadyApplied: 0, failed: 0 });
     const counts = await waitFor('three effects', async () => {

@@ -53,13 +53,13 @@ describe('http: Bull Board actions on onceq queues', function () {
     // The board over the stack's own prefix: it acts on the jobs the API enqueued.
     app = await buildApp({
       db: stack.db,
-      redis: stack.redis,
+      backend: stack.backend,
       producer: stack.producer,
       ids: stack.ids,
       keyCacheMs: 0,
       rateLimit: false,
       docs: false,
-      adminQueues: { prefix: stack.prefix, queues: ['ledger'] },
+      adminQueues: { queues: ['ledger'] },
     });
     await app.ready();
     admin = await mintKey('ops', true);

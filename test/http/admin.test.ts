@@ -7,7 +7,6 @@ import { expect } from 'chai';
 import { createApiTest, type ApiTest } from '../support/api.js';
 import { createMetrics } from '../../src/metrics/metrics.js';
 import { sample } from '../support/metrics.js';
-import { uniqueName } from '../support/env.js';
 import { mintApiKey } from '../../src/core/api-key.js';
 import { RESERVED_PRINCIPALS } from '../../src/core/principals.js';
 
@@ -20,8 +19,7 @@ describe('http: /admin/queues and /metrics', () => {
   before(async () => {
     api = await createApiTest('http_admin', {
       metrics,
-      // Read only: the board's look-ups create no keys under this prefix.
-      adminQueues: { prefix: uniqueName('http_admin_board'), queues: ['ledger'] },
+      adminQueues: { queues: ['ledger'] },
     });
     admin = await api.key('ops', true);
     producer = await api.key('shop');

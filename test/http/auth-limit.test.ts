@@ -63,7 +63,7 @@ describe('http: failed authentications per client address', function () {
     app = await buildApp({
       metrics,
       db: stack.db.withPlugin(lookups),
-      redis: stack.redis,
+      backend: stack.backend,
       producer: stack.producer,
       ids: stack.ids,
       keyCacheMs: 60_000,

@@ -4,7 +4,6 @@
  */
 import { expect } from 'chai';
 import { createApiTest, type ApiTest } from '../support/api.js';
-import { uniqueName } from '../support/env.js';
 
 describe('http: counterexamples of the properties', () => {
   let t: ApiTest;
@@ -14,7 +13,7 @@ describe('http: counterexamples of the properties', () => {
 
   before(async () => {
     t = await createApiTest('prop_examples', {
-      adminQueues: { prefix: uniqueName('prop_examples_board'), queues: ['ledger'] },
+      adminQueues: { queues: ['ledger'] },
     });
     alice = await t.key('alice');
     bob = await t.key('bob');

@@ -119,7 +119,7 @@ describe('http: properties of the API (fast-check)', function () {
     stack = await createTestStack('props', { jobs: [anyJob] });
     app = await buildApp({
       db: stack.db,
-      redis: stack.redis,
+      backend: stack.backend,
       producer: stack.producer,
       ids: stack.ids,
       bodyLimit: BODY_LIMIT,

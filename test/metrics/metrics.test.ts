@@ -47,8 +47,7 @@ describe('metrics', () => {
       metrics = createMetrics({ defaultMetrics: false });
       removeCollectors = addStateCollectors(metrics, {
         db: stack.db,
-        redis: stack.redis,
-        prefix: stack.prefix,
+        backend: stack.backend,
         queues: ['ledger'],
       });
       const sink = new Writable({

@@ -24,7 +24,13 @@ import { createProducer, type Producer } from '../../src/producer/producer.js';
 import { closeRedis, createRedis } from '../../src/redis/connection.js';
 import { startWorker, type OnceqWorker } from '../../src/worker/worker.js';
 import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.js';
-import { createTestSchema, deletePrefix, uniqueName, type TestSchema } from '../support/env.js';
+import {
+  createTestSchema,
+  deletePrefix,
+  uniqueName,
+  type TestSchema,
+  redisBackend,
+} from '../support/env.js';
 
 const BODY = { name: 'account.open', data: { owner: 'alice', openingBalance: 100 } };
 const OTHER_BODY = { name: 'account.open', data: { owner: 'mallory', openingBalance: 1 } };
@@ -51,16 +57,16 @@ describe('producer: Redis restored from an older snapshot (private redis-server)
   async function connect(withWorker: boolean): Promise<void> {
     redis = createRedis({ url: server.url, connectionName: 'onceq-test' });
     await redis.connect();
-    producer = createProducer({ db: t.db, redis, prefix, registry, ids, backoffMs: 50 });
-    app = await buildApp({ db: t.db, redis, producer, keyCacheMs: 0, rateLimit: false });
+    const backend = redisBackend(redis, prefix);
+    producer = createProducer({ db: t.db, backend, registry, ids, backoffMs: 50 });
+    app = await buildApp({ db: t.db, backend, producer, keyCacheMs: 0, rateLimit: false });
     await app.ready();
     if (withWorker) await startOwnWorker();
   }
   async function startOwnWorker(): Promise<void> {
     worker = await startWorker({
       db: t.db,
-      redis: redis!,
-      prefix,
+      backend: redisBackend(redis!, prefix),
       registry,
       concurrency: 4,
       lockDurationMs: 2_000,

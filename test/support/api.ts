@@ -35,7 +35,7 @@ export async function createApiTest(
   try {
     app = await buildApp({
       db: stack.db,
-      redis: stack.redis,
+      backend: stack.backend,
       producer: stack.producer,
       ids: stack.ids,
       keyCacheMs: 0,

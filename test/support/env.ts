@@ -8,12 +8,45 @@ import type { Redis } from 'ioredis';
 import { createDb, type Db } from '../../src/db/create-db.js';
 import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js';
 import { createRedis } from '../../src/redis/connection.js';
+import type { Backend, BackendKind } from '../../src/queues/backend.js';
+import { createRedisBackend } from '../../src/queues/redis-backend.js';
+import { createPostgresBackend } from '../../src/queues/postgres-backend.js';
 
 /** The Redis the tests use. */
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 /** A database of its own, so tests never touch a real `onceq` database. */
 export const TEST_DATABASE_URL =
   process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/onceq_test';
+
+/**
+ * The mode the suites that run in both run in when they do not say (`ONCEQ_TEST_BACKEND=postgres`
+ * runs them on PostgreSQL alone). @defaultValue `redis`
+ */
+export const TEST_BACKEND: BackendKind =
+  process.env.ONCEQ_TEST_BACKEND === 'postgres' ? 'postgres' : 'redis';
+
+/** The modes a suite that runs in both iterates over. */
+export const BACKENDS: readonly BackendKind[] = ['redis', 'postgres'];
+
+/** A Redis backend over a test's connection and prefix. */
+export function redisBackend(redis: Redis, prefix: string): Backend {
+  return createRedisBackend({ redis, prefix });
+}
+
+/**
+ * A backend of the given kind under `prefix`: Redis keys under it, or BullMQ's tables in a
+ * PostgreSQL schema of that name in the test database (drop it with {@link dropQueueSchema}).
+ */
+export function testBackend(kind: BackendKind, redis: Redis, prefix: string): Backend {
+  return kind === 'redis'
+    ? createRedisBackend({ redis, prefix })
+    : createPostgresBackend({ connection: TEST_DATABASE_URL, prefix, workerPoolSize: 10 });
+}
+
+/** Drops the schema of a PostgreSQL backend's BullMQ tables. */
+export async function dropQueueSchema(db: Db, prefix: string): Promise<void> {
+  await sql`drop schema if exists ${sql.id(prefix)} cascade`.execute(db);
+}
 
 /** A fresh name like `t_label_1a2b3c4d`, usable as a Redis prefix and a schema name. */
 export function uniqueName(label: string): string {

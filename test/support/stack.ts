@@ -17,13 +17,28 @@ import {
 import { closeRedis, createRedis } from '../../src/redis/connection.js';
 import type { DeliveryOutcome } from '../../src/core/outcome.js';
 import type { Db } from '../../src/db/create-db.js';
-import { createTestSchema, deletePrefix, testRedis, uniqueName } from './env.js';
+import type { Backend, BackendKind } from '../../src/queues/backend.js';
+import {
+  createTestSchema,
+  deletePrefix,
+  dropQueueSchema,
+  TEST_BACKEND,
+  testBackend,
+  testRedis,
+  uniqueName,
+} from './env.js';
 
 export interface TestStack {
   prefix: string;
   schema: string;
   db: Db;
+  /**
+   * A Redis connection, in both modes: in PostgreSQL-only mode nothing of onceq's is in it (a
+   * test that looks there is a Redis-mode test).
+   */
   redis: Redis;
+  /** Where the stack's queues and tokens live: {@link TestStackOptions.backend}. */
+  backend: Backend;
   registry: JobRegistry;
   producer: Producer;
   /** The producer's id service. */
@@ -45,6 +60,8 @@ export interface TestStackOptions {
   ids?: Partial<IdServiceOptions>;
   /** A Redis of the test's own (a private redis-server it restarts). @defaultValue the shared one */
   redisUrl?: string;
+  /** The mode. @defaultValue `ONCEQ_TEST_BACKEND`, else `redis` */
+  backend?: BackendKind;
 }
 
 export async function createTestStack(
@@ -57,12 +74,13 @@ export async function createTestStack(
     ? createRedis({ url: options.redisUrl, connectionName: 'onceq-test' })
     : testRedis();
   await redis.connect();
+  const kind = options.backend ?? TEST_BACKEND;
+  const backend = testBackend(kind, redis, prefix);
   const registry = new JobRegistry([...ledgerJobs, ...(options.jobs ?? [])]);
   const ids = await createIdService(db, options.ids);
   const producer = createProducer({
     db,
-    redis,
-    prefix,
+    backend,
     registry,
     ids,
     maxAttempts: options.maxAttempts ?? 10,
@@ -76,6 +94,7 @@ export async function createTestStack(
     schema,
     db,
     redis,
+    backend,
     registry,
     producer,
     ids,
@@ -83,8 +102,7 @@ export async function createTestStack(
     async startWorker(overrides = {}) {
       const worker = await startWorker({
         db,
-        redis,
-        prefix,
+        backend,
         registry,
         concurrency: 10,
         lockDurationMs: 2_000,
@@ -101,6 +119,8 @@ export async function createTestStack(
       await ids.close();
       await deletePrefix(redis, prefix);
       await closeRedis(redis);
+      await backend.close();
+      if (kind === 'postgres') await dropQueueSchema(db, prefix);
       await drop();
     },
   };

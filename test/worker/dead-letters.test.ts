@@ -41,8 +41,7 @@ describe('worker: dead letters', function () {
   const replay = (messageIds?: string[]) =>
     replayDeadLetters({
       db: stack.db,
-      redis: stack.redis,
-      prefix: stack.prefix,
+      backend: stack.backend,
       messageIds,
       backoffMs: 10,
     });
@@ -65,8 +64,7 @@ describe('worker: dead letters', function () {
       // Replay refuses it too: the pipeline would only expire it again.
       const summary = await replayDeadLetters({
         db: stack.db,
-        redis: stack.redis,
-        prefix: stack.prefix,
+        backend: stack.backend,
         dedupeWindowMs: 60_000,
       });
       expect(summary).to.include({ replayed: 0, failed: 1 });
@@ -242,8 +240,7 @@ describe('worker: dead letters', function () {
     }));
     const writer = createDeadLetterWriter({
       db: stack.db,
-      redis: stack.redis,
-      prefix: stack.prefix,
+      backend: stack.backend,
     });
     try {
       for (let i = 0; i < count; i += 100) {

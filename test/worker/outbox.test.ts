@@ -23,6 +23,7 @@ import { firstSnowflakeAt } from '../../src/core/snowflake.js';
 import { MAX_PRIORITY } from '../../src/core/limits.js';
 import { deadLetterQueueName } from '../../src/core/dead-letter.js';
 import { createRedis } from '../../src/redis/connection.js';
+import { redisBackend } from '../support/env.js';
 
 describe('worker: transactional outbox', function () {
   this.timeout(60_000);
@@ -119,9 +120,7 @@ describe('worker: transactional outbox', function () {
       async () => (await effectCounts(stack.db)).get(messageId) === 1,
     );
 
-    const relays = [1, 2].map(() =>
-      createOutboxRelay({ db: stack.db, redis: stack.redis, prefix: stack.prefix }),
-    );
+    const relays = [1, 2].map(() => createOutboxRelay({ db: stack.db, backend: stack.backend }));
     try {
       // Two relays at once: SKIP LOCKED gives the row to one of them.
       const sent = await Promise.all(relays.map((r) => r.runOnce()));
@@ -146,7 +145,7 @@ describe('worker: transactional outbox', function () {
   it('dead-letters follow-ups BullMQ refuses as invalid, in the batch that sends the good ones', async () => {
     const ids = await writeFollowUps(stack, 7, 3, 5);
     const [bad, badQueue] = [ids[3]!, ids[5]!];
-    const relay = createOutboxRelay({ db: stack.db, redis: stack.redis, prefix: stack.prefix });
+    const relay = createOutboxRelay({ db: stack.db, backend: stack.backend });
     try {
       expect(await relay.runOnce()).to.equal(7);
       // Nothing left behind, and a second run has nothing to send or dead-letter again.
@@ -217,8 +216,7 @@ describe('worker: transactional outbox', function () {
     );
     const relay = createOutboxRelay({
       db: stack.db,
-      redis: stack.redis,
-      prefix: stack.prefix,
+      backend: stack.backend,
       logger,
     });
     try {
@@ -257,7 +255,10 @@ describe('worker: transactional outbox', function () {
     const ids = await writeFollowUps(stack, 4);
     // Nothing listens on port 1: every command fails at once.
     const deadRedis = createRedis({ url: 'redis://127.0.0.1:1', failFast: true });
-    const down = createOutboxRelay({ db: stack.db, redis: deadRedis, prefix: stack.prefix });
+    const down = createOutboxRelay({
+      db: stack.db,
+      backend: redisBackend(deadRedis, stack.prefix),
+    });
     try {
       const failed = await down.runOnce().then(
         () => undefined,
@@ -272,7 +273,7 @@ describe('worker: transactional outbox', function () {
     const letters = await stack.db.selectFrom('dead_letters').select('message_id').execute();
     expect(letters).to.deep.equal([]);
 
-    const up = createOutboxRelay({ db: stack.db, redis: stack.redis, prefix: stack.prefix });
+    const up = createOutboxRelay({ db: stack.db, backend: stack.backend });
     try {
       expect(await up.runOnce()).to.equal(4);
     } finally {

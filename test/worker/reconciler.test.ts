@@ -18,7 +18,7 @@ import { createMetrics } from '../../src/metrics/metrics.js';
 import { createDeadLetterWriter } from '../../src/worker/dead-letters.js';
 import { createTestStack, type TestStack } from '../support/stack.js';
 import { assertLedgerInvariants, inboxCount, waitFor } from '../support/ledger.js';
-import { deletePrefix } from '../support/env.js';
+import { deletePrefix, redisBackend } from '../support/env.js';
 import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
 import { MAX_PRIORITY } from '../../src/core/limits.js';
 import { generateToken } from '../../src/core/token.js';
@@ -97,15 +97,13 @@ describe('worker: reconciler', function () {
     const queue = new Queue(LEDGER_QUEUE, { connection: husk.redis, prefix: husk.prefix });
     const deadLetters = createDeadLetterWriter({
       db: husk.db,
-      redis: husk.redis,
-      prefix: husk.prefix,
+      backend: husk.backend,
     });
     const metrics = createMetrics({ defaultMetrics: false });
     const passes: ReconcileReport[] = [];
     const reconciler = createReconciler({
       db: husk.db,
-      redis: husk.redis,
-      prefix: husk.prefix,
+      backend: husk.backend,
       deadLetters,
       graceMs: 0,
       // As `onceq worker` wires it: every pass reaches the reconciler metrics.
@@ -153,13 +151,11 @@ describe('worker: reconciler', function () {
     const poisoned = await createTestStack('reconcile_poison', { backoffMs: 20 });
     const deadLetters = createDeadLetterWriter({
       db: poisoned.db,
-      redis: poisoned.redis,
-      prefix: poisoned.prefix,
+      backend: poisoned.backend,
     });
     const reconciler = createReconciler({
       db: poisoned.db,
-      redis: poisoned.redis,
-      prefix: poisoned.prefix,
+      backend: poisoned.backend,
       deadLetters,
       graceMs: 0,
     });
@@ -234,13 +230,12 @@ describe('worker: reconciler', function () {
     // Nothing listens on port 1: every command fails at once.
     const deadRedis = createRedis({ url: 'redis://127.0.0.1:1', failFast: true });
     const writers = [deadRedis, away.redis].map((redis) =>
-      createDeadLetterWriter({ db: away.db, redis, prefix: away.prefix }),
+      createDeadLetterWriter({ db: away.db, backend: redisBackend(redis, away.prefix) }),
     );
     const [down, up] = [deadRedis, away.redis].map((redis, i) =>
       createReconciler({
         db: away.db,
-        redis,
-        prefix: away.prefix,
+        backend: redisBackend(redis, away.prefix),
         deadLetters: writers[i]!,
         graceMs: 0,
       }),

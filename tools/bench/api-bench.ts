@@ -38,6 +38,7 @@ import { buildApp } from '../../src/http/build-app.js';
 import { mintApiKey } from '../../src/core/api-key.js';
 import { insertApiKey } from '../../src/db/api-keys.repository.js';
 import type { CannonRequest, CannonResult } from './cannon-child.js';
+import type { Backend } from '../../src/queues/backend.js';
 
 /** One measured run, in the shape the bench summarises (jobs = requests here). */
 export interface ApiMeasured {
@@ -53,6 +54,8 @@ export interface ApiBenchOptions {
   db: Db;
   redis: Redis;
   prefix: string;
+  /** The same Redis and prefix as the producer's backend. */
+  backend: Backend;
   registry: JobRegistry;
   ids: { nextId(): string };
   /** Requests per run. */
@@ -148,8 +151,7 @@ async function issueTokens(
 function benchProducer(options: ApiBenchOptions): Producer {
   return createProducer({
     db: options.db,
-    redis: options.redis,
-    prefix: options.prefix,
+    backend: options.backend,
     registry: options.registry,
     ids: options.ids,
     // Every request of a round gets its token before the round starts (30,000 or more), and a
@@ -227,7 +229,7 @@ export async function runApiRoute(options: ApiBenchOptions): Promise<ApiMeasured
   const tokens = await issueTokens(producer, 'bench', options.requests);
   const app = await buildApp({
     db: options.db,
-    redis: options.redis,
+    backend: options.backend,
     producer,
     rateLimit: false,
     docs: false,

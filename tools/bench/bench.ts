@@ -33,7 +33,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { Queue, Worker, type Job, type JobsOptions } from 'bullmq';
+import { Queue, type Job, type JobsOptions } from 'bullmq';
 import { sql } from 'kysely';
 import { Type } from '@sinclair/typebox';
 import {
@@ -61,6 +61,10 @@ import { runApiRoute, runBareRoute, runStoresRoute, type ApiBenchOptions } from 
 import { replayDeadLetters } from '../../src/worker/dead-letter-replay.js';
 import { deletePrefix } from '../support/redis.js';
 import { renderLineChart } from './charts.js';
+import { createRedisBackend } from '../../src/queues/redis-backend.js';
+import { DEFAULT_REDIS_URL } from '../../src/core/defaults.js';
+import { createPostgresBackend } from '../../src/queues/postgres-backend.js';
+import type { Backend, BackendKind } from '../../src/queues/backend.js';
 
 /** Options of {@link runBench} (strings: they come from the command line). */
 export interface BenchOptions {
@@ -164,6 +168,8 @@ interface BenchContext {
   db: Db;
   redis: Redis;
   prefix: string;
+  /** The queues of a figure: Redis, or PostgreSQL alone (the `-pg` figures). */
+  backends: Record<BackendKind, Backend>;
   registry: JobRegistry;
   ids: SnowflakeGenerator;
   accounts: string[];
@@ -192,24 +198,38 @@ export async function runBench(
   // bench's, dropped afterwards like it.
   const graphileSchema = `bench_gw_${suffix}`;
   const prefix = `onceq-bench-${suffix}`;
+  // The PostgreSQL-only figures' BullMQ tables.
+  const queueSchema = `bench_bq_${suffix}`;
   const db = createDb({
     url: config.databaseUrl,
     schema,
     poolSize: config.poolSize,
     applicationName: 'onceq-bench',
   });
-  const redis = createRedis({ url: config.redisUrl, connectionName: 'onceq-bench' });
+  const redis = createRedis({
+    url: config.redisUrl ?? DEFAULT_REDIS_URL,
+    connectionName: 'onceq-bench',
+  });
   const figures: Figure[] = [];
   let graphileInstalled = false;
   try {
-    await checkRedis(redis, config.redisUrl);
+    await checkRedis(redis, config.redisUrl ?? DEFAULT_REDIS_URL);
     await checkDatabase(db, config.databaseUrl);
     await migrateWithLedger(db, schema);
     await sql`create table bench_events (id bigint primary key, n integer not null)`.execute(db);
     const ids = new SnowflakeGenerator({ workerId: 1 });
     const registry = new JobRegistry([benchInsert, transferOnBench as (typeof ledgerJobs)[2]]);
     const accounts = await openBenchAccounts(db, ids, 1_000);
-    const bench: BenchContext = { db, redis, prefix, registry, ids, accounts, jobs };
+    const backends: Record<BackendKind, Backend> = {
+      redis: createRedisBackend({ redis, prefix }),
+      // BullMQ's tables in a schema of their own, dropped afterwards like the bench's.
+      postgres: createPostgresBackend({
+        connection: config.databaseUrl,
+        prefix: queueSchema,
+        workerPoolSize: config.poolSize,
+      }),
+    };
+    const bench: BenchContext = { db, redis, prefix, backends, registry, ids, accounts, jobs };
     const graphile: GraphileTarget = {
       connectionString: config.databaseUrl,
       schema: graphileSchema,
@@ -245,6 +265,17 @@ export async function runBench(
         run: () => runBaseline(bench, concurrency, insertProcessor),
       },
       {
+        // At-least-once on BullMQ's PostgreSQL backend: the baseline of PostgreSQL-only mode.
+        name: 'bullmq-pg-insert',
+        concurrency,
+        run: () => runBaseline(bench, concurrency, insertProcessor, 'postgres'),
+      },
+      {
+        name: 'onceq-pg-insert',
+        concurrency,
+        run: () => runOnceq(bench, 'insert', concurrency, undefined, 'postgres'),
+      },
+      {
         name: 'graphile-batched',
         concurrency,
         run: async () => {
@@ -271,6 +302,7 @@ export async function runBench(
         db,
         redis,
         prefix,
+        backend: createRedisBackend({ redis, prefix }),
         registry,
         ids,
         // At least API_MIN_REQUESTS: 5,000 requests last a quarter of a second on the bare route,
@@ -349,6 +381,9 @@ export async function runBench(
   } finally {
     await deletePrefix(redis, prefix).catch(() => undefined);
     await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(db).catch(() => undefined);
+    await sql`drop schema if exists ${sql.id(queueSchema)} cascade`
+      .execute(db)
+      .catch(() => undefined);
     if (graphileInstalled) {
       await sql`drop schema if exists ${sql.id(graphileSchema)} cascade`
         .execute(db)
@@ -403,11 +438,13 @@ interface Measured {
 }
 
 async function runBaseline(
-  { ids, redis, prefix, jobs }: BenchContext,
+  { ids, backends, jobs }: BenchContext,
   concurrency: number,
   processor: (job: Job) => Promise<void>,
+  kind: BackendKind = 'redis',
 ): Promise<Measured> {
-  const queue = new Queue(BENCH_QUEUE, { connection: redis, prefix });
+  const backend = backends[kind];
+  const queue = backend.newQueue(BENCH_QUEUE);
   await addInChunks(
     queue,
     // Ids minted before the clock starts, as onceq's messageIds are: neither side pays for them.
@@ -419,14 +456,15 @@ async function runBaseline(
   );
   const latencies: number[] = [];
   const done = completion(jobs);
-  const worker = new Worker(
+  const worker = backend.newWorker(
     BENCH_QUEUE,
     async (job) => {
       const t0 = performance.now();
       await processor(job);
       latencies.push(performance.now() - t0);
     },
-    { connection: redis, prefix, concurrency, autorun: false },
+    // BullMQ's defaults, as a plain BullMQ user gets them.
+    { concurrency, lockDuration: 30_000, stalledInterval: 30_000, maxStalledCount: 1 },
   );
   worker.on('completed', done.tick);
   worker.on('failed', done.fail);
@@ -553,6 +591,7 @@ async function runOnceq(
   workload: OnceqWorkload,
   concurrency: number,
   groupCommit: GroupCommitOptions | false | undefined,
+  kind: BackendKind = 'redis',
 ): Promise<Measured> {
   const { ids, accounts, jobs: deliveries } = bench;
   const name = nameOf(workload === 'transfer' ? 'transfer' : 'insert');
@@ -593,10 +632,10 @@ async function runOnceq(
       opts: { jobId: jobIdFor(messageId), removeOnComplete: REMOVE_ON_COMPLETE },
     });
   }
-  if (workload !== 'dup-only') return deliver(bench, bulk, concurrency, groupCommit);
+  if (workload !== 'dup-only') return deliver(bench, bulk, concurrency, groupCommit, kind);
   // dup-only: the messages are applied first, not timed; then each arrives again in a job of
   // its own (a new job id, the same envelope), as a second enqueue or a replay would add it.
-  await deliver(bench, bulk, concurrency, groupCommit);
+  await deliver(bench, bulk, concurrency, groupCommit, kind);
   const duplicates = sent.map((envelope, n) => ({
     name,
     data: envelope,
@@ -605,18 +644,20 @@ async function runOnceq(
       removeOnComplete: REMOVE_ON_COMPLETE,
     },
   }));
-  return deliver(bench, duplicates, concurrency, groupCommit, 'applied-before');
+  return deliver(bench, duplicates, concurrency, groupCommit, kind, 'applied-before');
 }
 
 /** Adds `bulk`, then times a worker through all of it. */
 async function deliver(
-  { db, redis, prefix, registry }: BenchContext,
+  { db, backends, registry }: BenchContext,
   bulk: { name: string; data: MessageEnvelope; opts: JobsOptions }[],
   concurrency: number,
   groupCommit: GroupCommitOptions | false | undefined,
+  kind: BackendKind,
   expect?: 'applied-before',
 ): Promise<Measured> {
-  const queue = new Queue(BENCH_QUEUE, { connection: redis, prefix });
+  const backend = backends[kind];
+  const queue = backend.newQueue(BENCH_QUEUE);
   await addInChunks(queue, bulk);
   const latencies: number[] = [];
   const done = completion(bulk.length);
@@ -624,8 +665,7 @@ async function deliver(
   let applied = 0;
   const worker = await startWorker({
     db,
-    redis,
-    prefix,
+    backend,
     registry,
     queues: [BENCH_QUEUE],
     concurrency,
@@ -711,7 +751,7 @@ async function runDlqReplay(
     })),
   );
   const t0 = performance.now();
-  const summary = await replayDeadLetters({ db, redis, prefix });
+  const summary = await replayDeadLetters({ db, backend: createRedisBackend({ redis, prefix }) });
   const seconds = (performance.now() - t0) / 1000;
   if (summary.replayed !== count) {
     throw new Error(`dlq-replay replayed ${summary.replayed} of ${count}`);
@@ -807,6 +847,10 @@ function ratios(figures: Figure[]): Record<string, number> {
   ratio('onceq-insert', 'graphile-batched');
   ratio('onceq-dup-only', 'onceq-insert');
   ratio('onceq-dup-only', 'bullmq-noop');
+  // PostgreSQL-only mode against at-least-once BullMQ on the same backend, and against Redis.
+  ratio('onceq-pg-insert', 'bullmq-pg-insert');
+  ratio('onceq-pg-insert', 'onceq-insert');
+  ratio('bullmq-pg-insert', 'bullmq-insert');
   const dupP99 = p99.get('onceq-insert-dup30');
   const insertP99 = p99.get('onceq-insert');
   if (dupP99 && insertP99)

@@ -26,6 +26,7 @@ import { freePort, sleep } from '../support/child.js';
 import { createRandom, deriveSeed, planFaults, type FaultKind } from './schedule.js';
 import { probeDrain, readSnapshot } from './snapshot.js';
 import { Workload, type WorkloadShares, type WorkloadStats } from './workload.js';
+import { createRedisBackend } from '../../src/queues/redis-backend.js';
 
 /** Options of {@link runCampaign}. */
 export interface CampaignOptions {
@@ -257,7 +258,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     const redisClient = createRedis({ url: redisUrl, connectionName: 'onceq-chaos' });
     cleanups.push(() => closeRedis(redisClient));
     await redisClient.connect();
-    const queueCache = createQueueCache(redisClient, prefix);
+    const queueCache = createQueueCache(createRedisBackend({ redis: redisClient, prefix: prefix }));
     cleanups.unshift(() => queueCache.close());
     const queues = QUEUES.map((name) => queueCache.get(name));
 

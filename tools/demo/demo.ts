@@ -32,6 +32,7 @@ import { checkRedis, closeRedis, createRedis } from '../../src/redis/connection.
 import { spawnChild, type Child } from '../support/child.js';
 import { checkLedgerInvariants, readLedgerRows } from '../support/ledger-invariants.js';
 import { createDemoClient } from './client.js';
+import { DEFAULT_REDIS_URL } from '../../src/core/defaults.js';
 
 /** The ledger's queue (src/jobs/examples/ledger). */
 const LEDGER_QUEUE = 'ledger';
@@ -131,12 +132,15 @@ export async function runDemo(config: Config, options: DemoOptions = {}): Promis
     poolSize: 4,
     applicationName: 'onceq-demo',
   });
-  const redis = createRedis({ url: config.redisUrl, connectionName: 'onceq-demo' });
+  const redis = createRedis({
+    url: config.redisUrl ?? DEFAULT_REDIS_URL,
+    connectionName: 'onceq-demo',
+  });
   const children = new Set<Child>();
   let queue: Queue | undefined;
   let mintedKeyId: string | undefined;
   try {
-    await checkRedis(redis, config.redisUrl);
+    await checkRedis(redis, config.redisUrl ?? DEFAULT_REDIS_URL);
     await checkDatabase(db, config.databaseUrl);
     queue = new Queue(LEDGER_QUEUE, { connection: redis, prefix: config.prefix });
     queue.on('error', () => undefined);

@@ -32,6 +32,7 @@ import { createClient } from '../../src/client/index.js';
 import { freePort, sleep, spawnChild } from '../support/child.js';
 import { renderLineChart } from '../bench/charts.js';
 import { deletePrefix } from '../support/redis.js';
+import { DEFAULT_REDIS_URL } from '../../src/core/defaults.js';
 
 /** Options of {@link runSoak} (strings: they come from the command line). */
 export interface SoakOptions {
@@ -98,7 +99,10 @@ export async function runSoak(options: SoakOptions): Promise<number> {
   const schema = `soak_${randomBytes(4).toString('hex')}`;
   const prefix = `onceq-soak-${randomBytes(4).toString('hex')}`;
   const db = createDb({ url: config.databaseUrl, schema, poolSize: 2, applicationName: 'soak' });
-  const redis = createRedis({ url: config.redisUrl, connectionName: 'onceq-soak' });
+  const redis = createRedis({
+    url: config.redisUrl ?? DEFAULT_REDIS_URL,
+    connectionName: 'onceq-soak',
+  });
   const port = await freePort();
   let child: ReturnType<typeof spawnChild> | undefined;
   let sampling = false;
@@ -112,7 +116,7 @@ export async function runSoak(options: SoakOptions): Promise<number> {
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   try {
-    await checkRedis(redis, config.redisUrl);
+    await checkRedis(redis, config.redisUrl ?? DEFAULT_REDIS_URL);
     await checkDatabase(db, config.databaseUrl);
     await migrateWithLedger(db, schema);
     const key = mintApiKey();
@@ -124,7 +128,7 @@ export async function runSoak(options: SoakOptions): Promise<number> {
       args: [BIN, 'start'],
       env: {
         PATH: process.env.PATH ?? '',
-        REDIS_URL: config.redisUrl,
+        REDIS_URL: config.redisUrl ?? DEFAULT_REDIS_URL,
         DATABASE_URL: config.databaseUrl,
         ONCEQ_DB_SCHEMA: schema,
         ONCEQ_PREFIX: prefix,

@@ -23,7 +23,6 @@
  * until someone has decided it is safe.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { Redis } from 'ioredis';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
@@ -33,6 +32,7 @@ import { problem, sendProblem, toProblem } from '../problem.js';
 import { ErrorCode } from '../../core/errors.js';
 import { requireAdmin, type Identity } from '../auth.js';
 import { authorizationHeader } from '../authorization-header.js';
+import type { Backend } from '../../queues/backend.js';
 
 /** Where the board is mounted. */
 export const ADMIN_QUEUES_PATH = '/admin/queues';
@@ -42,9 +42,8 @@ export const SELF_AUTHENTICATED = 'selfAuthenticated';
 
 /** Options of {@link adminQueueRoutes}. */
 export interface AdminQueuesOptions {
-  /** Connection for the board's BullMQ queues (not closed here). */
-  redis: Redis;
-  prefix: string;
+  /** Where the queues live (not closed here). */
+  backend: Backend;
   /** Work queues to show; each one's dead-letter queue is shown too. */
   queues: readonly string[];
   /** The API's key check. */
@@ -111,7 +110,7 @@ export async function adminQueueRoutes(
   app: FastifyInstance,
   options: AdminQueuesOptions,
 ): Promise<void> {
-  const queueCache = createQueueCache(options.redis, options.prefix);
+  const queueCache = createQueueCache(options.backend);
   const serverAdapter = new FastifyAdapter().setBasePath(ADMIN_QUEUES_PATH);
   const work = [...new Set(options.queues)].sort();
   createBullBoard({

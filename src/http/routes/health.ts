@@ -1,9 +1,10 @@
 /**
- * `GET /healthz` (the process is up) and `GET /readyz` (Redis and PostgreSQL answer). Public and
+ * `GET /healthz` (the process is up) and `GET /readyz` (Redis, in Redis mode, and PostgreSQL
+ * answer). Public and
  * not rate-limited: load balancers and orchestrators call them.
  */
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { Backend } from '../../queues/backend.js';
 import { pingDatabase, type Db } from '../../db/create-db.js';
 import { HealthSchema } from '../schemas.js';
 import { TimeoutError, withTimeout } from '../../core/with-timeout.js';
@@ -14,7 +15,7 @@ export const READY_CHECK_TIMEOUT_MS = 2_000;
 /** Registers the routes. */
 export function healthRoutes(
   app: FastifyInstance,
-  deps: { db: Db; redis: Redis; ids?: { isReady(): boolean } },
+  deps: { db: Db; backend: Backend; ids?: { isReady(): boolean } },
 ): void {
   const config = { public: true, rateLimit: false };
   app.get(
@@ -33,11 +34,12 @@ export function healthRoutes(
       },
     },
     async (_request, reply) => {
-      const [redis, postgres] = await Promise.all([
-        check(() => deps.redis.ping()),
+      const [queues, postgres] = await Promise.all([
+        deps.backend.kind === 'redis' ? check(() => deps.backend.ping()) : undefined,
         check(() => pingDatabase(deps.db)),
       ]);
-      const checks: Record<string, string> = { redis, postgres };
+      // PostgreSQL-only mode has one service to check.
+      const checks: Record<string, string> = queues ? { redis: queues, postgres } : { postgres };
       // A lost worker-id lease (Redis lost its data) answers 503 until a new one can mint.
       if (deps.ids) checks['ids'] = deps.ids.isReady() ? 'ok' : 'unavailable';
       const ready = Object.values(checks).every((c) => c === 'ok');
