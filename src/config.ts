@@ -69,7 +69,10 @@ export interface Config {
    * it starts one). @defaultValue `./.onceq/pg`
    */
   readonly dataDir: string;
-  /** `DATABASE_URL`. @defaultValue `postgres://postgres@127.0.0.1:5432/onceq` */
+  /**
+   * `DATABASE_URL`. @defaultValue `postgres://postgres@127.0.0.1:5432/onceq` (`ONCEQ_PG_PORT`
+   * moves the port: where `onceq start` looks for a PostgreSQL, and runs the embedded one)
+   */
   readonly databaseUrl: string;
   /** `ONCEQ_DB_SCHEMA`: PostgreSQL schema for onceq's tables. @defaultValue `public` */
   readonly databaseSchema: string;
@@ -165,6 +168,13 @@ export { QUEUE_NAME, QUEUE_NAME_RULE } from './core/queue-name.js';
 export { redactUrl } from './core/redact-url.js';
 
 type Env = Record<string, string | undefined>;
+
+/** `url` with another port. */
+function withPort(url: string, port: number): string {
+  const parsed = new URL(url);
+  parsed.port = String(port);
+  return parsed.href;
+}
 
 /** Reads and validates the configuration; throws one `ConfigError` listing every bad variable. */
 export function loadConfig(env: Env = process.env): Config {
@@ -318,11 +328,18 @@ export function loadConfig(env: Env = process.env): Config {
   const config: Config = {
     redisUrl:
       read('REDIS_URL') !== undefined || read('DATABASE_URL') === undefined
-        ? url('REDIS_URL', DEFAULT_REDIS_URL, ['redis:', 'rediss:'])
+        ? url('REDIS_URL', withPort(DEFAULT_REDIS_URL, int('ONCEQ_REDIS_PORT', 6379, 1, 65535)), [
+            'redis:',
+            'rediss:',
+          ])
         : undefined,
     defaultServices: read('REDIS_URL') === undefined && read('DATABASE_URL') === undefined,
     dataDir: read('ONCEQ_DATA_DIR') ?? DEFAULT_DATA_DIR,
-    databaseUrl: url('DATABASE_URL', DEFAULT_DATABASE_URL, ['postgres:', 'postgresql:']),
+    databaseUrl: url(
+      'DATABASE_URL',
+      withPort(DEFAULT_DATABASE_URL, int('ONCEQ_PG_PORT', 5432, 1, 65535)),
+      ['postgres:', 'postgresql:'],
+    ),
     databaseSchema: name(
       'ONCEQ_DB_SCHEMA',
       'public',

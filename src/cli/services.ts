@@ -44,8 +44,9 @@ export async function resolveServices(
   if (!config.defaultServices) {
     return { config, embedded: undefined, summary: describeMode(config) };
   }
-  const redis = new URL(DEFAULT_REDIS_URL);
-  const database = new URL(DEFAULT_DATABASE_URL);
+  // The defaults (ONCEQ_REDIS_PORT and ONCEQ_PG_PORT move their ports).
+  const redis = new URL(config.redisUrl ?? DEFAULT_REDIS_URL);
+  const database = new URL(config.databaseUrl);
   const port = Number(database.port || 5432);
   const name = database.pathname.replace(/^\//, '') || 'onceq';
   const dataDir = path.resolve(config.dataDir);

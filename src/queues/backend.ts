@@ -36,6 +36,12 @@ export interface OpenTokenStore {
   readonly tokens: TokenStore;
   /** Releases what the store took (a Redis connection of its own; nothing for PostgreSQL). */
   close(): Promise<void>;
+  /**
+   * Deletes expired token state, a batch at a time, and resolves to how much it deleted:
+   * PostgreSQL keeps expired rows (they read as missing) until this runs; Redis expires its keys
+   * itself and has none.
+   */
+  readonly deleteExpired?: () => Promise<number>;
 }
 
 /** Options of {@link Backend.openTokenStore}. */

@@ -19,7 +19,7 @@ import {
   type Worker,
 } from 'bullmq';
 import type pg from 'pg';
-import { createPgTokenStore } from '../db/token-store.js';
+import { createPgTokenStore, deleteExpiredTokens } from '../db/token-store.js';
 import { redactUrl } from '../core/redact-url.js';
 import type { Backend, RemovedJobs } from './backend.js';
 
@@ -35,6 +35,9 @@ export interface PostgresBackendOptions {
 
 /** Connections of a queue object's BullMQ pool (adds, counts, removals). */
 const QUEUE_POOL_SIZE = 3;
+/** Expired token rows deleted per statement, and most statements per sweep. */
+const TOKEN_SWEEP_BATCH = 1_000;
+const TOKEN_SWEEP_BATCHES = 100;
 /** Jobs removed at once by {@link Backend.removeJobs}. */
 const REMOVE_CONCURRENCY = 16;
 
@@ -72,6 +75,16 @@ export function createPostgresBackend(options: PostgresBackendOptions): Backend 
       return {
         tokens: createPgTokenStore(db, { maxOutstanding }),
         close: async () => undefined,
+        // Again at once while a batch comes back full, up to a bound per sweep.
+        async deleteExpired() {
+          let deleted = 0;
+          for (let i = 0; i < TOKEN_SWEEP_BATCHES; i++) {
+            const n = await deleteExpiredTokens(db, { limit: TOKEN_SWEEP_BATCH });
+            deleted += n;
+            if (n < TOKEN_SWEEP_BATCH) break;
+          }
+          return deleted;
+        },
       };
     },
     async removeJobs(queue, jobIds) {

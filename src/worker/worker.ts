@@ -22,6 +22,7 @@ import { createDeadLetterWriter, DeadLetteredError } from './dead-letters.js';
 import { createOutboxRelay, type OutboxRelay } from './outbox-relay.js';
 import { createReconciler, type ReconcileReport, type Reconciler } from './reconciler.js';
 import { createPruner, type Pruner } from './pruner.js';
+import { startPeriodic } from './periodic.js';
 import { createQueueCache } from '../queues/queue-cache.js';
 import type { Backend } from '../queues/backend.js';
 import { startCompletedJobTrimmer } from '../queues/completed-job-trimmer.js';
@@ -32,6 +33,9 @@ import {
   DEFAULT_LOCK_DURATION_MS,
   DEFAULT_TOKEN_TTL_MS,
 } from '../core/defaults.js';
+
+/** Between two sweeps of expired token rows (PostgreSQL-only mode). */
+export const TOKEN_SWEEP_INTERVAL_MS = 60_000;
 
 /** BullMQ moves a job to failed after this many stalls; onceq's claims make a stall harmless. */
 export const DEFAULT_MAX_STALLED_COUNT = 10;
@@ -164,6 +168,15 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
           ...jobDefaults,
           logger: log,
         });
+  // PostgreSQL-only mode: expired token rows read as missing, and go in the background.
+  const tokenSweep = tokenStore.deleteExpired
+    ? startPeriodic({
+        name: 'token-sweep',
+        intervalMs: TOKEN_SWEEP_INTERVAL_MS,
+        run: tokenStore.deleteExpired,
+        logger: log,
+      })
+    : undefined;
   const pruner =
     options.pruner === false
       ? undefined
@@ -314,6 +327,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
           reconciler?.close(),
           pruner?.close(),
           trimmer?.close(),
+          tokenSweep?.close(),
         ]);
         await trimQueues?.close();
         await Promise.all([...removals]);
