@@ -8,7 +8,7 @@
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, loadConfig, type Config } from '../config.js';
+import { DEFAULT_REDIS_URL, loadConfig, type Config } from '../config.js';
 import {
   hasEmbeddedServer,
   isPortAnswering,
