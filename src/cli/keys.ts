@@ -7,6 +7,7 @@ import { checkDatabase, createDb, type Db } from '../db/create-db.js';
 import { insertApiKey, listApiKeys, revokeApiKey } from '../db/api-keys.repository.js';
 import { mintApiKey, parseApiKey } from '../core/api-key.js';
 import { principalNameProblem } from '../core/principals.js';
+import { resolveServices } from './services.js';
 
 /** Options of `keys create`. */
 export interface KeysCreateOptions {
@@ -15,7 +16,8 @@ export interface KeysCreateOptions {
 }
 
 async function withDb<T>(body: (db: Db) => Promise<T>): Promise<T> {
-  const config = loadConfig();
+  // Beside a running `onceq start` with no URLs set: its embedded PostgreSQL (services.ts).
+  const { config } = await resolveServices(loadConfig());
   const db = createDb({
     url: config.databaseUrl,
     schema: config.databaseSchema,

@@ -8,6 +8,7 @@ import { loadConfig } from '../config.js';
 import { ensureDatabase, migrateDown, migrateToLatest, migrationStatus } from '../db/migrate.js';
 import { createDb, checkDatabase } from '../db/create-db.js';
 import { LEDGER_MIGRATIONS } from '../jobs/examples/ledger/migrations.js';
+import { resolveServices } from './services.js';
 
 /** Runs one migration action; prints what it did; returns the exit code. */
 export async function runMigrate(action: string): Promise<number> {
@@ -17,7 +18,8 @@ export async function runMigrate(action: string): Promise<number> {
     );
     return 1;
   }
-  const config = loadConfig();
+  // Beside a running `onceq start` with no URLs set: its embedded PostgreSQL (services.ts).
+  const { config } = await resolveServices(loadConfig());
   const created = await ensureDatabase(config.databaseUrl);
   if (created)
     process.stdout.write(`created database ${new URL(config.databaseUrl).pathname.slice(1)}\n`);

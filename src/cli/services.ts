@@ -27,6 +27,8 @@ export interface Services {
   readonly embedded: EmbeddedPostgres | undefined;
   /** One line for the first log: the mode, where, and why. */
   readonly summary: string;
+  /** {@link summary} was logged already (before starting the embedded PostgreSQL). */
+  readonly announced?: boolean;
 }
 
 /** Options of {@link resolveServices}. */
@@ -59,6 +61,11 @@ export async function resolveServices(
   ]);
   const pointAt = 'set DATABASE_URL (and REDIS_URL) to use servers of your own';
   if (options.embedded && (ours || !databaseUp)) {
+    const summary =
+      `embedded PostgreSQL on 127.0.0.1:${port} (data in ${dataDir}), PostgreSQL-only mode: ` +
+      `no DATABASE_URL or REDIS_URL set and no PostgreSQL answered; ${pointAt}`;
+    // The first line of the process: what it runs on, and how to point it at real servers.
+    options.logger?.info({ mode: 'postgres', embedded: true, dataDir }, summary);
     const embedded = await startEmbeddedPostgres({
       dataDir,
       port,
@@ -69,9 +76,8 @@ export async function resolveServices(
     return {
       config: { ...config, databaseUrl: embedded.url, redisUrl: undefined },
       embedded,
-      summary:
-        `embedded PostgreSQL on 127.0.0.1:${port} (data in ${dataDir}), PostgreSQL-only mode: ` +
-        `no DATABASE_URL or REDIS_URL set and no PostgreSQL answered; ${pointAt}`,
+      summary,
+      announced: true,
     };
   }
   // Beside a running `onceq start` with an embedded PostgreSQL: its server, PostgreSQL alone.

@@ -39,10 +39,9 @@ export async function runStart(): Promise<number> {
   // With no URLs set and no server on the default port, an embedded PostgreSQL (services.ts).
   const services = await resolveServices(environment, { embedded: true, logger: early });
   const { config, embedded } = services;
-  early.info(
-    { mode: config.redisUrl ? 'redis' : 'postgres', embedded: embedded !== undefined },
-    services.summary,
-  );
+  if (!services.announced) {
+    early.info({ mode: config.redisUrl ? 'redis' : 'postgres', embedded: false }, services.summary);
+  }
   try {
     return await startWith(config, registry, early, signalled);
   } finally {
