@@ -64,9 +64,9 @@ export interface JobSnapshot {
   failedReason?: string;
 }
 
-/** Delivery figures read from the jobs left in Redis (a lower bound after a Redis fault). */
+/** Delivery figures read from the jobs left in the queues (a lower bound after a Redis fault). */
 export interface DeliveryFigures {
-  /** Jobs found in Redis (every state). */
+  /** Jobs found in the queues (every state). */
   jobs: number;
   /** Sum of BullMQ's `attemptsStarted`: deliveries to a worker. */
   deliveries: number;
@@ -97,7 +97,7 @@ export interface DbSnapshot {
   transfers: TransferSnapshotRow[];
   /** `null` when the schema has no `dead_letters` table (dead letters not built yet). */
   deadLetters: DeadLetterSnapshotRow[] | null;
-  /** Failed jobs in Redis. */
+  /** Failed jobs left in the queues. */
   failedJobs: JobSnapshot[];
   /** Jobs still waiting, active, delayed or prioritized. */
   liveJobs: JobSnapshot[];
