@@ -38,6 +38,7 @@ import { createRedisBackend } from '../../src/queues/redis-backend.js';
 import { createPostgresBackend } from '../../src/queues/postgres-backend.js';
 import type { Backend, BackendKind } from '../../src/queues/backend.js';
 import { checkFaultsFor, REDIS_FAULT_KINDS } from './schedule.js';
+import { ErrorCode, OnceqError } from '../../src/core/errors.js';
 
 /** Options of {@link runCampaign}. */
 export interface CampaignOptions {
@@ -131,6 +132,14 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
   const backendKind = options.backend ?? 'redis';
   // Before anything starts: a fault with nothing to act on would be planned and silently fail.
   checkFaultsFor(backendKind, options.faults);
+  const redisVariables = ['REDIS_URL', 'REDIS_CLUSTER_NODES'].filter((v) => options.env?.[v]);
+  if (backendKind === 'postgres' && redisVariables.length > 0) {
+    // It would put the children in Redis mode while the harness reads PostgreSQL's queues.
+    throw new OnceqError(
+      ErrorCode.ConfigInvalid,
+      `chaos: the postgres backend runs without Redis; env must not set ${redisVariables.join(', ')}`,
+    );
+  }
   const runId = `chaos_${options.seed >>> 0}_${randomBytes(3).toString('hex')}`;
   const schema = runId;
   // Without Redis the prefix names BullMQ's schema: one of its own, beside onceq's, so its
