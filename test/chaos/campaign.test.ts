@@ -7,7 +7,7 @@
  * minutes each with start-up and drain); nothing in them depends on timing beyond generous bounds.
  */
 import { expect } from 'chai';
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -80,6 +80,14 @@ for (const backend of ['redis', 'postgres'] as const) {
       expect(history.filter((e) => e.type === 'fault' && e.phase === 'heal')).to.have.length(
         Object.values(report.injected).reduce((a, b) => a + b, 0),
       );
+      // Every child said which mode it runs in; none ran in the other.
+      const output = await readFile(report.logFile, 'utf8');
+      const [said, other] =
+        backend === 'redis'
+          ? ['Redis mode: queues and tokens in Redis', 'PostgreSQL-only mode']
+          : ['PostgreSQL-only mode (no REDIS_URL)', 'Redis mode'];
+      expect(output, 'mode line').to.include(said);
+      expect(output, 'the other mode').not.to.include(other);
       if (backend === 'postgres') {
         // No Redis was started, and no child was told of one.
         expect(history.some((e) => e.type === 'process' && e.name === 'redis')).to.equal(false);
