@@ -64,8 +64,14 @@ program
   .option('--workers <n>', 'worker processes', '3')
   .option('--rate <n>', 'operations per second', '20')
   .option(
+    '--backend <kind>',
+    'redis (a private redis-server) or postgres (PostgreSQL-only mode: no Redis at all)',
+    'redis',
+  )
+  .option(
     '--faults <list>',
-    'comma-separated: kill,pause,pgkill,redis-restart,redis-flush,api-kill, or all, or none',
+    'comma-separated: kill,pause,pgkill,redis-restart,redis-flush,api-kill, or all (every ' +
+      'fault the backend has: no redis-* with postgres), or none',
     'all',
   )
   .option('--history <file>', 'JSON-lines history (default chaos-<seed>.history.jsonl)')

@@ -4,7 +4,11 @@
  * do not match), to prove it says so.
  */
 import { expect } from 'chai';
-import { checkCampaign, type DbSnapshot } from '../../tools/chaos/checker.js';
+import {
+  checkCampaign,
+  type DbSnapshot,
+  type TokenSnapshotRow,
+} from '../../tools/chaos/checker.js';
 import { parseHistory, type HistoryEvent, type RequestEvent } from '../../tools/chaos/history.js';
 import { POISON_JOB_NAME } from '../../tools/chaos/poison-job.js';
 
@@ -117,6 +121,16 @@ function validRun(): { history: HistoryEvent[]; snapshot: DbSnapshot } {
     liveJobs: [],
   };
   return { history, snapshot };
+}
+
+/** The tokens of a valid run: done for applied messages, claimed for the dead poison one. */
+function withTokens(snapshot: DbSnapshot): TokenSnapshotRow[] {
+  return snapshot.accepted.map((r) => ({
+    messageId: r.message_id,
+    token: r.token,
+    state: r.message_id === P ? 'claimed' : 'done',
+    boundTo: r.message_id,
+  }));
 }
 
 describe('chaos checker', () => {
@@ -327,6 +341,57 @@ describe('chaos checker', () => {
       });
     }
     expect(checkCampaign(history, snapshot).valid).to.equal(true);
+  });
+
+  it('checks tokens: bound to another message is always an anomaly', () => {
+    const { history, snapshot } = validRun();
+    snapshot.tokens = withTokens(snapshot);
+    expect(checkCampaign(history, snapshot).tokens).to.deep.include({
+      checked: 5,
+      byState: { done: 4, claimed: 1 },
+      appliedByState: { done: 4 },
+      anomalies: [],
+    });
+    snapshot.tokens[2]!.boundTo = '999';
+    for (const durableStores of [false, true]) {
+      const r = checkCampaign(history, snapshot, { durableStores });
+      expect(r.valid).to.equal(false);
+      expect(r.tokens!.anomalies.map((a) => [a.messageId, a.detail])).to.deep.equal([
+        [T, 'the token store binds it to 999'],
+      ]);
+    }
+  });
+
+  it('reports a lost or never-used token only where the stores are durable', () => {
+    const { history, snapshot } = validRun();
+    snapshot.tokens = withTokens(snapshot);
+    snapshot.tokens[0] = { ...snapshot.tokens[0]!, state: 'missing', boundTo: undefined };
+    snapshot.tokens[1] = { ...snapshot.tokens[1]!, state: 'issued', boundTo: undefined };
+    // Redis faults may lose tokens, and the fallbacks to PostgreSQL's records cover it.
+    expect(checkCampaign(history, snapshot).valid).to.equal(true);
+    const r = checkCampaign(history, snapshot, { durableStores: true });
+    expect(r.valid).to.equal(false);
+    expect(r.tokens!.anomalies.map((a) => [a.messageId, a.detail])).to.deep.equal([
+      [A, 'the token store holds no state for it'],
+      [B, 'the token store holds it as never used'],
+    ]);
+  });
+
+  it('reports a raw poison job gone without a trace only where the stores are durable', () => {
+    const { history, snapshot } = validRun();
+    snapshot.deadLetters = snapshot.deadLetters!.filter((d) => d.message_id !== '1009');
+    const lenient = checkCampaign(history, snapshot);
+    expect(lenient.valid).to.equal(true);
+    expect(lenient.poison.rawVanished).to.equal(1);
+    expect(lenient.vanished).to.deep.equal([]);
+    const r = checkCampaign(history, snapshot, { durableStores: true });
+    expect(r.valid).to.equal(false);
+    expect(r.vanished.map((a) => [a.messageId, a.lines])).to.deep.equal([['1009', [9]]]);
+    // Still queued is not gone.
+    snapshot.liveJobs = [
+      { jobId: 'poison-1009', messageId: '1009', name: 'ledger.transfer', state: 'waiting' },
+    ];
+    expect(checkCampaign(history, snapshot, { durableStores: true }).vanished).to.deep.equal([]);
   });
 
   it('reads a history whose last line was cut off', () => {

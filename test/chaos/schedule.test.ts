@@ -1,8 +1,10 @@
 /** The fault schedule is a pure function of its seed and options. */
 import { expect } from 'chai';
 import {
+  checkFaultsFor,
   createRandom,
   FAULT_KINDS,
+  faultKindsFor,
   parseFaultList,
   planFaults,
   type FaultPlanOptions,
@@ -65,6 +67,18 @@ describe('chaos schedule', () => {
     expect(parseFaultList('all')).to.deep.equal([...FAULT_KINDS]);
     expect(parseFaultList('none')).to.deep.equal([]);
     expect(() => parseFaultList('kill,nuke')).to.throw(/unknown fault kind nuke/);
+  });
+
+  it('parses --faults for PostgreSQL-only mode: all means the faults without Redis', () => {
+    expect(faultKindsFor('postgres')).to.deep.equal(['kill', 'pause', 'pgkill', 'api-kill']);
+    expect(faultKindsFor('redis')).to.deep.equal([...FAULT_KINDS]);
+    expect(parseFaultList('all', 'postgres')).to.deep.equal(faultKindsFor('postgres'));
+    expect(parseFaultList('kill,pgkill', 'postgres')).to.deep.equal(['kill', 'pgkill']);
+    expect(() => parseFaultList('kill,redis-flush', 'postgres')).to.throw(
+      /redis-flush needs Redis, and the postgres backend has none/,
+    );
+    expect(() => checkFaultsFor('postgres', ['redis-restart'])).to.throw(/needs Redis/);
+    expect(() => checkFaultsFor('redis', FAULT_KINDS)).not.to.throw();
   });
 
   it('draws the same numbers from the same seed', () => {

@@ -8,7 +8,12 @@
  *   account rows);
  * - unexpected: an effect whose message nobody accepted;
  * - ledger invariants (DESIGN.md section 7), checked row by row (tools/support/ledger-invariants.ts);
- * - replays: every later definite answer for a token must equal the first (status and body).
+ * - replays: every later definite answer for a token must equal the first (status and body);
+ * - tokens: the token store binds every accepted message's token to that message.
+ *
+ * Where the stores are durable (PostgreSQL-only mode, or a Redis no fault restarted or flushed),
+ * state that only a Redis fault could excuse losing is checked too: a token the store no longer
+ * holds, and a job gone from the queue without a trace, make the run invalid.
  *
  * The effect of a message is its inbox row, plus its transfer row (`ledger.transfer`) or its
  * account row (`account.open`). The database's keys make a second inbox or transfer row
@@ -16,6 +21,7 @@
  * version bumped twice); the row counts are still checked, and hand-made snapshots in the unit
  * tests prove both paths report.
  */
+import type { TokenState } from '../../src/core/token.js';
 import type { HistoryEvent, RequestEvent } from './history.js';
 import { POISON_JOB_NAME } from './poison-job.js';
 import {
@@ -58,9 +64,9 @@ export interface JobSnapshot {
   failedReason?: string;
 }
 
-/** Delivery figures read from the jobs left in Redis (a lower bound after a Redis fault). */
+/** Delivery figures read from the jobs left in the queues (a lower bound after a Redis fault). */
 export interface DeliveryFigures {
-  /** Jobs found in Redis (every state). */
+  /** Jobs found in the queues (every state). */
   jobs: number;
   /** Sum of BullMQ's `attemptsStarted`: deliveries to a worker. */
   deliveries: number;
@@ -72,6 +78,17 @@ export interface DeliveryFigures {
   duplicates: number;
 }
 
+/** What the token store holds for the token of one accepted message. */
+export interface TokenSnapshotRow {
+  /** The message `accepted_messages` records for the token. */
+  messageId: string;
+  token: string;
+  /** The token's state in the store; `missing` when the store holds none. */
+  state: TokenState | 'missing';
+  /** The message id the store binds the token to. */
+  boundTo: string | undefined;
+}
+
 /** What the database and the queues hold after the run drained. */
 export interface DbSnapshot {
   accepted: AcceptedSnapshotRow[];
@@ -80,11 +97,24 @@ export interface DbSnapshot {
   transfers: TransferSnapshotRow[];
   /** `null` when the schema has no `dead_letters` table (dead letters not built yet). */
   deadLetters: DeadLetterSnapshotRow[] | null;
-  /** Failed jobs in Redis. */
+  /** Failed jobs left in the queues. */
   failedJobs: JobSnapshot[];
   /** Jobs still waiting, active, delayed or prioritized. */
   liveJobs: JobSnapshot[];
   deliveries?: DeliveryFigures;
+  /** The token of every accepted message, as the token store holds it; absent: not read. */
+  tokens?: TokenSnapshotRow[];
+}
+
+/** Options of {@link checkCampaign}. */
+export interface CheckOptions {
+  /**
+   * Nothing in the run could lose queue or token state: PostgreSQL-only mode (queues and tokens
+   * in tables), or a Redis no fault restarted or flushed. A token the store no longer holds, or a
+   * job that left the queue without a trace, is then an anomaly rather than the known cost of a
+   * Redis fault. @defaultValue false
+   */
+  durableStores?: boolean;
 }
 
 /** A message that was accepted and came to nothing. */
@@ -143,6 +173,24 @@ export interface CheckResult {
     appliedWithoutAnswer: number;
   };
   replays: { checked: number; mismatched: Anomaly[] };
+  /** `null` when the snapshot did not read the tokens. */
+  tokens: {
+    checked: number;
+    /** Tokens of accepted messages by state; of applied messages by state. */
+    byState: Record<string, number>;
+    appliedByState: Record<string, number>;
+    /**
+     * Tokens bound to another message than the one accepted under them; with durable stores also
+     * tokens the store lost, or holds as never used.
+     */
+    anomalies: Anomaly[];
+  } | null;
+  /**
+   * Jobs the queue dropped: with durable stores, raw poison jobs (never accepted, so no
+   * reconciler brings them back) that are neither dead-lettered, failed nor live. Always empty
+   * otherwise (a Redis fault may drop them; `poison.rawVanished` counts them).
+   */
+  vanished: Anomaly[];
   invariants: {
     ok: boolean;
     violations: string[];
@@ -167,7 +215,12 @@ function is2xx(status: number | null): boolean {
 }
 
 /** Checks a history against a snapshot. Pure; never throws on odd data, it reports it. */
-export function checkCampaign(history: readonly HistoryEvent[], snapshot: DbSnapshot): CheckResult {
+export function checkCampaign(
+  history: readonly HistoryEvent[],
+  snapshot: DbSnapshot,
+  options: CheckOptions = {},
+): CheckResult {
+  const durable = options.durableStores ?? false;
   const warnings: string[] = [];
   const requests: { event: RequestEvent; line: number }[] = [];
   const rawPoison = new Map<string, number>();
@@ -406,9 +459,51 @@ export function checkCampaign(history: readonly HistoryEvent[], snapshot: DbSnap
   }
   let rawDead = 0;
   let rawVanished = 0;
-  for (const messageId of rawPoison.keys()) {
+  const vanished: Anomaly[] = [];
+  for (const [messageId, line] of rawPoison) {
     if (dead.has(messageId) || (!deadLetterTable && failed.has(messageId))) rawDead++;
-    else if (!live.has(messageId)) rawVanished++;
+    else if (!live.has(messageId)) {
+      rawVanished++;
+      if (durable) {
+        vanished.push({
+          messageId,
+          detail: 'raw poison job neither dead-lettered, failed nor queued',
+          lines: [line],
+        });
+      }
+    }
+  }
+
+  // Tokens: the store binds each accepted message's token to that message. A Redis fault may
+  // lose a token (the API and the workers fall back to PostgreSQL's records), nothing else may.
+  let tokens: CheckResult['tokens'] = null;
+  if (snapshot.tokens) {
+    const byState: Record<string, number> = {};
+    const appliedByState: Record<string, number> = {};
+    const anomalies: Anomaly[] = [];
+    for (const t of snapshot.tokens) {
+      byState[t.state] = (byState[t.state] ?? 0) + 1;
+      if ((inboxCount.get(t.messageId) ?? 0) > 0) {
+        appliedByState[t.state] = (appliedByState[t.state] ?? 0) + 1;
+      }
+      const at = answered.get(t.messageId);
+      const where = { messageId: t.messageId, token: t.token, lines: at?.all };
+      if (t.state === 'missing' || t.state === 'issued') {
+        // Redis may lose an accepted token, and a restored copy of Redis may hold it as issued.
+        if (durable) {
+          anomalies.push({
+            ...where,
+            detail:
+              t.state === 'missing'
+                ? 'the token store holds no state for it'
+                : 'the token store holds it as never used',
+          });
+        }
+      } else if (t.boundTo !== t.messageId) {
+        anomalies.push({ ...where, detail: `the token store binds it to ${t.boundTo ?? 'none'}` });
+      }
+    }
+    tokens = { checked: snapshot.tokens.length, byState, appliedByState, anomalies };
   }
 
   const applied = [...known.keys()].filter((id) => (inboxCount.get(id) ?? 0) > 0).length;
@@ -419,6 +514,8 @@ export function checkCampaign(history: readonly HistoryEvent[], snapshot: DbSnap
     acceptance.length === 0 &&
     poisonApplied.length === 0 &&
     mismatched.length === 0 &&
+    (tokens?.anomalies.length ?? 0) === 0 &&
+    vanished.length === 0 &&
     invariants.ok;
 
   return {
@@ -445,6 +542,8 @@ export function checkCampaign(history: readonly HistoryEvent[], snapshot: DbSnap
       appliedWithoutAnswer,
     },
     replays: { checked: replaysChecked, mismatched },
+    tokens,
+    vanished,
     invariants,
     requests: { total: Object.values(byStatus).reduce((a, b) => a + b, 0), byStatus },
     deliveries: snapshot.deliveries,

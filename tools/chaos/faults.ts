@@ -17,12 +17,13 @@ import { withTimeout } from '../../src/core/with-timeout.js';
 export interface FaultTargets {
   api: ManagedProcess;
   workers: ManagedProcess[];
-  redis: ManagedProcess;
+  /** The campaign's private Redis; absent in PostgreSQL-only mode (no Redis fault then). */
+  redis?: ManagedProcess;
   /** `application_name` of worker i's PostgreSQL sessions. */
   workerAppName(index: number): string;
   /** The campaign's own connections: for `pg_terminate_backend` and `FLUSHALL`. */
   db: Db;
-  redisClient: Redis;
+  redisClient?: Redis;
   /** Requests in flight: an API kill waits (briefly) for some, to land mid-request. */
   inFlight(): number;
 }
@@ -124,16 +125,18 @@ export class Nemesis {
           break;
         }
         case 'redis-restart': {
-          this.record(fault, 'start', `SIGKILL redis (pid ${t.redis.pid})`);
-          await t.redis.signal('SIGKILL');
+          const redis = needRedis(t.redis, fault.kind);
+          this.record(fault, 'start', `SIGKILL redis (pid ${redis.pid})`);
+          await redis.signal('SIGKILL');
           await sleep(fault.holdMs);
-          await t.redis.start();
+          await redis.start();
           this.record(fault, 'heal', `redis restarted empty after ${fault.holdMs} ms`);
           break;
         }
         case 'redis-flush': {
+          const client = needRedis(t.redisClient, fault.kind);
           this.record(fault, 'start', 'FLUSHALL');
-          await withTimeout(t.redisClient.flushall(), 10_000);
+          await withTimeout(client.flushall(), 10_000);
           this.record(fault, 'heal', 'flushed');
           break;
         }
@@ -157,6 +160,16 @@ export class Nemesis {
       this.record(fault, 'heal', `fault failed: ${(err as Error).message}`);
     }
   }
+}
+
+/**
+ * The Redis a Redis fault acts on. The campaign refuses such faults without Redis before it
+ * starts (schedule.ts `checkFaultsFor`); one that still gets here fails and is recorded as failed,
+ * so the report shows it was not injected.
+ */
+function needRedis<T>(target: T | undefined, kind: FaultKind): T {
+  if (target === undefined) throw new Error(`${kind} needs Redis, and this campaign runs none`);
+  return target;
 }
 
 function laneOf(fault: PlannedFault): string {

@@ -19,7 +19,10 @@ export function formatReport(report: CampaignReport): string {
       .map(([k, n]) => `${k} ${n}`)
       .join(', ') || 'none';
 
-  line(`chaos campaign seed ${report.seed}: ${report.valid ? 'VALID' : 'INVALID'}`);
+  line(
+    `chaos campaign seed ${report.seed}, ${report.backend === 'redis' ? 'Redis mode' : 'PostgreSQL-only mode'}: ` +
+      `${report.valid ? 'VALID' : 'INVALID'}`,
+  );
   line(
     `  workload ${Math.round(report.workloadMs / 1_000)} s, drain ${Math.round(report.drainMs / 1_000)} s` +
       `${report.drained ? '' : ' (bound reached before everything settled)'}`,
@@ -41,7 +44,8 @@ export function formatReport(report: CampaignReport): string {
   if (r.deliveries) {
     const d = r.deliveries;
     line(
-      `  jobs left in Redis ${d.jobs}: ${d.deliveries} deliveries started, stalled ${d.stalled}; ` +
+      `  jobs left in ${report.backend === 'redis' ? 'Redis' : "BullMQ's tables"} ${d.jobs}: ` +
+        `${d.deliveries} deliveries started, stalled ${d.stalled}; ` +
         `completed as applied ${d.applied}, as duplicate ${d.duplicates}`,
     );
   }
@@ -55,7 +59,8 @@ export function formatReport(report: CampaignReport): string {
   line(
     `  poison: accepted ${r.poison.accepted}, dead or failed ${r.poison.deadOrFailed}, ` +
       `applied ${r.poison.applied.length}; raw ${r.poison.rawInjected}, dead or failed ` +
-      `${r.poison.rawDeadOrFailed}, vanished with Redis ${r.poison.rawVanished}`,
+      `${r.poison.rawDeadOrFailed}, vanished ${r.poison.rawVanished}` +
+      `${report.durableStores ? ' (stores durable: none may vanish)' : ' (with Redis)'}`,
   );
   line(
     `  indeterminate requests ${r.indeterminate.requests}; accepted without a 2xx ` +
@@ -80,6 +85,18 @@ export function formatReport(report: CampaignReport): string {
     (a) => `${a.messageId}: ${a.detail} (lines ${a.lines?.join(', ')})`,
   );
   list('poison applied', r.poison.applied, (a) => `${a.messageId}: ${a.detail}`);
+  if (r.tokens) {
+    line(
+      `tokens checked ${r.tokens.checked}: ${kinds(r.tokens.byState)}; of applied messages: ` +
+        `${kinds(r.tokens.appliedByState)}`,
+    );
+    list(
+      'token anomalies',
+      r.tokens.anomalies,
+      (a) => `${a.messageId} token ${a.token}: ${a.detail}`,
+    );
+  }
+  list('vanished jobs', r.vanished, (a) => `${a.messageId}: ${a.detail}`);
   line(`replays checked ${r.replays.checked}`);
   list(
     'replay mismatches',
@@ -93,6 +110,12 @@ export function formatReport(report: CampaignReport): string {
   if (r.warnings.length) list('warnings', r.warnings, (w) => w);
   line();
   line(`history ${report.historyFile}; process output ${report.logFile}`);
-  if (report.schemaKept) line(`schema ${report.schema} kept for inspection`);
+  if (report.schemaKept) {
+    line(
+      report.backend === 'redis'
+        ? `schema ${report.schema} kept for inspection`
+        : `schemas ${report.schema} (onceq) and ${report.prefix} (BullMQ) kept for inspection`,
+    );
+  }
   return out.join('\n');
 }

@@ -3,8 +3,16 @@
  * real API and N real workers as child processes, the workload and the nemesis for the given
  * duration, then heal everything, let the run drain, snapshot, stop, and check.
  *
+ * Two backends, as onceq has two modes (src/queues/backend.ts):
+ * - `redis`: the children get `REDIS_URL` of the private Redis; every fault kind applies.
+ * - `postgres` (PostgreSQL-only mode): no Redis at all; the children get `DATABASE_URL` alone,
+ *   so BullMQ's tables live in a schema named by the prefix and the tokens in onceq's schema.
+ *   The Redis faults have nothing to act on and are refused; `pgkill` now also cuts the workers'
+ *   queue connections (BullMQ's pools and its `LISTEN` session carry the same
+ *   `application_name`). The harness reads the queues through the same Backend the children use.
+ *
  * Isolation: the campaign's Redis is a `redis-server` it starts on a free port (Redis on this
- * machine is shared, so it never restarts or flushes that one), its key prefix and schema are
+ * machine is shared, so it never restarts or flushes that one), its key prefix and schemas are
  * fresh names, and the pg sessions of each child carry their own `application_name`, so
  * `pg_terminate_backend` only ever hits the campaign's workers.
  */
@@ -27,6 +35,10 @@ import { createRandom, deriveSeed, planFaults, type FaultKind } from './schedule
 import { probeDrain, readSnapshot } from './snapshot.js';
 import { Workload, type WorkloadShares, type WorkloadStats } from './workload.js';
 import { createRedisBackend } from '../../src/queues/redis-backend.js';
+import { createPostgresBackend } from '../../src/queues/postgres-backend.js';
+import type { Backend, BackendKind } from '../../src/queues/backend.js';
+import { checkFaultsFor, REDIS_FAULT_KINDS } from './schedule.js';
+import { ErrorCode, OnceqError } from '../../src/core/errors.js';
 
 /** Options of {@link runCampaign}. */
 export interface CampaignOptions {
@@ -41,9 +53,14 @@ export interface CampaignOptions {
   historyFile: string;
   /** The children's output. @defaultValue `<historyFile>.log` */
   logFile?: string;
-  /** PostgreSQL server; the campaign makes a schema of its own there. */
+  /** PostgreSQL server; the campaign makes a schema of its own there (two without Redis). */
   databaseUrl: string;
-  /** @defaultValue `redis-server` */
+  /**
+   * Where the queues and tokens live: a private Redis, or PostgreSQL alone (no Redis started,
+   * no `REDIS_URL` given; the Redis faults are refused). @defaultValue `'redis'`
+   */
+  backend?: BackendKind;
+  /** @defaultValue `redis-server` (unused without Redis) */
   redisServer?: string;
   /** Workers' lock duration (and claim lease). @defaultValue 2000 */
   lockDurationMs?: number;
@@ -78,8 +95,12 @@ export interface CampaignReport {
   valid: boolean;
   result: CheckResult;
   seed: number;
+  backend: BackendKind;
+  /** onceq's schema. */
   schema: string;
+  /** The Redis key prefix, or in PostgreSQL-only mode the schema of BullMQ's tables. */
   prefix: string;
+  /** The schemas (onceq's, and BullMQ's without Redis) were kept. */
   schemaKept: boolean;
   historyFile: string;
   logFile: string;
@@ -95,6 +116,11 @@ export interface CampaignReport {
   drainMs: number;
   /** False when the drain hit its bound with jobs still live or messages unresolved. */
   drained: boolean;
+  /**
+   * Nothing could lose queue or token state (no Redis, or no Redis fault): the checker then
+   * also counts lost tokens and vanished jobs as anomalies.
+   */
+  durableStores: boolean;
 }
 
 const QUEUES = ['ledger'];
@@ -103,9 +129,23 @@ const QUEUES = ['ledger'];
 export async function runCampaign(options: CampaignOptions): Promise<CampaignReport> {
   const lockDurationMs = options.lockDurationMs ?? 2_000;
   const maxAttempts = options.maxAttempts ?? 5;
+  const backendKind = options.backend ?? 'redis';
+  // Before anything starts: a fault with nothing to act on would be planned and silently fail.
+  checkFaultsFor(backendKind, options.faults);
+  const redisVariables = ['REDIS_URL', 'REDIS_CLUSTER_NODES'].filter((v) => options.env?.[v]);
+  if (backendKind === 'postgres' && redisVariables.length > 0) {
+    // It would put the children in Redis mode while the harness reads PostgreSQL's queues.
+    throw new OnceqError(
+      ErrorCode.ConfigInvalid,
+      `chaos: the postgres backend runs without Redis; env must not set ${redisVariables.join(', ')}`,
+    );
+  }
   const runId = `chaos_${options.seed >>> 0}_${randomBytes(3).toString('hex')}`;
   const schema = runId;
-  const prefix = runId;
+  // Without Redis the prefix names BullMQ's schema: one of its own, beside onceq's, so its
+  // tables never meet onceq's and dropping it drops the queues and nothing else.
+  const prefix = backendKind === 'redis' ? runId : `${runId}_bullmq`;
+  const schemas = backendKind === 'redis' ? [schema] : [schema, prefix];
   const logFile = options.logFile ?? `${options.historyFile}.log`;
   const plan = planFaults({
     seed: options.seed,
@@ -142,30 +182,35 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     const minted = mintApiKey();
     await insertApiKey(db, { id: minted.id, principal: 'chaos', hash: minted.hash, admin: false });
 
-    const redisPort = await freePort();
+    const redisPort = backendKind === 'redis' ? await freePort() : undefined;
     const apiPort = await freePort();
-    const redisUrl = `redis://127.0.0.1:${redisPort}`;
-    const redis = new ManagedProcess({
-      name: 'redis',
-      command: options.redisServer ?? 'redis-server',
-      args: [
-        '--port',
-        String(redisPort),
-        '--bind',
-        '127.0.0.1',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--daemonize',
-        'no',
-      ],
-      env: { PATH: process.env.PATH ?? '' },
-      readyText: 'Ready to accept connections',
-      log,
-    });
-    processes.push(redis);
-    await redis.start();
+    const redisUrl = redisPort === undefined ? undefined : `redis://127.0.0.1:${redisPort}`;
+    const redis =
+      redisPort === undefined
+        ? undefined
+        : new ManagedProcess({
+            name: 'redis',
+            command: options.redisServer ?? 'redis-server',
+            args: [
+              '--port',
+              String(redisPort),
+              '--bind',
+              '127.0.0.1',
+              '--save',
+              '',
+              '--appendonly',
+              'no',
+              '--daemonize',
+              'no',
+            ],
+            env: { PATH: process.env.PATH ?? '' },
+            readyText: 'Ready to accept connections',
+            log,
+          });
+    if (redis) {
+      processes.push(redis);
+      await redis.start();
+    }
 
     const cli = cliCommand();
     const appName = (role: string) => `onceq-${runId}-${role}`;
@@ -173,8 +218,9 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       PATH: process.env.PATH ?? '',
       ...(process.env.HOME ? { HOME: process.env.HOME } : {}),
       ...(process.env.TMPDIR ? { TMPDIR: process.env.TMPDIR } : {}),
+      // DATABASE_URL alone is what puts the CLI in PostgreSQL-only mode (src/config.ts).
       DATABASE_URL: withApplicationName(options.databaseUrl, appName(role)),
-      REDIS_URL: redisUrl,
+      ...(redisUrl === undefined ? {} : { REDIS_URL: redisUrl }),
       ONCEQ_DB_SCHEMA: schema,
       ONCEQ_PREFIX: prefix,
       ONCEQ_LOCK_DURATION: `${lockDurationMs}ms`,
@@ -186,7 +232,8 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       ONCEQ_HOST: '127.0.0.1',
       ONCEQ_RATE_LIMIT: '0',
       // The reconciler (where built) acts within the drain: a message whose job a Redis fault
-      // dropped is re-enqueued seconds later, not minutes.
+      // dropped (or an API kill cut off between acceptance and enqueue) is re-enqueued seconds
+      // later, not minutes.
       ONCEQ_RECONCILE_INTERVAL: '2s',
       ONCEQ_RECONCILE_GRACE: '5s',
       PORT: String(apiPort),
@@ -208,14 +255,15 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
         faults: options.faults,
         lockDurationMs,
         maxAttempts,
+        backend: backendKind,
         schema,
         prefix,
-        redisPort,
+        ...(redisPort === undefined ? {} : { redisPort }),
         apiPort,
       },
       plan,
     });
-    redis.options.history = h;
+    if (redis) redis.options.history = h;
 
     const api = new ManagedProcess({
       name: 'api',
@@ -255,10 +303,24 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     processes.push(api, ...workers);
     await Promise.all([api.start(), ...workers.map((w) => w.start())]);
 
-    const redisClient = createRedis({ url: redisUrl, connectionName: 'onceq-chaos' });
-    cleanups.push(() => closeRedis(redisClient));
-    await redisClient.connect();
-    const queueCache = createQueueCache(createRedisBackend({ redis: redisClient, prefix: prefix }));
+    // The harness reads and adds jobs through the same Backend as the children, so the workload's
+    // direct enqueues and the snapshot use BullMQ's Queue API in both modes.
+    let redisClient: ReturnType<typeof createRedis> | undefined;
+    let backend: Backend;
+    if (redisUrl !== undefined) {
+      const client = createRedis({ url: redisUrl, connectionName: 'onceq-chaos' });
+      redisClient = client;
+      cleanups.push(() => closeRedis(client));
+      await client.connect();
+      backend = createRedisBackend({ redis: client, prefix });
+    } else {
+      backend = createPostgresBackend({
+        connection: withApplicationName(options.databaseUrl, `onceq-chaos-harness-${runId}`),
+        prefix,
+      });
+      cleanups.push(() => backend.close());
+    }
+    const queueCache = createQueueCache(backend);
     cleanups.unshift(() => queueCache.close());
     const queues = QUEUES.map((name) => queueCache.get(name));
 
@@ -312,7 +374,8 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
           `req ${s.requests} ok ${s.ok} fail ${s.fail} none ${s.none} | ` +
           `accepted ${s.accepted} applied ${applied} | faults ${nemesis.total}/${plan.length}` +
           `${faults ? ` (${faults})` : ''} | api ${api.running ? 'up' : 'down'} ` +
-          `workers ${up}/${workers.length} redis ${redis.running ? 'up' : 'down'}${extra}`,
+          `workers ${up}/${workers.length}` +
+          `${redis ? ` redis ${redis.running ? 'up' : 'down'}` : ''}${extra}`,
         false,
       );
     };
@@ -326,7 +389,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     await nemesis.finish();
     // Everything healthy again before the drain: nothing paused, every process up.
     for (const w of workers) if (w.paused) await w.signal('SIGCONT');
-    await Promise.all([redis.start(), api.start(), ...workers.map((w) => w.start())]);
+    await Promise.all([redis?.start(), api.start(), ...workers.map((w) => w.start())]);
     h.write<PhaseEvent>({ type: 'phase', phase: 'faults-healed', detail: { ...nemesis.injected } });
     const workloadMs = Date.now() - workloadStart;
     clearInterval(ticker);
@@ -362,17 +425,27 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     const drainMs = Date.now() - drainStart;
     h.write<PhaseEvent>({ type: 'phase', phase: 'drained', detail: { drained, drainMs } });
 
-    const snapshot = await readSnapshot(harnessDb, schema, queues);
+    const tokenStore = backend.openTokenStore({ db: harnessDb });
+    const snapshot = await readSnapshot(harnessDb, schema, queues, tokenStore.tokens).finally(() =>
+      tokenStore.close(),
+    );
     await Promise.all([...workers.map((w) => w.stop(5_000)), api.stop(5_000)]);
     await h.close();
-    const result = checkCampaign(await readHistory(options.historyFile), snapshot);
     const crashes: Record<string, number> = {};
     for (const p of processes) if (p.crashes > 0) crashes[p.name] = p.crashes;
+    // Only a Redis fault (or a Redis that died on its own) may lose queue or token state.
+    const durableStores =
+      redis === undefined ||
+      (!options.faults.some((k) => REDIS_FAULT_KINDS.includes(k)) && redis.crashes === 0);
+    const result = checkCampaign(await readHistory(options.historyFile), snapshot, {
+      durableStores,
+    });
     keep = options.keepSchema === 'always' || (options.keepSchema !== 'never' && !result.valid);
     const report: CampaignReport = {
       valid: result.valid,
       result,
       seed: options.seed,
+      backend: backendKind,
       schema,
       prefix,
       schemaKept: keep,
@@ -387,6 +460,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       workloadMs,
       drainMs,
       drained,
+      durableStores,
     };
     options.onProgress?.(
       `chaos done: ${result.valid ? 'valid' : 'INVALID'} | accepted ${result.accepted} ` +
@@ -403,9 +477,12 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     await new Promise<void>((resolve) => log.end(() => resolve()));
     if (db) {
       if (!keep) {
-        await sql`drop schema if exists ${sql.id(schema)} cascade`
-          .execute(db)
-          .catch(() => undefined);
+        // BullMQ's schema too without Redis: the queues' tables are the campaign's to remove.
+        for (const name of schemas) {
+          await sql`drop schema if exists ${sql.id(name)} cascade`
+            .execute(db)
+            .catch(() => undefined);
+        }
       }
       await db.destroy();
     }

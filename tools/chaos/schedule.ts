@@ -4,6 +4,7 @@
  * campaign can be re-run with the faults landing in the same order at the same offsets (the
  * processes' own timing still varies, as it does in Jepsen).
  */
+import type { BackendKind } from '../../src/queues/backend.js';
 
 /** Every fault the nemesis knows. */
 export const FAULT_KINDS = [
@@ -21,6 +22,17 @@ export const FAULT_KINDS = [
   'api-kill',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
+
+/**
+ * The faults that act on Redis. PostgreSQL-only mode has no Redis to restart or flush: its
+ * queues and tokens live in the database, which `pgkill` already cuts the workers off from.
+ */
+export const REDIS_FAULT_KINDS: readonly FaultKind[] = ['redis-restart', 'redis-flush'];
+
+/** The faults that make sense against a backend: every kind on Redis, none of Redis's without. */
+export function faultKindsFor(backend: BackendKind): FaultKind[] {
+  return FAULT_KINDS.filter((k) => backend === 'redis' || !REDIS_FAULT_KINDS.includes(k));
+}
 
 /** True for one of {@link FAULT_KINDS}. */
 export function isFaultKind(value: string): value is FaultKind {
@@ -181,13 +193,17 @@ export function planFaults(options: FaultPlanOptions): PlannedFault[] {
   return plan;
 }
 
-/** Parses `--faults kill,pause,…`; `all` means every kind. Throws on an unknown kind. */
-export function parseFaultList(text: string): FaultKind[] {
+/**
+ * Parses `--faults kill,pause,…`; `all` means every kind that applies to `backend`. Throws on an
+ * unknown kind, and on a kind the backend has nothing to inject it into (a Redis fault without
+ * Redis): a campaign that silently skipped a fault asked for would report a weaker run as valid.
+ */
+export function parseFaultList(text: string, backend: BackendKind = 'redis'): FaultKind[] {
   const items = text
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
-  if (items.length === 1 && items[0] === 'all') return [...FAULT_KINDS];
+  if (items.length === 1 && items[0] === 'all') return faultKindsFor(backend);
   if (items.length === 1 && items[0] === 'none') return [];
   const unknown = items.filter((k) => !isFaultKind(k));
   if (unknown.length > 0) {
@@ -195,5 +211,19 @@ export function parseFaultList(text: string): FaultKind[] {
       `unknown fault kind ${unknown.join(', ')} (known: ${FAULT_KINDS.join(', ')}, all, none)`,
     );
   }
-  return [...new Set(items as FaultKind[])];
+  const kinds = [...new Set(items as FaultKind[])];
+  checkFaultsFor(backend, kinds);
+  return kinds;
+}
+
+/** Throws when a kind has nothing to act on with this backend (see {@link faultKindsFor}). */
+export function checkFaultsFor(backend: BackendKind, kinds: readonly FaultKind[]): void {
+  const allowed = faultKindsFor(backend);
+  const refused = kinds.filter((k) => !allowed.includes(k));
+  if (refused.length > 0) {
+    throw new RangeError(
+      `fault kind ${refused.join(', ')} needs Redis, and the ${backend} backend has none ` +
+        `(faults for ${backend}: ${allowed.join(', ')})`,
+    );
+  }
 }

@@ -1,10 +1,14 @@
 /**
- * Reads what the checker judges: the campaign schema's tables and the jobs left in the
- * campaign's Redis. Also the drain probe, which tells when the run has settled.
+ * Reads what the checker judges: the campaign schema's tables, the jobs left in the campaign's
+ * queues and the token of every accepted message. Queues and tokens are read through the
+ * campaign's Backend (BullMQ's Queue API, the token store's `inspect`), so the same code reads
+ * Redis or, in PostgreSQL-only mode, BullMQ's tables and the token table. Also the drain probe,
+ * which tells when the run has settled.
  */
 import { sql } from 'kysely';
 import type { Job, Queue } from 'bullmq';
 import type { Db } from '../../src/db/create-db.js';
+import type { TokenStore } from '../../src/core/token-store.js';
 import { messageIdOf } from '../../src/core/message.js';
 import { readLedgerRows } from '../support/ledger-invariants.js';
 import type {
@@ -13,7 +17,11 @@ import type {
   DeadLetterSnapshotRow,
   DeliveryFigures,
   JobSnapshot,
+  TokenSnapshotRow,
 } from './checker.js';
+
+/** Token reads in flight at once while the snapshot inspects every accepted message's token. */
+const TOKEN_READS = 8;
 
 /** BullMQ states in which a job will still be delivered. */
 export const LIVE_STATES = [
@@ -68,8 +76,39 @@ async function jobsIn(queue: Queue, states: readonly string[]): Promise<Job[]> {
   return all;
 }
 
-/** Reads the snapshot the checker takes. */
-export async function readSnapshot(db: Db, schema: string, queues: Queue[]): Promise<DbSnapshot> {
+/** What the token store holds for each accepted message's token. */
+async function readTokens(
+  tokens: TokenStore,
+  accepted: readonly AcceptedSnapshotRow[],
+): Promise<TokenSnapshotRow[]> {
+  const rows: TokenSnapshotRow[] = new Array(accepted.length);
+  let next = 0;
+  const reader = async (): Promise<void> => {
+    for (let i = next++; i < accepted.length; i = next++) {
+      const { message_id: messageId, token } = accepted[i]!;
+      const found = await tokens.inspect(token);
+      rows[i] = {
+        messageId,
+        token,
+        state: found?.state ?? 'missing',
+        boundTo: found?.messageId,
+      };
+    }
+  };
+  await Promise.all(Array.from({ length: TOKEN_READS }, reader));
+  return rows;
+}
+
+/**
+ * Reads the snapshot the checker takes; with `tokens`, also what the token store holds for the
+ * token of every accepted message.
+ */
+export async function readSnapshot(
+  db: Db,
+  schema: string,
+  queues: Queue[],
+  tokens?: TokenStore,
+): Promise<DbSnapshot> {
   const accepted = await sql<AcceptedSnapshotRow>`
     select message_id::text as message_id, token, job_name, data
     from accepted_messages order by message_id`.execute(db);
@@ -118,6 +157,7 @@ export async function readSnapshot(db: Db, schema: string, queues: Queue[]): Pro
     failedJobs,
     liveJobs,
     deliveries,
+    tokens: tokens ? await readTokens(tokens, accepted.rows) : undefined,
   };
 }
 

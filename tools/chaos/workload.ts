@@ -63,7 +63,7 @@ export interface WorkloadOptions {
   history: HistoryWriter;
   /** The campaign's own connection, for reading account versions (not the system under test). */
   db: Db;
-  /** The ledger queue on the campaign's Redis, for duplicate and raw poison jobs. */
+  /** The ledger queue on the campaign's backend, for duplicate and raw poison jobs. */
   queue: Queue;
   /** Attempts of the jobs the workload adds directly. */
   maxAttempts: number;

@@ -17,6 +17,7 @@ export interface ChaosCommandOptions {
   duration: string;
   workers: string;
   rate: string;
+  backend: string;
   faults: string;
   history?: string;
   lockDuration: string;
@@ -50,9 +51,13 @@ export async function runChaos(opts: ChaosCommandOptions): Promise<number> {
   const rate = int('--rate', opts.rate, 1, 10_000);
   const lockDurationMs = duration('--lock-duration', opts.lockDuration);
   const drainTimeoutMs = duration('--drain-timeout', opts.drainTimeout);
+  const backend = opts.backend === 'postgres' ? 'postgres' : 'redis';
+  if (opts.backend !== 'redis' && opts.backend !== 'postgres') {
+    problems.push(`--backend ${opts.backend}: expected redis or postgres`);
+  }
   let faults: ReturnType<typeof parseFaultList> = [];
   try {
-    faults = parseFaultList(opts.faults);
+    faults = parseFaultList(opts.faults, backend);
   } catch (err) {
     problems.push(`--faults: ${(err as Error).message}`);
   }
@@ -76,7 +81,8 @@ export async function runChaos(opts: ChaosCommandOptions): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   process.stderr.write(
-    `onceq chaos: seed ${seed}, ${durationMs / 1_000} s, ${workers} workers, ${rate} ops/s, ` +
+    `onceq chaos: seed ${seed}, ${backend === 'redis' ? 'Redis mode' : 'PostgreSQL-only mode'}, ` +
+      `${durationMs / 1_000} s, ${workers} workers, ${rate} ops/s, ` +
       `faults ${faults.join(',') || 'none'}; history ${historyFile}\n`,
   );
   try {
@@ -86,6 +92,7 @@ export async function runChaos(opts: ChaosCommandOptions): Promise<number> {
       workers,
       rate,
       faults,
+      backend,
       historyFile,
       databaseUrl: config.databaseUrl,
       lockDurationMs,
