@@ -201,7 +201,7 @@ export function createPipeline(options: PipelineOptions) {
         // A forced shutdown released the holder's claim meanwhile: this delivery must not take
         // it. Put back, as released deliveries are, for another process.
         options.onOutcome?.('busy', job);
-        if (bullToken) await job.moveToDelayed(Date.now(), bullToken).catch(() => undefined);
+        await putBackAtShutdown(job, bullToken);
         throw new DelayedError();
       }
     }
@@ -276,7 +276,7 @@ export function createPipeline(options: PipelineOptions) {
           // Given up at a forced shutdown (releaseAll): rolled back, and not this delivery's
           // failure, so it spends no attempt. Put back now, unless the shutdown already did.
           options.onOutcome?.('busy', job);
-          if (bullToken) await job.moveToDelayed(Date.now(), bullToken).catch(() => undefined);
+          await putBackAtShutdown(job, bullToken);
           throw new DelayedError();
         }
         // Pruned under a delivery that passed the clock check above (a worker clock behind the
@@ -535,6 +535,28 @@ const BUSY_FIRST_WAIT_MS = 50;
  */
 function busyBounces(job: Job): number {
   return Math.max(0, job.attemptsStarted - 1 - job.attemptsMade - job.stalledCounter);
+}
+
+/**
+ * Longest wait for the put-back of a delivery given up at a forced shutdown. The put-back goes
+ * through the job's own BullMQ worker, which the shutdown may have closed by then: on Redis the
+ * command then fails at once, but BullMQ's PostgreSQL backend parks every command issued on a
+ * closing connection in a promise that never settles, and the delivery would never end. Past
+ * the bound the job is left where the put-back may still take it, or to the shutdown's own
+ * put-back (worker.ts) and BullMQ's stalled-job check; an attempt is spent in no case.
+ */
+const PUT_BACK_WAIT_MS = 1_000;
+
+/**
+ * Moves a job given up at a forced shutdown back to delayed-until-now (no attempt spent), best
+ * effort and bounded (see {@link PUT_BACK_WAIT_MS}).
+ */
+async function putBackAtShutdown(job: Job, bullToken: string | undefined): Promise<void> {
+  if (!bullToken) return;
+  await waitAtMost(
+    job.moveToDelayed(Date.now(), bullToken).catch(() => undefined),
+    PUT_BACK_WAIT_MS,
+  );
 }
 
 /** Whether this delivery is the job's last attempt: a failure now fails it for good. */

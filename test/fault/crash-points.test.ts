@@ -1,20 +1,35 @@
 /**
  * Fault tests: a worker process SIGKILLed at each crash point of DESIGN.md's crash table, and
  * zombies (SIGSTOPped past their lease, then SIGCONTed). Real processes, real signals, real
- * Redis and PostgreSQL. After recovery every message has exactly one effect and none is lost.
+ * services, in both modes (queues and tokens in Redis, or on PostgreSQL alone: the children then
+ * run without REDIS_URL). After recovery every message has exactly one effect and none is lost.
  */
 import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
 import { createTestStack, type TestStack } from '../support/stack.js';
 import { assertLedgerInvariants, inboxCount, waitFor } from '../support/ledger.js';
 import { spawnWorker, type WorkerChild } from '../support/child.js';
+import { BACKENDS } from '../support/env.js';
 import { FAULT_POINTS } from '../../src/worker/fault-hook.js';
+import type { BackendKind } from '../../src/queues/backend.js';
 
-describe('fault: crash points and zombies', function () {
-  this.timeout(90_000);
+for (const mode of BACKENDS) {
+  describe(`fault: crash points and zombies (${mode})`, function () {
+    this.timeout(90_000);
+    crashPointCases(mode);
+  });
+}
+
+/** The cases, declared once per mode; `mode` is where the stacks and children keep queues. */
+function crashPointCases(mode: BackendKind): void {
   const children: WorkerChild[] = [];
   const spawn = (stack: TestStack, env: Record<string, string> = {}) => {
-    const child = spawnWorker({ schema: stack.schema, prefix: stack.prefix, env });
+    const child = spawnWorker({
+      schema: stack.schema,
+      prefix: stack.prefix,
+      backend: stack.backend.kind,
+      env,
+    });
     children.push(child);
     return child;
   };
@@ -58,7 +73,7 @@ describe('fault: crash points and zombies', function () {
     describe(`SIGKILL at ${point}`, () => {
       let stack: TestStack;
       before(async () => {
-        stack = await createTestStack(`kill-${point}`);
+        stack = await createTestStack(`kill-${point}`, { backend: mode });
       });
       after(async () => stack.close());
 
@@ -87,7 +102,7 @@ describe('fault: crash points and zombies', function () {
     describe(`zombie paused at ${point}`, () => {
       let stack: TestStack;
       before(async () => {
-        stack = await createTestStack(`zombie-${point}`);
+        stack = await createTestStack(`zombie-${point}`, { backend: mode });
       });
       after(async () => stack.close());
 
@@ -116,7 +131,7 @@ describe('fault: crash points and zombies', function () {
       });
     });
   }
-});
+}
 
 /** The process state letter from /proc (T = stopped). */
 function readState(pid: number): string | undefined {

@@ -2,7 +2,8 @@
  * A worker SIGKILLed halfway through a dead-letter move: the copy is written (PostgreSQL and the
  * BullMQ dead-letter queue), the original is still on its queue. Afterwards each message is in
  * exactly one of the two places or in both, and once replayed it is applied exactly once.
- * Real child processes, real signals, real Redis and PostgreSQL.
+ * Real child processes, real signals, real services, in both modes (queues and tokens in Redis,
+ * or on PostgreSQL alone: the children then run without REDIS_URL).
  */
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
@@ -19,24 +20,34 @@ import {
 import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
 import { replayDeadLetters } from '../../src/worker/dead-letter-replay.js';
 import type { EnqueueResult } from '../../src/producer/producer.js';
+import type { BackendKind } from '../../src/queues/backend.js';
+import { BACKENDS } from '../support/env.js';
 
 const JOBS_MODULE = fileURLToPath(new URL('../fixtures/jobs.ts', import.meta.url));
 
-describe('fault: SIGKILL during a dead-letter move', function () {
-  this.timeout(90_000);
+for (const mode of BACKENDS) {
+  describe(`fault: SIGKILL during a dead-letter move (${mode})`, function () {
+    this.timeout(90_000);
+    deadLetterMoveCases(mode);
+  });
+}
+
+/** The case, declared once per mode; `mode` is where the stack and children keep queues. */
+function deadLetterMoveCases(mode: BackendKind): void {
   let stack: TestStack;
   const children: WorkerChild[] = [];
   const spawn = (env: Record<string, string> = {}) => {
     const child = spawnWorker({
       schema: stack.schema,
       prefix: stack.prefix,
+      backend: stack.backend.kind,
       env: { ONCEQ_JOBS: JOBS_MODULE, ...env },
     });
     children.push(child);
     return child;
   };
   before(async () => {
-    stack = await createTestStack('dl-kill', { jobs: fixtureJobs, maxAttempts: 1 });
+    stack = await createTestStack('dl-kill', { jobs: fixtureJobs, maxAttempts: 1, backend: mode });
     await createFixtureTables(stack.db);
   });
   after(async () => {
@@ -99,4 +110,4 @@ describe('fault: SIGKILL during a dead-letter move', function () {
     survivor.child.kill('SIGTERM');
     expect((await survivor.exited).code).to.equal(0);
   });
-});
+}

@@ -6,6 +6,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { spawnChild } from '../../tools/support/child.js';
+import type { BackendKind } from '../../src/queues/backend.js';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env.js';
 
 const CLI = fileURLToPath(new URL('../../tools/cli.ts', import.meta.url));
@@ -29,6 +30,12 @@ export interface WorkerChild {
 export interface WorkerChildOptions {
   schema: string;
   prefix: string;
+  /**
+   * The mode: `postgres` leaves `REDIS_URL` out of the child's environment, which is how the CLI
+   * is asked for PostgreSQL-only mode (`DATABASE_URL` alone). Pass the test stack's
+   * `backend.kind`, so that the child's queues are the stack's. @defaultValue `redis`
+   */
+  backend?: BackendKind;
   env?: Record<string, string>;
   args?: string[];
   /** A script to run instead of the CLI (a fixture under test/fixtures), through tsx. */
@@ -65,7 +72,7 @@ export function spawnWorker(options: WorkerChildOptions): WorkerChild {
     env: {
       PATH: process.env.PATH ?? '',
       DATABASE_URL: TEST_DATABASE_URL,
-      REDIS_URL: TEST_REDIS_URL,
+      ...(options.backend === 'postgres' ? {} : { REDIS_URL: TEST_REDIS_URL }),
       ONCEQ_DB_SCHEMA: options.schema,
       ONCEQ_PREFIX: options.prefix,
       ONCEQ_LOCK_DURATION: '2s',

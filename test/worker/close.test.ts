@@ -1,13 +1,16 @@
 /**
  * `OnceqWorker.close(timeoutMs)` as a library call: a graceful close waits for running jobs, and
- * a close past its bound returns without them and releases their claims.
+ * a close past its bound returns without them and releases their claims. In both modes (queues
+ * and tokens in Redis, or on PostgreSQL alone).
  */
 import { expect } from 'chai';
 import { sql } from 'kysely';
 import { Type } from '@sinclair/typebox';
 import { createTestStack, type TestStack } from '../support/stack.js';
 import { inboxCount, waitFor } from '../support/ledger.js';
+import { BACKENDS } from '../support/env.js';
 import { defineJob } from '../../src/jobs/define-job.js';
+import type { BackendKind } from '../../src/queues/backend.js';
 
 /** A gate the test opens; the handler waits on it inside its transaction. */
 function gate(): { wait: Promise<void>; open(): void; entered: Promise<void>; enter(): void } {
@@ -18,8 +21,15 @@ function gate(): { wait: Promise<void>; open(): void; entered: Promise<void>; en
   return { wait, open, entered, enter };
 }
 
-describe('worker: close(timeoutMs)', function () {
-  this.timeout(30_000);
+for (const mode of BACKENDS) {
+  describe(`worker: close(timeoutMs) (${mode})`, function () {
+    this.timeout(30_000);
+    closeCases(mode);
+  });
+}
+
+/** The cases, declared once per mode; `mode` is where the stacks keep queues and tokens. */
+function closeCases(mode: BackendKind): void {
   let stack: TestStack;
   let current = gate();
   const held = defineJob({
@@ -35,7 +45,7 @@ describe('worker: close(timeoutMs)', function () {
 
   beforeEach(async () => {
     current = gate();
-    stack = await createTestStack('close', { jobs: [held] });
+    stack = await createTestStack('close', { jobs: [held], backend: mode });
   });
   afterEach(async () => {
     current.open();
@@ -112,4 +122,4 @@ describe('worker: close(timeoutMs)', function () {
     // Put back as delayed, not failed: the release spent none of the job's attempts.
     expect((await stack.producer.queue('held').getJob(sent.jobId))!.attemptsMade).to.equal(1);
   });
-});
+}

@@ -1,14 +1,14 @@
 /**
- * Dead letters in process, against real Redis and PostgreSQL: messages too old for the dedupe
- * window, replay after a fix, replay of a message whose effect already committed, the job-status
- * look-up, the reconciler finishing a dead-letter move that BullMQ started on its own, and
- * replay's batched removal of the visible copies (the removal itself against BullMQ's own:
- * test/queues/remove-jobs.test.ts).
+ * Dead letters in process, against real services and in both modes (queues and tokens in Redis,
+ * or on PostgreSQL alone): messages too old for the dedupe window, replay after a fix, replay of
+ * a message whose effect already committed, the job-status look-up, the reconciler finishing a
+ * dead-letter move that BullMQ started on its own, and replay's batched removal of the visible
+ * copies (the removal itself against BullMQ's own: test/queues/remove-jobs.test.ts).
  */
 import { expect } from 'chai';
-import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createTestStack, type TestStack } from '../support/stack.js';
+import { BACKENDS } from '../support/env.js';
 import { waitFor } from '../support/ledger.js';
 import {
   createFixtureTables,
@@ -28,12 +28,25 @@ import { firstSnowflakeAt } from '../../src/core/snowflake.js';
 import { MAX_PRIORITY } from '../../src/core/limits.js';
 import { createDeadLetterLookup } from '../../src/producer/dead-letter-lookup.js';
 import { findJobStatus } from '../../src/producer/job-status.js';
+import type { BackendKind } from '../../src/queues/backend.js';
 
-describe('worker: dead letters', function () {
-  this.timeout(60_000);
+for (const mode of BACKENDS) {
+  describe(`worker: dead letters (${mode})`, function () {
+    this.timeout(60_000);
+    deadLetterCases(mode);
+  });
+}
+
+/** The cases, declared once per mode; `mode` is where the stacks keep queues and tokens. */
+function deadLetterCases(mode: BackendKind): void {
   let stack: TestStack;
   beforeEach(async () => {
-    stack = await createTestStack('dead', { jobs: fixtureJobs, maxAttempts: 2, backoffMs: 10 });
+    stack = await createTestStack('dead', {
+      jobs: fixtureJobs,
+      maxAttempts: 2,
+      backoffMs: 10,
+      backend: mode,
+    });
     await createFixtureTables(stack.db);
   });
   afterEach(async () => stack.close());
@@ -49,7 +62,7 @@ describe('worker: dead letters', function () {
   it('dead-letters a message older than the dedupe window as expired, without running it', async () => {
     await stack.startWorker({ dedupeWindowMs: 60_000 });
     const old = encodeSnowflake({ timestampMs: Date.now() - 120_000, workerId: 3, sequence: 0 });
-    const queue = new Queue(FIXTURE_QUEUE, { connection: stack.redis, prefix: stack.prefix });
+    const queue = stack.backend.newQueue(FIXTURE_QUEUE);
     try {
       await queue.add(
         'fixture.bump',
@@ -206,11 +219,11 @@ describe('worker: dead letters', function () {
   it('the reconciler finishes the move of a job BullMQ failed on its own (stalled too often)', async () => {
     const sent = await stack.producer.enqueue('fixture.bump', { n: 3 });
     // Play BullMQ's part: the job fails outside onceq's pipeline, as the stalled-job check does.
-    const raw = new Worker(FIXTURE_QUEUE, null, {
-      connection: stack.redis,
-      prefix: stack.prefix,
-      autorun: false,
-    });
+    const raw = stack.backend.newWorker(
+      FIXTURE_QUEUE,
+      () => Promise.reject(new Error('the raw worker only fetches, by hand')),
+      { concurrency: 1, lockDuration: 30_000, stalledInterval: 30_000, maxStalledCount: 1 },
+    );
     try {
       const job = (await raw.getNextJob('raw-token'))!;
       expect(job.id).to.equal(sent.jobId);
@@ -230,7 +243,7 @@ describe('worker: dead letters', function () {
     // A second pass finds nothing to do.
     expect(await worker.reconciler!.runOnce()).to.include({ deadLettered: 0, reenqueued: 0 });
   });
-  it('replay removes every key of the visible copies it replays, in batches, and re-adds the same envelopes', async () => {
+  it('replay removes the visible copies it replays, logs and all, in batches, and re-adds the same envelopes', async () => {
     // More letters than one script call takes, so that the batching itself is exercised.
     const count = 2 * REMOVE_JOBS_PER_CALL + 200;
     const base = BigInt(firstSnowflakeAt(Date.now()));
@@ -267,20 +280,28 @@ describe('worker: dead letters', function () {
       await writer.close();
     }
     const dlq = stack.producer.queue('fixture.dlq');
-    // A copy with logs: its `:logs` key must go too.
-    await (await dlq.getJob(jobIdFor(letters[7]!.messageId)))!.log('looked at by an operator');
+    // A copy with logs: its logs must go too.
+    const logged = jobIdFor(letters[7]!.messageId);
+    await (await dlq.getJob(logged))!.log('looked at by an operator');
+    expect((await dlq.getJobLogs(logged)).count).to.equal(1);
+    expect(await dlq.getJobCountByTypes('wait')).to.equal(count);
+    // Redis: every key of every copy (hash and `:logs`), and a `removed` event each.
     const jobKeys = () => keysMatching(stack.redis, `${stack.prefix}:fixture.dlq:m-*`);
-    expect(await jobKeys()).to.have.length(count + 1);
+    if (mode === 'redis') expect(await jobKeys()).to.have.length(count + 1);
 
     const summary = await replay();
     expect(summary).to.include({ total: count, replayed: count, failed: 0, skipped: 0 });
-    expect(await jobKeys()).to.deep.equal([]);
     expect(await dlq.getJobCounts()).to.satisfy((c: Record<string, number>) =>
       Object.values(c).every((n) => n === 0),
     );
-    const events = await stack.redis.xrange(`${stack.prefix}:fixture.dlq:events`, '-', '+');
-    const removed = events.filter(([, fields]) => fields[1] === 'removed');
-    expect(removed).to.have.length(count);
+    expect(await dlq.getJob(logged)).to.equal(undefined);
+    expect((await dlq.getJobLogs(logged)).count).to.equal(0);
+    if (mode === 'redis') {
+      expect(await jobKeys()).to.deep.equal([]);
+      const events = await stack.redis.xrange(`${stack.prefix}:fixture.dlq:events`, '-', '+');
+      const removed = events.filter(([, fields]) => fields[1] === 'removed');
+      expect(removed).to.have.length(count);
+    }
     const queue = stack.producer.queue(FIXTURE_QUEUE);
     expect(await queue.count()).to.equal(count);
     for (const l of [letters[0]!, letters[7]!, letters[count - 1]!]) {
@@ -290,7 +311,7 @@ describe('worker: dead letters', function () {
       expect(job.attemptsMade).to.equal(0);
     }
   });
-});
+}
 
 async function keysMatching(redis: Redis, pattern: string): Promise<string[]> {
   const keys: string[] = [];

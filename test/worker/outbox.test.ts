@@ -1,7 +1,8 @@
 /**
  * The transactional outbox: follow-ups are sent if and only if the parent commits, each is
  * applied once, and a relay that dies between adding the jobs and committing sends at most a
- * duplicate that the inbox absorbs. Real Redis and PostgreSQL.
+ * duplicate that the inbox absorbs. Real services, in both modes (queues and tokens in Redis, or
+ * on PostgreSQL alone).
  */
 import { expect } from 'chai';
 import { sql } from 'kysely';
@@ -22,14 +23,27 @@ import { jobIdFor } from '../../src/core/message.js';
 import { firstSnowflakeAt } from '../../src/core/snowflake.js';
 import { MAX_PRIORITY } from '../../src/core/limits.js';
 import { deadLetterQueueName } from '../../src/core/dead-letter.js';
-import { createRedis } from '../../src/redis/connection.js';
-import { redisBackend } from '../support/env.js';
+import type { BackendKind } from '../../src/queues/backend.js';
+import { BACKENDS } from '../support/env.js';
+import { unreachableBackend } from '../support/unreachable-backend.js';
 
-describe('worker: transactional outbox', function () {
-  this.timeout(60_000);
+for (const mode of BACKENDS) {
+  describe(`worker: transactional outbox (${mode})`, function () {
+    this.timeout(60_000);
+    outboxCases(mode);
+  });
+}
+
+/** The cases, declared once per mode; `mode` is where the stacks keep queues and tokens. */
+function outboxCases(mode: BackendKind): void {
   let stack: TestStack;
   beforeEach(async () => {
-    stack = await createTestStack('outbox', { jobs: fixtureJobs, maxAttempts: 2, backoffMs: 10 });
+    stack = await createTestStack('outbox', {
+      jobs: fixtureJobs,
+      maxAttempts: 2,
+      backoffMs: 10,
+      backend: mode,
+    });
     await createFixtureTables(stack.db);
   });
   afterEach(async () => stack.close());
@@ -249,25 +263,21 @@ describe('worker: transactional outbox', function () {
     }
   });
 
-  // Redis being away is not the rows' fault: the batch rolls back whole, nothing is
-  // dead-lettered, and a run with Redis back sends every row.
-  it('dead-letters nothing while Redis is unreachable; the rows wait for the next run', async () => {
+  // The queues being away is not the rows' fault: the batch rolls back whole, nothing is
+  // dead-lettered, and a run with the queues back sends every row.
+  it(`dead-letters nothing while ${mode === 'redis' ? 'Redis' : "the queues' PostgreSQL"} is unreachable; the rows wait for the next run`, async () => {
     const ids = await writeFollowUps(stack, 4);
-    // Nothing listens on port 1: every command fails at once.
-    const deadRedis = createRedis({ url: 'redis://127.0.0.1:1', failFast: true });
-    const down = createOutboxRelay({
-      db: stack.db,
-      backend: redisBackend(deadRedis, stack.prefix),
-    });
+    const unreachable = unreachableBackend(mode, stack.prefix);
+    const down = createOutboxRelay({ db: stack.db, backend: unreachable.backend });
     try {
       const failed = await down.runOnce().then(
         () => undefined,
         (err: unknown) => err,
       );
-      expect(failed, 'the run fails while Redis is away').to.be.instanceOf(Error);
+      expect(failed, 'the run fails while the queues are away').to.be.instanceOf(Error);
     } finally {
       await down.close();
-      deadRedis.disconnect();
+      await unreachable.close();
     }
     expect((await outboxBacklog(stack.db)).depth).to.equal(4);
     const letters = await stack.db.selectFrom('dead_letters').select('message_id').execute();
@@ -306,6 +316,7 @@ describe('worker: transactional outbox', function () {
     stack = await createTestStack('outbox-bad', {
       jobs: [...fixtureJobs, badParent, halfPairParent],
       maxAttempts: 3,
+      backend: mode,
     });
     await createFixtureTables(stack.db);
     await stack.startWorker();
@@ -332,7 +343,7 @@ describe('worker: transactional outbox', function () {
       ),
     ).to.equal(0);
   });
-});
+}
 
 /**
  * Writes `count` bump follow-ups straight into the outbox, in id order; the one at `poisonAt`

@@ -1,15 +1,17 @@
 /**
- * Durable acceptance under a Redis that loses its data: the reconciler re-enqueues accepted
- * messages whose jobs are gone, and every accepted message still gets exactly one effect.
+ * Durable acceptance when the queues lose jobs: the reconciler re-enqueues accepted messages
+ * whose jobs are gone, and every accepted message still gets exactly one effect. In both modes
+ * (queues and tokens in Redis, or on PostgreSQL alone).
  *
- * "FLUSHALL" here is test-scoped: the Redis is shared with other work, so the test deletes every
- * key under its own prefix (BullMQ's queues, jobs and locks, and onceq's tokens and worker-id
- * leases), which is what a FLUSHALL would do to this deployment.
+ * Redis: "FLUSHALL" here is test-scoped: the Redis is shared with other work, so the test deletes
+ * every key under its own prefix (BullMQ's queues, jobs and locks, and onceq's tokens), which is
+ * what a FLUSHALL would do to this deployment. PostgreSQL-only mode loses no data on its own; its
+ * jobs go when someone removes them (`drain`, `clean`, `remove`: an operator, a dashboard), which
+ * is what its cases do, active jobs included.
  */
 import { expect } from 'chai';
-import { Queue, type Job } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
 import { sql } from 'kysely';
-import { tokenKey } from '../../src/redis/keys.js';
 import type { OnceqWorker } from '../../src/worker/worker.js';
 import { jobIdFor } from '../../src/core/message.js';
 import { LEDGER_QUEUE } from '../../src/jobs/examples/ledger/index.js';
@@ -18,21 +20,52 @@ import { createMetrics } from '../../src/metrics/metrics.js';
 import { createDeadLetterWriter } from '../../src/worker/dead-letters.js';
 import { createTestStack, type TestStack } from '../support/stack.js';
 import { assertLedgerInvariants, inboxCount, waitFor } from '../support/ledger.js';
-import { deletePrefix, redisBackend } from '../support/env.js';
+import { BACKENDS, deletePrefix } from '../support/env.js';
+import { unreachableBackend } from '../support/unreachable-backend.js';
 import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
 import { MAX_PRIORITY } from '../../src/core/limits.js';
 import { generateToken } from '../../src/core/token.js';
-import { createRedis } from '../../src/redis/connection.js';
+import type { BackendKind } from '../../src/queues/backend.js';
 
-describe('worker: reconciler', function () {
-  this.timeout(90_000);
+for (const mode of BACKENDS) {
+  describe(`worker: reconciler (${mode})`, function () {
+    this.timeout(90_000);
+    reconcilerCases(mode);
+  });
+}
+
+/** The cases, declared once per mode; `mode` is where the stacks keep queues and tokens. */
+function reconcilerCases(mode: BackendKind): void {
   let stack: TestStack;
   before(async () => {
-    stack = await createTestStack('reconcile', { backoffMs: 20 });
+    stack = await createTestStack('reconcile', { backoffMs: 20, backend: mode });
   });
   after(async () => stack.close());
 
-  it('loses no message and applies none twice when Redis loses every key mid-run', async () => {
+  /** Every job of the ledger queue lost at once, the ones in flight included. */
+  const loseEveryJob =
+    mode === 'redis'
+      ? {
+          what: 'Redis loses every key mid-run',
+          lose: () => deletePrefix(stack.redis, stack.prefix),
+        }
+      : {
+          what: 'every job is removed mid-run, active ones included',
+          async lose() {
+            const queue = stack.backend.newQueue(LEDGER_QUEUE);
+            try {
+              await queue.drain(true);
+              // `clean` of active jobs takes them whatever their lock (what `remove` refuses).
+              await queue.clean(0, 0, 'active');
+              await queue.clean(0, 0, 'completed');
+              await queue.clean(0, 0, 'failed');
+            } finally {
+              await queue.close();
+            }
+          },
+        };
+
+  it(`loses no message and applies none twice when ${loseEveryJob.what}`, async () => {
     const options = { concurrency: 3, reconciler: { intervalMs: 300, graceMs: 1_000 } };
     const opener = await stack.startWorker(options);
     const accounts: string[] = [];
@@ -60,7 +93,7 @@ describe('worker: reconciler', function () {
     const first = await stack.startWorker(options);
     const second = await stack.startWorker(options);
     await waitFor('some applied', async () => (await inboxCount(stack.db)) >= 4 + 30, 30_000, 5);
-    await deletePrefix(stack.redis, stack.prefix);
+    await loseEveryJob.lose();
     const appliedAtFlush = await inboxCount(stack.db);
     expect(appliedAtFlush, 'the flush must land mid-run').to.be.below(4 + transfers);
 
@@ -88,67 +121,125 @@ describe('worker: reconciler', function () {
     if (last.ran) expect(last).to.include({ unsettled: 0, reenqueued: 0 });
   });
 
-  // What the flush above sometimes leaves behind (its SCAN and UNLINK race the workers and the
-  // reconciler): a job id still in the wait list whose hash is gone. A worker pops the id anyway,
-  // BullMQ's moveToActive writes `processedOn` and `ats` into a new hash, and the pipeline fails
-  // that husk (no envelope in it). The reconciler must not take the husk for the message's job.
-  it('re-enqueues a message whose job is a husk BullMQ recreated after a partial loss', async () => {
-    const husk = await createTestStack('reconcile_husk', { backoffMs: 20 });
-    const queue = new Queue(LEDGER_QUEUE, { connection: husk.redis, prefix: husk.prefix });
-    const deadLetters = createDeadLetterWriter({
-      db: husk.db,
-      backend: husk.backend,
-    });
+  /**
+   * Opens a stack of its own with a reconciler wired as `onceq worker` wires it (every pass
+   * reaches the reconciler metrics), and runs `body`; closes everything after.
+   */
+  async function withReconciler(
+    label: string,
+    body: (r: {
+      stack: TestStack;
+      queue: Queue;
+      reconciler: ReturnType<typeof createReconciler>;
+      passes: ReconcileReport[];
+      metrics: ReturnType<typeof createMetrics>;
+    }) => Promise<void>,
+  ): Promise<void> {
+    const own = await createTestStack(label, { backoffMs: 20, backend: mode });
+    const queue = own.backend.newQueue(LEDGER_QUEUE);
+    const deadLetters = createDeadLetterWriter({ db: own.db, backend: own.backend });
     const metrics = createMetrics({ defaultMetrics: false });
     const passes: ReconcileReport[] = [];
     const reconciler = createReconciler({
-      db: husk.db,
-      backend: husk.backend,
+      db: own.db,
+      backend: own.backend,
       deadLetters,
       graceMs: 0,
-      // As `onceq worker` wires it: every pass reaches the reconciler metrics.
       onPass: (r) => {
         passes.push(r);
         metrics.observeReconcilerPass(r);
       },
     });
     try {
-      const { messageId } = await husk.producer.enqueue('account.open', {
-        owner: 'husk',
-        openingBalance: 1,
-      });
-      const jobId = jobIdFor(messageId);
-      await husk.redis.del(queue.toKey(jobId));
-      await husk.startWorker({ concurrency: 1, reconciler: false });
-      await waitFor('the husk failed', async () => (await queue.getJobState(jobId)) === 'failed');
-      expect((await queue.getJob(jobId))?.data, 'the failed job carries no envelope').to.deep.equal(
-        {},
-      );
-
-      const report = await reconciler.runOnce();
-      expect(report).to.include({ ran: true, unsettled: 1, reenqueued: 1, deadLettered: 0 });
-      expect(report.oldestUnsettledMessageId).to.equal(messageId);
-      expect(passes).to.deep.equal([report]);
-      expect(await metrics.text()).to.match(
-        /onceq_reconciler_messages_total\{action="reenqueued"\} 1\b/,
-      );
-      await waitFor('the message applied', async () => (await inboxCount(husk.db)) === 1);
-      expect((await queue.getJob(jobId))?.data).to.include({ messageId });
-      expect(await reconciler.runOnce()).to.include({ unsettled: 0, reenqueued: 0 });
+      await body({ stack: own, queue, reconciler, passes, metrics });
     } finally {
       await reconciler.close();
       await deadLetters.close();
       await queue.close();
-      await husk.close();
+      await own.close();
     }
+  }
+
+  // The job of an accepted message removed from its queue before any worker ran it (by hand, a
+  // dashboard, `clean`): the accepted record stays, and the reconciler adds the job back.
+  it('re-enqueues a message whose job was removed from its queue, its accepted record kept', async () => {
+    await withReconciler(
+      'reconcile_removed',
+      async ({ stack: own, queue, reconciler, passes, metrics }) => {
+        const { messageId, jobId } = await own.producer.enqueue('account.open', {
+          owner: 'removed',
+          openingBalance: 1,
+        });
+        expect(await queue.remove(jobId)).to.equal(1);
+        expect(await queue.getJob(jobId)).to.equal(undefined);
+
+        const report = await reconciler.runOnce();
+        expect(report).to.include({ ran: true, unsettled: 1, reenqueued: 1, deadLettered: 0 });
+        expect(report.oldestUnsettledMessageId).to.equal(messageId);
+        expect(passes).to.deep.equal([report]);
+        expect(await metrics.text()).to.match(
+          /onceq_reconciler_messages_total\{action="reenqueued"\} 1\b/,
+        );
+        expect((await queue.getJob(jobId))?.data).to.include({ messageId });
+        await own.startWorker({ concurrency: 1, reconciler: false });
+        await waitFor('the message applied', async () => (await inboxCount(own.db)) === 1);
+        await waitFor(
+          'its job completed',
+          async () => (await queue.getJobState(jobId)) === 'completed',
+        );
+        expect(await reconciler.runOnce()).to.include({ unsettled: 0, reenqueued: 0 });
+        expect(await inboxCount(own.db)).to.equal(1);
+      },
+    );
   });
+
+  // What the flush above sometimes leaves behind (its SCAN and UNLINK race the workers and the
+  // reconciler): a job id still in the wait list whose hash is gone. A worker pops the id anyway,
+  // BullMQ's moveToActive writes `processedOn` and `ats` into a new hash, and the pipeline fails
+  // that husk (no envelope in it). The reconciler must not take the husk for the message's job.
+  // Redis only: a job of BullMQ's PostgreSQL backend is one row, there is no half of it to lose.
+  if (mode === 'redis') {
+    it('re-enqueues a message whose job is a husk BullMQ recreated after a partial loss', async () => {
+      await withReconciler(
+        'reconcile_husk',
+        async ({ stack: husk, queue, reconciler, passes, metrics }) => {
+          const { messageId } = await husk.producer.enqueue('account.open', {
+            owner: 'husk',
+            openingBalance: 1,
+          });
+          const jobId = jobIdFor(messageId);
+          await husk.redis.del(queue.toKey(jobId));
+          await husk.startWorker({ concurrency: 1, reconciler: false });
+          await waitFor(
+            'the husk failed',
+            async () => (await queue.getJobState(jobId)) === 'failed',
+          );
+          expect(
+            (await queue.getJob(jobId))?.data,
+            'the failed job carries no envelope',
+          ).to.deep.equal({});
+
+          const report = await reconciler.runOnce();
+          expect(report).to.include({ ran: true, unsettled: 1, reenqueued: 1, deadLettered: 0 });
+          expect(report.oldestUnsettledMessageId).to.equal(messageId);
+          expect(passes).to.deep.equal([report]);
+          expect(await metrics.text()).to.match(
+            /onceq_reconciler_messages_total\{action="reenqueued"\} 1\b/,
+          );
+          await waitFor('the message applied', async () => (await inboxCount(husk.db)) === 1);
+          expect((await queue.getJob(jobId))?.data).to.include({ messageId });
+          expect(await reconciler.runOnce()).to.include({ unsettled: 0, reenqueued: 0 });
+        },
+      );
+    });
+  }
 
   // A message recorded in PostgreSQL with options BullMQ refuses (a priority above its limit,
   // written straight into the table: the API refuses it at the door now, but rows accepted before
   // that, or written by another path, may be there). Without isolation, the one addBulk of the
   // pass threw on it at every pass, and no message after it was ever re-enqueued.
   it('dead-letters messages BullMQ refuses as invalid, and re-enqueues the good ones around them', async () => {
-    const poisoned = await createTestStack('reconcile_poison', { backoffMs: 20 });
+    const poisoned = await createTestStack('reconcile_poison', { backoffMs: 20, backend: mode });
     const deadLetters = createDeadLetterWriter({
       db: poisoned.db,
       backend: poisoned.backend,
@@ -189,10 +280,7 @@ describe('worker: reconciler', function () {
       // Its visible copy is in the dead-letter queue; no job of it in the work queue.
       const queue = poisoned.producer.queue(LEDGER_QUEUE);
       expect(await queue.getJob(jobIdFor(bad))).to.equal(undefined);
-      const dlq = new Queue(`${LEDGER_QUEUE}.dlq`, {
-        connection: poisoned.redis,
-        prefix: poisoned.prefix,
-      });
+      const dlq = poisoned.backend.newQueue(`${LEDGER_QUEUE}.dlq`);
       try {
         expect((await dlq.getJob(jobIdFor(bad)))?.data).to.include({ messageId: bad });
       } finally {
@@ -223,19 +311,18 @@ describe('worker: reconciler', function () {
     }
   });
 
-  // Redis being away is not the message's fault: the pass fails, nothing is dead-lettered, and
-  // the next pass with Redis back re-enqueues every message.
-  it('dead-letters nothing while Redis is unreachable, and re-enqueues once it is back', async () => {
-    const away = await createTestStack('reconcile_away', { backoffMs: 20 });
-    // Nothing listens on port 1: every command fails at once.
-    const deadRedis = createRedis({ url: 'redis://127.0.0.1:1', failFast: true });
-    const writers = [deadRedis, away.redis].map((redis) =>
-      createDeadLetterWriter({ db: away.db, backend: redisBackend(redis, away.prefix) }),
+  // The queues being away is not the message's fault: the pass fails, nothing is dead-lettered,
+  // and the next pass with the queues back re-enqueues every message.
+  it(`dead-letters nothing while ${mode === 'redis' ? 'Redis' : "the queues' PostgreSQL"} is unreachable, and re-enqueues once it is back`, async () => {
+    const away = await createTestStack('reconcile_away', { backoffMs: 20, backend: mode });
+    const unreachable = unreachableBackend(mode, away.prefix);
+    const writers = [unreachable.backend, away.backend].map((backend) =>
+      createDeadLetterWriter({ db: away.db, backend }),
     );
-    const [down, up] = [deadRedis, away.redis].map((redis, i) =>
+    const [down, up] = [unreachable.backend, away.backend].map((backend, i) =>
       createReconciler({
         db: away.db,
-        backend: redisBackend(redis, away.prefix),
+        backend,
         deadLetters: writers[i]!,
         graceMs: 0,
       }),
@@ -250,7 +337,7 @@ describe('worker: reconciler', function () {
         () => undefined,
         (err: unknown) => err,
       );
-      expect(failed, 'the pass fails while Redis is away').to.be.instanceOf(Error);
+      expect(failed, 'the pass fails while the queues are away').to.be.instanceOf(Error);
       expect(await countDeadLetters(away.db)).to.equal(0);
 
       expect(await up!.runOnce()).to.include({ unsettled: 3, reenqueued: 3, deadLettered: 0 });
@@ -260,11 +347,11 @@ describe('worker: reconciler', function () {
     } finally {
       await Promise.all([down!.close(), up!.close()]);
       await Promise.all(writers.map((w) => w.close()));
-      deadRedis.disconnect();
+      await unreachable.close();
       await away.close();
     }
   });
-});
+}
 
 /** Records an accepted message straight into PostgreSQL, as the API would, without its job. */
 async function recordDirectly(
@@ -300,8 +387,9 @@ async function countDeadLetters(db: TestStack['db']): Promise<number> {
 
 /**
  * The failure message of a timed-out wait: every accepted message still without an inbox row (up
- * to 20), with its BullMQ job as stored, its token's state in Redis and the deliveries the workers
- * reported for it, then the queue counts and what the reconcilers did and would do now.
+ * to 20), with its BullMQ job as stored (in Redis, its hash's fields and its lock too), its
+ * token's state and the deliveries the workers reported for it, then the queue counts and what
+ * the reconcilers did and would do now.
  */
 async function describeUnapplied(stack: TestStack, workers: OnceqWorker[]): Promise<string> {
   const { rows } = await sql<{ message_id: string; queue: string; job_id: string; token: string }>`
@@ -314,11 +402,12 @@ async function describeUnapplied(stack: TestStack, workers: OnceqWorker[]): Prom
   const queueOf = (name: string) => {
     let queue = queues.get(name);
     if (!queue) {
-      queue = new Queue(name, { connection: stack.redis, prefix: stack.prefix });
+      queue = stack.backend.newQueue(name);
       queues.set(name, queue);
     }
     return queue;
   };
+  const redis = stack.backend.kind === 'redis' ? stack.redis : undefined;
   try {
     for (const row of rows.slice(0, 20)) {
       const queue = queueOf(row.queue);
@@ -328,7 +417,7 @@ async function describeUnapplied(stack: TestStack, workers: OnceqWorker[]): Prom
           messageId: row.message_id,
           job: job && {
             state: await job.getState(),
-            fields: Object.keys(await stack.redis.hgetall(queue.toKey(row.job_id))),
+            fields: redis && Object.keys(await redis.hgetall(queue.toKey(row.job_id))),
             hasEnvelope: (job.data as { messageId?: string })?.messageId === row.message_id,
             attemptsMade: job.attemptsMade,
             stalledCounter: job.stalledCounter,
@@ -338,8 +427,8 @@ async function describeUnapplied(stack: TestStack, workers: OnceqWorker[]): Prom
             processedOn: job.processedOn,
             finishedOn: job.finishedOn,
           },
-          lock: await stack.redis.get(`${queue.toKey(row.job_id)}:lock`),
-          token: await stack.redis.hgetall(tokenKey(stack.prefix, row.token)),
+          lock: await redis?.get(`${queue.toKey(row.job_id)}:lock`),
+          token: await stack.producer.tokens.inspect(row.token),
           outcomes: stack.outcomes
             .filter((o) => o.messageId === row.message_id)
             .map((o) => o.outcome),
