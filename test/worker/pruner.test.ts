@@ -19,7 +19,7 @@ import { TEST_DATABASE_URL } from '../support/env.js';
 import { createFixtureTables, effectCounts, fixtureJobs, FIXTURE_QUEUE } from '../fixtures/jobs.js';
 import { readPruneCutoff } from '../../src/db/pruning.repository.js';
 import { jobIdFor, type MessageEnvelope } from '../../src/core/message.js';
-import { tokenKey } from '../../src/redis/keys.js';
+import { forgetToken } from '../support/token-loss.js';
 
 const DAY = 86_400_000;
 
@@ -196,7 +196,7 @@ describe('worker: dedupe-window pruning', function () {
     ).to.equal(true);
 
     const envelope = job.data as MessageEnvelope;
-    await stack.redis.del(tokenKey(stack.prefix, envelope.token));
+    await forgetToken(stack, envelope.token);
     await queue.add(job.name, envelope, { jobId: 'redelivery' });
     const letter = await waitFor('the redelivery dead-lettered', () =>
       findDeadLetter(stack.db, messageId),
