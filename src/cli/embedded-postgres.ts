@@ -26,7 +26,7 @@
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { constants as fsConstants, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { connect } from 'node:net';
@@ -128,12 +128,17 @@ export async function runningEmbeddedUrl(options: {
   );
 }
 
-/** Whether `dataDir` holds a server that is (or was, until killed) running: `postmaster.pid`. */
+/**
+ * Whether a server runs on `dataDir`: its `postmaster.pid` names a live process that works in
+ * the folder (a lock file left by a crash of the machine, or a pid taken by another program
+ * since, is no server: the port may then be a PostgreSQL of the machine's own).
+ */
 export async function hasEmbeddedServer(dataDir: string): Promise<boolean> {
-  return fs
-    .access(path.join(path.resolve(dataDir), 'postmaster.pid'))
-    .then(() => true)
-    .catch(() => false);
+  const folder = path.resolve(dataDir);
+  const pid = await readLockPid(path.join(folder, 'postmaster.pid'));
+  if (pid === undefined || !isRunning(pid)) return false;
+  // Without /proc to tell, the lock file's word is taken.
+  return (await runsIn(pid, folder)) !== false;
 }
 
 /**
@@ -808,9 +813,23 @@ function forEachLine(stream: NodeJS.ReadableStream, onLine: (line: string) => vo
 
 /** Writes a file only its owner may read; as root, owned by the server's user. */
 async function writeOwned(file: string, text: string, runAs: RunAs | null): Promise<void> {
-  await fs.writeFile(file, text, { mode: 0o600 });
-  // pg_basebackup and pg_upgrade, run as the server's user, must be able to read every file.
-  if (runAs) await fs.chown(file, runAs.uid, runAs.gid);
+  // The folder belongs to the server's user, who could have put a symlink at `file` (to
+  // /etc/passwd, say): root must neither write through it nor chown what it points to. So the
+  // old entry goes, and the file is created anew without following links (O_EXCL fails on any
+  // entry that reappeared), and owned through its own handle.
+  await fs.rm(file, { force: true });
+  const handle = await fs.open(
+    file,
+    fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW,
+    0o600,
+  );
+  try {
+    await handle.writeFile(text);
+    // pg_basebackup and pg_upgrade, run as the server's user, must be able to read every file.
+    if (runAs) await handle.chown(runAs.uid, runAs.gid);
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Whether anything is at `file` (a dangling symlink counts). */

@@ -46,16 +46,6 @@ export interface RuntimeOptions {
 export async function openRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
   const config = options.config ?? (await resolveServices(loadConfig())).config;
   const logger = createLogger({ level: config.logLevel, name: options.name });
-  const db = createDb({
-    url: config.databaseUrl,
-    schema: config.databaseSchema,
-    poolSize: config.poolSize,
-    // A paused worker's transaction must not block the message's next owner for long.
-    idleInTransactionTimeoutMs: options.worker ? config.lockDurationMs : 0,
-    // A hung statement must end, or its delivery would keep renewing the message's claim.
-    statementTimeoutMs: options.worker ? config.statementTimeoutMs : 0,
-    applicationName: `onceq-${options.name ?? 'cli'}`,
-  });
   const redis =
     config.redisUrl === undefined
       ? undefined
@@ -68,7 +58,18 @@ export async function openRuntime(options: RuntimeOptions = {}): Promise<Runtime
     redis,
     database: config.databaseUrl,
     prefix: config.prefix,
+    schema: config.databaseSchema,
     poolSize: config.poolSize,
+  });
+  const db = createDb({
+    url: config.databaseUrl,
+    schema: config.databaseSchema,
+    poolSize: config.poolSize,
+    // A paused worker's transaction must not block the message's next owner for long.
+    idleInTransactionTimeoutMs: options.worker ? config.lockDurationMs : 0,
+    // A hung statement must end, or its delivery would keep renewing the message's claim.
+    statementTimeoutMs: options.worker ? config.statementTimeoutMs : 0,
+    applicationName: `onceq-${options.name ?? 'cli'}`,
   });
   const close = async () => {
     await backend.close();

@@ -4,7 +4,7 @@
  */
 import { sql } from 'kysely';
 import type { Db } from './create-db.js';
-import { ConfigError } from '../core/errors.js';
+import { ConfigError, ErrorCode, OnceqError } from '../core/errors.js';
 
 /** Where a prefix's queues live. */
 export type QueueBackendKind = 'redis' | 'postgres';
@@ -18,16 +18,26 @@ export async function assertQueueBackend(
   prefix: string,
   kind: QueueBackendKind,
 ): Promise<void> {
-  const { rows } = await sql<{ kind: QueueBackendKind; recorded_at: Date }>`
-    with recorded as (
+  // One statement that always returns the row: on a conflict, the update locks it and returns
+  // its committed kind (a plain DO NOTHING, with a select on the statement's own snapshot, would
+  // find no row when another process inserted it concurrently, and let both modes pass).
+  let rows: { kind: QueueBackendKind; recorded_at: Date }[];
+  try {
+    ({ rows } = await sql<{ kind: QueueBackendKind; recorded_at: Date }>`
       insert into queue_backends (prefix, kind) values (${prefix}, ${kind})
-      on conflict (prefix) do nothing
-      returning kind, recorded_at
-    )
-    select kind, recorded_at from recorded
-    union all
-    select kind, recorded_at from queue_backends where prefix = ${prefix}
-    limit 1`.execute(db);
+      on conflict (prefix) do update set prefix = excluded.prefix
+      returning kind, recorded_at`.execute(db));
+  } catch (err) {
+    if ((err as { code?: string }).code === '42P01') {
+      throw new OnceqError(
+        ErrorCode.MigrationsPending,
+        "onceq's tables are missing or out of date (no queue_backends): run the migrations " +
+          '(`onceq migrate latest`, or migrateToLatest) first',
+        { cause: err },
+      );
+    }
+    throw err;
+  }
   const recorded = rows[0];
   if (!recorded || recorded.kind === kind) return;
   const other = (k: QueueBackendKind) => (k === 'redis' ? 'Redis' : 'PostgreSQL alone');

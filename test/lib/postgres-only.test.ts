@@ -127,6 +127,21 @@ describe('lib: PostgreSQL-only mode (no redis option)', function () {
     expect(rows).to.deep.equal([{ kind: 'postgres' }]);
   });
 
+  it('refuses a prefix that cannot name a schema of its own for BullMQ, before writing anything', async () => {
+    for (const bad of ['my-app', '1x', 'public', schema]) {
+      let error: unknown;
+      await createWorker({ ...base, prefix: bad, jobs: [addNote] }).then(
+        (w) => w.close(),
+        (err: unknown) => (error = err),
+      );
+      expect(error, bad).to.be.instanceOf(ConfigError);
+      expect((error as ConfigError).details[0]).to.match(new RegExp(`^prefix ${bad}: .*BullMQ`));
+      const { rows } = await sql<{ n: string }>`
+        select count(*) as n from queue_backends where prefix = ${bad}`.execute(db);
+      expect(rows[0]!.n, `${bad} recorded`).to.equal('0');
+    }
+  });
+
   it('serves /readyz, Bull Board and the queue metrics from the PostgreSQL backend', async () => {
     const backend = createPostgresBackend({ connection: TEST_DATABASE_URL, prefix });
     const ids = await createIdService(db);
