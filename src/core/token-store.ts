@@ -9,7 +9,8 @@
  * Where the text below says Redis, it describes the Redis store, whose behaviour the PostgreSQL
  * store reproduces: a row past its expiry there is what a key Redis expired or lost is here.
  */
-import type { TokenState } from './token.js';
+import { isWellFormedToken, type TokenState } from './token.js';
+import { ErrorCode, InvalidArgumentError, OnceqError } from './errors.js';
 import type {
   AcceptResult,
   ClaimResult,
@@ -178,4 +179,34 @@ export interface TokenStore {
   complete(token: string, options: CompleteOptions): Promise<CompleteResult>;
   /** The token's stored state, or `undefined` when the store holds none (or it has expired). */
   inspect(token: string): Promise<TokenSnapshot | undefined>;
+}
+
+// The argument checks both stores make before touching their store, with one set of messages.
+
+/** Throws `TokenMalformed` unless `token` is of the `oqt_` form (the value stays out of it). */
+export function checkToken(token: string): void {
+  if (!isWellFormedToken(token)) {
+    // The value itself stays out of the message: it may be a real token with a typo.
+    throw new OnceqError(ErrorCode.TokenMalformed, 'the token is not a well-formed onceq token');
+  }
+}
+
+/** Throws `InvalidArgumentError` unless `value` is a non-empty string. */
+export function nonEmpty(name: string, value: string): void {
+  if (typeof value !== 'string' || value === '')
+    throw new InvalidArgumentError(`${name} must be a non-empty string`);
+}
+
+/** Throws `InvalidArgumentError` unless `value` is a positive integer (milliseconds). */
+export function positiveInt(name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new InvalidArgumentError(`${name} must be a positive integer number of milliseconds`);
+  }
+}
+
+/** Throws `InvalidArgumentError` unless `value` is a message id (1 to 20 decimal digits). */
+export function decimalId(value: string): void {
+  if (typeof value !== 'string' || !/^\d{1,20}$/.test(value)) {
+    throw new InvalidArgumentError('messageId must be a decimal string');
+  }
 }

@@ -32,7 +32,7 @@ import { sql, type RawBuilder } from 'kysely';
 import { ErrorCode, InvalidArgumentError, OnceqError, TokenLimitError } from '../core/errors.js';
 import { DEFAULT_TOKEN_RESULT_MAX_BYTES } from '../core/defaults.js';
 import { DEFAULT_MAX_OUTSTANDING_TOKENS, MAX_ISSUE_COUNT } from '../core/limits.js';
-import { generateToken, isTokenState, isWellFormedToken } from '../core/token.js';
+import { generateToken, isTokenState } from '../core/token.js';
 import {
   toTokenResult,
   type IssueReply,
@@ -40,6 +40,7 @@ import {
   type TokenResults,
 } from '../core/token-codes.js';
 import type { IssuedToken, TokenSnapshot, TokenStore } from '../core/token-store.js';
+import { checkToken, decimalId, nonEmpty, positiveInt } from '../core/token-store.js';
 import type { Db } from './create-db.js';
 import type { MessageTokenRow } from './database.js';
 
@@ -377,32 +378,6 @@ function distinctTokens(count: number, taken: Set<string>): string[] {
     }
   }
   return tokens;
-}
-
-// The argument checks of the Redis store (src/redis/token-store.ts), with the same messages.
-
-function checkToken(token: string): void {
-  if (!isWellFormedToken(token)) {
-    // The value itself stays out of the message: it may be a real token with a typo.
-    throw new OnceqError(ErrorCode.TokenMalformed, 'the token is not a well-formed onceq token');
-  }
-}
-
-function nonEmpty(name: string, value: string): void {
-  if (typeof value !== 'string' || value === '')
-    throw new InvalidArgumentError(`${name} must be a non-empty string`);
-}
-
-function positiveInt(name: string, value: number): void {
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new InvalidArgumentError(`${name} must be a positive integer number of milliseconds`);
-  }
-}
-
-function decimalId(value: string): void {
-  if (typeof value !== 'string' || !/^\d{1,20}$/.test(value)) {
-    throw new InvalidArgumentError('messageId must be a decimal string');
-  }
 }
 
 /** SQLSTATE classes of a function that ran and failed on what it was given or found. */

@@ -51,8 +51,9 @@ import type { Redis } from 'ioredis';
 import { ErrorCode, InvalidArgumentError, OnceqError, TokenLimitError } from '../core/errors.js';
 import { DEFAULT_TOKEN_RESULT_MAX_BYTES } from '../core/defaults.js';
 import { DEFAULT_MAX_OUTSTANDING_TOKENS, MAX_ISSUE_COUNT } from '../core/limits.js';
-import { generateToken, isTokenState, isWellFormedToken } from '../core/token.js';
+import { generateToken, isTokenState } from '../core/token.js';
 import type { IssuedToken, TokenSnapshot, TokenStore } from '../core/token-store.js';
+import { checkToken, decimalId, nonEmpty, positiveInt } from '../core/token-store.js';
 import { outstandingTokensKey, tokenKey } from './keys.js';
 import { runScript } from './scripts.js';
 import { fingerprintOf, storedFingerprint } from './token-fingerprint.js';
@@ -371,30 +372,6 @@ function toSnapshot(hash: unknown, pttl: unknown): TokenSnapshot | undefined {
     claims: num(h.claims) ?? 0,
     ttlMs: typeof pttl === 'number' && pttl >= 0 ? pttl : undefined,
   };
-}
-
-function checkToken(token: string): void {
-  if (!isWellFormedToken(token)) {
-    // The value itself stays out of the message: it may be a real token with a typo.
-    throw new OnceqError(ErrorCode.TokenMalformed, 'the token is not a well-formed onceq token');
-  }
-}
-
-function nonEmpty(name: string, value: string): void {
-  if (typeof value !== 'string' || value === '')
-    throw new InvalidArgumentError(`${name} must be a non-empty string`);
-}
-
-function positiveInt(name: string, value: number): void {
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new InvalidArgumentError(`${name} must be a positive integer number of milliseconds`);
-  }
-}
-
-function decimalId(value: string): void {
-  if (typeof value !== 'string' || !/^\d{1,20}$/.test(value)) {
-    throw new InvalidArgumentError('messageId must be a decimal string');
-  }
 }
 
 /**
