@@ -100,7 +100,8 @@ async function runMigrator(
     const resultSet = await run();
     const err = resultSet.error as { code?: string; message?: string } | undefined;
     const othersVanished =
-      (err?.code === '3F000' || err?.code === '42P01') &&
+      // The schema, a table, or a table's column gone between the listing's steps.
+      (err?.code === '3F000' || err?.code === '42P01' || err?.code === '42703') &&
       !resultSet.results?.length &&
       !String(err.message).includes(`"${schema}"`) &&
       !String(err.message).includes(`${schema}.`);
