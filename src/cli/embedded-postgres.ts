@@ -69,6 +69,8 @@ export interface EmbeddedPostgres {
 }
 
 const LOOPBACK = '127.0.0.1';
+/** `max_connections` of the embedded server (PostgreSQL's default, 100, is one `start` and a worker). */
+export const EMBEDDED_MAX_CONNECTIONS = 300;
 const SUPERUSER = 'postgres';
 /** The superuser's password, beside the cluster it opens. */
 const PASSWORD_FILE = 'onceq.password';
@@ -627,6 +629,10 @@ async function launch(options: {
       // No Unix socket: nothing in /tmp to clash with another server's, TCP on loopback only.
       '-c',
       'unix_socket_directories=',
+      // PostgreSQL-only mode opens BullMQ's pools beside onceq's (`onceq start` peaks near 80
+      // connections at the default pool size); room for a worker or two more beside it.
+      '-c',
+      `max_connections=${EMBEDDED_MAX_CONNECTIONS}`,
     ],
     {
       ...spawnIds(runAs),

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import pg from 'pg';
 import {
+  EMBEDDED_MAX_CONNECTIONS,
   hasEmbeddedServer,
   isPortAnswering,
   startEmbeddedPostgres,
@@ -285,6 +286,13 @@ describe('cli: the embedded PostgreSQL', function () {
     const second = await start(dataDir, port);
     expect(await query(second.url, 'select 1 as one')).to.deep.equal([{ one: 1 }]);
     expect(isAlive(stranger.pid!), 'the stranger is left alone').to.equal(true);
+  });
+
+  it("leaves room for BullMQ's pools beside onceq's: max_connections is raised", async () => {
+    const server = await start(path.join(tempFolder(), 'pg'), await freePort());
+    expect(await query(server.url, 'show max_connections')).to.deep.equal([
+      { max_connections: String(EMBEDDED_MAX_CONNECTIONS) },
+    ]);
   });
 
   it('takes a postmaster.pid of a dead or foreign pid for no server (hasEmbeddedServer)', async () => {
