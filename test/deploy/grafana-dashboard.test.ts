@@ -4,8 +4,12 @@
  * name only metrics, labels and label values onceq's real registry exports, covering the figures
  * an on-call engineer looks for.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { expect } from 'chai';
-import { DASHBOARD, readRepoFile } from '../support/deploy-files.js';
+import { stringify } from 'yaml';
+import { DASHBOARD, promtool, readRepoFile } from '../support/deploy-files.js';
 import { exportedMetrics, promqlProblems, readPromql } from '../support/promql.js';
 
 interface Target {
@@ -136,6 +140,26 @@ describe('deploy/grafana dashboard', () => {
       promqlProblems(expr!, exported).map((p) => `${panel.title}: ${p}`),
     );
     expect(problems).to.deep.equal([]);
+  });
+
+  it('has expressions Prometheus parses, its variables filled in (promtool check rules)', async () => {
+    // Grafana fills these in before Prometheus sees the query.
+    const filled = exprs.map(({ expr }) =>
+      expr!
+        .replaceAll('$queue', 'ledger|mail')
+        .replaceAll('$__rate_interval', '1m')
+        .replaceAll('$__range', '6h'),
+    );
+    const rules = filled.map((expr, i) => ({ record: `onceq_dashboard:expr_${i}`, expr }));
+    const dir = mkdtempSync(path.join(tmpdir(), 'onceq-dashboard-'));
+    try {
+      const file = path.join(dir, 'dashboard-exprs.yml');
+      writeFileSync(file, stringify({ groups: [{ name: 'dashboard', rules }] }));
+      const out = await promtool('check', 'rules', file);
+      expect(out).to.include(`SUCCESS: ${rules.length} rules found`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('shows throughput, duplicates, latency, dead letters, queues, outbox, reconciler, claims', () => {
