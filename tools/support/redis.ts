@@ -11,6 +11,8 @@ import { isCluster, type RedisClient } from '../../src/redis/connection.js';
  */
 export async function deletePrefix(redis: RedisClient, prefix: string): Promise<void> {
   if (!isCluster(redis)) return deleteOnNode(redis, prefix, (keys) => redis.unlink(...keys));
+  // The masters are known once the client has loaded the slot map.
+  if (redis.status === 'wait') await redis.connect();
   for (const node of redis.nodes('master')) {
     await deleteOnNode(node, prefix, (keys) => Promise.all(keys.map((k) => redis.unlink(k))));
   }
