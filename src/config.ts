@@ -44,6 +44,7 @@ import {
   DEFAULT_STATEMENT_TIMEOUT_MS,
   DEFAULT_TOKEN_TTL_MS,
 } from './core/defaults.js';
+import { parseClusterNodes, type ClusterNode } from './core/cluster-nodes.js';
 import { QUEUE_NAME, QUEUE_NAME_RULE } from './core/queue-name.js';
 import { redactUrl } from './core/redact-url.js';
 import { combinationProblems, MIN_DURATION_MS, type TimingSettings } from './core/settings.js';
@@ -60,7 +61,12 @@ export interface Config {
    */
   readonly redisUrl: string | undefined;
   /**
-   * Neither `REDIS_URL` nor `DATABASE_URL` is set: the command looks at what answers on the
+   * `REDIS_CLUSTER_NODES` (`host:port,host:port,…`): Redis mode on a Redis Cluster, whose
+   * startup nodes these are; `REDIS_URL` is then not used (and {@link redisUrl} is `undefined`).
+   */
+  readonly redisClusterNodes: readonly ClusterNode[] | undefined;
+  /**
+   * None of `REDIS_URL`, `REDIS_CLUSTER_NODES` and `DATABASE_URL` is set: the command looks at what answers on the
    * default ports (and `onceq start` starts an embedded PostgreSQL when nothing does).
    */
   readonly defaultServices: boolean;
@@ -325,15 +331,30 @@ export function loadConfig(env: Env = process.env): Config {
     problems.push(`LOG_LEVEL=${logLevel}: expected one of ${LOG_LEVELS.join(', ')}`);
   }
 
+  const clusterText = read('REDIS_CLUSTER_NODES');
+  let redisClusterNodes: ClusterNode[] | undefined;
+  if (clusterText !== undefined) {
+    const parsed = parseClusterNodes(clusterText.split(',').filter((n) => n.trim() !== ''));
+    for (const problem of parsed.problems) problems.push(`REDIS_CLUSTER_NODES: ${problem}`);
+    redisClusterNodes = parsed.nodes;
+  }
+
   const config: Config = {
+    redisClusterNodes,
+    // With a cluster, REDIS_URL is not used: one Redis mode, one place its keys live.
     redisUrl:
-      read('REDIS_URL') !== undefined || read('DATABASE_URL') === undefined
-        ? url('REDIS_URL', withPort(DEFAULT_REDIS_URL, int('ONCEQ_REDIS_PORT', 6379, 1, 65535)), [
-            'redis:',
-            'rediss:',
-          ])
-        : undefined,
-    defaultServices: read('REDIS_URL') === undefined && read('DATABASE_URL') === undefined,
+      redisClusterNodes !== undefined
+        ? undefined
+        : read('REDIS_URL') !== undefined || read('DATABASE_URL') === undefined
+          ? url('REDIS_URL', withPort(DEFAULT_REDIS_URL, int('ONCEQ_REDIS_PORT', 6379, 1, 65535)), [
+              'redis:',
+              'rediss:',
+            ])
+          : undefined,
+    defaultServices:
+      redisClusterNodes === undefined &&
+      read('REDIS_URL') === undefined &&
+      read('DATABASE_URL') === undefined,
     dataDir: read('ONCEQ_DATA_DIR') ?? DEFAULT_DATA_DIR,
     databaseUrl: url(
       'DATABASE_URL',
@@ -444,10 +465,19 @@ const TIMING_VARIABLES: Record<keyof TimingSettings, string> = {
   statementTimeoutMs: 'ONCEQ_STATEMENT_TIMEOUT',
 };
 
+/** Whether a configuration runs on Redis (one server or a cluster) or on PostgreSQL alone. */
+export function queueMode(
+  config: Pick<Config, 'redisUrl' | 'redisClusterNodes'>,
+): 'redis' | 'postgres' {
+  return config.redisUrl !== undefined || config.redisClusterNodes !== undefined
+    ? 'redis'
+    : 'postgres';
+}
+
 /** The connection options every CLI component takes from the environment. */
 function connectionOptions(config: Config, logger: Logger | undefined) {
   return {
-    redis: config.redisUrl,
+    redis: config.redisClusterNodes ?? config.redisUrl,
     database: config.databaseUrl,
     prefix: config.prefix,
     schema: config.databaseSchema,

@@ -17,6 +17,8 @@ import {
   DEFAULT_TOKEN_TTL_MS,
   LOG_LEVELS,
   loadConfig,
+  queueMode,
+  workerOptionsFrom,
   redactUrl,
   type Config,
 } from '../src/config.js';
@@ -45,6 +47,7 @@ describe('config', () => {
       const config = loadConfig({});
       expect(config).to.deep.equal({
         redisUrl: 'redis://127.0.0.1:6379',
+        redisClusterNodes: undefined,
         defaultServices: true,
         dataDir: './.onceq/pg',
         databaseUrl: 'postgres://postgres@127.0.0.1:5432/onceq',
@@ -129,6 +132,40 @@ describe('config', () => {
       expect(loadConfig({ REDIS_URL: 'redis://r:1' }).redisUrl).to.equal('redis://r:1');
       expect(loadConfig({ DATABASE_URL: 'postgres://h/db' }).databaseUrl).to.equal(
         'postgres://h/db',
+      );
+    });
+
+    it('reads REDIS_CLUSTER_NODES (host:port, IPv6 in brackets), and then ignores REDIS_URL', () => {
+      const config = loadConfig({
+        REDIS_CLUSTER_NODES: ' 10.0.0.1:7000, cache-2.example:7001,[::1]:7002,10.0.0.1:7000 ',
+        REDIS_URL: 'redis://elsewhere:6379',
+      });
+      expect(config.redisClusterNodes).to.deep.equal([
+        { host: '10.0.0.1', port: 7000 },
+        { host: 'cache-2.example', port: 7001 },
+        { host: '::1', port: 7002 },
+      ]);
+      expect(config.redisUrl).to.equal(undefined);
+      expect(config.defaultServices).to.equal(false);
+      expect(queueMode(config)).to.equal('redis');
+      expect(workerOptionsFrom(config, []).redis).to.deep.equal(config.redisClusterNodes);
+      // DATABASE_URL beside it changes nothing: still Redis mode, on the cluster.
+      const both = loadConfig({ REDIS_CLUSTER_NODES: 'r:7000', DATABASE_URL: 'postgres://h/db' });
+      expect(queueMode(both)).to.equal('redis');
+      expect(loadConfig({}).redisClusterNodes).to.equal(undefined);
+      expect(queueMode(loadConfig({ DATABASE_URL: 'postgres://h/db' }))).to.equal('postgres');
+    });
+
+    it('names each REDIS_CLUSTER_NODES entry that is not host:port', () => {
+      const err = configError({ REDIS_CLUSTER_NODES: 'a:7000,b,c:0,:7001,d:70000,[zz]:1' });
+      const lines = err.message.split('\n').filter((l) => l.includes('REDIS_CLUSTER_NODES'));
+      expect(lines).to.have.length(5);
+      expect(lines[0]).to.include('node 2 ("b") is not host:port');
+      for (const text of ['"c:0"', '":7001"', '"d:70000"', '"[zz]:1"']) {
+        expect(lines.some((l) => l.includes(text))).to.equal(true, text);
+      }
+      expect(configError({ REDIS_CLUSTER_NODES: ',,' }).message).to.include(
+        'REDIS_CLUSTER_NODES: no nodes',
       );
     });
 

@@ -4,7 +4,7 @@
  * Redis and PostgreSQL, and exits 0.
  */
 import { loadRegistry } from './jobs.js';
-import { loadConfig, producerOptionsFrom, type Config } from '../config.js';
+import { loadConfig, producerOptionsFrom, queueMode, type Config } from '../config.js';
 import { buildApp } from '../http/build-app.js';
 import { createDeadLetterLookup } from '../producer/dead-letter-lookup.js';
 import { createLogger } from '../logger.js';
@@ -35,7 +35,7 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
   const services = options.config ? undefined : await resolveServices(loadConfig());
   const config = options.config ?? services!.config;
   const logger = createLogger({ level: config.logLevel, name: 'api' });
-  if (services) logger.info({ mode: config.redisUrl ? 'redis' : 'postgres' }, services.summary);
+  if (services) logger.info({ mode: queueMode(config) }, services.summary);
   // The registry first: a bad ONCEQ_JOBS is reported before anything is connected.
   const registry = await loadRegistry(config.jobsModule);
   const opened = await openProducer(producerOptionsFrom(config, registry.jobs(), logger), {

@@ -2,13 +2,19 @@
  * What every long-running CLI command shares: load the config, connect to Redis and PostgreSQL
  * with one clear line when either is missing, and shut down on SIGTERM/SIGINT.
  */
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { loadConfig, type Config } from '../config.js';
 import { OnceqError } from '../core/errors.js';
 import { createDb, checkDatabase, type Db } from '../db/create-db.js';
 import { assertQueueBackend } from '../db/queue-backends.repository.js';
-import { checkRedis, closeRedis, createRedis } from '../redis/connection.js';
+import {
+  checkRedis,
+  closeRedis,
+  createRedis,
+  createRedisCluster,
+  describeRedis,
+  type RedisClient,
+} from '../redis/connection.js';
 import { createLogger } from '../logger.js';
 import { assertNoLegacyWorkerIdLeases } from '../ids/legacy-lease-check.js';
 import type { Backend } from '../queues/backend.js';
@@ -21,7 +27,7 @@ export interface Runtime {
   logger: Logger;
   db: Db;
   /** `undefined` in PostgreSQL-only mode. */
-  redis: Redis | undefined;
+  redis: RedisClient | undefined;
   backend: Backend;
   close(): Promise<void>;
 }
@@ -46,14 +52,16 @@ export interface RuntimeOptions {
 export async function openRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
   const config = options.config ?? (await resolveServices(loadConfig())).config;
   const logger = createLogger({ level: config.logLevel, name: options.name });
-  const redis =
-    config.redisUrl === undefined
+  const connectionName = `onceq-${options.name ?? 'cli'}`;
+  const redis: RedisClient | undefined = config.redisClusterNodes
+    ? createRedisCluster({
+        nodes: config.redisClusterNodes,
+        failFast: options.failFast,
+        connectionName,
+      })
+    : config.redisUrl === undefined
       ? undefined
-      : createRedis({
-          url: config.redisUrl,
-          failFast: options.failFast,
-          connectionName: `onceq-${options.name ?? 'cli'}`,
-        });
+      : createRedis({ url: config.redisUrl, failFast: options.failFast, connectionName });
   const backend = createBackend({
     redis,
     database: config.databaseUrl,
@@ -77,7 +85,7 @@ export async function openRuntime(options: RuntimeOptions = {}): Promise<Runtime
     await db.destroy();
   };
   try {
-    if (redis) await checkRedis(redis, config.redisUrl!);
+    if (redis) await checkRedis(redis, config.redisUrl ?? describeRedis(redis));
     await checkDatabase(db, config.databaseUrl);
     await assertQueueBackend(db, config.prefix, backend.kind);
     if (redis && options.mintsIds) await assertNoLegacyWorkerIdLeases(redis, config.prefix);

@@ -8,7 +8,7 @@
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { DEFAULT_REDIS_URL, loadConfig, type Config } from '../config.js';
+import { DEFAULT_REDIS_URL, loadConfig, queueMode, type Config } from '../config.js';
 import {
   hasEmbeddedServer,
   isPortAnswering,
@@ -103,7 +103,11 @@ export async function resolveServices(
 
 /** The mode of a configuration, in words. */
 export function describeMode(config: Config): string {
-  return config.redisUrl === undefined
-    ? 'PostgreSQL-only mode (no REDIS_URL): queues and tokens in PostgreSQL'
+  if (queueMode(config) === 'postgres') {
+    return 'PostgreSQL-only mode (no REDIS_URL): queues and tokens in PostgreSQL';
+  }
+  return config.redisClusterNodes
+    ? `Redis mode on a Redis Cluster (REDIS_CLUSTER_NODES, ${config.redisClusterNodes.length} ` +
+        'startup nodes): queues and tokens in Redis'
     : 'Redis mode: queues and tokens in Redis';
 }

@@ -11,7 +11,7 @@
  * either half fails to start, the other is stopped and the command fails with that error.
  */
 import type { Logger } from 'pino';
-import { loadConfig, type Config } from '../config.js';
+import { loadConfig, queueMode, type Config } from '../config.js';
 import { createLogger } from '../logger.js';
 import { loadRegistry } from './jobs.js';
 import type { JobRegistry } from '../jobs/registry.js';
@@ -40,7 +40,7 @@ export async function runStart(): Promise<number> {
   const services = await resolveServices(environment, { embedded: true, logger: early });
   const { config, embedded } = services;
   if (!services.announced) {
-    early.info({ mode: config.redisUrl ? 'redis' : 'postgres', embedded: false }, services.summary);
+    early.info({ mode: queueMode(config), embedded: false }, services.summary);
   }
   try {
     return await startWith(config, registry, early, signalled);

@@ -4,7 +4,7 @@
  */
 import { loadRegistry } from './jobs.js';
 import { ensureDatabase } from '../db/migrate.js';
-import { loadConfig, workerOptionsFrom, type Config } from '../config.js';
+import { loadConfig, queueMode, workerOptionsFrom, type Config } from '../config.js';
 import { createFaultHook } from '../worker/fault-hook.js';
 import { createLogger } from '../logger.js';
 import { createDb } from '../db/create-db.js';
@@ -72,7 +72,7 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
   const services = options.config ? undefined : await resolveServices(loadConfig());
   const config = options.config ?? services!.config;
   const logger = createLogger({ level: config.logLevel, name: 'worker' });
-  if (services) logger.info({ mode: config.redisUrl ? 'redis' : 'postgres' }, services.summary);
+  if (services) logger.info({ mode: queueMode(config) }, services.summary);
   // The registry first: a bad ONCEQ_JOBS is reported before anything is connected.
   const jobs = await loadRegistry(config.jobsModule);
   if (options.migrate) await runMigrations(config, logger);

@@ -5,7 +5,7 @@
  * process that mints ids refuses to start while that hash still holds a live lease. Once every
  * old process is gone (their leases expire within a ttl of their last heartbeat) it starts.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { ErrorCode, OnceqError } from '../core/errors.js';
 
 /** The hash the previous version leased worker ids in: field = id, value = `owner|expiresAtMs`. */
@@ -17,7 +17,10 @@ export function legacyWorkerIdsKey(prefix: string): string {
  * Throws when a process of the previous version still holds a worker-id lease in Redis (judged
  * on Redis's clock, as those leases were).
  */
-export async function assertNoLegacyWorkerIdLeases(redis: Redis, prefix: string): Promise<void> {
+export async function assertNoLegacyWorkerIdLeases(
+  redis: Redis | Cluster,
+  prefix: string,
+): Promise<void> {
   const key = legacyWorkerIdsKey(prefix);
   const [fields, [seconds, micros]] = await Promise.all([redis.hgetall(key), redis.time()]);
   const nowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);

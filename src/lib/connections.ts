@@ -3,15 +3,22 @@
  * taken as given (and then never closed by onceq, as BullMQ does with a connection it is given).
  * Both are checked before the component is handed out, so a component that resolved is ready.
  */
-import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { checkDatabase, createDb, type Db } from '../db/create-db.js';
 import { ConfigError } from '../core/errors.js';
 import { assertQueueBackend } from '../db/queue-backends.repository.js';
-import { checkRedis, closeRedis, createRedis } from '../redis/connection.js';
+import {
+  checkRedis,
+  closeRedis,
+  createRedis,
+  createRedisCluster,
+  describeRedis,
+  type RedisClient,
+} from '../redis/connection.js';
 import type { Backend } from '../queues/backend.js';
 import { createRedisBackend } from '../queues/redis-backend.js';
 import { createPostgresBackend } from '../queues/postgres-backend.js';
+import type { ClusterNode } from '../core/cluster-nodes.js';
 import type { ResolvedConnectionOptions } from './options.js';
 
 /** Session settings and names of the component's connections. */
@@ -30,7 +37,7 @@ export interface ConnectionSettings {
 export interface Connections {
   readonly db: Db;
   /** The Redis connection; `undefined` in PostgreSQL-only mode. */
-  readonly redis: Redis | undefined;
+  readonly redis: RedisClient | undefined;
   /** Where the queues and tokens live. */
   readonly backend: Backend;
   close(): Promise<void>;
@@ -44,15 +51,18 @@ export async function openConnections(
   options: Pick<ResolvedConnectionOptions, 'redis' | 'database' | 'schema' | 'poolSize' | 'prefix'>,
   settings: ConnectionSettings,
 ): Promise<Connections> {
-  const ownsRedis = typeof options.redis === 'string';
-  const redis =
-    typeof options.redis === 'string'
-      ? createRedis({
-          url: options.redis,
-          failFast: settings.failFast,
-          connectionName: settings.name,
-        })
-      : options.redis;
+  const given = options.redis;
+  const ownsRedis = typeof given === 'string' || Array.isArray(given);
+  const redis: RedisClient | undefined =
+    typeof given === 'string'
+      ? createRedis({ url: given, failFast: settings.failFast, connectionName: settings.name })
+      : Array.isArray(given)
+        ? createRedisCluster({
+            nodes: given as readonly ClusterNode[],
+            failFast: settings.failFast,
+            connectionName: settings.name,
+          })
+        : (given as RedisClient | undefined);
   const backend = createBackend({ ...options, redis });
   const db = createDb({
     ...(typeof options.database === 'string'
@@ -72,7 +82,7 @@ export async function openConnections(
   };
   try {
     if (redis) {
-      await checkRedis(redis, typeof options.redis === 'string' ? options.redis : describe(redis));
+      await checkRedis(redis, typeof given === 'string' ? given : describeRedis(redis));
     }
     await checkDatabase(
       db,
@@ -91,7 +101,7 @@ export async function openConnections(
  * tables in the schema named by the prefix, in the database `database` names or points to).
  */
 export function createBackend(options: {
-  redis: Redis | undefined;
+  redis: RedisClient | undefined;
   database: string | pg.Pool;
   prefix: string;
   /** onceq's schema, which BullMQ's must not be. */
@@ -128,10 +138,4 @@ function assertQueueSchemaName(prefix: string, schema: string): void {
     );
   }
   if (problems.length > 0) throw new ConfigError(problems, { subject: 'options' });
-}
-
-/** Where a given ioredis instance points, for messages (never with its password). */
-function describe(redis: Redis): string {
-  const { host, port } = redis.options;
-  return `redis://${host ?? '127.0.0.1'}:${port ?? 6379}`;
 }

@@ -3,7 +3,7 @@
  * `onceq api` and `onceq enqueue` do. It leases a worker id before it resolves (message ids are
  * minted under it), so the first `enqueue` does not wait for one.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/connection.js';
 import type { Backend } from '../queues/backend.js';
 import type { Db } from '../db/create-db.js';
 import { createIdService, type IdService } from '../ids/id-service.js';
@@ -89,7 +89,7 @@ export interface OpenProducer {
   readonly options: ResolvedProducerOptions;
   readonly db: Db;
   /** `undefined` in PostgreSQL-only mode. */
-  readonly redis: Redis | undefined;
+  readonly redis: RedisClient | undefined;
   readonly backend: Backend;
 }
 

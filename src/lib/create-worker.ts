@@ -5,7 +5,7 @@
  * need), each of which can be turned off for a team that runs it elsewhere.
  */
 import type { Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/connection.js';
 import type { Backend } from '../queues/backend.js';
 import type { Db } from '../db/create-db.js';
 import { ConfigError } from '../core/errors.js';
@@ -51,7 +51,7 @@ export interface OpenWorker {
   readonly options: ResolvedWorkerOptions;
   readonly db: Db;
   /** `undefined` in PostgreSQL-only mode. */
-  readonly redis: Redis | undefined;
+  readonly redis: RedisClient | undefined;
   readonly backend: Backend;
   /** Closes the connections onceq opened (after `running.close()`). */
   closeConnections(): Promise<void>;

@@ -5,7 +5,7 @@
  * are plain interfaces, so an object literal with an unknown key does not compile) and, for
  * callers without types, an error at creation.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { ConfigError } from '../core/errors.js';
@@ -37,6 +37,7 @@ import {
   MAX_GROUP_COMMIT_SIZE,
   MAX_ISSUE_COUNT,
 } from '../core/limits.js';
+import { parseClusterNodes, type ClusterNode } from '../core/cluster-nodes.js';
 import { QUEUE_NAME, QUEUE_NAME_RULE } from '../core/queue-name.js';
 import { redactUrl } from '../core/redact-url.js';
 import { combinationProblems, MIN_DURATION_MS, type TimingSettings } from '../core/settings.js';
@@ -45,14 +46,18 @@ import { isJobDefinition, type JobDefinition } from '../jobs/define-job.js';
 /** Where onceq's state lives: what every component needs. */
 export interface ConnectionOptions {
   /**
-   * Redis: a `redis://` or `rediss://` URL, for a connection onceq opens and closes, or an
-   * ioredis instance, which onceq uses (and duplicates) but never closes, as BullMQ does. A
-   * worker needs an instance made with `maxRetriesPerRequest: null`, as BullMQ's workers do.
+   * Redis: a `redis://` or `rediss://` URL, for a connection onceq opens and closes; a Redis
+   * Cluster's startup nodes (`'host:port'` strings or `{ host, port }`), for a cluster
+   * connection onceq opens and closes; or an ioredis `Redis` or `Cluster` instance, which onceq
+   * uses (and duplicates) but never closes, as BullMQ does. A worker needs an instance made with
+   * `maxRetriesPerRequest: null` (a `Cluster`: in its `redisOptions`), as BullMQ's workers do.
+   * On a cluster each queue's keys carry a hash tag of their own (`onceq:{ledger}:…`), so the
+   * queues spread over the masters; nothing else changes.
    * Without it, onceq runs on PostgreSQL alone: BullMQ on its PostgreSQL backend (its tables in
    * the schema named by `prefix`) and the tokens in a table of onceq's schema.
    * @defaultValue none: PostgreSQL-only mode
    */
-  redis?: string | Redis;
+  redis?: string | Redis | Cluster | readonly (string | ClusterNode)[];
   /**
    * PostgreSQL: a `postgres://` URL, for a pool onceq opens and ends, or a `pg.Pool`, which
    * onceq never ends. Each session onceq takes from a given pool gets onceq's `search_path`
@@ -206,8 +211,8 @@ export interface MigrateOptions {
 
 /** Connection options with their defaults. */
 export interface ResolvedConnectionOptions {
-  /** `undefined`: PostgreSQL-only mode. */
-  readonly redis: string | Redis | undefined;
+  /** A URL, a cluster's nodes, or a given instance; `undefined`: PostgreSQL-only mode. */
+  readonly redis: string | Redis | Cluster | readonly ClusterNode[] | undefined;
   readonly database: string | pg.Pool;
   readonly prefix: string;
   readonly schema: string;
@@ -382,12 +387,15 @@ function checkOptionsObject(options: unknown, what: string): Record<string, unkn
 }
 
 function connection(check: Checker, options: Record<string, unknown>): ResolvedConnectionOptions {
-  const { redis, database } = options;
+  const { database } = options;
+  let redis = options.redis;
   if (typeof redis === 'string') check.url('redis', redis, ['redis:', 'rediss:']);
+  else if (Array.isArray(redis)) redis = clusterNodes(check, redis as unknown[]);
   else if (redis !== undefined && !isRedis(redis)) {
     check.fail(
       'redis',
-      ': expected a redis:// URL or an ioredis instance, or none for PostgreSQL alone',
+      ': expected a redis:// URL, a Redis Cluster node list or an ioredis instance, or none ' +
+        'for PostgreSQL alone',
     );
   }
   if (typeof database === 'string') check.url('database', database, ['postgres:', 'postgresql:']);
@@ -399,7 +407,7 @@ function connection(check: Checker, options: Record<string, unknown>): ResolvedC
     check.fail('logger', ': expected a pino logger');
   }
   return {
-    redis: redis as string | Redis | undefined,
+    redis: redis as ResolvedConnectionOptions['redis'],
     database: database as string | pg.Pool,
     prefix: check.text(
       'prefix',
@@ -687,8 +695,25 @@ export function resolveMigrateOptions(input: MigrateOptions): Required<MigrateOp
   return { database: database as string | pg.Pool, schema };
 }
 
+/** A cluster node list: `'host:port'` strings or `{ host, port }` objects, at least one. */
+function clusterNodes(check: Checker, entries: unknown[]): ClusterNode[] {
+  const { nodes, problems } = parseClusterNodes(entries.map(nodeText));
+  for (const problem of problems) check.fail('redis', `: ${problem}`);
+  return nodes;
+}
+
+/** A node list entry as `host:port` text, for the one rule of core/cluster-nodes.ts. */
+function nodeText(entry: unknown): string {
+  if (typeof entry === 'string') return entry;
+  if (typeof entry === 'object' && entry !== null && 'host' in entry && 'port' in entry) {
+    const host = String(entry.host);
+    return `${host.includes(':') ? `[${host}]` : host}:${String(entry.port)}`;
+  }
+  return JSON.stringify(entry) ?? String(entry);
+}
+
 /** Duck-typed, so an ioredis from another copy of the package is accepted too. */
-function isRedis(value: unknown): value is Redis {
+function isRedis(value: unknown): value is Redis | Cluster {
   const v = value as Partial<Redis> | null;
   return (
     typeof v === 'object' &&

@@ -4,7 +4,7 @@
  * replay uses it to take the visible copies off `<queue>.dlq`.
  */
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/connection.js';
 import { runScript } from '../redis/scripts.js';
 
 /** Job ids per call of `lua/remove-jobs-10.lua`: bounds how long one call holds Redis. */
@@ -41,7 +41,7 @@ export interface RemovedJobs {
  * rules; a removal BullMQ refuses because the job is locked is reported, not thrown.
  */
 export async function removeJobs(
-  redis: Redis,
+  redis: RedisClient,
   queue: Queue,
   jobIds: readonly string[],
 ): Promise<RemovedJobs> {

@@ -3,10 +3,22 @@
  * onceq uses the same settings everywhere so a Redis restart is ridden out by reconnecting
  * rather than failing commands.
  */
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { redactUrl } from '../core/redact-url.js';
 import { ServiceUnreachableError } from '../core/errors.js';
 import { withTimeout } from '../core/with-timeout.js';
+
+/**
+ * A connection to Redis: one server, or a Redis Cluster (ioredis `Cluster`). Everything onceq
+ * sends keeps to one hash slot per command or script, so every component runs on either.
+ */
+export type RedisClient = Redis | Cluster;
+
+/** A node of a Redis Cluster, as `REDIS_CLUSTER_NODES` lists them. */
+export interface ClusterNode {
+  host: string;
+  port: number;
+}
 
 /** Options of {@link createRedis}. */
 export interface RedisConnectionOptions {
@@ -31,7 +43,7 @@ export function createRedis(options: RedisConnectionOptions): Redis {
     // must wait for the connection rather than fail with "Stream isn't writeable". failFast is
     // bounded by the retry strategy instead: when it gives up, the queued commands are rejected.
     enableOfflineQueue: true,
-    retryStrategy: (times) => (options.failFast && times > 2 ? null : Math.min(times * 100, 2_000)),
+    retryStrategy: (times) => retryDelay(times, options.failFast),
     lazyConnect: true,
   };
   const redis = new Redis(options.url, redisOptions);
@@ -41,8 +53,88 @@ export function createRedis(options: RedisConnectionOptions): Redis {
   return redis;
 }
 
+/** Options of {@link createRedisCluster}. */
+export interface RedisClusterConnectionOptions {
+  /** Startup nodes; the client learns the rest of the cluster from them. */
+  nodes: readonly ClusterNode[];
+  /** Connection name shown by `CLIENT LIST` on every node. @defaultValue `onceq` */
+  connectionName?: string;
+  /** As {@link RedisConnectionOptions.failFast}. @defaultValue false */
+  failFast?: boolean;
+}
+
+/**
+ * Creates an ioredis `Cluster` with the same behaviour as {@link createRedis}: lazy, offline
+ * queue on, reconnecting forever (or giving up soon with `failFast`), and commands that wait
+ * out a failover (`MOVED`/`TRYAGAIN`/`CLUSTERDOWN` are retried by ioredis) instead of failing.
+ */
+export function createRedisCluster(options: RedisClusterConnectionOptions): Cluster {
+  const clusterOptions: ClusterOptions = {
+    lazyConnect: true,
+    enableOfflineQueue: true,
+    clusterRetryStrategy: (times) => retryDelay(times, options.failFast),
+    // A failover takes the cluster's node timeout and an election; commands sent meanwhile are
+    // retried on the new owner of their slot rather than failed.
+    retryDelayOnFailover: 200,
+    retryDelayOnClusterDown: 300,
+    retryDelayOnTryAgain: 200,
+    slotsRefreshTimeout: 2_000,
+    redisOptions: {
+      connectionName: options.connectionName ?? 'onceq',
+      maxRetriesPerRequest: options.failFast ? 1 : null,
+    },
+  };
+  const cluster = new Cluster(
+    options.nodes.map((n) => ({ host: n.host, port: n.port })),
+    clusterOptions,
+  );
+  cluster.on('error', () => undefined);
+  return cluster;
+}
+
+function retryDelay(times: number, failFast: boolean | undefined): number | null {
+  return failFast && times > 2 ? null : Math.min(times * 100, 2_000);
+}
+
+/** Whether a connection is to a Redis Cluster (duck-typed: another copy of ioredis counts). */
+export function isCluster(redis: RedisClient): redis is Cluster {
+  return (redis as { isCluster?: unknown }).isCluster === true;
+}
+
+/**
+ * A second connection like `redis` with some options changed (the two classes spell
+ * `duplicate` differently): the token store's auto-pipelined connection.
+ */
+export function duplicateRedis(
+  redis: RedisClient,
+  overrides: { enableAutoPipelining?: boolean; lazyConnect?: boolean },
+): RedisClient {
+  const copy = isCluster(redis)
+    ? redis.duplicate(undefined, overrides)
+    : redis.duplicate(overrides);
+  copy.on('error', () => undefined);
+  return copy;
+}
+
+/** Where a connection points, for messages (never with its password). */
+export function describeRedis(redis: RedisClient): string {
+  if (isCluster(redis)) {
+    const { startupNodes } = redis as unknown as {
+      startupNodes: (string | number | { host?: string; port?: number })[];
+    };
+    const nodes = startupNodes
+      .map((n) =>
+        typeof n === 'object' ? `${n.host ?? '127.0.0.1'}:${n.port ?? 6379}` : String(n),
+      )
+      .join(',');
+    return `redis cluster ${nodes}`;
+  }
+  const { host, port } = redis.options;
+  return `redis://${host ?? '127.0.0.1'}:${port ?? 6379}`;
+}
+
 /** Connects and pings; turns a failure into one line naming Redis, where, and how to start it. */
-export async function checkRedis(redis: Redis, url: string): Promise<void> {
+export async function checkRedis(redis: RedisClient, url: string): Promise<void> {
   // ioredis rejects `connect()` with a bare "Connection is closed."; the socket's own error
   // (ECONNREFUSED, ENOTFOUND, NOAUTH …) comes as an 'error' event and says what is wrong.
   let socketError: Error | undefined;
@@ -56,8 +148,11 @@ export async function checkRedis(redis: Redis, url: string): Promise<void> {
   } catch (err) {
     const reason = describeReason(socketError ?? err);
     throw new ServiceUnreachableError(
-      `Redis is not reachable at ${redactUrl(url)} (${reason}); ` +
-        'start it (`docker compose up -d redis`) or set REDIS_URL',
+      isCluster(redis)
+        ? `the Redis Cluster is not reachable at ${url} (${reason}); ` +
+            'start it or set REDIS_CLUSTER_NODES to nodes of a running cluster'
+        : `Redis is not reachable at ${redactUrl(url)} (${reason}); ` +
+            'start it (`docker compose up -d redis`) or set REDIS_URL',
       err,
     );
   } finally {
@@ -73,7 +168,7 @@ function describeReason(err: unknown): string {
 }
 
 /** Closes a connection, falling back to disconnect when QUIT cannot be sent. */
-export async function closeRedis(redis: Redis): Promise<void> {
+export async function closeRedis(redis: RedisClient): Promise<void> {
   if (redis.status === 'end') return;
   try {
     await withTimeout(redis.quit(), 2_000);

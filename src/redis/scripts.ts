@@ -6,7 +6,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './connection.js';
 
 /** Lua scripts live beside the TypeScript sources; the build copies them (see package.json). */
 export const LUA_DIR = fileURLToPath(new URL('./lua/', import.meta.url));
@@ -35,10 +35,10 @@ function scriptFiles(): Map<string, ScriptFile> {
   return cache;
 }
 
-const loaded = new WeakSet<Redis>();
+const loaded = new WeakSet<RedisClient>();
 
 /** Defines every script on this connection (idempotent). */
-export function loadScripts(redis: Redis): void {
+export function loadScripts(redis: RedisClient): void {
   if (loaded.has(redis)) return;
   for (const script of scriptFiles().values()) {
     redis.defineCommand(script.command, { lua: script.lua, numberOfKeys: script.numberOfKeys });
@@ -48,7 +48,7 @@ export function loadScripts(redis: Redis): void {
 
 /** Runs script `name` (the file name without `-N.lua`) with its keys and arguments. */
 export async function runScript(
-  redis: Redis,
+  redis: RedisClient,
   name: string,
   keys: string[],
   args: (string | number)[],

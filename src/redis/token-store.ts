@@ -47,7 +47,7 @@
  * Tokens are secrets: they are in the keys, so errors coming back from ioredis (which carry the
  * command's arguments) have the token replaced before they leave this module.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './connection.js';
 import { ErrorCode, InvalidArgumentError, OnceqError, TokenLimitError } from '../core/errors.js';
 import { DEFAULT_TOKEN_RESULT_MAX_BYTES } from '../core/defaults.js';
 import { DEFAULT_MAX_OUTSTANDING_TOKENS, MAX_ISSUE_COUNT } from '../core/limits.js';
@@ -119,7 +119,7 @@ export interface TokenStoreOptions {
  * Every method throws `OnceqError` with `ErrorCode.TokenMalformed` for a token that is not of
  * the `oqt_` form, before touching Redis.
  */
-export function createTokenStore(redis: Redis, options: TokenStoreOptions): TokenStore {
+export function createTokenStore(redis: RedisClient, options: TokenStoreOptions): TokenStore {
   const { prefix } = options;
   const maxOutstanding = options.maxOutstanding ?? DEFAULT_MAX_OUTSTANDING_TOKENS;
   const maxResultBytes = options.maxResultBytes ?? DEFAULT_TOKEN_RESULT_MAX_BYTES;

@@ -7,7 +7,7 @@ import { sql } from 'kysely';
 import type { Redis } from 'ioredis';
 import { createDb, type Db } from '../../src/db/create-db.js';
 import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js';
-import { createRedis } from '../../src/redis/connection.js';
+import { createRedis, type RedisClient } from '../../src/redis/connection.js';
 import type { Backend, BackendKind } from '../../src/queues/backend.js';
 import { createRedisBackend } from '../../src/queues/redis-backend.js';
 import { createPostgresBackend } from '../../src/queues/postgres-backend.js';
@@ -29,7 +29,7 @@ export const TEST_BACKEND: BackendKind =
 export const BACKENDS: readonly BackendKind[] = ['redis', 'postgres'];
 
 /** A Redis backend over a test's connection and prefix. */
-export function redisBackend(redis: Redis, prefix: string): Backend {
+export function redisBackend(redis: RedisClient, prefix: string): Backend {
   return createRedisBackend({ redis, prefix });
 }
 
@@ -37,7 +37,7 @@ export function redisBackend(redis: Redis, prefix: string): Backend {
  * A backend of the given kind under `prefix`: Redis keys under it, or BullMQ's tables in a
  * PostgreSQL schema of that name in the test database (drop it with {@link dropQueueSchema}).
  */
-export function testBackend(kind: BackendKind, redis: Redis, prefix: string): Backend {
+export function testBackend(kind: BackendKind, redis: RedisClient, prefix: string): Backend {
   return kind === 'redis'
     ? createRedisBackend({ redis, prefix })
     : createPostgresBackend({ connection: TEST_DATABASE_URL, prefix, workerPoolSize: 10 });

@@ -5,6 +5,7 @@
  */
 import { ensureDatabase } from '../../src/db/migrate.js';
 import { TEST_DATABASE_URL } from './env.js';
+import { stopSharedCluster } from './shared-cluster.js';
 
 const WATCHED = new Set(['TCPSocketWrap', 'TCPWRAP', 'ProcessWrap', 'PipeWrap', 'Timeout']);
 let baseline = new Map<string, number>();
@@ -16,7 +17,8 @@ export const mochaHooks = {
     await ensureDatabase(TEST_DATABASE_URL);
   },
   async afterAll(this: Mocha.Context) {
-    this.timeout(10_000);
+    this.timeout(20_000);
+    await stopSharedCluster();
     // Mocha arms this hook's timer once the hook has returned its promise; that timer is not a
     // leak, and unref'd it is not counted.
     await new Promise((r) => setImmediate(r));

@@ -2,7 +2,6 @@
  * An in-process onceq stack for integration tests: its own schema, its own Redis prefix, a
  * producer and as many workers as a test starts. `close()` stops and removes everything.
  */
-import type { Redis } from 'ioredis';
 import type { Job } from 'bullmq';
 import { createProducer, type Producer } from '../../src/producer/producer.js';
 import { JobRegistry } from '../../src/jobs/registry.js';
@@ -14,7 +13,15 @@ import {
   type IdService,
   type IdServiceOptions,
 } from '../../src/ids/id-service.js';
-import { closeRedis, createRedis } from '../../src/redis/connection.js';
+import {
+  closeRedis,
+  createRedis,
+  createRedisCluster,
+  type RedisClient,
+} from '../../src/redis/connection.js';
+import { parseClusterNodes } from '../../src/core/cluster-nodes.js';
+import type { RedisCluster } from '../../tools/support/redis-cluster.js';
+import { sharedClusterClient } from './shared-cluster.js';
 import type { DeliveryOutcome } from '../../src/core/outcome.js';
 import type { Db } from '../../src/db/create-db.js';
 import type { Backend, BackendKind } from '../../src/queues/backend.js';
@@ -36,7 +43,7 @@ export interface TestStack {
    * A Redis connection, in both modes: in PostgreSQL-only mode nothing of onceq's is in it (a
    * test that looks there is a Redis-mode test).
    */
-  redis: Redis;
+  redis: RedisClient;
   /** Where the stack's queues and tokens live: {@link TestStackOptions.backend}. */
   backend: Backend;
   registry: JobRegistry;
@@ -60,6 +67,11 @@ export interface TestStackOptions {
   ids?: Partial<IdServiceOptions>;
   /** A Redis of the test's own (a private redis-server it restarts). @defaultValue the shared one */
   redisUrl?: string;
+  /**
+   * Redis mode on a Redis Cluster: `true` for the run's shared cluster
+   * (test/support/shared-cluster.ts), or a cluster of the test's own (one it kills nodes of).
+   */
+  cluster?: boolean | RedisCluster;
   /** The mode. @defaultValue `ONCEQ_TEST_BACKEND`, else `redis` */
   backend?: BackendKind;
 }
@@ -70,11 +82,18 @@ export async function createTestStack(
 ): Promise<TestStack> {
   const prefix = uniqueName(label);
   const { schema, db, drop } = await createTestSchema(label, options.poolSize ?? 10);
-  const redis = options.redisUrl
-    ? createRedis({ url: options.redisUrl, connectionName: 'onceq-test' })
-    : testRedis();
-  await redis.connect();
-  const kind = options.backend ?? TEST_BACKEND;
+  const redis: RedisClient = options.cluster
+    ? options.cluster === true
+      ? await sharedClusterClient()
+      : createRedisCluster({
+          nodes: parseClusterNodes(options.cluster.nodesSpec.split(',')).nodes,
+          connectionName: 'onceq-test',
+        })
+    : options.redisUrl
+      ? createRedis({ url: options.redisUrl, connectionName: 'onceq-test' })
+      : testRedis();
+  if (redis.status === 'wait') await redis.connect();
+  const kind = options.cluster ? 'redis' : (options.backend ?? TEST_BACKEND);
   const backend = testBackend(kind, redis, prefix);
   const registry = new JobRegistry([...ledgerJobs, ...(options.jobs ?? [])]);
   const ids = await createIdService(db, options.ids);

@@ -286,7 +286,7 @@ function deadLetterCases(mode: BackendKind): void {
     expect((await dlq.getJobLogs(logged)).count).to.equal(1);
     expect(await dlq.getJobCountByTypes('wait')).to.equal(count);
     // Redis: every key of every copy (hash and `:logs`), and a `removed` event each.
-    const jobKeys = () => keysMatching(stack.redis, `${stack.prefix}:fixture.dlq:m-*`);
+    const jobKeys = () => keysMatching(stack.redis as Redis, `${stack.prefix}:fixture.dlq:m-*`);
     if (mode === 'redis') expect(await jobKeys()).to.have.length(count + 1);
 
     const summary = await replay();

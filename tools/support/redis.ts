@@ -3,13 +3,30 @@
  */
 import type { Redis } from 'ioredis';
 import { allKeysPattern } from '../../src/redis/keys.js';
+import { isCluster, type RedisClient } from '../../src/redis/connection.js';
 
-/** Deletes every key under a prefix (BullMQ's and onceq's), a SCAN page at a time. */
-export async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
+/**
+ * Deletes every key under a prefix (BullMQ's and onceq's), a SCAN page at a time; on a cluster,
+ * on every master (SCAN sees one node's keys), a key at a time (one UNLINK may not span slots).
+ */
+export async function deletePrefix(redis: RedisClient, prefix: string): Promise<void> {
+  if (!isCluster(redis)) return deleteOnNode(redis, prefix, (keys) => redis.unlink(...keys));
+  // The masters are known once the client has loaded the slot map.
+  if (redis.status === 'wait') await redis.connect();
+  for (const node of redis.nodes('master')) {
+    await deleteOnNode(node, prefix, (keys) => Promise.all(keys.map((k) => redis.unlink(k))));
+  }
+}
+
+async function deleteOnNode(
+  node: Redis,
+  prefix: string,
+  unlink: (keys: string[]) => Promise<unknown>,
+): Promise<void> {
   let cursor = '0';
   do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', allKeysPattern(prefix), 'COUNT', 1000);
+    const [next, keys] = await node.scan(cursor, 'MATCH', allKeysPattern(prefix), 'COUNT', 1000);
     cursor = next;
-    if (keys.length) await redis.unlink(...keys);
+    if (keys.length) await unlink(keys);
   } while (cursor !== '0');
 }
