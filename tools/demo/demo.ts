@@ -17,7 +17,7 @@
  * own against REDIS_URL and DATABASE_URL, which must be the stack's.
  */
 import { randomInt } from 'node:crypto';
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import { sql } from 'kysely';
 import cliProgress from 'cli-progress';
 import type { Config } from '../../src/config.js';
@@ -28,11 +28,18 @@ import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js'
 import { insertApiKey, revokeApiKey } from '../../src/db/api-keys.repository.js';
 import { mintApiKey } from '../../src/core/api-key.js';
 import { messageJobOptions } from '../../src/queues/message-job-options.js';
-import { checkRedis, closeRedis, createRedis } from '../../src/redis/connection.js';
+import {
+  checkRedis,
+  closeRedis,
+  createRedis,
+  createRedisCluster,
+  describeRedis,
+  type RedisClient,
+} from '../../src/redis/connection.js';
+import { createBackend } from '../../src/lib/connections.js';
 import { spawnChild, type Child } from '../support/child.js';
 import { checkLedgerInvariants, readLedgerRows } from '../support/ledger-invariants.js';
 import { createDemoClient } from './client.js';
-import { DEFAULT_REDIS_URL } from '../../src/core/defaults.js';
 
 /** The ledger's queue (src/jobs/examples/ledger). */
 const LEDGER_QUEUE = 'ledger';
@@ -132,17 +139,26 @@ export async function runDemo(config: Config, options: DemoOptions = {}): Promis
     poolSize: 4,
     applicationName: 'onceq-demo',
   });
-  const redis = createRedis({
-    url: config.redisUrl ?? DEFAULT_REDIS_URL,
-    connectionName: 'onceq-demo',
+  // The stack's own queues, in the mode its processes run in: a Redis, a cluster, or PostgreSQL.
+  const redis: RedisClient | undefined = config.redisClusterNodes
+    ? createRedisCluster({ nodes: config.redisClusterNodes, connectionName: 'onceq-demo' })
+    : config.redisUrl === undefined
+      ? undefined
+      : createRedis({ url: config.redisUrl, connectionName: 'onceq-demo' });
+  const backend = createBackend({
+    redis,
+    database: config.databaseUrl,
+    prefix: config.prefix,
+    schema: config.databaseSchema,
+    poolSize: 4,
   });
   const children = new Set<Child>();
   let queue: Queue | undefined;
   let mintedKeyId: string | undefined;
   try {
-    await checkRedis(redis, config.redisUrl ?? DEFAULT_REDIS_URL);
+    if (redis) await checkRedis(redis, config.redisUrl ?? describeRedis(redis));
     await checkDatabase(db, config.databaseUrl);
-    queue = new Queue(LEDGER_QUEUE, { connection: redis, prefix: config.prefix });
+    queue = backend.newQueue(LEDGER_QUEUE);
     queue.on('error', () => undefined);
 
     // The stack: an API (unless given one) and the workers that the demo will kill.
@@ -301,8 +317,9 @@ export async function runDemo(config: Config, options: DemoOptions = {}): Promis
   } finally {
     await Promise.all([...children].map((c) => c.stop(15_000)));
     await queue?.close();
+    await backend.close();
     if (mintedKeyId) await revokeApiKey(db, mintedKeyId).catch(() => undefined);
-    await closeRedis(redis);
+    if (redis) await closeRedis(redis);
     await db.destroy();
   }
 }
