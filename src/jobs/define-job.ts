@@ -220,7 +220,7 @@ function defineJobSpec<S extends TSchema, Result, DB, Name extends string>(
   }
   for (const q of [queue, ...extra]) checkQueueName(spec.name, q);
   const queues = Object.freeze([...new Set<string>([queue, ...extra])]);
-  const partitions = spec.partitions ?? DEFAULT_PARTITIONS;
+  const partitions = spec.partitions === undefined ? DEFAULT_PARTITIONS : spec.partitions;
   if (!isPartitionCount(partitions)) {
     throw new InvalidArgumentError(
       `job ${spec.name}: partitions must be an integer from 1 to ${MAX_PARTITIONS}, got ${String(spec.partitions)}`,
