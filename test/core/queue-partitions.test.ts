@@ -106,7 +106,9 @@ describe('core: queue partitions', () => {
   });
 
   it('spreads a burst within one millisecond, and ids of many workers, evenly', () => {
-    const burst = Array.from({ length: MAX_SEQUENCE + 1 }, (_, s) => snowflake(ONCEQ_EPOCH_MS + 5, 7, s));
+    const burst = Array.from({ length: MAX_SEQUENCE + 1 }, (_, s) =>
+      snowflake(ONCEQ_EPOCH_MS + 5, 7, s),
+    );
     const workers = Array.from({ length: 8_192 }, (_, i) =>
       snowflake(ONCEQ_EPOCH_MS + 1_000 + (i >> 10), i % 1_024, 0),
     );

@@ -9,7 +9,6 @@
  */
 import { expect } from 'chai';
 import { Type } from '@sinclair/typebox';
-import type { Queue } from 'bullmq';
 import { defineJob, type JobDefinition } from '../../src/jobs/define-job.js';
 import { JobRegistry } from '../../src/jobs/registry.js';
 import { InvalidArgumentError } from '../../src/core/errors.js';
@@ -102,9 +101,15 @@ for (const mode of BACKENDS) {
         sent.push(await stack.producer.enqueue('parted.note', { n: i, follow: i === 0 }));
       }
       const perPartition = await jobsPerPartition(stack);
-      expect(perPartition.every((n) => n > 0), `per partition: ${perPartition}`).to.equal(true);
+      expect(
+        perPartition.every((n) => n > 0),
+        `per partition: ${perPartition}`,
+      ).to.equal(true);
       expect(perPartition.reduce((a, b) => a + b)).to.equal(40);
-      expect(await stack.producer.queue(PARTED).count(), 'the unpartitioned name is unused').to.equal(0);
+      expect(
+        await stack.producer.queue(PARTED).count(),
+        'the unpartitioned name is unused',
+      ).to.equal(0);
       for (const s of sent) {
         expect(s.queue, 'the answer names the logical queue').to.equal(PARTED);
         const home = routeMessage(PARTED, s.messageId, PARTITIONS);
@@ -122,7 +127,11 @@ for (const mode of BACKENDS) {
 
       // Job status finds the job in its partition: attempts come from BullMQ's job.
       const status = (q: string, id: string) => stack.producer.queueFor(q, id);
-      const queued = await findJobStatus({ db: stack.db, queue: status }, sent[7]!.jobId, undefined);
+      const queued = await findJobStatus(
+        { db: stack.db, queue: status },
+        sent[7]!.jobId,
+        undefined,
+      );
       expect(queued).to.include({ state: 'queued', queue: PARTED, attempts: 0 });
 
       // Depth is reported per logical queue, summed over its partitions.
@@ -153,7 +162,10 @@ for (const mode of BACKENDS) {
       const byMessage = new Map<string, number>();
       for (const r of runs) byMessage.set(r.messageId, (byMessage.get(r.messageId) ?? 0) + 1);
       expect(byMessage.size).to.equal(41);
-      expect([...byMessage.values()].every((n) => n === 1), 'each applied once').to.equal(true);
+      expect(
+        [...byMessage.values()].every((n) => n === 1),
+        'each applied once',
+      ).to.equal(true);
       expect(new Set(runs.map((r) => r.queue))).to.deep.equal(new Set([PARTED]));
       // Every job, the follow-up's too (added by the outbox relay), completed in its partition.
       for (const messageId of byMessage.keys()) {
@@ -173,7 +185,10 @@ for (const mode of BACKENDS) {
         const letter = await waitFor('the dead letter', () => findDeadLetter(stack.db, messageId));
         expect(letter.queue, 'recorded under the logical queue').to.equal(PARTED);
         expect(await stack.producer.queue(`${PARTED}.dlq`).getJob(jobId)).to.not.equal(undefined);
-        await waitFor('the original removed from its partition', async () => !(await home.getJob(jobId)));
+        await waitFor(
+          'the original removed from its partition',
+          async () => !(await home.getJob(jobId)),
+        );
 
         flakyFails = false;
         const summary = await replayDeadLetters({
@@ -186,8 +201,9 @@ for (const mode of BACKENDS) {
         await waitFor('the replay applied', async () =>
           runs.some((r) => r.messageId === messageId),
         );
-        await waitFor('completed in its partition', async () =>
-          (await (await home.getJob(jobId))?.getState()) === 'completed',
+        await waitFor(
+          'completed in its partition',
+          async () => (await (await home.getJob(jobId))?.getState()) === 'completed',
         );
         expect(runs.filter((r) => r.messageId === messageId)).to.have.length(1);
         expect(await stack.producer.queue(`${PARTED}.dlq`).getJob(jobId)).to.equal(undefined);
@@ -236,8 +252,10 @@ describe('queues: partition declarations', () => {
 
   it('refuses a partition count that is not an integer from 1 to the maximum, naming the job', () => {
     for (const bad of [0, -1, 1.5, MAX_PARTITIONS + 1, '4', Number.NaN, null]) {
-      expect(() => defineJob(spec(bad)), String(bad))
-        .to.throw(InvalidArgumentError, `job decl.job: partitions must be an integer from 1 to ${MAX_PARTITIONS}`);
+      expect(() => defineJob(spec(bad)), String(bad)).to.throw(
+        InvalidArgumentError,
+        `job decl.job: partitions must be an integer from 1 to ${MAX_PARTITIONS}`,
+      );
     }
     expect(defineJob(spec(MAX_PARTITIONS)).partitions).to.equal(MAX_PARTITIONS);
     expect(defineJob(spec(undefined)).partitions).to.equal(1);
@@ -259,12 +277,18 @@ describe('queues: partition declarations', () => {
       expect(() => registry.register(defineJob({ ...spec(n, queue), name }) as JobDefinition))
         .to.throw(InvalidArgumentError)
         .with.property('message')
-        .that.matches(new RegExp(`^job ${name} declares ${n ?? 1} partition\\(s\\) for queue ${queue}, but job decl.wide declares 4`));
+        .that.matches(
+          new RegExp(
+            `^job ${name} declares ${n ?? 1} partition\\(s\\) for queue ${queue}, but job decl.wide declares 4`,
+          ),
+        );
     }
   });
 
   it('keeps the queue its own BullMQ queue with one partition', () => {
     expect(routeMessage('ledger', '123456789', 1)).to.equal('ledger');
-    expect(new JobRegistry([defineJob(spec(undefined, 'ledger'))]).partitions().get('ledger')).to.equal(1);
+    expect(
+      new JobRegistry([defineJob(spec(undefined, 'ledger'))]).partitions().get('ledger'),
+    ).to.equal(1);
   });
 });
