@@ -20,11 +20,22 @@ import { addStateCollectors } from '../../src/metrics/state-collectors.js';
 import { replayDeadLetters } from '../../src/worker/dead-letter-replay.js';
 import { createReconciler } from '../../src/worker/reconciler.js';
 import { createDeadLetterWriter } from '../../src/worker/dead-letters.js';
-import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
 import { createTestStack, type TestStack } from '../support/stack.js';
 import { waitFor } from '../support/ledger.js';
 import { sample } from '../support/metrics.js';
 import { BACKENDS } from '../support/env.js';
+import { buildApp } from '../../src/http/build-app.js';
+import { mintApiKey } from '../../src/core/api-key.js';
+import { insertApiKey } from '../../src/db/api-keys.repository.js';
+import { findDeadLetter, upsertDeadLetter } from '../../src/db/dead-letters.repository.js';
+import { firstSnowflakeAt } from '../../src/core/snowflake.js';
+import { generateToken } from '../../src/core/token.js';
+import { spawnWorker } from '../support/child.js';
+import {
+  PARTITIONED_COUNT,
+  PARTITIONED_QUEUE,
+  partitionedNote,
+} from '../fixtures/partitioned-jobs.js';
 
 const PARTED = 'parted';
 const PARTITIONS = 4;
@@ -212,6 +223,59 @@ for (const mode of BACKENDS) {
       }
     });
 
+    it('shows each partition on Bull Board and finds a job in its partition through GET /v1/jobs/:id', async () => {
+      const app = await buildApp({
+        db: stack.db,
+        backend: stack.backend,
+        producer: stack.producer,
+        ids: stack.ids,
+        keyCacheMs: 0,
+        rateLimit: false,
+        docs: false,
+        adminQueues: { queues: [PARTED], partitions: stack.registry.partitions() },
+      });
+      try {
+        const minted = mintApiKey();
+        await insertApiKey(stack.db, {
+          id: minted.id,
+          principal: 'ops',
+          hash: minted.hash,
+          admin: true,
+        });
+        const headers = { authorization: `Bearer ${minted.key}` };
+        const listed = await app.inject({ url: '/admin/queues/api/queues', headers });
+        expect(listed.statusCode).to.equal(200);
+        const queues = (listed.json() as { queues: { name: string; readOnlyMode: boolean }[] })
+          .queues;
+        expect(queues.map((q) => [q.name, q.readOnlyMode])).to.deep.equal([
+          ...PARTITION_NAMES.map((name) => [name, false]),
+          [`${PARTED}.dlq`, true],
+        ]);
+        // A partition's name travels URL-encoded (`#` is `%23`), as the board's UI sends it.
+        const name = encodeURIComponent(PARTITION_NAMES[2]!);
+        const paused = await app.inject({
+          method: 'PUT',
+          url: `/admin/queues/api/queues/${name}/pause`,
+          headers,
+        });
+        expect(paused.statusCode, paused.body).to.equal(200);
+        expect(await stack.producer.queue(PARTITION_NAMES[2]!).isPaused()).to.equal(true);
+        await app.inject({
+          method: 'PUT',
+          url: `/admin/queues/api/queues/${name}/resume`,
+          headers,
+        });
+        expect(await stack.producer.queue(PARTITION_NAMES[2]!).isPaused()).to.equal(false);
+
+        const { jobId } = await stack.producer.enqueue('parted.note', { n: 200 });
+        const status = await app.inject({ url: `/v1/jobs/${jobId}`, headers });
+        expect(status.statusCode).to.equal(200);
+        expect(status.json()).to.include({ state: 'queued', queue: PARTED, attempts: 0 });
+      } finally {
+        await app.close();
+      }
+    });
+
     it('has the reconciler re-add a lost job to its partition', async () => {
       const { messageId, jobId } = await stack.producer.enqueue('parted.note', { n: 100 });
       const home = stack.producer.queueFor(PARTED, messageId);
@@ -240,6 +304,71 @@ for (const mode of BACKENDS) {
     });
   });
 }
+
+describe('queues: onceq dlq on a partitioned queue', function () {
+  this.timeout(60_000);
+  let stack: TestStack;
+  before(async () => {
+    stack = await createTestStack('partitions_cli', { jobs: [partitionedNote] });
+  });
+  after(async () => stack.close());
+
+  /** `onceq dlq …` in a child process, with the partitioned job loaded through `ONCEQ_JOBS`. */
+  async function dlq(...args: string[]) {
+    const child = spawnWorker({
+      schema: stack.schema,
+      prefix: stack.prefix,
+      args: ['dlq', ...args],
+      env: { LOG_LEVEL: 'warn', ONCEQ_JOBS: 'test/fixtures/partitioned-jobs.ts' },
+    });
+    const { code } = await child.exited;
+    return { code, stdout: child.stdout(), stderr: child.stderr() };
+  }
+
+  it('replays a letter into its partition and purges one from its partition', async () => {
+    const base = BigInt(firstSnowflakeAt(Date.now()));
+    const [replayed, purged] = [String(base), String(base + 1n)];
+    const home = (id: string) => stack.producer.queueFor(PARTITIONED_QUEUE, id);
+    for (const messageId of [replayed, purged]) {
+      await upsertDeadLetter(stack.db, {
+        messageId,
+        queue: PARTITIONED_QUEUE,
+        jobName: partitionedNote.name,
+        jobId: jobIdFor(messageId),
+        data: { n: 1 },
+        token: generateToken(),
+        reason: messageId === purged ? 'invalid' : 'exhausted',
+        error: 'boom',
+        stack: 'Error: boom',
+        attempts: 1,
+        options: {},
+        enqueuedAt: new Date(),
+      });
+    }
+    // The original of the one to purge, as an interrupted move leaves it in its partition.
+    await home(purged).add(
+      partitionedNote.name,
+      { messageId: purged },
+      { jobId: jobIdFor(purged) },
+    );
+
+    const replay = await dlq('replay', replayed);
+    expect(replay.code, replay.stderr).to.equal(0);
+    expect(await home(replayed).getJob(jobIdFor(replayed)), 'back in its partition').to.not.equal(
+      undefined,
+    );
+    expect(await stack.producer.queue(PARTITIONED_QUEUE).count()).to.equal(0);
+
+    const purge = await dlq('purge', '--reason', 'invalid', '--json');
+    expect(purge.code, purge.stderr).to.equal(0);
+    expect(JSON.parse(purge.stdout)).to.deep.equal({ purged: 1 });
+    expect((await findDeadLetter(stack.db, purged))!.purged_at).to.not.equal(null);
+    expect(await home(purged).getJob(jobIdFor(purged)), 'removed from its partition').to.equal(
+      undefined,
+    );
+    expect(PARTITIONED_COUNT, 'the fixture is partitioned').to.be.above(1);
+  });
+});
 
 describe('queues: partition declarations', () => {
   const spec = (partitions: unknown, queue = PARTED) => ({
