@@ -17,6 +17,7 @@ import { MAX_PARTITIONS, routeMessage } from '../../src/core/queue-partitions.js
 import { findJobStatus } from '../../src/producer/job-status.js';
 import { createMetrics } from '../../src/metrics/metrics.js';
 import { addStateCollectors } from '../../src/metrics/state-collectors.js';
+import { createJobObserver } from '../../src/metrics/job-observer.js';
 import { replayDeadLetters } from '../../src/worker/dead-letter-replay.js';
 import { createReconciler } from '../../src/worker/reconciler.js';
 import { createDeadLetterWriter } from '../../src/worker/dead-letters.js';
@@ -162,13 +163,25 @@ for (const mode of BACKENDS) {
       }
 
       // One BullMQ worker per partition, sharing the queue's concurrency.
-      const worker = await stack.startWorker({ queues: [PARTED], concurrency: 6 });
+      // Outcomes counted under the logical queue, whichever partition ran them.
+      const observed = createMetrics({ defaultMetrics: false });
+      const observer = createJobObserver({ metrics: observed });
+      const worker = await stack.startWorker({
+        queues: [PARTED],
+        concurrency: 6,
+        onOutcome: observer.onOutcome,
+      });
       expect(worker.queues).to.deep.equal([PARTED]);
       expect(worker.workers.map((w) => w.name)).to.deep.equal(PARTITION_NAMES);
       expect(worker.workers.map((w) => w.opts.concurrency)).to.deep.equal([2, 2, 1, 1]);
       // The 40 and the first one's follow-up.
       await waitFor('41 applied', async () => (await appliedOnParted(stack)) === 41);
       await worker.close();
+      const outcomes = await observed.text();
+      expect(sample(outcomes, 'onceq_jobs_total', { queue: PARTED, outcome: 'applied' })).to.equal(
+        41,
+      );
+      expect(outcomes).to.not.include(`queue="${PARTED}#`);
 
       const byMessage = new Map<string, number>();
       for (const r of runs) byMessage.set(r.messageId, (byMessage.get(r.messageId) ?? 0) + 1);
