@@ -5,6 +5,7 @@
  * `process.env`, registers a job it was not given, or holds global state.
  */
 export { defineJob, DEFAULT_QUEUE } from './jobs/define-job.js';
+export { MAX_PARTITIONS } from './core/queue-partitions.js';
 export type {
   AnyDatabase,
   DefineJob,

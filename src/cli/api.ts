@@ -48,7 +48,7 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
     if (!options.metrics) {
       owned = await openMetrics(
         { config, logger, db, backend },
-        { component: 'api', queues: registry.queues() },
+        { component: 'api', queues: registry.queues(), partitions: registry.partitions() },
       );
     }
     const app = await buildApp({
@@ -62,7 +62,7 @@ export async function runApi(options: RunApiOptions = {}): Promise<number> {
       authFailureLimit: config.authFailureLimit,
       deadLetters: createDeadLetterLookup(db),
       metrics: options.metrics ?? owned?.metrics,
-      adminQueues: { queues: registry.queues() },
+      adminQueues: { queues: registry.queues(), partitions: registry.partitions() },
     });
     try {
       const address = await app.listen({ port: config.port, host: config.host });

@@ -25,7 +25,9 @@ import {
 } from '../db/dead-letters.repository.js';
 import { replayDeadLetters, type ReplaySummary } from '../worker/dead-letter-replay.js';
 import { createQueueCache } from '../queues/queue-cache.js';
-import { openRuntime } from './runtime.js';
+import { openRuntime, type Runtime } from './runtime.js';
+import { loadRegistry } from './jobs.js';
+import type { QueuePartitions } from '../core/queue-partitions.js';
 
 /** Largest `--limit` of `dlq list`. */
 export const MAX_LIST_LIMIT = 10_000;
@@ -139,6 +141,7 @@ export async function runDlqReplay(ids: string[], opts: DlqReplayOptions): Promi
     const summary = await replayDeadLetters({
       db: runtime.db,
       backend: runtime.backend,
+      partitions: await partitionsOf(runtime),
       messageIds: ids.length > 0 ? ids : undefined,
       ...filters,
       dryRun: opts.dryRun,
@@ -210,7 +213,11 @@ export async function runDlqPurge(opts: DlqPurgeOptions): Promise<number> {
     deadBefore = new Date(Date.now() - ms);
   }
   const runtime = await openRuntime({ failFast: true, name: 'dlq' });
-  const queues = createQueueCache(runtime.backend);
+  const partitions = await partitionsOf(runtime).catch(async (err: unknown) => {
+    await runtime.close();
+    throw err;
+  });
+  const queues = createQueueCache(runtime.backend, partitions);
   try {
     let purged = 0;
     for (;;) {
@@ -218,7 +225,7 @@ export async function runDlqPurge(opts: DlqPurgeOptions): Promise<number> {
       await Promise.all(
         rows.flatMap((r) => [
           queues.get(deadLetterQueueName(r.queue)).remove(jobIdFor(r.message_id)),
-          queues.get(r.queue).remove(r.job_id),
+          queues.route(r.queue, r.message_id).remove(r.job_id),
         ]),
       );
       purged += rows.length;
@@ -230,6 +237,14 @@ export async function runDlqPurge(opts: DlqPurgeOptions): Promise<number> {
     await queues.close();
     await runtime.close();
   }
+}
+
+/**
+ * The partition counts of the jobs' queues (the ledger's and `ONCEQ_JOBS`'s, as the worker loads
+ * them): a dead letter's original, and its replay, live in its message's partition.
+ */
+async function partitionsOf(runtime: Runtime): Promise<QueuePartitions> {
+  return (await loadRegistry(runtime.config.jobsModule)).partitions();
 }
 
 function toJson(row: DeadLetterRow, full = false) {

@@ -11,6 +11,7 @@ import { startMetricsServer, type MetricsServer } from '../metrics/server.js';
 import { ConfigError } from '../core/errors.js';
 import { pingDatabase } from '../db/create-db.js';
 import type { Runtime } from './runtime.js';
+import type { QueuePartitions } from '../core/queue-partitions.js';
 
 /** Options of {@link openMetrics}. */
 export interface OpenMetricsOptions {
@@ -18,6 +19,8 @@ export interface OpenMetricsOptions {
   component: string;
   /** Work queues whose depth (and whose dead-letter queues' depth) is reported. */
   queues: readonly string[];
+  /** Partition counts of those queues (the registry's `partitions()`). @defaultValue none */
+  partitions?: QueuePartitions;
   /** Serve `/metrics`, `/healthz` and `/readyz` on this port. @defaultValue no server */
   port?: number;
   /**
@@ -48,6 +51,7 @@ export async function openMetrics(
     db: runtime.db,
     backend: runtime.backend,
     queues: options.queues,
+    partitions: options.partitions,
   });
   let server: MetricsServer | undefined;
   try {

@@ -64,6 +64,7 @@ async function startWith(
     const owned = await openMetrics(runtime, {
       component: 'start',
       queues: config.queues.length ? config.queues : registry.queues(),
+      partitions: registry.partitions(),
       port: config.metricsPort,
     });
     try {

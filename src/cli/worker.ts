@@ -96,6 +96,7 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
         {
           component: 'worker',
           queues: config.queues.length ? config.queues : jobs.queues(),
+          partitions: jobs.partitions(),
           port: config.metricsPort,
           metrics,
         },
@@ -103,7 +104,10 @@ export async function runWorker(options: RunWorkerOptions = {}): Promise<number>
     }
     logger.info(
       {
-        queues: worker.workers.map((w) => w.name),
+        queues: worker.queues,
+        partitions: Object.fromEntries(
+          [...jobs.partitions()].filter(([queue, n]) => n > 1 && worker.queues.includes(queue)),
+        ),
         concurrency: config.concurrency,
         processId: worker.processId,
       },

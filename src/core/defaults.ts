@@ -16,6 +16,8 @@ export const DEFAULT_PORT = 3000;
 /** Prefix of every Redis key, BullMQ's and onceq's. */
 export const DEFAULT_PREFIX = 'onceq';
 export const DEFAULT_CONCURRENCY = 10;
+/** BullMQ queues of one logical queue (core/queue-partitions.ts): one, the queue itself. */
+export const DEFAULT_PARTITIONS = 1;
 export const DEFAULT_MAX_ATTEMPTS = 10;
 export const DEFAULT_POOL_SIZE = 10;
 export const DEFAULT_LOCK_DURATION_MS = 30_000;

@@ -34,6 +34,7 @@ import { tokenRoutes } from './routes/tokens.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { adminQueueRoutes, SELF_AUTHENTICATED } from './routes/admin-queues.js';
 import type { Metrics } from '../metrics/metrics.js';
+import type { QueuePartitions } from '../core/queue-partitions.js';
 
 /** Options of {@link buildApp}. */
 export interface BuildAppOptions {
@@ -71,10 +72,10 @@ export interface BuildAppOptions {
   /** Serve these metrics at `GET /metrics`. @defaultValue no route */
   metrics?: Metrics;
   /**
-   * Mount Bull Board at `/admin/queues` (admin keys only) over these work queues and their
-   * dead-letter queues, on the backend. @defaultValue no board
+   * Mount Bull Board at `/admin/queues` (admin keys only) over these work queues (each partition
+   * of a partitioned one) and their dead-letter queues, on the backend. @defaultValue no board
    */
-  adminQueues?: { queues: readonly string[] };
+  adminQueues?: { queues: readonly string[]; partitions?: QueuePartitions };
 }
 
 /** Routes anyone may call: health checks and the API's documentation. */

@@ -8,6 +8,8 @@ import type { MessageTransaction } from '../db/message-transaction.js';
 import { QUEUE_NAME, QUEUE_NAME_RULE } from '../core/queue-name.js';
 import { DEAD_LETTER_QUEUE_SUFFIX, isDeadLetterQueueName } from '../core/dead-letter.js';
 import { InvalidArgumentError } from '../core/errors.js';
+import { isPartitionCount, MAX_PARTITIONS } from '../core/queue-partitions.js';
+import { DEFAULT_PARTITIONS } from '../core/defaults.js';
 
 /** Queue a job runs on when its definition names none. */
 export const DEFAULT_QUEUE = 'default';
@@ -120,6 +122,11 @@ export interface JobDefinition<
    * `queues`. Enqueues naming any other queue are refused; workers consume all of them.
    */
   readonly queues: readonly string[];
+  /**
+   * BullMQ queues each of the job's queues is split into (see {@link JobSpec.partitions}); 1 for
+   * a queue that is not partitioned.
+   */
+  readonly partitions: number;
   /** The data's JSON schema; every message's data is checked against it before it is sent. */
   readonly schema: TSchema;
   /** Runs inside the transaction; its result is stored with the inbox row and replayed to duplicates. */
@@ -143,6 +150,19 @@ export interface JobSpec<
    * neither `queue` nor in this list is refused. @defaultValue none
    */
   queues?: readonly string[];
+  /**
+   * Splits each of the job's queues (`queue` and every one of `queues`) into this many BullMQ
+   * queues, `name#0` … `name#N-1`, each with keys of its own: on a Redis Cluster each partition
+   * lands on a hash slot of its own, so one busy queue spreads over the masters. A message goes
+   * to the partition its messageId hashes to, on every path that adds its job (enqueue, outbox,
+   * replay, reconciler); workers consume every partition; the inbox, dead letters, replay,
+   * metrics and `ctx.queue` speak of the queue itself. Partitioning is a property of the queue:
+   * every job on a queue must declare the same count (the registry refuses others). Changing it
+   * moves where new jobs go; drain the queue first (jobs left in the old layout are not
+   * consumed, and the reconciler re-adds their messages to the new one after its grace period).
+   * An integer from 1 to {@link MAX_PARTITIONS}. @defaultValue 1, the queue's own BullMQ queue
+   */
+  partitions?: number;
   /** The data's JSON schema; with TypeBox, `ctx.data` gets its static type. */
   schema: S;
   /**
@@ -200,6 +220,12 @@ function defineJobSpec<S extends TSchema, Result, DB, Name extends string>(
   }
   for (const q of [queue, ...extra]) checkQueueName(spec.name, q);
   const queues = Object.freeze([...new Set<string>([queue, ...extra])]);
+  const partitions = spec.partitions === undefined ? DEFAULT_PARTITIONS : spec.partitions;
+  if (!isPartitionCount(partitions)) {
+    throw new InvalidArgumentError(
+      `job ${spec.name}: partitions must be an integer from 1 to ${MAX_PARTITIONS}, got ${String(spec.partitions)}`,
+    );
+  }
   if (typeof spec.handle !== 'function')
     throw new InvalidArgumentError(`job ${spec.name}: handle must be a function`);
   if (typeof spec.schema !== 'object' || spec.schema === null)
@@ -208,6 +234,7 @@ function defineJobSpec<S extends TSchema, Result, DB, Name extends string>(
     name: spec.name,
     queue,
     queues,
+    partitions,
     schema: spec.schema,
     handle: spec.handle,
   });

@@ -12,6 +12,8 @@ import {
   type FieldError,
 } from '../core/errors.js';
 import type { JobDefinition } from './define-job.js';
+import type { QueuePartitions } from '../core/queue-partitions.js';
+import { DEFAULT_PARTITIONS } from '../core/defaults.js';
 
 /**
  * Largest data (counted in JSON values: objects, arrays and scalars) whose every failing field
@@ -31,6 +33,8 @@ interface Entry {
 /** Job definitions by name. */
 export class JobRegistry {
   private readonly entries = new Map<string, Entry>();
+  /** Partition count of every queue of a registered job, and the job that first declared it. */
+  private readonly queuePartitions = new Map<string, { count: number; job: string }>();
   private readonly ajvFirstError = new Ajv({ allErrors: false, strict: false });
   private readonly ajvAllErrors = new Ajv({ allErrors: true, strict: false });
 
@@ -42,6 +46,22 @@ export class JobRegistry {
   register(job: JobDefinition): this {
     if (this.entries.has(job.name))
       throw new InvalidArgumentError(`job ${job.name} is registered twice`);
+    // A definition built by hand (not by defineJob) may lack the count: one partition.
+    const count = (job.partitions as number | undefined) ?? DEFAULT_PARTITIONS;
+    for (const queue of job.queues) {
+      const declared = this.queuePartitions.get(queue);
+      if (declared && declared.count !== count) {
+        throw new InvalidArgumentError(
+          `job ${job.name} declares ${count} partition(s) for queue ${queue}, but job ` +
+            `${declared.job} declares ${declared.count}: partitioning is a property of the ` +
+            'queue, every job on it must declare the same partitions',
+        );
+      }
+    }
+    for (const queue of job.queues) {
+      if (!this.queuePartitions.has(queue))
+        this.queuePartitions.set(queue, { count, job: job.name });
+    }
     this.entries.set(job.name, {
       job,
       firstError: this.ajvFirstError.compile(job.schema),
@@ -79,6 +99,14 @@ export class JobRegistry {
   /** Every queue a registered job may run on (its default and its declared extra queues). */
   queues(): string[] {
     return [...new Set([...this.entries.values()].flatMap((e) => e.job.queues))].sort();
+  }
+
+  /**
+   * The partition count of every queue a registered job may run on (1 for most), for the
+   * components that route messages to partitions or read every partition of a queue.
+   */
+  partitions(): QueuePartitions {
+    return new Map([...this.queuePartitions].map(([queue, { count }]) => [queue, count]));
   }
 
   /**

@@ -23,7 +23,7 @@ import { resolveWorkerOptions, type ResolvedWorkerOptions, type WorkerOptions } 
 export interface Worker {
   /** This worker's process id in claims and logs (`host:pid:random`). */
   readonly id: string;
-  /** The queues it consumes. */
+  /** The queues it consumes, by their own names (a partitioned queue once, for all its partitions). */
   readonly queues: readonly string[];
   /**
    * Stops taking jobs, waits up to `shutdownTimeoutMs` for the ones in flight (past that,
@@ -118,7 +118,7 @@ export async function openWorker(
   let closing: Promise<void> | undefined;
   const worker: Worker = {
     id: running.processId,
-    queues: Object.freeze(running.workers.map((w) => w.name)),
+    queues: running.queues,
     close() {
       closing ??= (async () => {
         const { forced } = await running.close(options.shutdownTimeoutMs);

@@ -16,6 +16,7 @@ import type { DeliveryOutcome } from '../core/outcome.js';
 import { JobRegistry } from '../jobs/registry.js';
 import type { JobDefinition } from '../jobs/define-job.js';
 import type { ClaimResult, JobOutcome, Metrics } from './metrics.js';
+import { logicalQueueName } from '../core/queue-partitions.js';
 
 /**
  * Handler runs remembered until their delivery reports its outcome. A run whose outcome never
@@ -115,7 +116,8 @@ export function createJobObserver(options: JobObserverOptions): JobObserver {
       const ranHere = outcome !== 'busy' && outcome !== 'duplicate' && messageId !== undefined;
       const run = ranHere ? runs.get(messageId) : undefined;
       if (ranHere) runs.delete(messageId);
-      const queue = job.queueName;
+      // Labelled by the logical queue: a partitioned queue's partitions count as one.
+      const queue = logicalQueueName(job.queueName);
       const counted = jobOutcomeOf(outcome, run?.result);
       const claim = claimResultOf(outcome, run !== undefined);
       if (metrics) {

@@ -1,7 +1,8 @@
 /**
  * Scrape-time collectors of fleet-wide state: dead letters pending in PostgreSQL (the truth; the
  * BullMQ `<queue>.dlq` copies are only for dashboards), the outbox's depth and lag, and BullMQ's
- * job counts of the work queues and their dead-letter queues. Each is one cheap query per scrape
+ * job counts of the work queues and their dead-letter queues (a partitioned queue's counts are
+ * its partitions' summed, under its own name: one queue to an operator, as everywhere else). Each is one cheap query per scrape
  * (the pending dead letters have a partial index; the outbox is small when the relay keeps up).
  */
 import type { Db } from '../db/create-db.js';
@@ -10,6 +11,7 @@ import { outboxBacklog } from '../db/outbox.repository.js';
 import { deadLetterQueueName } from '../core/dead-letter.js';
 import { isSnowflake, snowflakeTimeMs } from '../core/snowflake.js';
 import { createQueueCache } from '../queues/queue-cache.js';
+import type { QueuePartitions } from '../core/queue-partitions.js';
 import type { Metrics } from './metrics.js';
 import type { Backend } from '../queues/backend.js';
 
@@ -21,8 +23,10 @@ export interface StateCollectorsOptions {
   db: Db;
   /** Where the queues live (not closed here). */
   backend: Backend;
-  /** The work queues; their dead-letter queues are added. */
+  /** The work queues (logical names); their dead-letter queues are added. */
   queues: readonly string[];
+  /** Partition counts of the queues (the job registry's `partitions()`). @defaultValue none */
+  partitions?: QueuePartitions;
 }
 
 /** Adds the collectors; the returned function removes them and closes their BullMQ queues. */
@@ -30,7 +34,7 @@ export function addStateCollectors(
   metrics: Metrics,
   options: StateCollectorsOptions,
 ): () => Promise<void> {
-  const queueCache = createQueueCache(options.backend);
+  const queueCache = createQueueCache(options.backend, options.partitions);
   const queueNames = [
     ...new Set(options.queues.flatMap((q) => [q, deadLetterQueueName(q)])),
   ].sort();
@@ -55,12 +59,18 @@ export function addStateCollectors(
       );
     }),
     metrics.addCollector('queues', async () => {
+      // A dead-letter queue is one BullMQ queue; a work queue is one per partition.
       const counts = await Promise.all(
-        queueNames.map((name) => queueCache.get(name).getJobCounts(...QUEUE_STATES)),
+        queueNames.map((name) =>
+          Promise.all(
+            queueCache.partitions(name).map((queue) => queue.getJobCounts(...QUEUE_STATES)),
+          ),
+        ),
       );
       for (const [i, name] of queueNames.entries()) {
         for (const state of QUEUE_STATES) {
-          metrics.queueJobs.set({ queue: name, state }, counts[i]![state] ?? 0);
+          const total = counts[i]!.reduce((sum, c) => sum + (c[state] ?? 0), 0);
+          metrics.queueJobs.set({ queue: name, state }, total);
         }
       }
     }),

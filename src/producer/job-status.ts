@@ -53,8 +53,11 @@ export interface DeadLetterLookup {
 /** Options of {@link findJobStatus}. */
 export interface JobStatusOptions {
   db: Db;
-  /** The BullMQ queue of a name (the producer's cached queues). */
-  queue(name: string): Queue;
+  /**
+   * The BullMQ queue that holds the job of `messageId` on the logical queue `name` (its
+   * partition, for a partitioned queue: the producer's `queueFor`).
+   */
+  queue(name: string, messageId: string): Queue;
   deadLetters?: DeadLetterLookup;
 }
 
@@ -85,7 +88,7 @@ export async function findJobStatus(
   // The state first, then the job: a job read first can finish before its state is read, and
   // would be reported completed with the attempts, result and timestamps of an active job. A
   // state read as final stays final, so the job read after it agrees.
-  const queue = options.queue(accepted.queue);
+  const queue = options.queue(accepted.queue, messageId);
   const bullState = await queue.getJobState(jobId);
   const job = bullState === 'unknown' ? undefined : await queue.getJob(jobId);
   if (job) {

@@ -137,8 +137,16 @@ export interface Producer {
   issueToken(): Promise<string>;
   /** Issues `count` tokens bound to a principal, with the producer's token TTL. */
   issueTokens(options?: IssueTokensOptions): Promise<IssuedToken[]>;
-  /** The BullMQ queue object for a queue name (created once). */
+  /**
+   * The BullMQ queue object for a BullMQ queue name (created once): a queue's own name, a
+   * partition's (`ledger#2`), or a dead-letter queue's.
+   */
   queue(name: string): Queue;
+  /**
+   * The BullMQ queue that holds the job of `messageId` on the logical `queue`: the queue itself,
+   * or for a partitioned queue the partition the messageId routes to.
+   */
+  queueFor(queue: string, messageId: string): Queue;
   readonly tokens: TokenStore;
   close(): Promise<void>;
 }
@@ -155,9 +163,10 @@ export function createProducer(options: ProducerOptions): Producer {
     maxOutstanding: options.maxOutstandingTokens,
   });
   const { tokens } = tokenStore;
-  const queues = createQueueCache(options.backend);
+  const queues = createQueueCache(options.backend, options.registry.partitions());
   const acceptance = createAcceptanceWriter(options.db);
   const queue = (name: string): Queue => queues.get(name);
+  const queueFor = (name: string, messageId: string): Queue => queues.route(name, messageId);
 
   async function issueToken(): Promise<string> {
     const [issued] = await tokens.issue(principal, { ttlMs: tokenTtlMs });
@@ -345,7 +354,8 @@ export function createProducer(options: ProducerOptions): Producer {
         const envelope: MessageEnvelope = replayed
           ? { messageId, token, data, readded: true }
           : { messageId, token, data };
-        await queue(queueName).add(
+        // Its partition, when the queue has several: a duplicate's add meets the same job id.
+        await queueFor(queueName, messageId).add(
           name,
           envelope,
           messageJobOptions(messageId, {
@@ -384,6 +394,7 @@ export function createProducer(options: ProducerOptions): Producer {
     issueToken,
     issueTokens,
     queue,
+    queueFor,
     tokens,
     async close() {
       try {

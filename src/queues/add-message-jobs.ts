@@ -8,7 +8,8 @@
  * such a batch would retry it forever, and every good message in it with it. So each job is first
  * put through BullMQ's own validation, locally and without Redis: the ones it refuses are handed
  * back with BullMQ's error, for the caller to dead-letter as `invalid`; the rest go in one
- * `addBulk` per queue. A refusal here is a property of the message and fails the same way on
+ * `addBulk` per BullMQ queue: a message's job goes to its queue's partition for its messageId
+ * (queues/queue-cache.ts), the one routing every path that adds a message's job shares. A refusal here is a property of the message and fails the same way on
  * every attempt; any error of the adds themselves (Redis down, a timeout, Redis refusing writes)
  * is thrown instead, and the caller keeps the messages for its next run: Redis being away must
  * never turn a message into a dead letter.
@@ -27,7 +28,7 @@ export interface AddedMessageJobs<T> {
 
 /**
  * Adds the job of each item (`jobOf` builds it): the ones BullMQ would refuse are set aside, the
- * others are added in one `addBulk` per queue. Throws when an add fails (nothing is refused
+ * others are added in one `addBulk` per BullMQ queue (a partition, for a partitioned queue). Throws when an add fails (nothing is refused
  * for it); jobs of other queues may have been added by then, which the job ids make harmless to
  * repeat.
  */
@@ -37,7 +38,7 @@ export async function addMessageJobs<T>(
   jobOf: (item: T) => MessageJob,
 ): Promise<AddedMessageJobs<T>> {
   const result: AddedMessageJobs<T> = { added: [], refused: [] };
-  const byQueue = new Map<string, { item: T; job: MessageJob }[]>();
+  const byQueue = new Map<Queue, { item: T; job: MessageJob }[]>();
   for (const item of items) {
     const job = jobOf(item);
     const error = refusal(queues, job);
@@ -45,15 +46,14 @@ export async function addMessageJobs<T>(
       result.refused.push({ item, error });
       continue;
     }
-    const batch = byQueue.get(job.queue);
+    const queue = queues.route(job.queue, job.data.messageId);
+    const batch = byQueue.get(queue);
     if (batch) batch.push({ item, job });
-    else byQueue.set(job.queue, [{ item, job }]);
+    else byQueue.set(queue, [{ item, job }]);
   }
   await Promise.all(
     [...byQueue].map(([queue, batch]) =>
-      queues
-        .get(queue)
-        .addBulk(batch.map(({ job }) => ({ name: job.name, data: job.data, opts: job.opts }))),
+      queue.addBulk(batch.map(({ job }) => ({ name: job.name, data: job.data, opts: job.opts }))),
     ),
   );
   for (const batch of byQueue.values()) result.added.push(...batch.map(({ item }) => item));
@@ -69,7 +69,7 @@ export async function addMessageJobs<T>(
  */
 export function refusal(queues: QueueCache, job: MessageJob): Error | undefined {
   try {
-    const queue = queues.get(job.queue);
+    const queue = queues.route(job.queue, job.data.messageId);
     new ValidatedJob(queue, job.name, job.data, { ...queue.jobsOpts, ...job.opts }).check();
     return undefined;
   } catch (err) {

@@ -38,6 +38,7 @@ import { addMessageJobs } from '../queues/add-message-jobs.js';
 import { jobOf } from '../queues/message-job.js';
 import { DEFAULT_DEDUPE_WINDOW_MS } from '../core/defaults.js';
 import type { Backend } from '../queues/backend.js';
+import type { QueuePartitions } from '../core/queue-partitions.js';
 
 /** Letters per batch. */
 export const DEFAULT_REPLAY_BATCH = 1_000;
@@ -65,6 +66,11 @@ export interface ReplayOptions {
   db: Db;
   /** Where the queues live (not closed here). */
   backend: Backend;
+  /**
+   * Partition counts of the queues (the job registry's `partitions()`): a letter goes back to
+   * its partition of its queue, where it ran. @defaultValue every queue unpartitioned
+   */
+  partitions?: QueuePartitions;
   /** These messages (all must have a dead letter); otherwise every pending letter. */
   messageIds?: readonly string[];
   queue?: string;
@@ -154,7 +160,7 @@ export async function replayDeadLetters(options: ReplayOptions): Promise<ReplayS
     return summary;
   }
 
-  const queues = createQueueCache(options.backend);
+  const queues = createQueueCache(options.backend, options.partitions);
   const maxInFlight = Math.max(1, options.batchesInFlight ?? DEFAULT_REPLAY_BATCHES_IN_FLIGHT);
   const inFlight: Promise<void>[] = [];
   try {
@@ -228,8 +234,10 @@ async function replayBatch(
   for (const row of claimed) {
     const jobId = jobIdFor(row.message_id);
     staleJob(deadLetterQueueName(row.queue), jobId);
-    staleJob(row.queue, jobId);
-    if (row.job_id) staleJob(row.queue, row.job_id);
+    // The original ran in the message's partition (the queue itself when unpartitioned).
+    const home = queues.route(row.queue, row.message_id).name;
+    staleJob(home, jobId);
+    if (row.job_id) staleJob(home, row.job_id);
   }
   // Independent of each other: the inbox look-up (PostgreSQL) runs while Redis removes.
   const [applied] = await Promise.all([

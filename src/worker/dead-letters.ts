@@ -20,6 +20,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../db/create-db.js';
 import { upsertDeadLetter, type DeadLetter } from '../db/dead-letters.repository.js';
 import { deadLetterQueueName, type DeadLetterReason } from '../core/dead-letter.js';
+import { logicalQueueName } from '../core/queue-partitions.js';
 import { isWellFormedToken } from '../core/token.js';
 import { isSnowflake } from '../core/snowflake.js';
 import { jobIdFor } from '../core/message.js';
@@ -60,7 +61,10 @@ export interface DeadLetterWriter {
    * `upsertDeadLetter`) and committed it. A failure is logged, not thrown.
    */
   copy(letter: DeadLetter): Promise<void>;
-  /** Step 3's removal, once BullMQ has failed the original; a failure is logged, not thrown. */
+  /**
+   * Step 3's removal, once BullMQ has failed the original; a failure is logged, not thrown.
+   * `queue` is the BullMQ queue that holds it (a partition's own name, for a partitioned queue).
+   */
   removeOriginal(queue: string, jobId: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -134,7 +138,8 @@ export function deadLetterOf(
   const error = err instanceof Error ? err : undefined;
   return {
     messageId,
-    queue: job.queueName,
+    // A partition's dead letters are the logical queue's: one `.dlq`, one queue to replay to.
+    queue: logicalQueueName(job.queueName),
     jobName: job.name,
     jobId: String(job.id ?? ''),
     data: 'data' in data ? data.data : null,

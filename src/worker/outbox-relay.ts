@@ -28,6 +28,7 @@ import {
 
 import { DEFAULT_OUTBOX_INTERVAL_MS } from '../core/defaults.js';
 import type { Backend } from '../queues/backend.js';
+import type { QueuePartitions } from '../core/queue-partitions.js';
 /** Rows per relay transaction. */
 export const DEFAULT_OUTBOX_BATCH = 500;
 
@@ -36,6 +37,11 @@ export interface OutboxRelayOptions {
   db: Db;
   /** Where the queues live (not closed here). */
   backend: Backend;
+  /**
+   * Partition counts of the queues (the job registry's `partitions()`): a message's job is added
+   * to its partition. @defaultValue every queue unpartitioned
+   */
+  partitions?: QueuePartitions;
   /** Where follow-ups BullMQ refuses go. @defaultValue a writer of the relay's own */
   deadLetters?: DeadLetterWriter;
   /** @defaultValue {@link DEFAULT_OUTBOX_INTERVAL_MS} */
@@ -61,7 +67,7 @@ export interface OutboxRelay {
 
 /** Creates a relay. */
 export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
-  const queues = createQueueCache(options.backend);
+  const queues = createQueueCache(options.backend, options.partitions);
   const ownWriter = options.deadLetters
     ? undefined
     : createDeadLetterWriter({ db: options.db, backend: options.backend });

@@ -31,6 +31,7 @@ import { envelopeProblem, type MessageEnvelope } from '../core/message.js';
 import { isExpired, type DeadLetterReason } from '../core/dead-letter.js';
 import { generateToken } from '../core/token.js';
 import { QUEUE_NAME, QUEUE_NAME_RULE } from '../core/queue-name.js';
+import { logicalQueueName } from '../core/queue-partitions.js';
 import type { Database } from '../db/database.js';
 import { insertOutbox } from '../db/outbox.repository.js';
 import type { FollowUpOptions } from '../jobs/define-job.js';
@@ -377,7 +378,9 @@ export function createPipeline(options: PipelineOptions) {
     for (let run = 1; ; run++) {
       let followUps = 0;
       try {
-        const key = { messageId, queue: job.queueName, jobName: job.name };
+        // The logical queue, not a partition's BullMQ queue: what the inbox and `ctx.queue` say.
+        const queue = logicalQueueName(job.queueName);
+        const key = { messageId, queue, jobName: job.name };
         // A group may run the body more than once (a batch-mate failed): count from zero each time.
         const body = (trx: MessageTransaction<Database>) => {
           // Given up while it waited for its group (a forced shutdown released its claim).
@@ -389,7 +392,7 @@ export function createPipeline(options: PipelineOptions) {
               data: envelope.data,
               messageId,
               jobName: job.name,
-              queue: job.queueName,
+              queue,
               attempt: job.attemptsMade + 1,
               run,
               registry,

@@ -33,6 +33,7 @@ import {
   DEFAULT_RECONCILE_INTERVAL_MS,
 } from '../core/defaults.js';
 import type { Backend } from '../queues/backend.js';
+import type { QueuePartitions } from '../core/queue-partitions.js';
 /** Accepted messages examined per query. */
 export const DEFAULT_RECONCILE_BATCH = 1_000;
 /** How often the scan starts over from the start of the dedupe window. */
@@ -43,6 +44,11 @@ export interface ReconcilerOptions {
   db: Db;
   /** Where the queues live (not closed here). */
   backend: Backend;
+  /**
+   * Partition counts of the queues (the job registry's `partitions()`): a message's job is looked
+   * for, and re-added, in its partition. @defaultValue every queue unpartitioned
+   */
+  partitions?: QueuePartitions;
   deadLetters: DeadLetterWriter;
   /** @defaultValue {@link DEFAULT_RECONCILE_INTERVAL_MS} */
   intervalMs?: number;
@@ -89,7 +95,7 @@ export interface Reconciler {
 
 /** Creates a reconciler. */
 export function createReconciler(options: ReconcilerOptions): Reconciler {
-  const queues = createQueueCache(options.backend);
+  const queues = createQueueCache(options.backend, options.partitions);
   const graceMs = options.graceMs ?? DEFAULT_RECONCILE_GRACE_MS;
   const windowMs = options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS;
   const batchSize = options.batchSize ?? DEFAULT_RECONCILE_BATCH;
@@ -128,7 +134,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       // fails as having no envelope. Such a husk can never run the message, in any state.
       const found = await Promise.all(
         rows.map(async (r) => {
-          const queue = queueOf(r.queue);
+          const queue = queueOf(r);
           // A queue BullMQ refuses to open holds no job: the message goes on as gone, and the
           // re-add dead-letters it.
           if (!queue) return undefined;
@@ -174,14 +180,17 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
 
   /** BullMQ's removal: 1 when removed (or nothing was there), 0 when locked or it failed. */
   async function removeJob(row: AcceptedMessageRow): Promise<number> {
-    const queue = queueOf(row.queue);
+    const queue = queueOf(row);
     return queue ? queue.remove(row.job_id).catch(() => 0) : 1;
   }
 
-  /** The queue named `name`; `undefined` for a name BullMQ refuses (one row must not stop a pass). */
-  function queueOf(name: string): Queue | undefined {
+  /**
+   * The BullMQ queue of a message's job (its partition); `undefined` for a name BullMQ refuses
+   * (one row must not stop a pass).
+   */
+  function queueOf(row: AcceptedMessageRow): Queue | undefined {
     try {
-      return queues.get(name);
+      return queues.route(row.queue, row.message_id);
     } catch {
       return undefined;
     }
@@ -239,7 +248,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     const letter = deadLetterOf(job, reason, error, job.attemptsMade);
     if (!letter) return false;
     await options.deadLetters.write(letter);
-    await options.deadLetters.removeOriginal(row.queue, row.job_id);
+    await options.deadLetters.removeOriginal(job.queueName, row.job_id);
     options.logger?.warn(
       { messageId: row.message_id, queue: row.queue, reason },
       'reconciler dead-lettered a job BullMQ had failed',

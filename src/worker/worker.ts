@@ -1,6 +1,7 @@
 /**
- * The onceq worker: one BullMQ `Worker` per queue, all running the same pipeline. Owns nothing it
- * did not create: the backend and the database are passed in and closed by the caller.
+ * The onceq worker: one BullMQ `Worker` per queue (per partition of a partitioned queue: see
+ * core/queue-partitions.ts), all running the same pipeline. Owns nothing it did not create: the
+ * backend and the database are passed in and closed by the caller.
  */
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -26,6 +27,7 @@ import { startPeriodic } from './periodic.js';
 import { createQueueCache } from '../queues/queue-cache.js';
 import type { Backend } from '../queues/backend.js';
 import { startCompletedJobTrimmer } from '../queues/completed-job-trimmer.js';
+import { partitionCount, partitionQueueNames } from '../core/queue-partitions.js';
 import {
   DEFAULT_COMPLETED_JOB_RETENTION_MS,
   DEFAULT_CONCURRENCY,
@@ -46,9 +48,17 @@ export interface OnceqWorkerOptions {
   /** Where the queues and tokens live (Redis or PostgreSQL); not closed by the worker. */
   backend: Backend;
   registry: JobRegistry;
-  /** Queues to consume. @defaultValue every queue of a registered job */
+  /**
+   * Queues to consume, by their own (logical) names: every partition of a partitioned queue is
+   * consumed. @defaultValue every queue of a registered job
+   */
   queues?: readonly string[];
-  /** Jobs in flight per queue. @defaultValue 10 */
+  /**
+   * Jobs in flight per queue. A partitioned queue shares it among its partitions (10 over 4
+   * partitions: 3, 3, 2 and 2), so partitioning a queue does not multiply what one process
+   * holds open against PostgreSQL; each partition gets at least one, so a queue with more
+   * partitions than this runs one job per partition. @defaultValue 10
+   */
   concurrency?: number;
   /** BullMQ lock duration, and the claim lease. @defaultValue 30 s */
   lockDurationMs?: number;
@@ -99,6 +109,9 @@ export interface OnceqWorkerOptions {
 /** A running worker. */
 export interface OnceqWorker {
   readonly processId: string;
+  /** The logical queues consumed. */
+  readonly queues: readonly string[];
+  /** The BullMQ workers: one per queue, or per partition of a partitioned queue. */
   readonly workers: readonly Worker[];
   readonly pipeline: Pipeline;
   /** The background tasks this worker runs (absent when turned off). */
@@ -123,6 +136,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   const tokenStore = options.backend.openTokenStore({ db: options.db });
   const { tokens } = tokenStore;
   const dedupeWindowMs = options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS;
+  const partitions = options.registry.partitions();
   const deadLetters = createDeadLetterWriter({
     db: options.db,
     backend: options.backend,
@@ -149,6 +163,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
       : createOutboxRelay({
           db: options.db,
           backend: options.backend,
+          partitions,
           deadLetters,
           intervalMs: options.outbox?.intervalMs,
           ...jobDefaults,
@@ -160,6 +175,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
       : createReconciler({
           db: options.db,
           backend: options.backend,
+          partitions,
           deadLetters,
           intervalMs: options.reconciler?.intervalMs,
           graceMs: options.reconciler?.graceMs,
@@ -211,10 +227,15 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
     groups,
   });
   const queues = options.queues?.length ? options.queues : options.registry.queues();
+  const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
+  const bullQueues = queues.flatMap((logical) => {
+    const names = partitionQueueNames(logical, partitionCount(partitions, logical));
+    return names.map((name, i) => ({ name, concurrency: shareOf(concurrency, names.length, i) }));
+  });
 
-  const workers = queues.map((queue) => {
+  const workers = bullQueues.map(({ name: queue, concurrency: share }) => {
     const worker = options.backend.newWorker(queue, (job, token) => pipeline.process(job, token), {
-      concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
+      concurrency: share,
       lockDuration: lockDurationMs,
       stalledInterval: lockDurationMs,
       maxStalledCount: options.maxStalledCount ?? DEFAULT_MAX_STALLED_COUNT,
@@ -262,7 +283,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
     retention === false
       ? undefined
       : startCompletedJobTrimmer({
-          queues: () => queues.map((q) => trimQueues!.get(q)),
+          queues: () => bullQueues.map(({ name }) => trimQueues!.get(name)),
           keepMs: retention,
           onError: (err, queue) => log?.warn({ err, queue }, 'could not trim completed jobs'),
         });
@@ -290,6 +311,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
   let closing: Promise<{ forced: boolean }> | undefined;
   return {
     processId,
+    queues: Object.freeze([...queues]),
     workers,
     pipeline,
     outbox,
@@ -339,4 +361,13 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
       return closing;
     },
   };
+}
+
+/**
+ * Partition `index`'s share of a queue's `concurrency` over `count` partitions: the remainder
+ * goes to the first ones, and every partition gets at least one.
+ */
+function shareOf(concurrency: number, count: number, index: number): number {
+  const base = Math.floor(concurrency / count);
+  return Math.max(1, base + (index < concurrency % count ? 1 : 0));
 }

@@ -93,6 +93,7 @@ describe('lib: the onceq entry point', function () {
         'ErrorCode',
         'IdGeneratorStoppedError',
         'InvalidArgumentError',
+        'MAX_PARTITIONS',
         'NestedTransactionError',
         'NonRetryableError',
         'OnceqError',

@@ -7,6 +7,10 @@
  * the browser prompts once and then sends them with every request of the board, its API calls
  * included. The key is checked exactly as a bearer key is.
  *
+ * A partitioned queue is shown as its partitions, `ledger#0` … `ledger#3`, each described as
+ * such: the board's views and actions work on one BullMQ queue, and a partition is one (a view
+ * summing them could not retry, clean or pause anything). Its one dead-letter queue is shown once.
+ *
  * Dead-letter queues are shown read-only: their BullMQ jobs are copies for the eye, the dead
  * letters themselves live in PostgreSQL, and `onceq dlq replay` is the way back.
  *
@@ -28,6 +32,7 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
 import { deadLetterQueueName } from '../../core/dead-letter.js';
 import { createQueueCache } from '../../queues/queue-cache.js';
+import type { QueuePartitions } from '../../core/queue-partitions.js';
 import { problem, sendProblem, toProblem } from '../problem.js';
 import { ErrorCode } from '../../core/errors.js';
 import { requireAdmin, type Identity } from '../auth.js';
@@ -44,8 +49,10 @@ export const SELF_AUTHENTICATED = 'selfAuthenticated';
 export interface AdminQueuesOptions {
   /** Where the queues live (not closed here). */
   backend: Backend;
-  /** Work queues to show; each one's dead-letter queue is shown too. */
+  /** Work queues to show (logical names); each one's dead-letter queue is shown too. */
   queues: readonly string[];
+  /** Partition counts of those queues (the registry's `partitions()`). @defaultValue none */
+  partitions?: QueuePartitions;
   /** The API's key check. */
   authenticate: (
     header: string | string[] | undefined,
@@ -110,12 +117,21 @@ export async function adminQueueRoutes(
   app: FastifyInstance,
   options: AdminQueuesOptions,
 ): Promise<void> {
-  const queueCache = createQueueCache(options.backend);
+  const queueCache = createQueueCache(options.backend, options.partitions);
   const serverAdapter = new FastifyAdapter().setBasePath(ADMIN_QUEUES_PATH);
   const work = [...new Set(options.queues)].sort();
   createBullBoard({
     queues: [
-      ...work.map((q) => new BullMQAdapter(queueCache.get(q))),
+      ...work.flatMap((q) => {
+        const partitions = queueCache.partitions(q);
+        if (partitions.length === 1) return [new BullMQAdapter(partitions[0]!)];
+        return partitions.map(
+          (queue, i) =>
+            new BullMQAdapter(queue, {
+              description: `partition ${i} of ${partitions.length} of queue ${q}`,
+            }),
+        );
+      }),
       ...work.map(
         (q) =>
           new BullMQAdapter(queueCache.get(deadLetterQueueName(q)), {

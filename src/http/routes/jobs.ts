@@ -158,7 +158,11 @@ export function jobRoutes(app: FastifyInstance, options: JobRoutesOptions): void
     },
     async (request) => {
       const status = await findJobStatus(
-        { db: options.db, queue: (q) => producer.queue(q), deadLetters: options.deadLetters },
+        {
+          db: options.db,
+          queue: (q, id) => producer.queueFor(q, id),
+          deadLetters: options.deadLetters,
+        },
         request.params.jobId,
         request.admin ? undefined : request.principal,
       );
