@@ -110,8 +110,9 @@ describe('http: Bull Board in headless Chromium against onceq api', function () 
     if (!existsSync(CHROMIUM)) {
       throw new Error(
         `Chromium is not installed at ${CHROMIUM}: the Bull Board browser test needs it. Install ` +
-          `Debian's package with \`${INSTALL_CHROMIUM}\` (as root; .ci/run does it), or set ` +
-          'ONCEQ_TEST_CHROMIUM to the executable of another Chromium.',
+          `Debian's package with \`${INSTALL_CHROMIUM}\` (as root; \`bash .ci/run ` +
+          '--services-only` does it), or set ONCEQ_TEST_CHROMIUM to the executable of another ' +
+          'Chromium.',
       );
     }
     this.timeout(150_000);
