@@ -42,6 +42,20 @@ const note = defineJob<AppDatabase>()({
   },
 });
 
+const parted = defineJob<AppDatabase>()({
+  name: 'cluster.note.parted',
+  queue: 'cluster-p',
+  partitions: 6,
+  schema: Type.Object({ body: Type.String() }),
+  async handle(ctx) {
+    const inserted = await ctx.insertOnce('cluster_notes', {
+      id: ctx.messageId,
+      body: ctx.data.body,
+    });
+    return { inserted };
+  },
+});
+
 /** Every key under `prefix` on every master of the cluster, with its slot. */
 async function keysWithSlots(redis: Cluster, prefix: string): Promise<Map<string, number>> {
   const found = new Map<string, number>();
@@ -135,6 +149,53 @@ describe('lib: onceq on a Redis Cluster', function () {
       const tokenKeys = [...slots.keys()].filter((k) => k.startsWith(`${prefix}:~token:`));
       expect(tokenKeys.length).to.be.at.least(2);
     } finally {
+      await worker.close();
+      await producer.close();
+    }
+  });
+
+  it('spreads a partitioned queue over slots and masters, each message applied once', async () => {
+    const options = {
+      redis: cluster.nodesSpec.split(','),
+      database: TEST_DATABASE_URL,
+      schema,
+      prefix,
+      jobs: [parted],
+    };
+    const producer = await createProducer(options);
+    const worker = await createWorker({ ...options, concurrency: 6 });
+    const db = createDb({ url: TEST_DATABASE_URL, schema });
+    try {
+      const sent = await Promise.all(
+        Array.from({ length: 60 }, (_, i) =>
+          producer.enqueue('cluster.note.parted', { body: `p${i}` }),
+        ),
+      );
+      const ids = new Set(sent.map((s) => s.messageId));
+      const applied = async () =>
+        (await sql<{ id: string }>`select id from cluster_notes`.execute(db)).rows.filter((r) =>
+          ids.has(r.id),
+        ).length;
+      await waitFor('the 60 notes written', async () => (await applied()) === 60);
+      expect(await applied()).to.equal(60);
+      // Six partitions, six slots; the slots on more than one master.
+      const slots = await keysWithSlots(redis, prefix);
+      const partitionSlots = new Set(
+        [...slots]
+          .filter(([key]) => key.startsWith(`${prefix}:{cluster-p#`))
+          .map(([, slot]) => slot),
+      );
+      expect(partitionSlots.size).to.equal(6);
+      const owners = new Set(
+        await Promise.all(
+          [...Array(6).keys()].map(
+            async (i) => (await cluster.slotOwner(`${prefix}:{cluster-p#${i}}:x`)).port,
+          ),
+        ),
+      );
+      expect(owners.size).to.be.at.least(2);
+    } finally {
+      await db.destroy();
       await worker.close();
       await producer.close();
     }
