@@ -585,7 +585,7 @@ function sweepChart(figures: Figure[], jobs: number): Promise<string> {
  * and one for the cluster.
  */
 function workersChart(figures: Figure[], jobs: number, concurrency: number): Promise<string> {
-  const series = { single: 'single Redis', cluster: 'Redis Cluster (3 masters + 3 replicas)' };
+  const series = { single: 'single Redis', cluster: 'Redis Cluster (3+3)' };
   return renderLineChart({
     title: `Throughput against onceq worker processes (${jobs} jobs per run, concurrency ${concurrency} each, median of rounds)`,
     x: { field: 'processes', title: 'onceq worker processes', type: 'ordinal' },
