@@ -1060,7 +1060,9 @@ function ratios(figures: Figure[]): Record<string, number> {
   const ceiling = figures.find((f) => f.name === 'pg-commits')?.commitsPerSecond;
   for (const f of figures) {
     if (f.processes === undefined || !ceiling || f.commitsPerSecond === undefined) continue;
-    out[`${f.name} commits/s / pg-commits`] = round(f.commitsPerSecond / ceiling);
+    // Three decimals: a figure far below the ceiling would otherwise read 0.01 or 0.
+    out[`${f.name} commits/s / pg-commits`] =
+      Math.round((f.commitsPerSecond / ceiling) * 1000) / 1000;
   }
   return out;
 }
