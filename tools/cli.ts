@@ -45,12 +45,22 @@ program
   .option('--json <file>', 'also write all figures to this file')
   .option('--only <names>', 'comma-separated figures to run (e.g. bullmq-insert,onceq-insert)')
   .option(
+    '--cases <words>',
+    'comma-separated figures or families to run: a word chooses the figures it names, is a ' +
+      'dash-separated part of, or is the family of (e.g. workers: workers-1/2/4, ' +
+      'cluster-workers-1/2/4 and pg-commits)',
+  )
+  .option(
     '--group-variants <list>',
     'also run each onceq figure per group-commit variant, mode[:maxGroups[:maxSize]] with ' +
       'mode off, on or savepoints (e.g. off,on:2:50,savepoints:2:50,on:1:50,on:4:25)',
   )
   .option('--sweep', 'also run bullmq-insert and onceq-insert at concurrency 1, 10, 50 and 200')
   .option('--chart <file>', 'SVG chart of the sweep (default docs/bench/concurrency.svg)')
+  .option(
+    '--workers-chart <file>',
+    'SVG chart of the workers figures (default docs/bench/workers.svg)',
+  )
   .action((opts) => runCommand(async () => (await import('./bench/bench.js')).runBench(opts)));
 
 program

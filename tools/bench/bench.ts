@@ -21,6 +21,18 @@
  *                       least 30,000; autocannon runs in a child process)
  *   dlq-replay          `onceq dlq replay --all` of 20,000 dead letters back to their queue
  *                       (letters/s; the seeding is not timed, no worker runs)
+ *   workers-N           N (1, 2, 4) real `onceq worker` processes on the single Redis, the
+ *                       onceq-insert handler, the clock from resuming a paused queue (start-up
+ *                       excluded) to the last inbox row; with PostgreSQL's commits/s and the CPU
+ *                       of PostgreSQL, Redis, the workers and the machine (worker-processes.ts)
+ *   cluster-workers-N   the same on a 3+3 Redis Cluster the bench starts on loopback and stops
+ *   pg-commits          PostgreSQL's own commit rate: one-row INSERTs, each committed, from as
+ *                       many sessions as four workers' pools hold: the ceiling to read them by
+ *
+ * `--cases workers` chooses the last three families (a word chooses a figure that it names, or
+ * one of whose dash-separated parts it is, or of whose family it is: `workers` takes
+ * pg-commits too); `--only` names figures exactly. The workers figures draw their own chart,
+ * jobs/s against worker processes, one line per Redis (`--workers-chart`).
  *
  * `--group-variants off,on:2:50,savepoints:2:50` adds, per variant and onceq figure chosen, a
  * figure such as `onceq-insert[savepoints:2:50]` run with that group commit (mode:maxGroups:
@@ -31,11 +43,11 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { cpus } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Queue, type Job, type JobsOptions } from 'bullmq';
 import { sql } from 'kysely';
-import { Type } from '@sinclair/typebox';
 import {
   Logger as GraphileLogger,
   makeWorkerUtils,
@@ -46,21 +58,38 @@ import { loadConfig } from '../../src/config.js';
 import { createDb, checkDatabase, type Db } from '../../src/db/create-db.js';
 import { ensureDatabase } from '../../src/db/migrate.js';
 import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js';
-import { createRedis, checkRedis, closeRedis } from '../../src/redis/connection.js';
+import {
+  createRedis,
+  createRedisCluster,
+  checkRedis,
+  closeRedis,
+} from '../../src/redis/connection.js';
 import { JobRegistry } from '../../src/jobs/registry.js';
 import { ledgerJobs } from '../../src/jobs/examples/ledger/index.js';
-import { defineJob } from '../../src/jobs/define-job.js';
+import { addInChunks, BENCH_QUEUE, benchInsert, REMOVE_ON_COMPLETE } from './bench-jobs.js';
 import { startWorker } from '../../src/worker/worker.js';
 import type { GroupCommitOptions } from '../../src/worker/commit-groups.js';
 import { jobIdFor, type MessageEnvelope } from '../../src/core/message.js';
 import { SnowflakeGenerator } from '../../src/ids/snowflake-generator.js';
 import { generateToken } from '../../src/core/token.js';
 import { ErrorCode, OnceqError } from '../../src/core/errors.js';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { runApiRoute, runBareRoute, runStoresRoute, type ApiBenchOptions } from './api-bench.js';
 import { replayDeadLetters } from '../../src/worker/dead-letter-replay.js';
 import { deletePrefix } from '../support/redis.js';
 import { renderLineChart } from './charts.js';
+import {
+  runCommitCeiling,
+  runWorkerProcesses,
+  workerCommand,
+  WORKER_PROCESSES,
+  type CpuCores,
+  type WindowUsage,
+  type WorkerBenchContext,
+  type WorkerCommand,
+  type WorkerTarget,
+} from './worker-processes.js';
+import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
 import { createRedisBackend } from '../../src/queues/redis-backend.js';
 import { DEFAULT_REDIS_URL } from '../../src/core/defaults.js';
 import { createPostgresBackend } from '../../src/queues/postgres-backend.js';
@@ -79,6 +108,13 @@ export interface BenchOptions {
   sweep?: boolean;
   /** `--chart`: where the sweep's SVG goes. @defaultValue {@link DEFAULT_CHART} */
   chart?: string;
+  /**
+   * `--cases`: comma-separated words; a figure runs when a word is its name, one of the
+   * dash-separated parts of its name, or its family (`workers`). Adds to `--only`.
+   */
+  cases?: string;
+  /** `--workers-chart`: where the workers figures' SVG goes. @defaultValue {@link DEFAULT_WORKERS_CHART} */
+  workersChart?: string;
 }
 
 /** One measured figure. */
@@ -95,6 +131,16 @@ export interface Figure {
   groupCommit?: string;
   /** On `--sweep` figures: the figure measured at this figure's concurrency. */
   sweepOf?: string;
+  /** On the workers figures: `onceq worker` processes (`concurrency` is per process). */
+  processes?: number;
+  /** On the workers figures: the single Redis or the cluster. */
+  redis?: WorkerTarget['kind'];
+  /** On the workers figures and pg-commits: PostgreSQL's commits per second (median). */
+  commitsPerSecond?: number;
+  /** Messages applied per commit: jobs/s over commits/s. */
+  jobsPerCommit?: number;
+  /** CPU over the timed window, in cores, medians of the rounds (null: /proc not there). */
+  cpuCores?: CpuCores;
 }
 
 /** Worker concurrencies of `--sweep`. */
@@ -103,6 +149,23 @@ export const SWEEP_CONCURRENCY = [1, 10, 50, 200] as const;
 const SWEEP_FIGURES = ['bullmq-insert', 'onceq-insert'] as const;
 /** Where `--sweep` writes its chart unless `--chart` says otherwise. */
 export const DEFAULT_CHART = 'docs/bench/concurrency.svg';
+/** Where the workers figures' chart goes unless `--workers-chart` says otherwise. */
+export const DEFAULT_WORKERS_CHART = 'docs/bench/workers.svg';
+
+/**
+ * Whether a figure is chosen by `--only` (exact names) and `--cases` (a name, a dash-separated
+ * part of the name, or the family); everything when neither is given.
+ */
+export function isChosen(
+  name: string,
+  family: string | undefined,
+  only: readonly string[] | undefined,
+  cases: readonly string[] | undefined,
+): boolean {
+  if (!only && !cases) return true;
+  if (only?.includes(name)) return true;
+  return (cases ?? []).some((w) => w === name || w === family || name.split('-').includes(w));
+}
 
 /** A group-commit setting to measure, from `--group-variants`. */
 export interface GroupVariant {
@@ -142,21 +205,6 @@ export function parseGroupVariants(text: string | undefined): GroupVariant[] {
   });
 }
 
-const BENCH_QUEUE = 'bench';
-/** The same completed-job retention in every figure, so BullMQ does the same work in each. */
-const REMOVE_ON_COMPLETE = { count: 1000 };
-
-/** The handler of the onceq figures: the same single INSERT as the at-least-once baseline. */
-const benchInsert = defineJob({
-  name: 'bench.insert',
-  queue: BENCH_QUEUE,
-  schema: Type.Object({ n: Type.Integer() }),
-  async handle(ctx) {
-    await ctx.insertOnce('bench_events', { id: ctx.messageId, n: ctx.data.n });
-    return { status: 'applied' };
-  },
-});
-
 const transferOnBench = { ...ledgerJobs[2], queue: BENCH_QUEUE };
 
 /** The onceq figures, each of which `--group-variants` repeats per variant. */
@@ -187,7 +235,14 @@ export async function runBench(
   const jobs = positive(options.jobs ?? '5000', '--jobs');
   const concurrency = positive(options.concurrency ?? '50', '--concurrency');
   const runs = positive(options.runs ?? '3', '--runs');
-  const only = options.only?.split(',').map((s) => s.trim());
+  const list = (text: string | undefined) =>
+    text
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+  const only = list(options.only);
+  const cases = list(options.cases);
+  const chosenByName = (name: string, family?: string) => isChosen(name, family, only, cases);
   const variants = parseGroupVariants(options.groupVariants);
   const chartFile = options.sweep ? (options.chart ?? DEFAULT_CHART) : undefined;
   const config = loadConfig(env);
@@ -212,6 +267,10 @@ export async function runBench(
   });
   const figures: Figure[] = [];
   let graphileInstalled = false;
+  // The workers figures' Redis Cluster and its client, started when a cluster figure is chosen.
+  let cluster: RedisCluster | undefined;
+  let clusterClient: Cluster | undefined;
+  let workers: WorkerCommand | undefined;
   try {
     await checkRedis(redis, config.redisUrl ?? DEFAULT_REDIS_URL);
     await checkDatabase(db, config.databaseUrl);
@@ -242,9 +301,27 @@ export async function runBench(
       base?: string;
       groupCommit?: string;
       sweep?: boolean;
+      /** `--cases` chooses a figure by its family too. */
+      family?: string;
+      processes?: number;
+      redis?: WorkerTarget['kind'];
       concurrency: number;
       run: () => Promise<Measured>;
     }
+    const workerTargets: Partial<Record<WorkerTarget['kind'], WorkerTarget>> = {};
+    const workerContext = (): WorkerBenchContext => ({
+      db,
+      ids,
+      prefix,
+      schema,
+      databaseUrl: config.databaseUrl,
+      poolSize: config.poolSize,
+      concurrency,
+      jobs,
+      command: workers!,
+    });
+    // As many sessions as the most workers hold in their pools.
+    const ceilingConnections = Math.max(...WORKER_PROCESSES) * config.poolSize;
     const insertProcessor = async (job: Job) => {
       await db
         .insertInto('bench_events' as never)
@@ -296,6 +373,23 @@ export async function runBench(
         concurrency,
         run: () => runDlqReplay(db, redis, prefix, ids, DLQ_REPLAY_LETTERS),
       },
+      // The single Redis and the cluster at the same N run next to each other in every round.
+      ...WORKER_PROCESSES.flatMap((n) =>
+        (['single', 'cluster'] as const).map((kind) => ({
+          name: kind === 'single' ? `workers-${n}` : `cluster-workers-${n}`,
+          family: 'workers',
+          processes: n,
+          redis: kind,
+          concurrency,
+          run: () => runWorkerProcesses(workerContext(), workerTargets[kind]!, n),
+        })),
+      ),
+      {
+        name: 'pg-commits',
+        family: 'workers',
+        concurrency: ceilingConnections,
+        run: () => runCommitCeiling(workerContext(), redis, ceilingConnections),
+      },
     ];
     function apiOptions(): ApiBenchOptions {
       return {
@@ -317,12 +411,12 @@ export async function runBench(
     // run right after it in every round, so what they are compared with ran moments before.
     const chosen: Scenario[] = [];
     for (const sc of scenarios) {
-      if (!only || only.includes(sc.name)) chosen.push(sc);
+      if (chosenByName(sc.name, sc.family)) chosen.push(sc);
       const w = ONCEQ_WORKLOADS.find((x) => sc.name === `onceq-${x}`);
       if (w === undefined) continue;
       for (const v of variants) {
         const name = `${sc.name}[${v.spec}]`;
-        if (only && !only.includes(sc.name) && !only.includes(name)) continue;
+        if (!chosenByName(sc.name) && !chosenByName(name)) continue;
         chosen.push({
           name,
           base: sc.name,
@@ -349,6 +443,37 @@ export async function runBench(
         }
       }
     }
+    if (chosen.length === 0) {
+      throw new OnceqError(
+        ErrorCode.ConfigInvalid,
+        `--only/--cases chose no figure (figures: ${scenarios.map((sc) => sc.name).join(', ')})`,
+      );
+    }
+    if (chosen.some((sc) => sc.family === 'workers')) {
+      workers = workerCommand();
+      process.stderr.write(
+        `workers: ${workers.kind === 'compiled' ? 'bin/onceq.js (compiled)' : `tools/cli.ts through tsx: ${workers.why}`}\n`,
+      );
+      workerTargets.single = {
+        kind: 'single',
+        redis,
+        env: { REDIS_URL: config.redisUrl ?? DEFAULT_REDIS_URL },
+      };
+    }
+    if (chosen.some((sc) => sc.redis === 'cluster')) {
+      cluster = await startRedisCluster();
+      clusterClient = createRedisCluster({
+        nodes: [...cluster.nodes],
+        connectionName: 'onceq-bench',
+      });
+      await clusterClient.connect();
+      workerTargets.cluster = {
+        kind: 'cluster',
+        redis: clusterClient,
+        env: { REDIS_CLUSTER_NODES: cluster.nodesSpec },
+      };
+      process.stderr.write(`cluster: ${cluster.nodesSpec} (3 masters, 3 replicas)\n`);
+    }
     // Rounds interleave the figures (A B C, A B C, …) so a burst of load from elsewhere on a
     // shared machine lands on every figure alike, and medians of the rounds are reported.
     const measured = new Map<string, Measured[]>(chosen.map((sc) => [sc.name, []]));
@@ -356,6 +481,7 @@ export async function runBench(
     for (let r = 0; r < runs; r++) {
       for (const scenario of chosen) {
         await deletePrefix(redis, prefix);
+        if (clusterClient) await deletePrefix(clusterClient, prefix);
         const m = await scenario.run();
         measured.get(scenario.name)!.push(m);
         process.stderr.write(
@@ -375,11 +501,21 @@ export async function runBench(
       );
       if (scenario.groupCommit !== undefined) figure.groupCommit = scenario.groupCommit;
       if (scenario.sweep) figure.sweepOf = scenario.base;
+      if (scenario.processes !== undefined) {
+        figure.processes = scenario.processes;
+        figure.redis = scenario.redis;
+      }
+      addUsage(figure, measured.get(scenario.name)!);
       figures.push(figure);
       process.stdout.write(`${JSON.stringify({ bench: figure })}\n`);
     }
   } finally {
     await deletePrefix(redis, prefix).catch(() => undefined);
+    if (clusterClient) {
+      await deletePrefix(clusterClient, prefix).catch(() => undefined);
+      await closeRedis(clusterClient);
+    }
+    await cluster?.stop();
     await sql`drop schema if exists ${sql.id(schema)} cascade`.execute(db).catch(() => undefined);
     await sql`drop schema if exists ${sql.id(queueSchema)} cascade`
       .execute(db)
@@ -398,8 +534,23 @@ export async function runBench(
     writeFileSync(chartFile, await sweepChart(figures, jobs));
     process.stdout.write(`chart ${chartFile}\n`);
   }
+  const workersChartFile = figures.some((f) => f.processes !== undefined)
+    ? (options.workersChart ?? DEFAULT_WORKERS_CHART)
+    : undefined;
+  if (workersChartFile) {
+    mkdirSync(dirname(workersChartFile), { recursive: true });
+    writeFileSync(workersChartFile, await workersChart(figures, jobs, concurrency));
+    process.stdout.write(`chart ${workersChartFile}\n`);
+  }
   if (options.json) {
     const report: Record<string, unknown> = { figures, ratios: ratios(figures) };
+    if (workers) {
+      report.workers = {
+        processes: [...WORKER_PROCESSES],
+        command: workers.kind,
+        ...(workersChartFile ? { chart: workersChartFile } : {}),
+      };
+    }
     if (variants.length > 0) report.groupVariants = variants.map((v) => v.spec);
     if (chartFile) report.sweep = { concurrency: [...SWEEP_CONCURRENCY], chart: chartFile };
     writeFileSync(options.json, `${JSON.stringify(report, null, 2)}\n`);
@@ -429,12 +580,53 @@ function sweepChart(figures: Figure[], jobs: number): Promise<string> {
   });
 }
 
+/**
+ * The workers figures' chart: jobs/s against worker processes, one line for the single Redis
+ * and one for the cluster.
+ */
+function workersChart(figures: Figure[], jobs: number, concurrency: number): Promise<string> {
+  const series = { single: 'single Redis', cluster: 'Redis Cluster (3+3)' };
+  return renderLineChart({
+    title: `Throughput against onceq worker processes (${jobs} jobs per run, concurrency ${concurrency} each, median of rounds)`,
+    x: { field: 'processes', title: 'onceq worker processes', type: 'ordinal' },
+    y: { field: 'jobsPerSecond', title: 'jobs/s', type: 'quantitative' },
+    series: 'redis',
+    values: figures
+      .filter((f) => f.processes !== undefined)
+      .map((f) => ({
+        redis: series[f.redis!],
+        processes: f.processes,
+        jobsPerSecond: f.jobsPerSecond,
+      })),
+  });
+}
+
+/** Medians of the rounds' commit counts and CPU, on the figures that measured them. */
+function addUsage(figure: Figure, runs: Measured[]): void {
+  const usages = runs.flatMap((r) => (r.usage ? [{ ...r.usage, seconds: r.seconds }] : []));
+  if (usages.length === 0) return;
+  figure.commitsPerSecond = Math.round(median(usages.map((u) => u.commits / u.seconds)));
+  figure.jobsPerCommit = round(figure.jobsPerSecond / Math.max(1, figure.commitsPerSecond));
+  const cores = (key: keyof CpuCores) => {
+    const values = usages.map((u) => u.cpu[key]);
+    return values.some((v) => v === null) ? null : round(median(values as number[]));
+  };
+  figure.cpuCores = {
+    postgres: cores('postgres'),
+    redis: cores('redis')!,
+    workers: cores('workers'),
+    machine: cores('machine'),
+  };
+}
+
 interface Measured {
   seconds: number;
   /** Items the run handled, when not `--jobs` (dlq-replay, the API figures). */
   items?: number;
   latenciesMs: number[];
   rssMb: number;
+  /** PostgreSQL's commits and the CPU over the window (the workers figures and pg-commits). */
+  usage?: WindowUsage;
 }
 
 async function runBaseline(
@@ -787,10 +979,6 @@ async function openBenchAccounts(
   return rows.map((r) => r.id);
 }
 
-async function addInChunks(queue: Queue, jobs: Parameters<Queue['addBulk']>[0]): Promise<void> {
-  for (let i = 0; i < jobs.length; i += 1000) await queue.addBulk(jobs.slice(i, i + 1000));
-}
-
 /** Resolves when `total` jobs completed; rejects at the first job that failed for good. */
 function completion(total: number) {
   let seen = 0;
@@ -859,6 +1047,23 @@ function ratios(figures: Figure[]): Record<string, number> {
     if (f.groupCommit !== undefined) ratio(f.name, f.name.slice(0, f.name.indexOf('[')));
   }
   for (const c of SWEEP_CONCURRENCY) ratio(`onceq-insert@c${c}`, `bullmq-insert@c${c}`);
+  // Scaling with worker processes, per Redis; the cluster against the single Redis at each N;
+  // one process against the in-process worker of the same handler.
+  for (const n of WORKER_PROCESSES) {
+    if (n === 1) continue;
+    ratio(`workers-${n}`, 'workers-1');
+    ratio(`cluster-workers-${n}`, 'cluster-workers-1');
+  }
+  for (const n of WORKER_PROCESSES) ratio(`cluster-workers-${n}`, `workers-${n}`);
+  ratio('workers-1', 'onceq-insert');
+  // How close each came to PostgreSQL's own commit rate.
+  const ceiling = figures.find((f) => f.name === 'pg-commits')?.commitsPerSecond;
+  for (const f of figures) {
+    if (f.processes === undefined || !ceiling || f.commitsPerSecond === undefined) continue;
+    // Three decimals: a figure far below the ceiling would otherwise read 0.01 or 0.
+    out[`${f.name} commits/s / pg-commits`] =
+      Math.round((f.commitsPerSecond / ceiling) * 1000) / 1000;
+  }
   return out;
 }
 
@@ -877,10 +1082,37 @@ function printTable(figures: Figure[]): void {
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   process.stdout.write(`\n${line(header)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
   for (const r of rows) process.stdout.write(`${line(r)}\n`);
+  printUsageTable(figures.filter((f) => f.cpuCores));
   for (const [k, v] of Object.entries(ratios(figures))) {
     process.stdout.write(`ratio ${k}: ${v}\n`);
     process.stdout.write(`${JSON.stringify({ ratio: k, value: v })}\n`);
   }
+}
+
+/** The workers figures and pg-commits: commits and CPU (in cores) over the timed window. */
+function printUsageTable(figures: Figure[]): void {
+  if (figures.length === 0) return;
+  const cores = (v: number | null | undefined) =>
+    v === null || v === undefined ? '–' : v.toFixed(2);
+  const rows = figures.map((f) => [
+    f.name,
+    f.processes === undefined ? '–' : String(f.processes),
+    String(f.jobsPerSecond),
+    String(f.commitsPerSecond),
+    String(f.jobsPerCommit),
+    cores(f.cpuCores?.postgres),
+    cores(f.cpuCores?.redis),
+    cores(f.cpuCores?.workers),
+    cores(f.cpuCores?.machine),
+  ]);
+  const header = ['figure', 'procs', 'jobs/s', 'commits/s', 'jobs/commit'];
+  header.push('cpu pg', 'cpu redis', 'cpu workers', 'cpu machine');
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  process.stdout.write(`\n${line(header)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
+  for (const r of rows) process.stdout.write(`${line(r)}\n`);
+  process.stdout.write(`(cpu in cores over the timed window; this machine has ${cpus().length})\n`);
 }
 
 function median(values: number[]): number {
