@@ -51,7 +51,10 @@ export interface FailoverRecord {
   /** The master killed and the replica promoted in its place (ports). */
   master: number;
   promoted: number;
-  /** How long the replica's replication was held back before the kill, ms. */
+  /**
+   * How long the replica's replication was held back before the kill, ms: the planned hold, or
+   * up to 5 s more while no write reached the master.
+   */
   heldMs: number;
   /** The master's `master_repl_offset` just before the SIGKILL: what it had acknowledged. */
   masterOffset: number;
@@ -249,18 +252,38 @@ export class Nemesis {
     const master = await this.pickMaster(fault, cluster);
     const replica = (await cluster.replicasOf(master))[0]?.port;
     if (replica === undefined) throw new Error(`master ${master} has no replica to promote`);
+    const masterInfo = async () =>
+      offset(await cluster.info(master, 'replication'), 'master_repl_offset');
     // The pause bounds itself, should the harness die before it lifts it.
-    await cluster.command(replica, 'CLIENT', 'PAUSE', fault.holdMs + 15_000, 'WRITE');
+    await cluster.command(
+      replica,
+      'CLIENT',
+      'PAUSE',
+      fault.holdMs + FAILOVER_WAIT_MS + 15_000,
+      'WRITE',
+    );
+    const pausedAt = Date.now();
     let masterOffset: number;
     let killedAt: number;
     try {
+      const applied = await masterInfo();
       this.record(
         fault,
         'start',
         `CLIENT PAUSE WRITE on replica ${replica}, SIGKILL master ${master} ${fault.holdMs} ms later`,
       );
       await sleep(fault.holdMs);
-      masterOffset = offset(await cluster.info(master, 'replication'), 'master_repl_offset');
+      // Traffic may be down (the API killed, workers paused): wait a little longer for writes
+      // that the replica does not have, more than a lone 14-byte PING, so the kill loses some.
+      masterOffset = await masterInfo();
+      for (
+        let waited = 0;
+        masterOffset - applied <= 14 && waited < FAILOVER_WAIT_MS;
+        waited += 50
+      ) {
+        await sleep(50);
+        masterOffset = await masterInfo();
+      }
       killedAt = Date.now();
       await cluster.killMaster(master);
       // Lift the pause only once the replica has seen its link drop: lifted earlier, it would
@@ -281,7 +304,7 @@ export class Nemesis {
     this.failovers.push({
       master,
       promoted: promoted.port,
-      heldMs: fault.holdMs,
+      heldMs: killedAt - pausedAt,
       masterOffset,
       replicaOffset,
       lostBytes,
@@ -298,6 +321,9 @@ export class Nemesis {
     );
   }
 }
+
+/** How much longer than planned a `redis-failover` waits for writes to lose. */
+const FAILOVER_WAIT_MS = 5_000;
 
 /** A zero for every fault kind. */
 export function emptyKindCounts(): Record<FaultKind, number> {
