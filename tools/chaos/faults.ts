@@ -296,7 +296,14 @@ export class Nemesis {
     } finally {
       await cluster.command(replica, 'CLIENT', 'UNPAUSE').catch(() => undefined);
     }
-    const promoted = await cluster.waitForFailover(master);
+    let promoted: Awaited<ReturnType<RedisCluster['waitForFailover']>>;
+    try {
+      promoted = await cluster.waitForFailover(master);
+    } catch (err) {
+      // No promotion: the old master back, so the drain does not take it for a crash.
+      await cluster.restartNode(master).catch(() => undefined);
+      throw err;
+    }
     const failoverMs = Date.now() - killedAt;
     const replicaOffset =
       offset(await cluster.info(promoted.port, 'replication'), 'second_repl_offset') - 1;
