@@ -79,9 +79,15 @@ program
     'redis',
   )
   .option(
+    '--redis-cluster',
+    'Redis mode on a Redis Cluster of its own (3 masters, 3 replicas on loopback) instead of ' +
+      'one redis-server; adds the redis-failover fault',
+  )
+  .option(
     '--faults <list>',
-    'comma-separated: kill,pause,pgkill,redis-restart,redis-flush,api-kill, or all (every ' +
-      'fault the backend has: no redis-* with postgres), or none',
+    'comma-separated: kill,pause,pgkill,redis-restart,redis-flush,api-kill,redis-failover, or ' +
+      'all (every fault the backend has: no redis-* with postgres, redis-failover only with ' +
+      '--redis-cluster), or none',
     'all',
   )
   .option('--history <file>', 'JSON-lines history (default chaos-<seed>.history.jsonl)')

@@ -1,7 +1,8 @@
 /**
  * `npm run chaos -- --backend postgres` as the README documents it, through the compiled bin in
  * a child process: a short PostgreSQL-only campaign (no redis-server, one kill) that ends valid
- * with exit 0, and the refusals of the flags in one line each, exit 2, before anything starts.
+ * with exit 0, and the refusals of the flags in one line each, exit 2, before anything starts
+ * (`--redis-cluster` with postgres, `redis-failover` on a single Redis).
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -52,6 +53,20 @@ describe('cli: onceq chaos --backend', function () {
     const unknown = await chaos('--backend', 'mongo');
     expect(unknown.code).to.equal(2);
     expect(unknown.stderr).to.match(/^onceq chaos: --backend mongo: expected redis or postgres/);
+  });
+
+  it('refuses --redis-cluster with postgres, and redis-failover without a cluster, exit 2', async () => {
+    const pgCluster = await chaos('--backend', 'postgres', '--redis-cluster', '--faults', 'kill');
+    expect(pgCluster.code).to.equal(2);
+    expect(pgCluster.stderr).to.match(
+      /^onceq chaos: --redis-cluster: the postgres backend runs without Redis\n$/,
+    );
+    const single = await chaos('--faults', 'kill,redis-failover');
+    expect(single.code).to.equal(2);
+    expect(single.stderr.trim().split('\n')).to.have.length(1);
+    expect(single.stderr).to.match(
+      /^onceq chaos: --faults: fault kind redis-failover needs a Redis Cluster \(--redis-cluster\)/,
+    );
   });
 
   it('runs a short PostgreSQL-only campaign and finds it valid, exit 0', async () => {

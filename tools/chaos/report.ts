@@ -19,10 +19,13 @@ export function formatReport(report: CampaignReport): string {
       .map(([k, n]) => `${k} ${n}`)
       .join(', ') || 'none';
 
-  line(
-    `chaos campaign seed ${report.seed}, ${report.backend === 'redis' ? 'Redis mode' : 'PostgreSQL-only mode'}: ` +
-      `${report.valid ? 'VALID' : 'INVALID'}`,
-  );
+  const mode =
+    report.backend === 'postgres'
+      ? 'PostgreSQL-only mode'
+      : report.redisCluster
+        ? 'Redis mode on a Redis Cluster'
+        : 'Redis mode';
+  line(`chaos campaign seed ${report.seed}, ${mode}: ${report.valid ? 'VALID' : 'INVALID'}`);
   line(
     `  workload ${Math.round(report.workloadMs / 1_000)} s, drain ${Math.round(report.drainMs / 1_000)} s` +
       `${report.drained ? '' : ' (bound reached before everything settled)'}`,
@@ -50,6 +53,16 @@ export function formatReport(report: CampaignReport): string {
     );
   }
   line(`  faults injected: ${kinds(report.injected)} (planned: ${kinds(report.planned)})`);
+  if (report.failovers.length > 0) {
+    const f = report.failovers;
+    const lossy = f.filter((x) => x.lostBytes > 0);
+    line(
+      `  failovers ${f.length}: ${lossy.length} lost acknowledged writes, ` +
+        `${lossy.reduce((a, x) => a + x.lostBytes, 0)} bytes of replication stream in all ` +
+        `(per failover: ${f.map((x) => x.lostBytes).join(', ')}); promotion ` +
+        `${Math.min(...f.map((x) => x.failoverMs))}-${Math.max(...f.map((x) => x.failoverMs))} ms after the kill`,
+    );
+  }
   line(`  PostgreSQL backends terminated: ${report.backendsTerminated}`);
   line(`  unplanned process exits: ${kinds(report.crashes)}`);
   line(

@@ -4,7 +4,11 @@
  * duration, then heal everything, let the run drain, snapshot, stop, and check.
  *
  * Two backends, as onceq has two modes (src/queues/backend.ts):
- * - `redis`: the children get `REDIS_URL` of the private Redis; every fault kind applies.
+ * - `redis`: the children get `REDIS_URL` of the private Redis; every fault kind but
+ *   `redis-failover` applies. With `redisCluster` the private Redis is a Redis Cluster instead,
+ *   3 masters and 3 replicas on loopback (tools/support/redis-cluster.ts), the children get
+ *   `REDIS_CLUSTER_NODES`, and the Redis faults act on its nodes (faults.ts), `redis-failover`
+ *   included.
  * - `postgres` (PostgreSQL-only mode): no Redis at all; the children get `DATABASE_URL` alone,
  *   so BullMQ's tables live in a schema named by the prefix and the tokens in onceq's schema.
  *   The Redis faults have nothing to act on and are refused; `pgkill` now also cuts the workers'
@@ -24,10 +28,16 @@ import { ensureDatabase } from '../../src/db/migrate.js';
 import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js';
 import { insertApiKey } from '../../src/db/api-keys.repository.js';
 import { mintApiKey } from '../../src/core/api-key.js';
-import { closeRedis, createRedis } from '../../src/redis/connection.js';
+import {
+  closeRedis,
+  createRedis,
+  createRedisCluster,
+  type RedisClient,
+} from '../../src/redis/connection.js';
+import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
 import { createQueueCache } from '../../src/queues/queue-cache.js';
 import { checkCampaign, type CheckResult } from './checker.js';
-import { Nemesis } from './faults.js';
+import { emptyKindCounts, Nemesis, type FailoverRecord } from './faults.js';
 import { HistoryWriter, readHistory, type MetaEvent, type PhaseEvent } from './history.js';
 import { cliCommand, ManagedProcess, siblingModule, withApplicationName } from './processes.js';
 import { freePort, sleep } from '../support/child.js';
@@ -60,8 +70,14 @@ export interface CampaignOptions {
    * no `REDIS_URL` given; the Redis faults are refused). @defaultValue `'redis'`
    */
   backend?: BackendKind;
-  /** @defaultValue `redis-server` (unused without Redis) */
+  /** @defaultValue `redis-server` (unused without Redis, and with `redisCluster`) */
   redisServer?: string;
+  /**
+   * Redis mode on a Redis Cluster of the campaign's own (3 masters, one replica each) instead of
+   * one redis-server: the children get `REDIS_CLUSTER_NODES`, and `redis-failover` applies.
+   * Needs `redis-server` and `redis-cli` 7.0 or later on the PATH. @defaultValue false
+   */
+  redisCluster?: boolean;
   /** Workers' lock duration (and claim lease). @defaultValue 2000 */
   lockDurationMs?: number;
   /** @defaultValue 5 */
@@ -96,6 +112,10 @@ export interface CampaignReport {
   result: CheckResult;
   seed: number;
   backend: BackendKind;
+  /** The campaign ran on a Redis Cluster of its own. */
+  redisCluster: boolean;
+  /** Every `redis-failover` injected, with what it lost (empty without a cluster). */
+  failovers: FailoverRecord[];
   /** onceq's schema. */
   schema: string;
   /** The Redis key prefix, or in PostgreSQL-only mode the schema of BullMQ's tables. */
@@ -124,14 +144,23 @@ export interface CampaignReport {
 }
 
 const QUEUES = ['ledger'];
+/** Masters of the campaign's Redis Cluster, one replica each. */
+const CLUSTER_MASTERS = 3;
 
 /** Runs a campaign; never leaves a child process behind, whatever happens. */
 export async function runCampaign(options: CampaignOptions): Promise<CampaignReport> {
   const lockDurationMs = options.lockDurationMs ?? 2_000;
   const maxAttempts = options.maxAttempts ?? 5;
   const backendKind = options.backend ?? 'redis';
+  const onCluster = options.redisCluster === true;
+  if (onCluster && backendKind === 'postgres') {
+    throw new OnceqError(
+      ErrorCode.ConfigInvalid,
+      'chaos: the postgres backend runs without Redis, so not on a Redis Cluster either',
+    );
+  }
   // Before anything starts: a fault with nothing to act on would be planned and silently fail.
-  checkFaultsFor(backendKind, options.faults);
+  checkFaultsFor(backendKind, options.faults, onCluster);
   const redisVariables = ['REDIS_URL', 'REDIS_CLUSTER_NODES'].filter((v) => options.env?.[v]);
   if (backendKind === 'postgres' && redisVariables.length > 0) {
     // It would put the children in Redis mode while the harness reads PostgreSQL's queues.
@@ -154,6 +183,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     workers: options.workers,
     lockDurationMs,
     intervalMs: options.faultIntervalMs,
+    ...(onCluster ? { clusterMasters: CLUSTER_MASTERS } : {}),
   });
   const planned = countKinds(plan.map((f) => f.kind));
 
@@ -167,6 +197,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
   const log = createWriteStream(logFile, { flags: 'w' });
   log.on('error', () => undefined);
   let history: HistoryWriter | undefined;
+  let cluster: RedisCluster | undefined;
   let db: Db | undefined;
   let keep = false;
   try {
@@ -182,7 +213,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     const minted = mintApiKey();
     await insertApiKey(db, { id: minted.id, principal: 'chaos', hash: minted.hash, admin: false });
 
-    const redisPort = backendKind === 'redis' ? await freePort() : undefined;
+    const redisPort = backendKind === 'redis' && !onCluster ? await freePort() : undefined;
     const apiPort = await freePort();
     const redisUrl = redisPort === undefined ? undefined : `redis://127.0.0.1:${redisPort}`;
     const redis =
@@ -211,6 +242,10 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       processes.push(redis);
       await redis.start();
     }
+    if (onCluster) {
+      cluster = await startRedisCluster({ masters: CLUSTER_MASTERS, replicasPerMaster: 1 });
+    }
+    const clusterNodes = cluster?.nodesSpec;
 
     const cli = cliCommand();
     const appName = (role: string) => `onceq-${runId}-${role}`;
@@ -221,6 +256,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       // DATABASE_URL alone is what puts the CLI in PostgreSQL-only mode (src/config.ts).
       DATABASE_URL: withApplicationName(options.databaseUrl, appName(role)),
       ...(redisUrl === undefined ? {} : { REDIS_URL: redisUrl }),
+      ...(clusterNodes === undefined ? {} : { REDIS_CLUSTER_NODES: clusterNodes }),
       ONCEQ_DB_SCHEMA: schema,
       ONCEQ_PREFIX: prefix,
       ONCEQ_LOCK_DURATION: `${lockDurationMs}ms`,
@@ -259,6 +295,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
         schema,
         prefix,
         ...(redisPort === undefined ? {} : { redisPort }),
+        ...(clusterNodes === undefined ? {} : { redisCluster: clusterNodes }),
         apiPort,
       },
       plan,
@@ -307,9 +344,13 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     // direct enqueues and the snapshot use BullMQ's Queue API in both modes.
     let redisClient: ReturnType<typeof createRedis> | undefined;
     let backend: Backend;
-    if (redisUrl !== undefined) {
-      const client = createRedis({ url: redisUrl, connectionName: 'onceq-chaos' });
-      redisClient = client;
+    if (redisUrl !== undefined || cluster !== undefined) {
+      let client: RedisClient;
+      if (cluster) {
+        client = createRedisCluster({ nodes: cluster.nodes, connectionName: 'onceq-chaos' });
+      } else {
+        client = redisClient = createRedis({ url: redisUrl!, connectionName: 'onceq-chaos' });
+      }
       cleanups.push(() => closeRedis(client));
       await client.connect();
       backend = createRedisBackend({ redis: client, prefix });
@@ -341,6 +382,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
         api,
         workers,
         redis,
+        cluster,
         workerAppName: (i) => appName(`worker-${i + 1}`),
         db: harnessDb,
         redisClient,
@@ -375,7 +417,8 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
           `accepted ${s.accepted} applied ${applied} | faults ${nemesis.total}/${plan.length}` +
           `${faults ? ` (${faults})` : ''} | api ${api.running ? 'up' : 'down'} ` +
           `workers ${up}/${workers.length}` +
-          `${redis ? ` redis ${redis.running ? 'up' : 'down'}` : ''}${extra}`,
+          `${redis ? ` redis ${redis.running ? 'up' : 'down'}` : ''}` +
+          `${cluster ? ` cluster ${clusterNodesUp(cluster)}/${cluster.nodes.length} up` : ''}${extra}`,
         false,
       );
     };
@@ -390,6 +433,16 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     // Everything healthy again before the drain: nothing paused, every process up.
     for (const w of workers) if (w.paused) await w.signal('SIGCONT');
     await Promise.all([redis?.start(), api.start(), ...workers.map((w) => w.start())]);
+    // Every fault has healed, so a node down now died on its own: a crash, restarted.
+    let clusterCrashes = 0;
+    if (cluster) {
+      for (const node of cluster.nodes) {
+        if (cluster.pid(node.port) !== undefined) continue;
+        clusterCrashes++;
+        await cluster.restartNode(node.port);
+      }
+      await cluster.waitUntilHealthy();
+    }
     h.write<PhaseEvent>({ type: 'phase', phase: 'faults-healed', detail: { ...nemesis.injected } });
     const workloadMs = Date.now() - workloadStart;
     clearInterval(ticker);
@@ -433,10 +486,14 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
     await h.close();
     const crashes: Record<string, number> = {};
     for (const p of processes) if (p.crashes > 0) crashes[p.name] = p.crashes;
+    if (clusterCrashes > 0) crashes['redis-cluster'] = clusterCrashes;
     // Only a Redis fault (or a Redis that died on its own) may lose queue or token state.
+    const onRedis = redis !== undefined || cluster !== undefined;
     const durableStores =
-      redis === undefined ||
-      (!options.faults.some((k) => REDIS_FAULT_KINDS.includes(k)) && redis.crashes === 0);
+      !onRedis ||
+      (!options.faults.some((k) => REDIS_FAULT_KINDS.includes(k)) &&
+        (redis?.crashes ?? 0) === 0 &&
+        clusterCrashes === 0);
     const result = checkCampaign(await readHistory(options.historyFile), snapshot, {
       durableStores,
     });
@@ -446,6 +503,8 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       result,
       seed: options.seed,
       backend: backendKind,
+      redisCluster: onCluster,
+      failovers: [...nemesis.failovers],
       schema,
       prefix,
       schemaKept: keep,
@@ -472,6 +531,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
   } finally {
     for (const c of cleanups) await c().catch(() => undefined);
     await Promise.all(processes.map((p) => p.destroy().catch(() => undefined)));
+    await cluster?.stop().catch(() => undefined);
     process.off('exit', killOnExit);
     await history?.close().catch(() => undefined);
     await new Promise<void>((resolve) => log.end(() => resolve()));
@@ -490,16 +550,13 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
 }
 
 function countKinds(kinds: FaultKind[]): Record<FaultKind, number> {
-  const counts: Record<FaultKind, number> = {
-    kill: 0,
-    pause: 0,
-    pgkill: 0,
-    'redis-restart': 0,
-    'redis-flush': 0,
-    'api-kill': 0,
-  };
+  const counts = emptyKindCounts();
   for (const k of kinds) counts[k]++;
   return counts;
+}
+
+function clusterNodesUp(cluster: RedisCluster): number {
+  return cluster.nodes.filter((n) => cluster.pid(n.port) !== undefined).length;
 }
 
 function waitOrAbort(ms: number, signal?: AbortSignal): Promise<void> {

@@ -14,12 +14,23 @@ export const FAULT_KINDS = [
   'pause',
   /** `pg_terminate_backend` on every PostgreSQL backend of a worker. */
   'pgkill',
-  /** SIGKILL the campaign's private Redis (it keeps nothing on disk), then start it again. */
+  /**
+   * SIGKILL the campaign's private Redis (it keeps nothing on disk), then start it again. On a
+   * cluster: one shard, a master and its replicas together, so no replica can take over and the
+   * shard comes back empty (its slots, and with the default `cluster-require-full-coverage` the
+   * whole cluster, refuse commands meanwhile).
+   */
   'redis-restart',
-  /** FLUSHALL on the campaign's private Redis. */
+  /** FLUSHALL on the campaign's private Redis; on a cluster on every master (replicas follow). */
   'redis-flush',
   /** SIGKILL the API while requests are in flight, then start it again. */
   'api-kill',
+  /**
+   * Cluster only: SIGKILL a master while its replica's replication is held back (`CLIENT PAUSE
+   * WRITE` on the replica), so the replica promoted in its place lacks writes the master had
+   * acknowledged: Redis goes back in time. The old master then rejoins as a replica.
+   */
+  'redis-failover',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
@@ -27,11 +38,25 @@ export type FaultKind = (typeof FAULT_KINDS)[number];
  * The faults that act on Redis. PostgreSQL-only mode has no Redis to restart or flush: its
  * queues and tokens live in the database, which `pgkill` already cuts the workers off from.
  */
-export const REDIS_FAULT_KINDS: readonly FaultKind[] = ['redis-restart', 'redis-flush'];
+export const REDIS_FAULT_KINDS: readonly FaultKind[] = [
+  'redis-restart',
+  'redis-flush',
+  'redis-failover',
+];
 
-/** The faults that make sense against a backend: every kind on Redis, none of Redis's without. */
-export function faultKindsFor(backend: BackendKind): FaultKind[] {
-  return FAULT_KINDS.filter((k) => backend === 'redis' || !REDIS_FAULT_KINDS.includes(k));
+/** The faults that need a Redis Cluster: a single server has no replica to promote. */
+export const CLUSTER_FAULT_KINDS: readonly FaultKind[] = ['redis-failover'];
+
+/**
+ * The faults that make sense against a backend: every kind on a Redis Cluster, all but the
+ * cluster's on a single Redis, none of Redis's without Redis.
+ */
+export function faultKindsFor(backend: BackendKind, cluster = false): FaultKind[] {
+  return FAULT_KINDS.filter((k) =>
+    backend === 'postgres'
+      ? !REDIS_FAULT_KINDS.includes(k)
+      : cluster || !CLUSTER_FAULT_KINDS.includes(k),
+  );
 }
 
 /** True for one of {@link FAULT_KINDS}. */
@@ -100,11 +125,16 @@ export interface PlannedFault {
   /** Offset from the start of the campaign, ms. The nemesis starts the fault no earlier. */
   atMs: number;
   kind: FaultKind;
-  /** Worker index (0-based) for `kill`, `pause` and `pgkill`. */
+  /**
+   * Worker index (0-based) for `kill`, `pause` and `pgkill`; on a cluster, for `redis-restart`
+   * and `redis-failover`, the index of the master acted on among the masters at the time of the
+   * fault, sorted by port (the masters change with every failover).
+   */
   target?: number;
   /**
    * How long the fault lasts before it heals: the pause length, the downtime of a killed
-   * process or of Redis; 0 for instantaneous faults (`pgkill`, `redis-flush`).
+   * process or of Redis, for `redis-failover` how long the replica is held back before its master
+   * is killed; 0 for instantaneous faults (`pgkill`, `redis-flush`).
    */
   holdMs: number;
 }
@@ -120,6 +150,11 @@ export interface FaultPlanOptions {
   workers: number;
   /** The workers' lock duration: a pause lasts longer than the lease plus a stall check. */
   lockDurationMs: number;
+  /**
+   * Masters of the campaign's Redis Cluster (targets of `redis-restart` and `redis-failover`);
+   * unset for a single Redis, whose schedules then stay what they were.
+   */
+  clusterMasters?: number;
   /** Mean gap between two faults, ms; shrunk when needed to fit every kind. @defaultValue 5000 */
   intervalMs?: number;
   /** @defaultValue 2 */
@@ -180,7 +215,16 @@ export function planFaults(options: FaultPlanOptions): PlannedFault[] {
         fault.target = random.int(0, options.workers - 1);
         break;
       case 'redis-restart':
+        if (options.clusterMasters !== undefined) {
+          fault.target = random.int(0, options.clusterMasters - 1);
+        }
         fault.holdMs = random.int(200, 2_000);
+        break;
+      case 'redis-failover':
+        fault.target = random.int(0, Math.max(1, options.clusterMasters ?? 3) - 1);
+        // Long enough for the workload's writes to pile up on the master, short of the
+        // replica's validity bound (it must still be allowed to take over).
+        fault.holdMs = random.int(300, 1_500);
         break;
       case 'redis-flush':
         break;
@@ -198,12 +242,16 @@ export function planFaults(options: FaultPlanOptions): PlannedFault[] {
  * unknown kind, and on a kind the backend has nothing to inject it into (a Redis fault without
  * Redis): a campaign that silently skipped a fault asked for would report a weaker run as valid.
  */
-export function parseFaultList(text: string, backend: BackendKind = 'redis'): FaultKind[] {
+export function parseFaultList(
+  text: string,
+  backend: BackendKind = 'redis',
+  cluster = false,
+): FaultKind[] {
   const items = text
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
-  if (items.length === 1 && items[0] === 'all') return faultKindsFor(backend);
+  if (items.length === 1 && items[0] === 'all') return faultKindsFor(backend, cluster);
   if (items.length === 1 && items[0] === 'none') return [];
   const unknown = items.filter((k) => !isFaultKind(k));
   if (unknown.length > 0) {
@@ -212,18 +260,27 @@ export function parseFaultList(text: string, backend: BackendKind = 'redis'): Fa
     );
   }
   const kinds = [...new Set(items as FaultKind[])];
-  checkFaultsFor(backend, kinds);
+  checkFaultsFor(backend, kinds, cluster);
   return kinds;
 }
 
 /** Throws when a kind has nothing to act on with this backend (see {@link faultKindsFor}). */
-export function checkFaultsFor(backend: BackendKind, kinds: readonly FaultKind[]): void {
-  const allowed = faultKindsFor(backend);
+export function checkFaultsFor(
+  backend: BackendKind,
+  kinds: readonly FaultKind[],
+  cluster = false,
+): void {
+  const allowed = faultKindsFor(backend, cluster);
   const refused = kinds.filter((k) => !allowed.includes(k));
-  if (refused.length > 0) {
+  if (refused.length === 0) return;
+  if (backend === 'postgres') {
     throw new RangeError(
       `fault kind ${refused.join(', ')} needs Redis, and the ${backend} backend has none ` +
         `(faults for ${backend}: ${allowed.join(', ')})`,
     );
   }
+  throw new RangeError(
+    `fault kind ${refused.join(', ')} needs a Redis Cluster (--redis-cluster), and this campaign ` +
+      `runs a single redis-server (faults for it: ${allowed.join(', ')})`,
+  );
 }

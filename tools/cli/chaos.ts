@@ -18,6 +18,7 @@ export interface ChaosCommandOptions {
   workers: string;
   rate: string;
   backend: string;
+  redisCluster?: boolean;
   faults: string;
   history?: string;
   lockDuration: string;
@@ -55,9 +56,13 @@ export async function runChaos(opts: ChaosCommandOptions): Promise<number> {
   if (opts.backend !== 'redis' && opts.backend !== 'postgres') {
     problems.push(`--backend ${opts.backend}: expected redis or postgres`);
   }
+  const redisCluster = opts.redisCluster === true;
+  if (redisCluster && backend === 'postgres') {
+    problems.push('--redis-cluster: the postgres backend runs without Redis');
+  }
   let faults: ReturnType<typeof parseFaultList> = [];
   try {
-    faults = parseFaultList(opts.faults, backend);
+    faults = parseFaultList(opts.faults, backend, redisCluster);
   } catch (err) {
     problems.push(`--faults: ${(err as Error).message}`);
   }
@@ -81,7 +86,8 @@ export async function runChaos(opts: ChaosCommandOptions): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   process.stderr.write(
-    `onceq chaos: seed ${seed}, ${backend === 'redis' ? 'Redis mode' : 'PostgreSQL-only mode'}, ` +
+    `onceq chaos: seed ${seed}, ` +
+      `${backend === 'postgres' ? 'PostgreSQL-only mode' : redisCluster ? 'Redis mode on a Redis Cluster (3 masters, 3 replicas)' : 'Redis mode'}, ` +
       `${durationMs / 1_000} s, ${workers} workers, ${rate} ops/s, ` +
       `faults ${faults.join(',') || 'none'}; history ${historyFile}\n`,
   );
@@ -93,6 +99,7 @@ export async function runChaos(opts: ChaosCommandOptions): Promise<number> {
       rate,
       faults,
       backend,
+      redisCluster,
       historyFile,
       databaseUrl: config.databaseUrl,
       lockDurationMs,

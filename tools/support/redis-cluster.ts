@@ -59,6 +59,13 @@ export interface RedisCluster {
   replicasOf(masterPort: number): Promise<ClusterNodeAddress[]>;
   /** The master owning `key`'s slot now (CLUSTER KEYSLOT + CLUSTER SLOTS). */
   slotOwner(key: string): Promise<ClusterNodeAddress & { slot: number }>;
+  /**
+   * One command on one node, on a short-lived connection that never retries (an admin probe:
+   * `INFO replication`, `CLIENT PAUSE`, `FLUSHALL`); the reply as text.
+   */
+  command(port: number, ...args: (string | number)[]): Promise<string>;
+  /** `INFO <section>` of one node, as its `field:value` pairs. */
+  info(port: number, section: string): Promise<Map<string, string>>;
   /** The pid of a node's server, `undefined` while it is killed. */
   pid(port: number): number | undefined;
   /** The pids of every server started so far (killed ones included), for leak checks. */
@@ -426,6 +433,8 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       if (!owner) throw new Error(`no live master owns slot ${slot} (key ${key})`);
       return { ...address(owner.port), slot };
     },
+    command: (port, ...args) => ask(port, ...args),
+    info: async (port, section) => parseInfo(await ask(port, 'INFO', section)),
     pid: (port) => (servers.get(port)?.running() ? servers.get(port)!.process.pid : undefined),
     allPids: () => [...pids],
     killNode,
