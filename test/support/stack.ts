@@ -31,6 +31,7 @@ import {
   dropQueueSchema,
   TEST_BACKEND,
   testBackend,
+  type TestMode,
   testRedis,
   uniqueName,
 } from './env.js';
@@ -74,6 +75,11 @@ export interface TestStackOptions {
   cluster?: boolean | RedisCluster;
   /** The mode. @defaultValue `ONCEQ_TEST_BACKEND`, else `redis` */
   backend?: BackendKind;
+}
+
+/** The options that put a stack in `mode`: a backend, or the shared cluster. */
+export function modeOptions(mode: TestMode): Pick<TestStackOptions, 'backend' | 'cluster'> {
+  return mode === 'redis-cluster' ? { cluster: true } : { backend: mode };
 }
 
 export async function createTestStack(

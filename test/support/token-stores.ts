@@ -7,7 +7,6 @@
  * state (as a Redis that lost the key) and listing the tokens it holds. Real services only.
  */
 import { sql } from 'kysely';
-import type { Redis } from 'ioredis';
 import { closeRedis, isCluster, type RedisClient } from '../../src/redis/connection.js';
 import { createDb, type Db } from '../../src/db/create-db.js';
 import { createPgTokenStore } from '../../src/db/token-store.js';
@@ -15,7 +14,14 @@ import type { TokenStore } from '../../src/core/token-store.js';
 import { tokenKey } from '../../src/redis/keys.js';
 import { createTokenStore } from '../../src/redis/token-store.js';
 import { sharedClusterClient } from './shared-cluster.js';
-import { TEST_DATABASE_URL, createTestSchema, deletePrefix, testRedis, uniqueName } from './env.js';
+import {
+  TEST_DATABASE_URL,
+  createTestSchema,
+  deletePrefix,
+  scanKeys,
+  testRedis,
+  uniqueName,
+} from './env.js';
 
 /** What both stores take: their bounds (the Redis store's prefix is the backend's). */
 export interface StoreBounds {
@@ -87,10 +93,8 @@ function redisStoreBackend(
         },
         async storedTokens() {
           const start = tokenKey(prefix, '');
-          const nodes = isCluster(redis) ? redis.nodes('master') : [redis];
-          const found: string[] = [];
-          for (const node of nodes) found.push(...(await scanKeys(node, `${start}*`)));
-          return found.map((k) => k.slice(start.length)).sort();
+          const keys = await scanKeys(redis, `${start}*`);
+          return keys.map((k) => k.slice(start.length)).sort();
         },
         async close() {
           await deletePrefix(redis, prefix);
@@ -99,18 +103,6 @@ function redisStoreBackend(
       };
     },
   };
-}
-
-/** Every key of one node matching `pattern`: SCAN, not KEYS, since the Redis is shared. */
-async function scanKeys(node: Redis, pattern: string): Promise<string[]> {
-  const found: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    found.push(...keys);
-  } while (cursor !== '0');
-  return found;
 }
 
 const redisBackend = redisStoreBackend('redis', async () => testRedis());

@@ -231,7 +231,7 @@ describe('token store contract: Redis, Redis Cluster and PostgreSQL agree step b
           pre ? [{ op: 'issue' as const, slot: i, principal: 'alice' }] : [],
         );
         for (const cmd of [...issues, ...commands]) {
-          const answers = [];
+          const answers: unknown[] = [];
           for (const side of sides) answers.push(await apply(side, cmd));
           history.push({ cmd, answer: answers[0] });
           const kind = `${cmd.op} → ${kindOf(answers[0])}`;

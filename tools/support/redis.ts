@@ -18,6 +18,25 @@ export async function deletePrefix(redis: RedisClient, prefix: string): Promise<
   }
 }
 
+/**
+ * Every key matching `pattern`, sorted: SCAN, never KEYS (the Redis may be shared), on every
+ * master of a cluster (SCAN sees one node's keys).
+ */
+export async function scanKeys(redis: RedisClient, pattern: string): Promise<string[]> {
+  if (isCluster(redis) && redis.status === 'wait') await redis.connect();
+  const nodes = isCluster(redis) ? redis.nodes('master') : [redis];
+  const found: string[] = [];
+  for (const node of nodes) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      found.push(...keys);
+    } while (cursor !== '0');
+  }
+  return found.sort();
+}
+
 async function deleteOnNode(
   node: Redis,
   prefix: string,
