@@ -36,6 +36,11 @@ export interface WorkerChildOptions {
    * `backend.kind`, so that the child's queues are the stack's. @defaultValue `redis`
    */
   backend?: BackendKind;
+  /**
+   * `REDIS_CLUSTER_NODES` instead of `REDIS_URL`: Redis mode on that cluster. Pass the test
+   * stack's `clusterNodes`. @defaultValue the shared Redis (`REDIS_URL`)
+   */
+  clusterNodes?: string;
   env?: Record<string, string>;
   args?: string[];
   /** A script to run instead of the CLI (a fixture under test/fixtures), through tsx. */
@@ -72,7 +77,11 @@ export function spawnWorker(options: WorkerChildOptions): WorkerChild {
     env: {
       PATH: process.env.PATH ?? '',
       DATABASE_URL: TEST_DATABASE_URL,
-      ...(options.backend === 'postgres' ? {} : { REDIS_URL: TEST_REDIS_URL }),
+      ...(options.backend === 'postgres'
+        ? {}
+        : options.clusterNodes
+          ? { REDIS_CLUSTER_NODES: options.clusterNodes }
+          : { REDIS_URL: TEST_REDIS_URL }),
       ONCEQ_DB_SCHEMA: options.schema,
       ONCEQ_PREFIX: options.prefix,
       ONCEQ_LOCK_DURATION: '2s',

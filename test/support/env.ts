@@ -28,6 +28,17 @@ export const TEST_BACKEND: BackendKind =
 /** The modes a suite that runs in both iterates over. */
 export const BACKENDS: readonly BackendKind[] = ['redis', 'postgres'];
 
+/**
+ * Where a suite's stacks run: one of the {@link BACKENDS}, or Redis mode on the run's shared
+ * Redis Cluster (test/support/shared-cluster.ts). Suites run on the cluster the cases that
+ * exercise what differs there (key layout, scripts, multi-key and SCAN-like operations), not
+ * all of them: `npm test` has a time budget.
+ */
+export type TestMode = BackendKind | 'redis-cluster';
+
+/** The modes of {@link BACKENDS}, then the cluster. */
+export const MODES: readonly TestMode[] = [...BACKENDS, 'redis-cluster'];
+
 /** A Redis backend over a test's connection and prefix. */
 export function redisBackend(redis: RedisClient, prefix: string): Backend {
   return createRedisBackend({ redis, prefix });
@@ -58,8 +69,8 @@ export function testRedis(): Redis {
   return createRedis({ url: TEST_REDIS_URL, connectionName: 'onceq-test' });
 }
 
-/** Deletes every key under a prefix (BullMQ's and onceq's). */
-export { deletePrefix } from '../../tools/support/redis.js';
+/** Deletes every key under a prefix (BullMQ's and onceq's); lists keys (every master's). */
+export { deletePrefix, scanKeys } from '../../tools/support/redis.js';
 
 /**
  * A schema of its own with onceq's tables and the ledger example's (most tests run the ledger

@@ -21,7 +21,7 @@ import {
 } from '../../src/redis/connection.js';
 import { parseClusterNodes } from '../../src/core/cluster-nodes.js';
 import type { RedisCluster } from '../../tools/support/redis-cluster.js';
-import { sharedClusterClient } from './shared-cluster.js';
+import { sharedCluster, sharedClusterClient } from './shared-cluster.js';
 import type { DeliveryOutcome } from '../../src/core/outcome.js';
 import type { Db } from '../../src/db/create-db.js';
 import type { Backend, BackendKind } from '../../src/queues/backend.js';
@@ -31,6 +31,7 @@ import {
   dropQueueSchema,
   TEST_BACKEND,
   testBackend,
+  type TestMode,
   testRedis,
   uniqueName,
 } from './env.js';
@@ -44,6 +45,11 @@ export interface TestStack {
    * test that looks there is a Redis-mode test).
    */
   redis: RedisClient;
+  /**
+   * On a cluster, its nodes as `REDIS_CLUSTER_NODES` lists them (for a child process on the
+   * stack's queues); `undefined` otherwise.
+   */
+  clusterNodes?: string;
   /** Where the stack's queues and tokens live: {@link TestStackOptions.backend}. */
   backend: Backend;
   registry: JobRegistry;
@@ -76,6 +82,11 @@ export interface TestStackOptions {
   backend?: BackendKind;
 }
 
+/** The options that put a stack in `mode`: a backend, or the shared cluster. */
+export function modeOptions(mode: TestMode): Pick<TestStackOptions, 'backend' | 'cluster'> {
+  return mode === 'redis-cluster' ? { cluster: true } : { backend: mode };
+}
+
 export async function createTestStack(
   label: string,
   options: TestStackOptions = {},
@@ -93,6 +104,9 @@ export async function createTestStack(
       ? createRedis({ url: options.redisUrl, connectionName: 'onceq-test' })
       : testRedis();
   if (redis.status === 'wait') await redis.connect();
+  const clusterNodes = options.cluster
+    ? (options.cluster === true ? await sharedCluster() : options.cluster).nodesSpec
+    : undefined;
   const kind = options.cluster ? 'redis' : (options.backend ?? TEST_BACKEND);
   const backend = testBackend(kind, redis, prefix);
   const registry = new JobRegistry([...ledgerJobs, ...(options.jobs ?? [])]);
@@ -113,6 +127,7 @@ export async function createTestStack(
     schema,
     db,
     redis,
+    clusterNodes,
     backend,
     registry,
     producer,

@@ -1,19 +1,27 @@
 /**
- * The two token stores as the contract suites in test/tokens/ see them: one backend per
- * implementation, each opened for one test in a namespace of its own (a Redis key prefix, a
- * PostgreSQL schema migrated from the real migrations) and removing it when closed. Besides the
+ * The token stores as the contract suites in test/tokens/ see them: one backend per
+ * implementation (the Redis store on one Redis and on a Redis Cluster, the PostgreSQL store),
+ * each opened for one test in a namespace of its own (a Redis key prefix, a PostgreSQL schema
+ * migrated from the real migrations) and removing it when closed. Besides the
  * stores, a backend offers the little a test needs from behind a store's back: losing a token's
  * state (as a Redis that lost the key) and listing the tokens it holds. Real services only.
  */
 import { sql } from 'kysely';
-import type { Redis } from 'ioredis';
+import { closeRedis, isCluster, type RedisClient } from '../../src/redis/connection.js';
 import { createDb, type Db } from '../../src/db/create-db.js';
 import { createPgTokenStore } from '../../src/db/token-store.js';
 import type { TokenStore } from '../../src/core/token-store.js';
-import { closeRedis } from '../../src/redis/connection.js';
 import { tokenKey } from '../../src/redis/keys.js';
 import { createTokenStore } from '../../src/redis/token-store.js';
-import { TEST_DATABASE_URL, createTestSchema, deletePrefix, testRedis, uniqueName } from './env.js';
+import { sharedClusterClient } from './shared-cluster.js';
+import {
+  TEST_DATABASE_URL,
+  createTestSchema,
+  deletePrefix,
+  scanKeys,
+  testRedis,
+  uniqueName,
+} from './env.js';
 
 /** What both stores take: their bounds (the Redis store's prefix is the backend's). */
 export interface StoreBounds {
@@ -23,7 +31,7 @@ export interface StoreBounds {
 
 /** One implementation of the token store, opened for one test. */
 export interface TokenBackend {
-  /** `redis` or `postgres`. */
+  /** `redis`, `redis-cluster` or `postgres`. */
   readonly name: BackendName;
   /** A store over this test's namespace (throws as the store's factory does on bad bounds). */
   store(bounds?: StoreBounds): TokenStore;
@@ -37,7 +45,7 @@ export interface TokenBackend {
   close(): Promise<void>;
 }
 
-export type BackendName = 'redis' | 'postgres';
+export type BackendName = 'redis' | 'redis-cluster' | 'postgres';
 
 /** Opens a backend for one test; `label` names its prefix or schema. */
 export interface TokenBackendFactory {
@@ -46,53 +54,62 @@ export interface TokenBackendFactory {
 }
 
 /** Closes a connection and waits for its socket to go: QUIT's reply comes before the close. */
-export async function closeFully(connection: Redis): Promise<void> {
+export async function closeFully(connection: RedisClient): Promise<void> {
   if (connection.status === 'end') return;
   const ended = new Promise<void>((resolve) => connection.once('end', () => resolve()));
   await closeRedis(connection);
   await ended;
 }
 
-const redisBackend: TokenBackendFactory = {
-  name: 'redis',
-  async open(label) {
-    const redis = testRedis();
-    const prefix = uniqueName(label);
-    const others: Redis[] = [];
-    const store = (connection: Redis, bounds: StoreBounds = {}) =>
-      createTokenStore(connection, { prefix, ...bounds });
-    return {
-      name: 'redis',
-      store: (bounds) => store(redis, bounds),
-      storesOnOwnConnections(n, bounds) {
-        return Array.from({ length: n }, () => {
-          const connection = testRedis();
-          others.push(connection);
-          return store(connection, bounds);
-        });
-      },
-      async lose(token) {
-        await redis.del(tokenKey(prefix, token));
-      },
-      async storedTokens() {
-        const found: string[] = [];
-        const start = tokenKey(prefix, '');
-        let cursor = '0';
-        do {
-          // SCAN, not KEYS: the Redis is shared.
-          const [next, keys] = await redis.scan(cursor, 'MATCH', `${start}*`, 'COUNT', 1000);
-          cursor = next;
-          found.push(...keys.map((k) => k.slice(start.length)));
-        } while (cursor !== '0');
-        return found.sort();
-      },
-      async close() {
-        await deletePrefix(redis, prefix);
-        await Promise.all([redis, ...others].map((c) => closeFully(c)));
-      },
-    };
-  },
-};
+/**
+ * The Redis store over a connection `connect()` opens: one Redis, or the run's shared cluster
+ * (where a SCAN sees one node's keys, so the stored tokens are looked for on every master).
+ */
+function redisStoreBackend(
+  name: BackendName,
+  connect: () => Promise<RedisClient>,
+): TokenBackendFactory {
+  return {
+    name,
+    async open(label) {
+      const redis = await connect();
+      const prefix = uniqueName(label);
+      const others: RedisClient[] = [];
+      const store = (connection: RedisClient, bounds: StoreBounds = {}) =>
+        createTokenStore(connection, { prefix, ...bounds });
+      return {
+        name,
+        store: (bounds) => store(redis, bounds),
+        storesOnOwnConnections(n, bounds) {
+          return Array.from({ length: n }, () => {
+            // A cluster connection of its own connects lazily, on its first command.
+            const connection = isCluster(redis) ? redis.duplicate() : testRedis();
+            others.push(connection);
+            return store(connection, bounds);
+          });
+        },
+        async lose(token) {
+          await redis.del(tokenKey(prefix, token));
+        },
+        async storedTokens() {
+          const start = tokenKey(prefix, '');
+          const keys = await scanKeys(redis, `${start}*`);
+          return keys.map((k) => k.slice(start.length)).sort();
+        },
+        async close() {
+          await deletePrefix(redis, prefix);
+          await Promise.all([redis, ...others].map((c) => closeFully(c)));
+        },
+      };
+    },
+  };
+}
+
+const redisBackend = redisStoreBackend('redis', async () => testRedis());
+/** The Redis store on the run's shared Redis Cluster: every script on a cluster's slots. */
+const redisClusterBackend = redisStoreBackend('redis-cluster', () =>
+  sharedClusterClient('onceq-test'),
+);
 
 const postgresBackend: TokenBackendFactory = {
   name: 'postgres',
@@ -125,5 +142,9 @@ const postgresBackend: TokenBackendFactory = {
   },
 };
 
-/** Both implementations: every contract case runs against each. */
-export const TOKEN_BACKENDS: readonly TokenBackendFactory[] = [redisBackend, postgresBackend];
+/** Every implementation, the Redis store on a cluster too: every contract case runs on each. */
+export const TOKEN_BACKENDS: readonly TokenBackendFactory[] = [
+  redisBackend,
+  redisClusterBackend,
+  postgresBackend,
+];

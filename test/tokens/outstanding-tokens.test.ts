@@ -1,6 +1,6 @@
 /**
- * The bound on a principal's outstanding tokens (issued, neither used nor expired), against both
- * token stores: `issue` refuses past it with `TokenLimitError` and writes nothing; accepting a
+ * The bound on a principal's outstanding tokens (issued, neither used nor expired), against every
+ * token store (Redis, Redis Cluster, PostgreSQL): `issue` refuses past it with `TokenLimitError` and writes nothing; accepting a
  * token and letting one expire both make room; the count stays exact under concurrent issues,
  * replays and other principals' accepts; the refusal says when room comes back. How the Redis
  * store keeps the count (a sorted set per principal) is test/redis/outstanding-tokens.test.ts.

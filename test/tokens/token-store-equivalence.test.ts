@@ -1,10 +1,10 @@
 /**
- * The two token stores agree step by step: a random sequence of operations over a few tokens,
- * principals, owners, message ids, fingerprints and results, applied to the Redis store and to
- * the PostgreSQL store alike, gets the same answer from both at every step (errors included),
- * with the times (which come from two clocks) replaced by 'T'. Ttls, leases and in-flight
- * windows are long, so that no step crosses a time boundary and the clock does not matter;
- * expiry has its examples in token-store.test.ts.
+ * The token stores agree step by step: a random sequence of operations over a few tokens,
+ * principals, owners, message ids, fingerprints and results, applied to the Redis store (on one
+ * Redis and on a Redis Cluster) and to the PostgreSQL store alike, gets the same answer from
+ * each at every step (errors included), with the times (which come from different clocks)
+ * replaced by 'T'. Ttls, leases and in-flight windows are long, so that no step crosses a time
+ * boundary and the clock does not matter; expiry has its examples in token-store.test.ts.
  *
  * `ONCEQ_TOKEN_PROPERTY_RUNS` sets the number of runs, `ONCEQ_PROPERTY_SEED` the seed (fast-check
  * prints both seed and path of a counterexample), `ONCEQ_PROPERTY_STATS=1` prints how often each
@@ -200,7 +200,7 @@ async function apply(side: Side, cmd: Command): Promise<unknown> {
   }
 }
 
-describe('token store contract: Redis and PostgreSQL agree step by step', function () {
+describe('token store contract: Redis, Redis Cluster and PostgreSQL agree step by step', function () {
   this.timeout(300_000);
   const sides: Side[] = [];
 
@@ -231,21 +231,30 @@ describe('token store contract: Redis and PostgreSQL agree step by step', functi
           pre ? [{ op: 'issue' as const, slot: i, principal: 'alice' }] : [],
         );
         for (const cmd of [...issues, ...commands]) {
-          const answers = [];
+          const answers: unknown[] = [];
           for (const side of sides) answers.push(await apply(side, cmd));
           history.push({ cmd, answer: answers[0] });
           const kind = `${cmd.op} → ${kindOf(answers[0])}`;
           stats.set(kind, (stats.get(kind) ?? 0) + 1);
-          expect(answers[1], `step ${history.length}: ${JSON.stringify(history)}`).to.deep.equal(
-            answers[0],
-          );
+          answers
+            .slice(1)
+            .forEach((other, i) =>
+              expect(
+                other,
+                `${sides[i + 1]!.harness.name}, step ${history.length}: ${JSON.stringify(history)}`,
+              ).to.deep.equal(answers[0]),
+            );
           steps++;
         }
         // And where they ended: every slot's state.
         for (let i = 0; i < SLOTS; i++) {
           const cmd = { op: 'inspect' as const, slot: i };
-          const [a, b] = [await apply(sides[0]!, cmd), await apply(sides[1]!, cmd)];
-          expect(b, `final state of slot ${i}`).to.deep.equal(a);
+          const [first, ...others] = await Promise.all(sides.map((side) => apply(side, cmd)));
+          others.forEach((other, j) =>
+            expect(other, `${sides[j + 1]!.harness.name}: final state of slot ${i}`).to.deep.equal(
+              first,
+            ),
+          );
         }
       }),
       { numRuns: RUNS, ...(SEED === undefined ? {} : { seed: SEED }) },

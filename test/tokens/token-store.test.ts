@@ -1,6 +1,7 @@
 /**
- * The token store's contract (src/core/token-store.ts), against both implementations: every
- * case runs on the Redis store and on the PostgreSQL store, each test in a namespace of its own
+ * The token store's contract (src/core/token-store.ts), against every implementation: every
+ * case runs on the Redis store (on one Redis, and on a Redis Cluster, where each script must keep
+ * to one slot) and on the PostgreSQL store, each test in a namespace of its own
  * (test/support/token-stores.ts). Every transition from every reachable state, then each
  * operation's finer points: TTLs, in-flight windows, rebinds, results, expiry, concurrency and
  * the guards. What only one store has (Redis key layout, listpack memory, PostgreSQL rows and

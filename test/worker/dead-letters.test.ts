@@ -3,12 +3,14 @@
  * or on PostgreSQL alone): messages too old for the dedupe window, replay after a fix, replay of
  * a message whose effect already committed, the job-status look-up, the reconciler finishing a
  * dead-letter move that BullMQ started on its own, and replay's batched removal of the visible
- * copies (the removal itself against BullMQ's own: test/queues/remove-jobs.test.ts).
+ * copies (the removal itself against BullMQ's own: test/queues/remove-jobs.test.ts). On a Redis
+ * Cluster too, the cases where Redis does something the cluster changes: a move from a queue to
+ * its dead-letter queue (another slot), replay's adds, the reconciler's removal and the batched
+ * removal script (in the dead-letter queue's slot); not those that only read PostgreSQL.
  */
 import { expect } from 'chai';
-import type { Redis } from 'ioredis';
-import { createTestStack, type TestStack } from '../support/stack.js';
-import { BACKENDS } from '../support/env.js';
+import { createTestStack, modeOptions, type TestStack } from '../support/stack.js';
+import { MODES, scanKeys, type TestMode } from '../support/env.js';
 import { waitFor } from '../support/ledger.js';
 import {
   createFixtureTables,
@@ -28,9 +30,8 @@ import { firstSnowflakeAt } from '../../src/core/snowflake.js';
 import { MAX_PRIORITY } from '../../src/core/limits.js';
 import { createDeadLetterLookup } from '../../src/producer/dead-letter-lookup.js';
 import { findJobStatus } from '../../src/producer/job-status.js';
-import type { BackendKind } from '../../src/queues/backend.js';
 
-for (const mode of BACKENDS) {
+for (const mode of MODES) {
   describe(`worker: dead letters (${mode})`, function () {
     this.timeout(60_000);
     deadLetterCases(mode);
@@ -38,14 +39,15 @@ for (const mode of BACKENDS) {
 }
 
 /** The cases, declared once per mode; `mode` is where the stacks keep queues and tokens. */
-function deadLetterCases(mode: BackendKind): void {
+function deadLetterCases(mode: TestMode): void {
+  const onCluster = mode === 'redis-cluster';
   let stack: TestStack;
   beforeEach(async () => {
     stack = await createTestStack('dead', {
       jobs: fixtureJobs,
       maxAttempts: 2,
       backoffMs: 10,
-      backend: mode,
+      ...modeOptions(mode),
     });
     await createFixtureTables(stack.db);
   });
@@ -132,33 +134,38 @@ function deadLetterCases(mode: BackendKind): void {
     expect((await effectCounts(stack.db)).get(sent.messageId)).to.equal(1);
   });
 
-  it('counts a dead letter whose effect already committed as already applied; the effect count stays one', async () => {
-    await stack.startWorker();
-    const sent = await stack.producer.enqueue('fixture.bump', { n: 1 });
-    await waitFor('applied', async () => (await effectCounts(stack.db)).get(sent.messageId) === 1);
-    // The window this covers: the last attempt committed, and the move to the dead-letter queue
-    // ran anyway (a lease lost at commit, a crash before BullMQ heard of the success).
-    await upsertDeadLetter(stack.db, {
-      messageId: sent.messageId,
-      queue: FIXTURE_QUEUE,
-      jobName: 'fixture.bump',
-      jobId: sent.jobId,
-      data: { n: 1 },
-      token: sent.token,
-      reason: 'exhausted',
-      error: 'lost lease',
-      stack: null,
-      attempts: 2,
-      options: {},
-      enqueuedAt: new Date(),
+  if (!onCluster) {
+    it('counts a dead letter whose effect already committed as already applied; the effect count stays one', async () => {
+      await stack.startWorker();
+      const sent = await stack.producer.enqueue('fixture.bump', { n: 1 });
+      await waitFor(
+        'applied',
+        async () => (await effectCounts(stack.db)).get(sent.messageId) === 1,
+      );
+      // The window this covers: the last attempt committed, and the move to the dead-letter queue
+      // ran anyway (a lease lost at commit, a crash before BullMQ heard of the success).
+      await upsertDeadLetter(stack.db, {
+        messageId: sent.messageId,
+        queue: FIXTURE_QUEUE,
+        jobName: 'fixture.bump',
+        jobId: sent.jobId,
+        data: { n: 1 },
+        token: sent.token,
+        reason: 'exhausted',
+        error: 'lost lease',
+        stack: null,
+        attempts: 2,
+        options: {},
+        enqueuedAt: new Date(),
+      });
+      const summary = await replay();
+      expect(summary).to.include({ total: 1, replayed: 0, alreadyApplied: 1, failed: 0 });
+      // Nothing was sent; even a stray delivery would be a duplicate.
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await effectCounts(stack.db)).get(sent.messageId)).to.equal(1);
+      expect((await findDeadLetter(stack.db, sent.messageId))!.replayed_at).to.be.instanceOf(Date);
     });
-    const summary = await replay();
-    expect(summary).to.include({ total: 1, replayed: 0, alreadyApplied: 1, failed: 0 });
-    // Nothing was sent; even a stray delivery would be a duplicate.
-    await new Promise((r) => setTimeout(r, 300));
-    expect((await effectCounts(stack.db)).get(sent.messageId)).to.equal(1);
-    expect((await findDeadLetter(stack.db, sent.messageId))!.replayed_at).to.be.instanceOf(Date);
-  });
+  }
 
   // Letters of messages BullMQ refuses (the reconciler and the outbox relay dead-letter them as
   // `invalid`, their priority kept as it was refused). Replayed in one addBulk with the others,
@@ -201,20 +208,25 @@ function deadLetterCases(mode: BackendKind): void {
     expect([...counts.keys()].sort()).to.deep.equal([ids[0]!, ids[2]!].sort());
   });
 
-  it('refuses unknown ids naming them, and touches nothing', async () => {
-    await setFailing(stack.db, true);
-    await stack.startWorker();
-    const sent = await stack.producer.enqueue('fixture.bump', { n: 2 });
-    await waitFor('letter', () => findDeadLetter(stack.db, sent.messageId));
-    let error: Error | undefined;
-    try {
-      await replay([sent.messageId, '42', 'nope']);
-    } catch (err) {
-      error = err as Error;
-    }
-    expect(error?.message).to.contain('42').and.contain('nope').and.contain('nothing was replayed');
-    expect((await findDeadLetter(stack.db, sent.messageId))!.replayed_at).to.equal(null);
-  });
+  if (!onCluster) {
+    it('refuses unknown ids naming them, and touches nothing', async () => {
+      await setFailing(stack.db, true);
+      await stack.startWorker();
+      const sent = await stack.producer.enqueue('fixture.bump', { n: 2 });
+      await waitFor('letter', () => findDeadLetter(stack.db, sent.messageId));
+      let error: Error | undefined;
+      try {
+        await replay([sent.messageId, '42', 'nope']);
+      } catch (err) {
+        error = err as Error;
+      }
+      expect(error?.message)
+        .to.contain('42')
+        .and.contain('nope')
+        .and.contain('nothing was replayed');
+      expect((await findDeadLetter(stack.db, sent.messageId))!.replayed_at).to.equal(null);
+    });
+  }
 
   it('the reconciler finishes the move of a job BullMQ failed on its own (stalled too often)', async () => {
     const sent = await stack.producer.enqueue('fixture.bump', { n: 3 });
@@ -286,8 +298,8 @@ function deadLetterCases(mode: BackendKind): void {
     expect((await dlq.getJobLogs(logged)).count).to.equal(1);
     expect(await dlq.getJobCountByTypes('wait')).to.equal(count);
     // Redis: every key of every copy (hash and `:logs`), and a `removed` event each.
-    const jobKeys = () => keysMatching(stack.redis as Redis, `${stack.prefix}:fixture.dlq:m-*`);
-    if (mode === 'redis') expect(await jobKeys()).to.have.length(count + 1);
+    const jobKeys = () => scanKeys(stack.redis, `${dlq.toKey('m-')}*`);
+    if (mode !== 'postgres') expect(await jobKeys()).to.have.length(count + 1);
 
     const summary = await replay();
     expect(summary).to.include({ total: count, replayed: count, failed: 0, skipped: 0 });
@@ -296,9 +308,9 @@ function deadLetterCases(mode: BackendKind): void {
     );
     expect(await dlq.getJob(logged)).to.equal(undefined);
     expect((await dlq.getJobLogs(logged)).count).to.equal(0);
-    if (mode === 'redis') {
+    if (mode !== 'postgres') {
       expect(await jobKeys()).to.deep.equal([]);
-      const events = await stack.redis.xrange(`${stack.prefix}:fixture.dlq:events`, '-', '+');
+      const events = await stack.redis.xrange(dlq.toKey('events'), '-', '+');
       const removed = events.filter(([, fields]) => fields[1] === 'removed');
       expect(removed).to.have.length(count);
     }
@@ -311,15 +323,4 @@ function deadLetterCases(mode: BackendKind): void {
       expect(job.attemptsMade).to.equal(0);
     }
   });
-}
-
-async function keysMatching(redis: Redis, pattern: string): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...found);
-  } while (cursor !== '0');
-  return keys.sort();
 }

@@ -8,6 +8,12 @@
  * what a FLUSHALL would do to this deployment. PostgreSQL-only mode loses no data on its own; its
  * jobs go when someone removes them (`drain`, `clean`, `remove`: an operator, a dashboard), which
  * is what its cases do, active jobs included.
+ *
+ * Redis Cluster: the loss is partial, as when one master restarts without persistence: every key
+ * of the deployment on the master that owns the ledger queue's slot goes (the whole queue, and
+ * the tokens that hash to that master), the other masters keep theirs (the rest of the tokens).
+ * Keys are deleted on that node by pattern, not by FLUSHALL: the cluster is shared by the run.
+ * The cluster runs every case that touches the queues but the unreachable one.
  */
 import { expect } from 'chai';
 import type { Job, Queue } from 'bullmq';
@@ -18,16 +24,17 @@ import { LEDGER_QUEUE } from '../../src/jobs/examples/ledger/index.js';
 import { createReconciler, type ReconcileReport } from '../../src/worker/reconciler.js';
 import { createMetrics } from '../../src/metrics/metrics.js';
 import { createDeadLetterWriter } from '../../src/worker/dead-letters.js';
-import { createTestStack, type TestStack } from '../support/stack.js';
+import { createTestStack, modeOptions, type TestStack } from '../support/stack.js';
 import { assertLedgerInvariants, inboxCount, waitFor } from '../support/ledger.js';
-import { BACKENDS, deletePrefix } from '../support/env.js';
+import { MODES, deletePrefix, scanKeys, type TestMode } from '../support/env.js';
+import { deletePrefixOnMasterOf } from '../../tools/support/redis.js';
+import { isCluster } from '../../src/redis/connection.js';
 import { unreachableBackend } from '../support/unreachable-backend.js';
 import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
 import { MAX_PRIORITY } from '../../src/core/limits.js';
 import { generateToken } from '../../src/core/token.js';
-import type { BackendKind } from '../../src/queues/backend.js';
 
-for (const mode of BACKENDS) {
+for (const mode of MODES) {
   describe(`worker: reconciler (${mode})`, function () {
     this.timeout(90_000);
     reconcilerCases(mode);
@@ -35,10 +42,10 @@ for (const mode of BACKENDS) {
 }
 
 /** The cases, declared once per mode; `mode` is where the stacks keep queues and tokens. */
-function reconcilerCases(mode: BackendKind): void {
+function reconcilerCases(mode: TestMode): void {
   let stack: TestStack;
   before(async () => {
-    stack = await createTestStack('reconcile', { backoffMs: 20, backend: mode });
+    stack = await createTestStack('reconcile', { backoffMs: 20, ...modeOptions(mode) });
   });
   after(async () => stack.close());
 
@@ -49,21 +56,39 @@ function reconcilerCases(mode: BackendKind): void {
           what: 'Redis loses every key mid-run',
           lose: () => deletePrefix(stack.redis, stack.prefix),
         }
-      : {
-          what: 'every job is removed mid-run, active ones included',
-          async lose() {
-            const queue = stack.backend.newQueue(LEDGER_QUEUE);
-            try {
-              await queue.drain(true);
-              // `clean` of active jobs takes them whatever their lock (what `remove` refuses).
-              await queue.clean(0, 0, 'active');
-              await queue.clean(0, 0, 'completed');
-              await queue.clean(0, 0, 'failed');
-            } finally {
-              await queue.close();
-            }
-          },
-        };
+      : mode === 'redis-cluster'
+        ? {
+            what: "the master of the queue's slot loses every key mid-run, the others keep theirs",
+            async lose() {
+              const { redis } = stack;
+              if (!isCluster(redis)) throw new Error('a cluster stack without a cluster');
+              const queue = stack.producer.queue(LEDGER_QUEUE);
+              const deleted = await deletePrefixOnMasterOf(
+                redis,
+                stack.prefix,
+                queue.toKey('wait'),
+              );
+              expect(deleted, 'keys deleted on that master').to.be.above(0);
+              // Partial: tokens of the deployment are still on the other masters.
+              const left = await scanKeys(redis, `${stack.prefix}:~token:*`);
+              expect(left, 'tokens kept on the other masters').to.have.length.above(0);
+            },
+          }
+        : {
+            what: 'every job is removed mid-run, active ones included',
+            async lose() {
+              const queue = stack.backend.newQueue(LEDGER_QUEUE);
+              try {
+                await queue.drain(true);
+                // `clean` of active jobs takes them whatever their lock (what `remove` refuses).
+                await queue.clean(0, 0, 'active');
+                await queue.clean(0, 0, 'completed');
+                await queue.clean(0, 0, 'failed');
+              } finally {
+                await queue.close();
+              }
+            },
+          };
 
   it(`loses no message and applies none twice when ${loseEveryJob.what}`, async () => {
     const options = { concurrency: 3, reconciler: { intervalMs: 300, graceMs: 1_000 } };
@@ -77,8 +102,9 @@ function reconcilerCases(mode: BackendKind): void {
     }
     await waitFor('accounts open', async () => (await inboxCount(stack.db)) === 4);
     await opener.close();
-    // Queued while no worker runs, so that the flush surely lands with most of them waiting.
-    const transfers = 1_500;
+    // Queued while no worker runs, so that the flush surely lands with most of them waiting
+    // (fewer on the cluster, whose run adds to the whole suite's time).
+    const transfers = mode === 'redis-cluster' ? 400 : 1_500;
     for (let i = 0; i < transfers; i += 50) {
       await Promise.all(
         Array.from({ length: 50 }, (_, k) =>
@@ -135,7 +161,7 @@ function reconcilerCases(mode: BackendKind): void {
       metrics: ReturnType<typeof createMetrics>;
     }) => Promise<void>,
   ): Promise<void> {
-    const own = await createTestStack(label, { backoffMs: 20, backend: mode });
+    const own = await createTestStack(label, { backoffMs: 20, ...modeOptions(mode) });
     const queue = own.backend.newQueue(LEDGER_QUEUE);
     const deadLetters = createDeadLetterWriter({ db: own.db, backend: own.backend });
     const metrics = createMetrics({ defaultMetrics: false });
@@ -198,7 +224,7 @@ function reconcilerCases(mode: BackendKind): void {
   // BullMQ's moveToActive writes `processedOn` and `ats` into a new hash, and the pipeline fails
   // that husk (no envelope in it). The reconciler must not take the husk for the message's job.
   // Redis only: a job of BullMQ's PostgreSQL backend is one row, there is no half of it to lose.
-  if (mode === 'redis') {
+  if (mode !== 'postgres') {
     it('re-enqueues a message whose job is a husk BullMQ recreated after a partial loss', async () => {
       await withReconciler(
         'reconcile_husk',
@@ -239,7 +265,10 @@ function reconcilerCases(mode: BackendKind): void {
   // that, or written by another path, may be there). Without isolation, the one addBulk of the
   // pass threw on it at every pass, and no message after it was ever re-enqueued.
   it('dead-letters messages BullMQ refuses as invalid, and re-enqueues the good ones around them', async () => {
-    const poisoned = await createTestStack('reconcile_poison', { backoffMs: 20, backend: mode });
+    const poisoned = await createTestStack('reconcile_poison', {
+      backoffMs: 20,
+      ...modeOptions(mode),
+    });
     const deadLetters = createDeadLetterWriter({
       db: poisoned.db,
       backend: poisoned.backend,
@@ -311,46 +340,52 @@ function reconcilerCases(mode: BackendKind): void {
     }
   });
 
-  // The queues being away is not the message's fault: the pass fails, nothing is dead-lettered,
-  // and the next pass with the queues back re-enqueues every message.
-  it(`dead-letters nothing while ${mode === 'redis' ? 'Redis' : "the queues' PostgreSQL"} is unreachable, and re-enqueues once it is back`, async () => {
-    const away = await createTestStack('reconcile_away', { backoffMs: 20, backend: mode });
-    const unreachable = unreachableBackend(mode, away.prefix);
-    const writers = [unreachable.backend, away.backend].map((backend) =>
-      createDeadLetterWriter({ db: away.db, backend }),
-    );
-    const [down, up] = [unreachable.backend, away.backend].map((backend, i) =>
-      createReconciler({
-        db: away.db,
-        backend,
-        deadLetters: writers[i]!,
-        graceMs: 0,
-      }),
-    );
-    try {
-      const ids = Array.from({ length: 3 }, () => away.ids.nextId());
-      for (const [i, id] of ids.entries()) {
-        await recordDirectly(away, id, { owner: `o${i}`, openingBalance: 1 }, {});
-      }
-      await new Promise((resolve) => setTimeout(resolve, 5));
-      const failed = await down!.runOnce().then(
-        () => undefined,
-        (err: unknown) => err,
+  // Not on the cluster: nothing there that one unreachable Redis does not already show.
+  if (mode !== 'redis-cluster') {
+    // The queues being away is not the message's fault: the pass fails, nothing is dead-lettered,
+    // and the next pass with the queues back re-enqueues every message.
+    it(`dead-letters nothing while ${mode === 'redis' ? 'Redis' : "the queues' PostgreSQL"} is unreachable, and re-enqueues once it is back`, async () => {
+      const away = await createTestStack('reconcile_away', {
+        backoffMs: 20,
+        backend: mode,
+      });
+      const unreachable = unreachableBackend(mode, away.prefix);
+      const writers = [unreachable.backend, away.backend].map((backend) =>
+        createDeadLetterWriter({ db: away.db, backend }),
       );
-      expect(failed, 'the pass fails while the queues are away').to.be.instanceOf(Error);
-      expect(await countDeadLetters(away.db)).to.equal(0);
+      const [down, up] = [unreachable.backend, away.backend].map((backend, i) =>
+        createReconciler({
+          db: away.db,
+          backend,
+          deadLetters: writers[i]!,
+          graceMs: 0,
+        }),
+      );
+      try {
+        const ids = Array.from({ length: 3 }, () => away.ids.nextId());
+        for (const [i, id] of ids.entries()) {
+          await recordDirectly(away, id, { owner: `o${i}`, openingBalance: 1 }, {});
+        }
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        const failed = await down!.runOnce().then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+        expect(failed, 'the pass fails while the queues are away').to.be.instanceOf(Error);
+        expect(await countDeadLetters(away.db)).to.equal(0);
 
-      expect(await up!.runOnce()).to.include({ unsettled: 3, reenqueued: 3, deadLettered: 0 });
-      await away.startWorker({ concurrency: 2, reconciler: false });
-      await waitFor('all three applied', async () => (await inboxCount(away.db)) === 3);
-      expect(await countDeadLetters(away.db)).to.equal(0);
-    } finally {
-      await Promise.all([down!.close(), up!.close()]);
-      await Promise.all(writers.map((w) => w.close()));
-      await unreachable.close();
-      await away.close();
-    }
-  });
+        expect(await up!.runOnce()).to.include({ unsettled: 3, reenqueued: 3, deadLettered: 0 });
+        await away.startWorker({ concurrency: 2, reconciler: false });
+        await waitFor('all three applied', async () => (await inboxCount(away.db)) === 3);
+        expect(await countDeadLetters(away.db)).to.equal(0);
+      } finally {
+        await Promise.all([down!.close(), up!.close()]);
+        await Promise.all(writers.map((w) => w.close()));
+        await unreachable.close();
+        await away.close();
+      }
+    });
+  }
 }
 
 /** Records an accepted message straight into PostgreSQL, as the API would, without its job. */
