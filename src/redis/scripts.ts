@@ -63,5 +63,22 @@ export async function runScript(
     redis as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>
   )[script.command];
   if (!command) throw new Error(`script ${name} is not defined on this connection`);
-  return command.call(redis, ...keys, ...args);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await command.call(redis, ...keys, ...args);
+    } catch (err) {
+      // NOSCRIPT means the script did not run, so another call is safe. ioredis resends the
+      // script once on NOSCRIPT, but the resend can meet it again: a cache flushed again, or,
+      // on a cluster, a node restarted empty whose first EVAL was refused before it ran
+      // (CLUSTERDOWN, TRYAGAIN) while ioredis already counted the script as loaded there.
+      if (attempt >= NOSCRIPT_ATTEMPTS || !isNoScript(err)) throw err;
+    }
+  }
+}
+
+/** Calls of a script before a NOSCRIPT is let through (each meets a fresh EVAL path). */
+const NOSCRIPT_ATTEMPTS = 5;
+
+function isNoScript(err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith('NOSCRIPT');
 }
