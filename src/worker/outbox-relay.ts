@@ -28,6 +28,7 @@ import {
 
 import { DEFAULT_OUTBOX_INTERVAL_MS } from '../core/defaults.js';
 import type { Backend } from '../queues/backend.js';
+import { messageTraceOf } from '../core/message.js';
 /** Rows per relay transaction. */
 export const DEFAULT_OUTBOX_BATCH = 500;
 
@@ -111,11 +112,14 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   }
 
   function followUpJobOf(row: PendingFollowUp): MessageJob {
-    return jobOf(row, {
+    const job = jobOf(row, {
       maxAttempts: options.maxAttempts,
       backoffMs: options.backoffMs,
       ...storedJobOptions(row.options),
     });
+    // The context of the handler's `ctx.enqueue`: the follow-up's delivery links to it.
+    const trace = messageTraceOf((row.options as { trace?: unknown } | null)?.trace);
+    return trace ? { ...job, data: { ...job.data, trace } } : job;
   }
 
   async function runOnce(): Promise<number> {

@@ -1,0 +1,32 @@
+/**
+ * Trace ids on log lines: a pino `mixin` that adds the active span's `trace_id`, `span_id` and
+ * `trace_flags` (the field names of OpenTelemetry's log data model and of its pino
+ * instrumentation), so a log line leads to its trace and back.
+ */
+import { isSpanContextValid, trace } from '@opentelemetry/api';
+
+/** The fields {@link traceLogFields} adds. */
+export interface TraceLogFields {
+  trace_id?: string;
+  span_id?: string;
+  trace_flags?: string;
+}
+
+const NONE: TraceLogFields = Object.freeze({});
+
+/**
+ * The active span's ids, or no fields when no span is active or its context is invalid (no SDK:
+ * a no-op span's ids are all zeros). Pass it as pino's `mixin`:
+ * `pino({ mixin: traceLogFields })`; onceq's CLI logger does.
+ */
+export function traceLogFields(): TraceLogFields {
+  const span = trace.getActiveSpan();
+  if (!span) return NONE;
+  const ctx = span.spanContext();
+  if (!isSpanContextValid(ctx)) return NONE;
+  return {
+    trace_id: ctx.traceId,
+    span_id: ctx.spanId,
+    trace_flags: ctx.traceFlags.toString(16).padStart(2, '0'),
+  };
+}
