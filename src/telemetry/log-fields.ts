@@ -12,18 +12,17 @@ export interface TraceLogFields {
   trace_flags?: string;
 }
 
-const NONE: TraceLogFields = Object.freeze({});
-
 /**
  * The active span's ids, or no fields when no span is active or its context is invalid (no SDK:
  * a no-op span's ids are all zeros). Pass it as pino's `mixin`:
- * `pino({ mixin: traceLogFields })`; onceq's CLI logger does.
+ * `pino({ mixin: traceLogFields })`; onceq's CLI logger does. A new object every call: pino merges
+ * the line's own fields into what the mixin returns.
  */
 export function traceLogFields(): TraceLogFields {
   const span = trace.getActiveSpan();
-  if (!span) return NONE;
+  if (!span) return {};
   const ctx = span.spanContext();
-  if (!isSpanContextValid(ctx)) return NONE;
+  if (!isSpanContextValid(ctx)) return {};
   return {
     trace_id: ctx.traceId,
     span_id: ctx.spanId,
