@@ -1,11 +1,6 @@
 /** The message envelope check and the job-id mapping. */
 import { expect } from 'chai';
-import {
-  envelopeProblem,
-  jobIdFor,
-  messageIdOf,
-  messageTraceOf,
-} from '../../src/core/message.js';
+import { envelopeProblem, jobIdFor, messageIdOf, messageTraceOf } from '../../src/core/message.js';
 import { generateToken } from '../../src/core/token.js';
 
 describe('message envelope', () => {
@@ -80,7 +75,8 @@ describe('message envelope: trace context', () => {
       { context: { baggage: 'x'.repeat(8193) } },
       { context: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`k${i}`, 'v'])) },
     ];
-    for (const value of bad) expect(messageTraceOf(value), JSON.stringify(value)).to.equal(undefined);
+    for (const value of bad)
+      expect(messageTraceOf(value), JSON.stringify(value)).to.equal(undefined);
     // At the bounds: accepted.
     expect(messageTraceOf({ context: { baggage: 'x'.repeat(8192) } })).to.not.equal(undefined);
   });
