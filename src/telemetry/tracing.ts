@@ -6,6 +6,7 @@
  *
  *   send <queue>      PRODUCER  the producer's enqueue (child of the API request's SERVER span)
  *   create <queue>    PRODUCER  a follow-up written to the outbox by `ctx.enqueue`
+ *   send              PRODUCER  the outbox relay's batch, linked to each follow-up's `create`
  *   process <queue>   CONSUMER  one delivery; children `claim`, `transaction` (`handler <job>`,
  *                               `commit`)
  *   group commit      INTERNAL  a transaction shared by several deliveries, linked both ways to
@@ -280,4 +281,30 @@ export function recordSpan(name: string, parent: Context, startTime: number, err
   const span = tracer().startSpan(name, { kind: SpanKind.INTERNAL, startTime }, parent);
   if (err !== undefined) recordError(span, err);
   span.end();
+}
+
+/**
+ * Runs `fn`, the send of a batch of messages created earlier (the outbox relay), in a
+ * `send` PRODUCER span of its own, linked to each message's creation context (the conventions'
+ * batch send). Nothing is traced for an empty batch.
+ */
+export function inBatchSendSpan<T>(traces: readonly unknown[], fn: () => Promise<T>): Promise<T> {
+  if (traces.length === 0) return fn();
+  const links: Link[] = [];
+  for (const value of traces) {
+    const carried = messageTraceOf(value);
+    if (!carried) continue;
+    const created = trace.getSpanContext(propagation.extract(ROOT_CONTEXT, carried.context));
+    if (created && isSpanContextValid(created)) links.push({ context: created });
+  }
+  return inSpan(
+    'send',
+    {
+      kind: SpanKind.PRODUCER,
+      parent: ROOT_CONTEXT,
+      links,
+      attributes: messagingAttributes('send', undefined, { [ATTR.batchCount]: traces.length }),
+    },
+    fn,
+  );
 }

@@ -264,6 +264,14 @@ describe('telemetry: traces with the OpenTelemetry SDK', function () {
         [traceOf(create), id(create)],
       ]);
       expect(followUp.attributes['onceq.outcome']).to.equal('applied');
+      // The relay's batch send: a trace of its own too, linked to the creation contexts it sent.
+      const relayed = spans.filter(
+        (s) => s.name === 'send' && s.links.some((l) => l.context.spanId === id(create)),
+      );
+      expect(relayed).to.have.length(1);
+      expect(relayed[0]!.kind).to.equal(SpanKind.PRODUCER);
+      expect(parentOf(relayed[0]!)).to.equal(undefined);
+      expect(relayed[0]!.attributes['messaging.batch.message_count']).to.be.at.least(1);
     });
 
     it('a malformed trace context never fails a message: its delivery starts a new trace', async () => {
