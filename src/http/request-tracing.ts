@@ -17,7 +17,7 @@ import {
   trace,
   type Span,
 } from '@opentelemetry/api';
-import { ATTR, recordError, tracer } from '../telemetry/tracing.js';
+import { ATTR, recordError, tracer, tracingEnabled } from '../telemetry/tracing.js';
 import { REPLAYED_HEADER } from './routes/jobs.js';
 
 const spans = new WeakMap<FastifyRequest, Span>();
@@ -25,6 +25,7 @@ const spans = new WeakMap<FastifyRequest, Span>();
 /** Traces every request of `app`; call it before any other hook is added. */
 export function traceRequests(app: FastifyInstance): void {
   app.addHook('onRequest', (request, _reply, done) => {
+    if (!tracingEnabled()) return done();
     const parent = propagation.extract(context.active(), request.headers);
     const route = request.routeOptions.url;
     const span = tracer().startSpan(

@@ -186,7 +186,7 @@ export function createProducer(options: ProducerOptions): Producer {
       messagingSpanName('send', queue),
       {
         kind: SpanKind.PRODUCER,
-        attributes: messagingAttributes('send', queue, { [ATTR.jobName]: name }),
+        attributes: () => messagingAttributes('send', queue, { [ATTR.jobName]: name }),
       },
       async (span) => {
         const result = await enqueueMessage(name, data, opts);

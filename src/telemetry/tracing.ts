@@ -19,7 +19,9 @@
  */
 import {
   context,
+  INVALID_SPAN_CONTEXT,
   isSpanContextValid,
+  ProxyTracerProvider,
   propagation,
   ROOT_CONTEXT,
   SpanKind,
@@ -71,6 +73,22 @@ export const ATTR = {
 
 let cached: { provider: TracerProvider; tracer: Tracer } | undefined;
 
+/** What the API's provider delegates to while no SDK is registered. */
+const NO_SDK = new ProxyTracerProvider().getDelegate();
+/** The span every helper hands out while no SDK is registered: one, shared, recording nothing. */
+const NO_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
+/**
+ * Whether an SDK is registered. Without one every span is a no-op anyway; the helpers then skip
+ * even the no-op spans, their attributes and their contexts, so a delivery pays a few identity
+ * checks for tracing, not a few microseconds. A provider of another copy of the API counts as an
+ * SDK (its class is not this copy's): such a process is traced, never silently dropped.
+ */
+export function tracingEnabled(): boolean {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider && provider.getDelegate() === NO_SDK);
+}
+
 /**
  * onceq's tracer, from the global provider as it is now: an application (or a test) may register
  * or replace its SDK at any time, and a tracer taken before would keep the old one.
@@ -86,6 +104,7 @@ export function tracer(): Tracer {
  * nothing (no SDK, or no valid span: an invalid context is never injected).
  */
 export function activeMessageTrace(options: { link?: boolean } = {}): MessageTrace | undefined {
+  if (!tracingEnabled()) return undefined;
   const carrier: Record<string, string> = {};
   propagation.inject(context.active(), carrier);
   if (Object.keys(carrier).length === 0) return undefined;
@@ -126,17 +145,32 @@ function errorType(err: Error): string {
 
 /**
  * Runs `fn` in a new span, child of `parent` (the active context by default), with the span
- * active; records a throw (unless `isFailure` says it is no failure) and ends the span.
+ * active; records a throw and ends the span.
  */
-export async function inSpan<T>(
+export function inSpan<T>(
   name: string,
-  options: {
-    kind?: SpanKind;
-    attributes?: Attributes;
-    links?: Link[];
-    parent?: Context;
-    isFailure?: (err: unknown) => boolean;
-  },
+  options: SpanHelperOptions,
+  fn: (span: Span) => Promise<T>,
+): Promise<T> {
+  // Without an SDK: `fn` alone, not even a promise of ours around it.
+  if (!tracingEnabled()) return fn(NO_SPAN);
+  return inRecordedSpan(name, options, fn);
+}
+
+/** Options of {@link inSpan}. */
+export interface SpanHelperOptions {
+  /** @defaultValue INTERNAL */
+  kind?: SpanKind;
+  /** The span's attributes, or a function of them: only called when an SDK records. */
+  attributes?: Attributes | (() => Attributes);
+  links?: Link[];
+  /** @defaultValue the active context */
+  parent?: Context;
+}
+
+async function inRecordedSpan<T>(
+  name: string,
+  options: SpanHelperOptions,
   fn: (span: Span) => Promise<T>,
 ): Promise<T> {
   const parent = options.parent ?? context.active();
@@ -144,7 +178,8 @@ export async function inSpan<T>(
     name,
     {
       kind: options.kind ?? SpanKind.INTERNAL,
-      attributes: options.attributes,
+      attributes:
+        typeof options.attributes === 'function' ? options.attributes() : options.attributes,
       links: options.links,
     },
     parent,
@@ -152,7 +187,7 @@ export async function inSpan<T>(
   try {
     return await context.with(trace.setSpan(parent, span), () => fn(span));
   } catch (err) {
-    if (options.isFailure?.(err) ?? true) recordError(span, err);
+    recordError(span, err);
     throw err;
   } finally {
     span.end();
@@ -190,6 +225,8 @@ export interface DeliverySpan {
   end(err?: unknown): void;
 }
 
+const ignore = (): void => undefined;
+
 /** Outcomes that are the message's failure (ERROR status): the others are settled or put back. */
 const FAILED_OUTCOMES = new Set<DeliveryOutcome>(['retried', 'invalid', 'dead']);
 
@@ -205,6 +242,9 @@ export function startDeliverySpan(delivery: {
   attempt: number;
   envelope: unknown;
 }): DeliverySpan {
+  if (!tracingEnabled()) {
+    return { span: NO_SPAN, context: context.active(), outcome: ignore, end: ignore };
+  }
   const envelope = (typeof delivery.envelope === 'object' ? delivery.envelope : null) as Record<
     string,
     unknown
@@ -278,6 +318,7 @@ export function startGroupSpan(members: readonly (Span | undefined)[]): Span | u
  * (the commit, which the transaction runs).
  */
 export function recordSpan(name: string, parent: Context, startTime: number, err?: unknown): void {
+  if (!tracingEnabled()) return;
   const span = tracer().startSpan(name, { kind: SpanKind.INTERNAL, startTime }, parent);
   if (err !== undefined) recordError(span, err);
   span.end();
@@ -289,7 +330,7 @@ export function recordSpan(name: string, parent: Context, startTime: number, err
  * batch send). Nothing is traced for an empty batch.
  */
 export function inBatchSendSpan<T>(traces: readonly unknown[], fn: () => Promise<T>): Promise<T> {
-  if (traces.length === 0) return fn();
+  if (traces.length === 0 || !tracingEnabled()) return fn();
   const links: Link[] = [];
   for (const value of traces) {
     const carried = messageTraceOf(value);
@@ -303,7 +344,8 @@ export function inBatchSendSpan<T>(traces: readonly unknown[], fn: () => Promise
       kind: SpanKind.PRODUCER,
       parent: ROOT_CONTEXT,
       links,
-      attributes: messagingAttributes('send', undefined, { [ATTR.batchCount]: traces.length }),
+      attributes: () =>
+        messagingAttributes('send', undefined, { [ATTR.batchCount]: traces.length }),
     },
     fn,
   );

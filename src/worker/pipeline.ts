@@ -446,7 +446,8 @@ export function createPipeline(options: PipelineOptions) {
                   messagingSpanName('create', queue),
                   {
                     kind: SpanKind.PRODUCER,
-                    attributes: messagingAttributes('create', queue, { [ATTR.jobName]: name }),
+                    attributes: () =>
+                      messagingAttributes('create', queue, { [ATTR.jobName]: name }),
                   },
                   async (span) => {
                     const minted = await enqueueFollowUp(trx, messageId, name, data, opts);
