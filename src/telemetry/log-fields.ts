@@ -7,8 +7,11 @@ import { isSpanContextValid, trace } from '@opentelemetry/api';
 
 /** The fields {@link traceLogFields} adds. */
 export interface TraceLogFields {
+  /** The trace's id, 32 hex digits. */
   trace_id?: string;
+  /** The active span's id, 16 hex digits. */
   span_id?: string;
+  /** The W3C trace flags as two hex digits: `01` when the trace is sampled. */
   trace_flags?: string;
 }
 
