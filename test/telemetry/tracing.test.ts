@@ -15,7 +15,7 @@ import { createTestStack, type TestStack } from '../support/stack.js';
 import { createTestSchema, type TestSchema } from '../support/env.js';
 import { waitFor } from '../support/ledger.js';
 import { childNamed, installTracing, parentOf, type TestTracing } from '../support/tracing.js';
-import { createFixtureTables, fixtureJobs, FIXTURE_QUEUE } from '../fixtures/jobs.js';
+import { createFixtureTables, fixtureJobs, FIXTURE_QUEUE, setFailing } from '../fixtures/jobs.js';
 import { createLogger } from '../../src/logger.js';
 import { createJobObserver } from '../../src/metrics/job-observer.js';
 import { createCommitGroups } from '../../src/worker/commit-groups.js';
@@ -272,6 +272,35 @@ describe('telemetry: traces with the OpenTelemetry SDK', function () {
       expect(relayed[0]!.kind).to.equal(SpanKind.PRODUCER);
       expect(parentOf(relayed[0]!)).to.equal(undefined);
       expect(relayed[0]!.attributes['messaging.batch.message_count']).to.be.at.least(1);
+    });
+
+    it('a failed attempt is an ERROR span with its exception; the next attempt says so', async () => {
+      await setFailing(stack.db, true);
+      const sent = await stack.producer.enqueue('fixture.bump', { n: 40 });
+      const ofMessage = (s: ReadableSpan) =>
+        s.name === 'process fixture' && s.attributes['messaging.message.id'] === sent.messageId;
+      const failed = await waitFor('the failed attempt', async () =>
+        tracing.spans().find((s) => ofMessage(s) && s.attributes['onceq.outcome'] === 'retried'),
+      );
+      await setFailing(stack.db, false);
+      const applied = await waitFor('the applied attempt', async () =>
+        tracing.spans().find((s) => ofMessage(s) && s.attributes['onceq.outcome'] === 'applied'),
+      );
+      expect(failed.attributes['onceq.attempt']).to.equal(1);
+      expect(failed.status.code).to.equal(SpanStatusCode.ERROR);
+      expect(failed.status.message).to.contain('the switch is on');
+      const exception = failed.events.find((e) => e.name === 'exception');
+      expect(exception?.attributes?.['exception.message']).to.contain('bump 40 refused');
+      // The handler's own span failed too, and the transaction around it.
+      const transaction = childNamed(tracing.spans(), failed, 'transaction');
+      expect(transaction.status.code).to.equal(SpanStatusCode.ERROR);
+      expect(childNamed(tracing.spans(), transaction, 'handler fixture.bump').status.code).to.equal(
+        SpanStatusCode.ERROR,
+      );
+      expect(applied.attributes['onceq.attempt']).to.be.greaterThan(1);
+      expect(applied.status.code).to.not.equal(SpanStatusCode.ERROR);
+      // Both attempts continue the same send span.
+      expect(parentOf(applied)).to.equal(parentOf(failed));
     });
 
     it('a malformed trace context never fails a message: its delivery starts a new trace', async () => {
