@@ -61,6 +61,8 @@ export const ATTR = {
   attempt: 'onceq.attempt',
   /** What the delivery ended with: `applied`, `duplicate`, `busy`, `retried`, `invalid`, `dead`. */
   outcome: 'onceq.outcome',
+  /** Why a dead-lettered delivery was: `exhausted`, `invalid`, `expired`. */
+  deadLetterReason: 'onceq.dead_letter.reason',
   /** The claim's answer: `claimed`, `done` (already applied), `busy` (another live owner). */
   claim: 'onceq.claim',
   /** The run of the message's transaction, from 1 (re-runs after a version conflict). */

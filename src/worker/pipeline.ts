@@ -570,6 +570,7 @@ export function createPipeline(options: PipelineOptions) {
    */
   async function deadLetter(job: Job, reason: DeadLetterReason, err: unknown): Promise<never> {
     onOutcome(reason === 'invalid' ? 'invalid' : 'dead', job);
+    deliverySpans.get(job)?.span.setAttribute(ATTR.deadLetterReason, reason);
     const message = err instanceof Error ? err.message : String(err);
     options.logger?.warn(
       { jobId: job.id, queue: job.queueName, messageId: job.data?.messageId, outcome: reason },

@@ -329,6 +329,30 @@ describe('telemetry: traces with the OpenTelemetry SDK', function () {
         expect(span.links).to.deep.equal([]);
       }
     });
+
+    it('a dead-lettered delivery is an ERROR span that says why', async () => {
+      const queue = stack.producer.queue(FIXTURE_QUEUE);
+      const sent = await stack.producer.enqueue('fixture.bump', { n: 50 }, { delay: 60_000 });
+      const job = (await queue.getJob(sent.jobId))!;
+      await job.remove();
+      // Data its schema refuses: dead-lettered as invalid, at once.
+      await queue.add(job.name, { ...job.data, data: { n: 'fifty' } }, { jobId: sent.jobId });
+      const span = await waitFor('the delivery span', async () =>
+        tracing
+          .spans()
+          .find(
+            (s) =>
+              s.name === 'process fixture' &&
+              s.attributes['messaging.message.id'] === sent.messageId,
+          ),
+      );
+      expect(span.attributes).to.include({
+        'onceq.outcome': 'invalid',
+        'onceq.dead_letter.reason': 'invalid',
+      });
+      expect(span.status.code).to.equal(SpanStatusCode.ERROR);
+      expect(span.events.map((e) => e.name)).to.include('exception');
+    });
   });
 
   describe('group commit', () => {
