@@ -13,6 +13,7 @@ const TOOLS = ['tools'];
 const CLI_LEVEL = ['cli', 'config', 'logger', ...TOOLS];
 // Every product folder above core, bottom up.
 const ABOVE_CORE = [
+  'telemetry',
   'db',
   'redis',
   'ids',
@@ -28,6 +29,9 @@ const ABOVE_CORE = [
 // Packages of the layers above db/redis (BullMQ, HTTP, metrics).
 const NOT_BELOW_QUEUES = ['bullmq', 'fastify', '@fastify/*', '@bull-board/*', 'prom-client'];
 const DRIVERS = ['pg', 'ioredis', 'kysely', ...NOT_BELOW_QUEUES];
+// OpenTelemetry's API: the spans live in telemetry/ (and the layers that start them), never in
+// core/, which stays pure.
+const TRACING = ['@opentelemetry/*'];
 
 /**
  * A regex matching an import of src/<name>/… or src/<name>.js from a file inside a src/ folder:
@@ -81,6 +85,17 @@ function layering() {
       rules: {
         'no-restricted-imports': forbid({
           folders: above(...ABOVE_CORE),
+          packages: [...DRIVERS, ...TRACING],
+        }),
+      },
+    },
+    {
+      // Traces through @opentelemetry/api (no SDK): on core only, so that every layer above may
+      // start spans; no driver, so it stays the same whatever carries the messages.
+      files: ['src/telemetry/**/*.ts'],
+      rules: {
+        'no-restricted-imports': forbid({
+          folders: above(...ABOVE_CORE.filter((name) => name !== 'telemetry')),
           packages: DRIVERS,
         }),
       },
@@ -261,7 +276,7 @@ export default tseslint.config(
     },
   },
   // The layering (STYLE.md "The house"): arrows point down only,
-  //   core <- db, redis, ids <- queues, jobs <- worker, producer <- http, metrics, lib <- cli
+  //   core <- telemetry, db, redis, ids <- queues, jobs <- worker, producer <- http, metrics, lib <- cli
   // (lib/ holds createWorker/createProducer, index.ts exports them; config.ts and logger.ts
   // belong to the CLI), tools/ (chaos, bench, demo) above everything: it may import src/, nothing
   // in src/ imports it. Each block below names what a folder must not import; one block per file,

@@ -58,3 +58,8 @@ export {
 } from './core/errors.js';
 export type { FieldError } from './core/errors.js';
 export { NestedTransactionError } from './db/message-transaction.js';
+
+// Traces: onceq's spans go to whatever OpenTelemetry SDK the application registers (none by
+// default); this puts their ids on the application's own pino lines: `pino({ mixin: traceLogFields })`.
+export { traceLogFields } from './telemetry/log-fields.js';
+export type { TraceLogFields } from './telemetry/log-fields.js';

@@ -1,11 +1,12 @@
 /**
  * Structured logs with pino. Pretty when a person is watching (stdout is a terminal) and
  * pino-pretty is installed, JSON otherwise. Secrets are redacted wherever they appear in a log
- * object.
+ * object. A line written while a span is active carries its `trace_id` and `span_id`.
  */
 import { createRequire } from 'node:module';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LogLevel } from './config.js';
+import { traceLogFields } from './telemetry/log-fields.js';
 
 /** Paths pino blanks out: tokens, API keys and credentials never reach a log. */
 export const REDACT_PATHS = [
@@ -59,6 +60,7 @@ export function createLogger(options: LoggerOptions): Logger {
     name: options.name ?? 'onceq',
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     hooks: { streamWrite: scrubSecrets },
+    mixin: traceLogFields,
   };
   if (options.destination) return pino(settings, options.destination);
   return pino({

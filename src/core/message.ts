@@ -25,6 +25,52 @@ export interface MessageEnvelope {
    * dead letter before running such a job, and only such a job, so no first delivery pays for it.
    */
   readded?: true;
+  /**
+   * The trace context the message was created in (OpenTelemetry, src/telemetry/): absent when
+   * the producer had no tracing SDK. Its delivery's span continues it, or links to it. Never a
+   * reason to refuse a message: a malformed one is ignored ({@link messageTraceOf}).
+   */
+  trace?: MessageTrace;
+}
+
+/**
+ * A message's trace context, as `propagation.inject` of the creating process wrote it: with the
+ * default W3C propagators, `traceparent` and `tracestate` (and `baggage`).
+ */
+export interface MessageTrace {
+  /** The propagator's fields, e.g. `{ traceparent: '00-…-…-01' }`. */
+  context: Record<string, string>;
+  /**
+   * The delivery starts a trace of its own with a link to this context, instead of continuing
+   * it: set on follow-ups (`ctx.enqueue`), which run after their parent's commit, at the relay's
+   * pace, and would otherwise chain every descendant into one unbounded trace.
+   */
+  link?: true;
+}
+
+/** Most fields, and longest name and value, of a {@link MessageTrace} context. */
+const TRACE_LIMITS = { fields: 8, name: 64, value: 8192 } as const;
+const TRACE_FIELD_NAME = /^[A-Za-z0-9_.-]+$/;
+
+/**
+ * The envelope's trace context, or `undefined` when it has none or it is malformed: a wrong type,
+ * too many fields, a name or value past its bound (W3C's own bound on `baggage` is 8192 bytes).
+ * The propagator then checks the values themselves (a bad `traceparent` extracts to nothing).
+ */
+export function messageTraceOf(value: unknown): MessageTrace | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { context, link } = value as Record<string, unknown>;
+  if (typeof context !== 'object' || context === null || Array.isArray(context)) return undefined;
+  const entries = Object.entries(context);
+  if (entries.length === 0 || entries.length > TRACE_LIMITS.fields) return undefined;
+  for (const [name, v] of entries) {
+    if (name.length > TRACE_LIMITS.name || !TRACE_FIELD_NAME.test(name)) return undefined;
+    if (typeof v !== 'string' || v.length > TRACE_LIMITS.value) return undefined;
+  }
+  return {
+    context: Object.fromEntries(entries) as Record<string, string>,
+    ...(link === true ? { link: true } : {}),
+  };
 }
 
 /** The BullMQ job id of a message. */
@@ -49,5 +95,7 @@ export function envelopeProblem(value: unknown): string | undefined {
   }
   if (!isWellFormedToken(v.token)) return 'envelope.token is missing or not an onceq token';
   if (!('data' in v)) return 'envelope.data is missing';
+  // `trace` is not checked here: a malformed one is ignored (messageTraceOf), never a reason to
+  // dead-letter a message whose effect is fine.
   return undefined;
 }

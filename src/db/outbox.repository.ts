@@ -8,6 +8,7 @@ import type { Database, OutboxRow } from './database.js';
 import { JOB_ID_PREFIX } from '../core/message.js';
 import { IdClashError } from '../core/errors.js';
 import { OUTBOX_PRINCIPAL } from '../core/principals.js';
+import type { MessageTrace } from '../core/message.js';
 
 /** Principal of accepted messages that came from the outbox (reserved: see core/principals.ts). */
 export { OUTBOX_PRINCIPAL };
@@ -20,7 +21,8 @@ export interface FollowUp {
   jobName: string;
   data: unknown;
   token: string;
-  options: { delay?: number; priority?: number };
+  /** Job options, and the trace context of the `ctx.enqueue` that wrote it (the relay passes it on). */
+  options: { delay?: number; priority?: number; trace?: MessageTrace };
 }
 
 /** Writes a follow-up; `trx` must be the parent message's transaction. */

@@ -3,7 +3,7 @@
  * tests drive it with `app.inject()`, `onceq api` calls `listen`. The app owns none of the
  * connections it is given; whoever built them closes them after `app.close()`.
  *
- * Every request passes, in order: authentication (onRequest: 401 before anything is looked up),
+ * Every request passes, in order: its trace span (request-tracing.ts), authentication (onRequest: 401 before anything is looked up),
  * the per-principal rate limit (preParsing: 429 before the body is read), the JSON parser (413
  * over the body limit; 400 for bad JSON, deep nesting, unsafe integers), the route's checks and
  * schema, the handler. Every error answer is problem+json (problem.ts).
@@ -35,6 +35,7 @@ import { metricsRoutes } from './routes/metrics.js';
 import { adminQueueRoutes, SELF_AUTHENTICATED } from './routes/admin-queues.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { QueuePartitions } from '../core/queue-partitions.js';
+import { traceRequests } from './request-tracing.js';
 
 /** Options of {@link buildApp}. */
 export interface BuildAppOptions {
@@ -109,6 +110,8 @@ export async function buildApp(options: BuildAppOptions): Promise<FastifyInstanc
       },
     },
   }) as unknown as FastifyInstance;
+  // First: the request's span is active for every hook and handler after it.
+  traceRequests(app);
 
   app.addSchema(ProblemSchema);
   app.decorateRequest('principal', '');

@@ -35,6 +35,14 @@ import type { Backend } from '../queues/backend.js';
 import type { JobRegistry } from '../jobs/registry.js';
 import type { JobDefinition } from '../jobs/define-job.js';
 import { LOCAL_PRINCIPAL } from '../core/principals.js';
+import { SpanKind } from '@opentelemetry/api';
+import {
+  ATTR,
+  inSpan,
+  messagingAttributes,
+  messagingSpanName,
+  traceField,
+} from '../telemetry/tracing.js';
 
 /** Principal of messages enqueued by the library without an API key (reserved: core/principals.ts). */
 export { LOCAL_PRINCIPAL };
@@ -177,10 +185,33 @@ export function createProducer(options: ProducerOptions): Producer {
     return tokens.issue(opts.principal ?? principal, { ttlMs: tokenTtlMs, count: opts.count });
   }
 
-  async function enqueue(
+  /**
+   * A `send <queue>` PRODUCER span around the enqueue (telemetry/tracing.ts): the job's envelope
+   * carries its context to the delivery.
+   */
+  function enqueue(name: string, data: unknown, opts: EnqueueOptions = {}): Promise<EnqueueResult> {
+    const queue = opts.queue ?? options.registry.find(name)?.queue;
+    return inSpan(
+      messagingSpanName('send', queue),
+      {
+        kind: SpanKind.PRODUCER,
+        attributes: () => messagingAttributes('send', queue, { [ATTR.jobName]: name }),
+      },
+      async (span) => {
+        const result = await enqueueMessage(name, data, opts);
+        span.setAttributes({
+          [ATTR.messageId]: result.messageId,
+          [ATTR.replayed]: result.replayed,
+        });
+        return result;
+      },
+    );
+  }
+
+  async function enqueueMessage(
     name: string,
     data: unknown,
-    opts: EnqueueOptions = {},
+    opts: EnqueueOptions,
   ): Promise<EnqueueResult> {
     const job = options.registry.get(name);
     options.registry.validate(name, data);
@@ -352,8 +383,8 @@ export function createProducer(options: ProducerOptions): Producer {
           (await findMessageFate(options.db, messageId)) === 'open')
       ) {
         const envelope: MessageEnvelope = replayed
-          ? { messageId, token, data, readded: true }
-          : { messageId, token, data };
+          ? { messageId, token, data, readded: true, ...traceField() }
+          : { messageId, token, data, ...traceField() };
         // Its partition, when the queue has several: a duplicate's add meets the same job id.
         await queueFor(queueName, messageId).add(
           name,

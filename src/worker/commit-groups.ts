@@ -21,6 +21,8 @@ import {
   DEFAULT_GROUP_COMMIT_MAX_SIZE,
   DEFAULT_GROUP_COMMIT_LOCK_TIMEOUT_MS,
 } from '../core/defaults.js';
+import type { Span } from '@opentelemetry/api';
+import { recordError, startGroupSpan } from '../telemetry/tracing.js';
 
 /** How deliveries are grouped into transactions. */
 export interface GroupCommitOptions {
@@ -49,6 +51,8 @@ const MAX_REGROUPS = 2;
 interface Entry {
   member: GroupMember;
   regroups: number;
+  /** The member's transaction span: the group links to it (telemetry/tracing.ts). */
+  span?: Span;
   resolve(result: MessageTransactionResult<unknown>): void;
   reject(err: unknown): void;
 }
@@ -69,9 +73,10 @@ export interface GroupCommitStats {
 export interface CommitGroups {
   /**
    * Runs `member`'s transaction, in a group when others are ready at the same time. Resolves as
-   * {@link runMessageTransaction} does; rejects with the member's own error.
+   * {@link runMessageTransaction} does; rejects with the member's own error. `span`, the
+   * member's transaction span, is linked to the group's span both ways.
    */
-  run<R>(member: GroupMember<R>): Promise<MessageTransactionResult<R>>;
+  run<R>(member: GroupMember<R>, span?: Span): Promise<MessageTransactionResult<R>>;
   stats(): GroupCommitStats;
 }
 
@@ -128,6 +133,7 @@ export function createCommitGroups(db: Db, options: GroupCommitOptions = {}): Co
     if (batch.length === 1) return runAlone(batch[0]!);
     stats.grouped += batch.length;
     let outcomes: GroupOutcome[];
+    const span = startGroupSpan(batch.map((e) => e.span));
     try {
       outcomes = await runGroupTransaction(
         db,
@@ -142,8 +148,11 @@ export function createCommitGroups(db: Db, options: GroupCommitOptions = {}): Co
         },
       );
     } catch (err) {
+      if (span) recordError(span, err);
       for (const e of batch) e.reject(err);
       return;
+    } finally {
+      span?.end();
     }
     const alone: Entry[] = [];
     const again: Entry[] = [];
@@ -177,11 +186,12 @@ export function createCommitGroups(db: Db, options: GroupCommitOptions = {}): Co
   }
 
   return {
-    run<R>(member: GroupMember<R>): Promise<MessageTransactionResult<R>> {
+    run<R>(member: GroupMember<R>, span?: Span): Promise<MessageTransactionResult<R>> {
       return new Promise((resolve, reject) => {
         pending.push({
           member: member as GroupMember,
           regroups: 0,
+          span,
           resolve: resolve as Entry['resolve'],
           reject,
         });

@@ -29,6 +29,8 @@ import {
 import { DEFAULT_OUTBOX_INTERVAL_MS } from '../core/defaults.js';
 import type { Backend } from '../queues/backend.js';
 import type { QueuePartitions } from '../core/queue-partitions.js';
+import { messageTraceOf } from '../core/message.js';
+import { inBatchSendSpan } from '../telemetry/tracing.js';
 /** Rows per relay transaction. */
 export const DEFAULT_OUTBOX_BATCH = 500;
 
@@ -65,6 +67,11 @@ export interface OutboxRelay {
   close(): Promise<void>;
 }
 
+/** The trace context each row's `ctx.enqueue` recorded (the batch's send span links to them). */
+function rowTraces(rows: readonly PendingFollowUp[]): unknown[] {
+  return rows.map((row) => (row.options as { trace?: unknown } | null)?.trace);
+}
+
 /** Creates a relay. */
 export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const queues = createQueueCache(options.backend, options.partitions);
@@ -90,7 +97,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       const batch = await takeOutboxBatch(trx, batchSize);
       const rows = batch.rows;
       clashes = batch.clashes;
-      const result = await addMessageJobs(queues, rows, followUpJobOf);
+      const result = await inBatchSendSpan(rowTraces(rows), () =>
+        addMessageJobs(queues, rows, followUpJobOf),
+      );
       for (const { item: row, error } of result.refused) {
         const letter = deadLetterOfRefused(followUpJobOf(row), error, row.created_at);
         await upsertDeadLetter(trx, letter);
@@ -117,11 +126,14 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   }
 
   function followUpJobOf(row: PendingFollowUp): MessageJob {
-    return jobOf(row, {
+    const job = jobOf(row, {
       maxAttempts: options.maxAttempts,
       backoffMs: options.backoffMs,
       ...storedJobOptions(row.options),
     });
+    // The context of the handler's `ctx.enqueue`: the follow-up's delivery links to it.
+    const trace = messageTraceOf(rowTraces([row])[0]);
+    return trace ? { ...job, data: { ...job.data, trace } } : job;
   }
 
   async function runOnce(): Promise<number> {

@@ -4,6 +4,9 @@
  *   validate → claim the token (Redis) → one transaction: inbox insert, handler, result → commit
  *   → token `done` (Redis) → BullMQ completes the job with the result.
  *
+ * Each delivery is traced (telemetry/tracing.ts): a `process <queue>` span with `claim` and
+ * `transaction` (`handler <job>`, `commit`) children; no-ops without an OpenTelemetry SDK.
+ *
  * Every step is safe to repeat and every crash between two steps is covered by the next
  * delivery (see the crash table in DESIGN.md). PostgreSQL is the truth; Redis is the fast path.
  */
@@ -48,6 +51,17 @@ import { NO_FAULTS, type FaultHook } from './fault-hook.js';
 import { DeadLetteredError, deadLetterOf, type DeadLetterWriter } from './dead-letters.js';
 import { DEFAULT_DEDUPE_WINDOW_MS } from '../core/defaults.js';
 import type { CommitGroups } from './commit-groups.js';
+import { context, SpanKind } from '@opentelemetry/api';
+import {
+  ATTR,
+  inSpan,
+  messagingAttributes,
+  messagingSpanName,
+  recordSpan,
+  startDeliverySpan,
+  traceField,
+  type DeliverySpan,
+} from '../telemetry/tracing.js';
 
 /** Options of {@link createPipeline}. */
 export interface PipelineOptions {
@@ -127,12 +141,33 @@ export function createPipeline(options: PipelineOptions) {
   let releasing = false;
   let running = 0;
   let idleWaiters: (() => void)[] = [];
+  // The span of each running delivery, for its outcome.
+  const deliverySpans = new WeakMap<Job, DeliverySpan>();
+
+  /** Reports a delivery's outcome: to its span, and to the caller (metrics, the job log line). */
+  function onOutcome(outcome: DeliveryOutcome, job: Job): void {
+    deliverySpans.get(job)?.outcome(outcome);
+    options.onOutcome?.(outcome, job);
+  }
 
   async function process(job: Job, bullToken?: string): Promise<DeliveryResult> {
     running++;
+    const span = startDeliverySpan({
+      queue: job.queueName,
+      jobName: job.name,
+      attempt: job.attemptsMade + 1,
+      envelope: job.data,
+    });
+    deliverySpans.set(job, span);
     try {
-      return await deliver(job, bullToken);
+      const delivered = await context.with(span.context, () => deliver(job, bullToken));
+      span.end();
+      return delivered;
+    } catch (err) {
+      span.end(err);
+      throw err;
     } finally {
+      deliverySpans.delete(job);
       running--;
       if (running === 0) {
         const waiters = idleWaiters;
@@ -201,7 +236,7 @@ export function createPipeline(options: PipelineOptions) {
       if (releasing) {
         // A forced shutdown released the holder's claim meanwhile: this delivery must not take
         // it. Put back, as released deliveries are, for another process.
-        options.onOutcome?.('busy', job);
+        onOutcome('busy', job);
         await putBackAtShutdown(job, bullToken);
         throw new DelayedError();
       }
@@ -212,11 +247,11 @@ export function createPipeline(options: PipelineOptions) {
     if (claim.status === 'done') {
       const result =
         'result' in claim ? claim.result : ((await findApplied(db, messageId))?.result ?? null);
-      options.onOutcome?.('duplicate', job);
+      onOutcome('duplicate', job);
       return { outcome: 'duplicate', result };
     }
     if (claim.status === 'busy') {
-      options.onOutcome?.('busy', job);
+      onOutcome('busy', job);
       // Back to the queue for a while: not an attempt, not a failure. The holder is nearly always
       // a live delivery that commits within milliseconds (a duplicate enqueued next to its
       // original, a stalled job's first run still going); its lease only bounds the wait for a
@@ -276,7 +311,7 @@ export function createPipeline(options: PipelineOptions) {
         if (abandoned) {
           // Given up at a forced shutdown (releaseAll): rolled back, and not this delivery's
           // failure, so it spends no attempt. Put back now, unless the shutdown already did.
-          options.onOutcome?.('busy', job);
+          onOutcome('busy', job);
           await putBackAtShutdown(job, bullToken);
           throw new DelayedError();
         }
@@ -289,7 +324,7 @@ export function createPipeline(options: PipelineOptions) {
         if (isLastAttempt(job) && !(err instanceof LeaseLostError)) {
           return deadLetter(job, 'exhausted', err);
         }
-        options.onOutcome?.('retried', job);
+        onOutcome('retried', job);
         throw err;
       }
       clearInterval(renewal);
@@ -308,7 +343,7 @@ export function createPipeline(options: PipelineOptions) {
       }
       fault.at('after-done');
       if (committed.followUps > 0) options.onFollowUps?.();
-      options.onOutcome?.(committed.outcome, job);
+      onOutcome(committed.outcome, job);
       return { outcome: committed.outcome, result: committed.result };
     } finally {
       if (localHolders.get(token) === held) localHolders.delete(token);
@@ -329,7 +364,7 @@ export function createPipeline(options: PipelineOptions) {
     const text = `message ${messageId} is dead-lettered (${letter.reason}); a replay's job is not run`;
     options.logger?.warn({ jobId: job.id, queue: job.queueName, messageId }, text);
     // Not a dead letter of its own (the metrics count those): a delivery of a settled message.
-    options.onOutcome?.('duplicate', job);
+    onOutcome('duplicate', job);
     throw new DeadLetteredError(letter.reason, text);
   }
 
@@ -341,7 +376,18 @@ export function createPipeline(options: PipelineOptions) {
    * this token is this message's, Redis is rebound to it and the claim is tried again; otherwise
    * the mismatch stands (the job carries someone else's token) and the message is invalid.
    */
-  async function claimAgreeingWithRecord(
+  function claimAgreeingWithRecord(
+    token: string,
+    claim: Parameters<TokenStore['claim']>[1],
+  ): ReturnType<TokenStore['claim']> {
+    return inSpan('claim', {}, async (span) => {
+      const claimed = await claimOrRebind(token, claim);
+      span.setAttribute(ATTR.claim, claimed.status);
+      return claimed;
+    });
+  }
+
+  async function claimOrRebind(
     token: string,
     claim: Parameters<TokenStore['claim']>[1],
   ): ReturnType<TokenStore['claim']> {
@@ -398,7 +444,20 @@ export function createPipeline(options: PipelineOptions) {
               registry,
               dedupeWindowMs,
               enqueue: async (name, data, opts) => {
-                const id = await enqueueFollowUp(trx, messageId, name, data, opts);
+                const queue = opts?.queue ?? registry.find(name)?.queue;
+                const id = await inSpan(
+                  messagingSpanName('create', queue),
+                  {
+                    kind: SpanKind.PRODUCER,
+                    attributes: () =>
+                      messagingAttributes('create', queue, { [ATTR.jobName]: name }),
+                  },
+                  async (span) => {
+                    const minted = await enqueueFollowUp(trx, messageId, name, data, opts);
+                    span.setAttribute(ATTR.messageId, minted);
+                    return minted;
+                  },
+                );
                 followUps++;
                 return id;
               },
@@ -409,10 +468,38 @@ export function createPipeline(options: PipelineOptions) {
           fault.at('before-commit');
           if (isLeaseLost()) throw new LeaseLostError();
         };
-        const outcome =
-          run === 1 && options.groups
-            ? await options.groups.run({ key, body, beforeCommit })
-            : await runMessageTransaction(db, key, body, beforeCommit);
+        // Traced: a span per run, the handler and the commit its children. The group calls the
+        // body from its own turn of the event loop, hence the explicit parent.
+        const outcome = await inSpan(
+          'transaction',
+          { attributes: { [ATTR.run]: run } },
+          async (span) => {
+            const parent = context.active();
+            let commitStart: number | undefined;
+            const traced = (trx: MessageTransaction<Database>) => {
+              commitStart = undefined;
+              return inSpan(`handler ${job.name}`, { parent }, () => body(trx));
+            };
+            const tracedBeforeCommit = () => {
+              beforeCommit();
+              if (span.isRecording()) commitStart = performance.now();
+            };
+            try {
+              const done =
+                run === 1 && options.groups
+                  ? await options.groups.run(
+                      { key, body: traced, beforeCommit: tracedBeforeCommit },
+                      span,
+                    )
+                  : await runMessageTransaction(db, key, traced, tracedBeforeCommit);
+              if (commitStart !== undefined) recordSpan('commit', parent, commitStart);
+              return done;
+            } catch (err) {
+              if (commitStart !== undefined) recordSpan('commit', parent, commitStart, err);
+              throw err;
+            }
+          },
+        );
         return outcome.kind === 'applied'
           ? { outcome: 'applied', result: outcome.result ?? null, followUps }
           : { outcome: 'duplicate', result: outcome.result, followUps: 0 };
@@ -468,7 +555,8 @@ export function createPipeline(options: PipelineOptions) {
       jobName: name,
       data,
       token: generateToken(),
-      options: { delay: opts.delay, priority: opts.priority },
+      // The create span's context: the follow-up's delivery links to it (telemetry/tracing.ts).
+      options: { delay: opts.delay, priority: opts.priority, ...traceField({ link: true }) },
     });
     return messageId;
   }
@@ -484,7 +572,8 @@ export function createPipeline(options: PipelineOptions) {
    * whose data has no messageId to key a dead letter by only fails, as it would in BullMQ.
    */
   async function deadLetter(job: Job, reason: DeadLetterReason, err: unknown): Promise<never> {
-    options.onOutcome?.(reason === 'invalid' ? 'invalid' : 'dead', job);
+    onOutcome(reason === 'invalid' ? 'invalid' : 'dead', job);
+    deliverySpans.get(job)?.span.setAttribute(ATTR.deadLetterReason, reason);
     const message = err instanceof Error ? err.message : String(err);
     options.logger?.warn(
       { jobId: job.id, queue: job.queueName, messageId: job.data?.messageId, outcome: reason },

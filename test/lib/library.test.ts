@@ -108,6 +108,7 @@ describe('lib: the onceq entry point', function () {
         'defineJob',
         'migrateToLatest',
         'migrations',
+        'traceLogFields',
       ].sort(),
     );
   });
