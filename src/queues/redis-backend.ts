@@ -1,8 +1,8 @@
 /**
  * The Redis backend: BullMQ on Redis and the token store as Lua scripts. Every queue and worker
  * shares the connection it is given (BullMQ duplicates it for a worker's blocking commands); the
- * token store takes a duplicate with auto-pipelining, so the claims and `done` marks of
- * concurrent deliveries issued in one tick travel in one write.
+ * token store takes a duplicate with auto-pipelining (on a single Redis), so the claims and
+ * `done` marks of concurrent deliveries issued in one tick travel in one write.
  *
  * On a Redis Cluster every BullMQ script must find all its keys in one hash slot, and the queues
  * should spread over the masters: each queue's keys carry a hash tag of their own
@@ -62,7 +62,13 @@ export function createRedisBackend(
       });
     },
     openTokenStore({ maxOutstanding }) {
-      const tokenRedis = duplicateRedis(redis, { enableAutoPipelining: true, lazyConnect: false });
+      // Not on a cluster: there an auto-pipelined batch to a node whose slots just moved (a
+      // failover) gets MOVED for some of its commands, and ioredis returns those as errors
+      // instead of following them, as it does for a command sent alone.
+      const tokenRedis = duplicateRedis(redis, {
+        enableAutoPipelining: !cluster,
+        lazyConnect: false,
+      });
       return {
         tokens: createTokenStore(tokenRedis, { prefix, maxOutstanding }),
         close: () => closeRedis(tokenRedis),
