@@ -16,6 +16,7 @@ export type {
   JobDefinition,
   JobSpec,
 } from './jobs/define-job.js';
+export type { ClusterNode } from './core/cluster-nodes.js';
 export type { MessageTransaction } from './db/message-transaction.js';
 
 export { createWorker } from './lib/create-worker.js';
