@@ -5,7 +5,9 @@
 
 /** A node of a Redis Cluster. */
 export interface ClusterNode {
+  /** A host name or an IP address (IPv6 without brackets). */
   readonly host: string;
+  /** The node's client port, 1–65535. */
   readonly port: number;
 }
 
