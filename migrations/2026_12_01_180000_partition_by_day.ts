@@ -22,7 +22,9 @@
  * instead, `onceq_accepted_token_unique`, before each row:
  *
  * - it takes a transaction advisory lock on the (schema, principal, token) key, so two writers
- *   of one token serialize: the second waits until the first commits or rolls back;
+ *   of one token serialize: the second waits until the first commits or rolls back (a
+ *   transaction past 512 such locks takes one schema-wide lock instead, see
+ *   TOKEN_LOCKS_PER_TRANSACTION);
  * - then looks the token up in every partition; the function is volatile and the session is
  *   READ COMMITTED, so that query takes a fresh snapshot after the wait and sees the first
  *   writer's committed row (the same property `onceq_assert_not_pruned` relies on);
@@ -46,6 +48,17 @@ import { sql, type Kysely } from 'kysely';
 
 /** Days of partitions the migration creates past today, as the workers do. */
 const DAYS_AHEAD = 3;
+
+/**
+ * Token locks one transaction takes before it switches to the schema-wide one. Every advisory
+ * lock takes a slot of PostgreSQL's shared lock table (max_locks_per_transaction x
+ * max_connections, 6,400 by default), and a transaction that ran out of slots would fail with
+ * "out of shared memory": a bulk INSERT of many acceptances (an import, a test fixture) takes
+ * the exclusive schema-wide lock instead, which every token writer holds shared, and so excludes
+ * them all until it commits. Above the acceptance writer's largest batch (500), so that it never
+ * switches.
+ */
+const TOKEN_LOCKS_PER_TRANSACTION = 512;
 
 /** The tables partitioned, and what each keeps of its old shape. */
 const TABLES = ['inbox', 'accepted_messages'] as const;
@@ -136,6 +149,8 @@ export async function up(db: Kysely<any>): Promise<void> {
   await sql`
     create function onceq_accepted_token_unique() returns trigger
     language plpgsql as $$
+    declare
+      held integer := coalesce(nullif(current_setting('onceq.accept_token_locks', true), ''), '0')::integer;
     begin
       if current_setting('transaction_isolation') <> 'read committed' then
         raise exception 'accepted_messages is written under READ COMMITTED only, not %',
@@ -143,8 +158,17 @@ export async function up(db: Kysely<any>): Promise<void> {
           using errcode = '0A000',
                 hint = 'one acceptance per (principal, token) is checked with a fresh snapshot after a lock wait';
       end if;
-      perform pg_advisory_xact_lock(
-        hashtextextended(new.principal || ' ' || new.token, hashtext(${sql.lit(schema)})));
+      if held < 0 then
+        null;  -- this transaction holds every token of the schema already
+      elsif held < ${sql.lit(TOKEN_LOCKS_PER_TRANSACTION)} then
+        perform pg_advisory_xact_lock_shared(hashtext(${sql.lit(schema)}), 4);
+        perform pg_advisory_xact_lock(
+          hashtextextended(new.principal || ' ' || new.token, hashtext(${sql.lit(schema)})));
+        perform set_config('onceq.accept_token_locks', (held + 1)::text, true);
+      else
+        perform pg_advisory_xact_lock(hashtext(${sql.lit(schema)}), 4);
+        perform set_config('onceq.accept_token_locks', '-1', true);
+      end if;
       if exists (select 1 from ${sql.id(schema)}.accepted_messages a
                  where a.principal = new.principal and a.token = new.token) then
         return null;

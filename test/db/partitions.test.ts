@@ -296,6 +296,23 @@ describe('db: partitions by day', function () {
       }
     });
 
+    it('takes a bulk insert past the lock-table budget whole, still one row per token', async () => {
+      // 3,000 rows in one statement, two of each of 1,500 tokens: past 512 token locks the
+      // statement takes the schema-wide lock instead of running out of shared memory.
+      const { rows } = await sql<{ n: string }>`
+        with put as (
+          insert into accepted_messages
+            (message_id, principal, token, fingerprint, queue, job_name, data, job_id)
+          select ${dayId(1)}::bigint + g, 'p', 'tok-bulk-' || (g % 1500), 'f', 'q', 'j',
+                 '{}'::jsonb, 'm-' || g
+          from generate_series(1, 3000) g
+          returning 1)
+        select count(*)::text as n from put`.execute(t.db);
+      expect(rows[0]!.n).to.equal('1500');
+      const first = await findAcceptedByToken(t.db, 'p', 'tok-bulk-7');
+      expect(first?.message_id).to.equal((BigInt(dayId(1)) + 7n).toString());
+    });
+
     it('refuses to write an acceptance under REPEATABLE READ, where the check could miss one', async () => {
       const refused = await t.db
         .transaction()
