@@ -154,15 +154,23 @@ export function createPruner(options: PrunerOptions): Pruner {
    * after). Each drop is a transaction that dead-letters, drops and raises the pruning cutoff,
    * exactly as a batch of deletes does, so the cutoff covers every row the drop removes before
    * anyone can see them gone. A drop whose lock is not granted within a second is left to the
-   * next pass (its rows stay, and the batches below delete nothing of a whole partition).
+   * next pass: `heldBack` is then the first id of the lowest such partition, and this pass's
+   * batches stop below it rather than delete a day row by row that a later pass drops at once.
    */
-  async function dropWhole(prunedThrough: string): Promise<{ dropped: number; expired: number }> {
+  async function dropWhole(
+    prunedThrough: string,
+  ): Promise<{ dropped: number; expired: number; heldBack?: bigint }> {
     const limitId = BigInt(prunedThrough) + 1n;
     let dropped = 0;
     let expired = 0;
+    let heldBack: bigint | undefined;
+    const holdBack = (from: string | undefined) => {
+      const id = from === undefined ? -1n : BigInt(from);
+      if (heldBack === undefined || id < heldBack) heldBack = id;
+    };
     for (const table of PARTITIONED_TABLES) {
       for (const part of await listPartitions(db, table)) {
-        if (closing) return { dropped, expired };
+        if (closing) return { dropped, expired, heldBack: -1n };
         if (part.below === undefined || BigInt(part.below) > limitId) continue;
         try {
           expired += await db.transaction().execute(async (trx) => {
@@ -181,12 +189,13 @@ export function createPruner(options: PrunerOptions): Pruner {
             { partition: part.name },
             'pruner: partition not dropped, its lock was busy; next pass',
           );
+          holdBack(part.from);
           // The inbox partitions of the same days must outlive the accepted ones they answer.
-          if (table === 'accepted_messages') return { dropped, expired };
+          if (table === 'accepted_messages') return { dropped, expired, heldBack };
         }
       }
     }
-    return { dropped, expired };
+    return { dropped, expired, heldBack };
   }
 
   async function pass(): Promise<Omit<PruneReport, 'ran'>> {
@@ -196,8 +205,12 @@ export function createPruner(options: PrunerOptions): Pruner {
     // partition while it still holds newer rows, or in the default one: deleted in batches.
     // Accepted messages first: whether one was applied is read from the inbox row, which the
     // next step deletes.
-    const accepted = await drain(prunedThrough, pruneAcceptedBatch);
-    const inbox = await drain(prunedThrough, pruneInboxBatch);
+    const batchThrough =
+      whole.heldBack !== undefined && whole.heldBack - 1n < BigInt(prunedThrough)
+        ? (whole.heldBack - 1n).toString()
+        : prunedThrough;
+    const accepted = await drain(batchThrough, pruneAcceptedBatch);
+    const inbox = await drain(batchThrough, pruneInboxBatch);
     const tombstones = await drain(prunedThrough, pruneTombstoneBatch);
     const report = {
       acceptedMessages: accepted.deleted,

@@ -276,6 +276,36 @@ describe('db: partitions by day', function () {
       expect(rows[0]!.n).to.equal('0');
     });
 
+    it('leaves a day whose drop cannot get its lock to a later pass, whole', async () => {
+      const id = dayId(1, 3n);
+      await recordAccepted(t.db, acceptance(id, 'tok-held'));
+      await insertInbox(t.db, id);
+      const nowMs = TODAY_MS + 3 * DAY + DEFAULT_DEDUPE_WINDOW_MS + PRUNE_MARGIN_MS;
+      const pruner = createPruner({ db: t.db, now: () => nowMs, pauseMs: 0 });
+      const other = createDb({ url: TEST_DATABASE_URL, schema: t.schema, poolSize: 1 });
+      try {
+        // A reader holds accepted_messages: DROP needs it exclusively, and gives up after 1 s.
+        const held = await other.transaction().execute(async (trx) => {
+          await sql`select count(*) from accepted_messages`.execute(trx);
+          return pruner.runOnce();
+        });
+        expect(held).to.deep.include({
+          ran: true,
+          partitionsDropped: 0,
+          acceptedMessages: 0,
+          inbox: 0,
+        });
+        expect((await findAcceptedByToken(t.db, 'p', 'tok-held'))?.message_id).to.equal(id);
+        expect(await findApplied(t.db, id)).not.to.equal(undefined);
+        const later = await pruner.runOnce();
+        expect(later).to.deep.include({ partitionsDropped: 6, acceptedMessages: 0, inbox: 0 });
+        expect(await findAcceptedByToken(t.db, 'p', 'tok-held')).to.equal(undefined);
+      } finally {
+        await pruner.close();
+        await other.destroy();
+      }
+    });
+
     it('keeps one acceptance per token when two race with ids in different partitions', async () => {
       const other = createDb({ url: TEST_DATABASE_URL, schema: t.schema, poolSize: 4 });
       try {
