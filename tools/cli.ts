@@ -61,7 +61,24 @@ program
     '--workers-chart <file>',
     'SVG chart of the workers figures (default docs/bench/workers.svg)',
   )
-  .action((opts) => runCommand(async () => (await import('./bench/bench.js')).runBench(opts)));
+  .option(
+    '--partitions',
+    'instead: inserts, token lookups and pruning at --rows rows, unpartitioned vs partitioned by ' +
+      'day (throwaway schemas of DATABASE_URL; --runs rounds)',
+  )
+  .option('--rows <n>', 'with --partitions: rows per table', '20000000')
+  .option('--days <n>', 'with --partitions: days the rows spread over', '10')
+  .option('--inserts <n>', 'with --partitions: rows inserted per round and shape', '20000')
+  .action((opts) =>
+    runCommand(async () =>
+      opts.partitions
+        ? (await import('./bench/partitions.js')).runPartitionsBenchCommand({
+            ...opts,
+            rounds: opts.runs,
+          })
+        : (await import('./bench/bench.js')).runBench(opts),
+    ),
+  );
 
 program
   .command('chaos')

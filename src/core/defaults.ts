@@ -44,6 +44,13 @@ export const DEFAULT_STATEMENT_TIMEOUT_MS = 60_000;
 export const DEFAULT_RECONCILE_INTERVAL_MS = 60_000;
 export const DEFAULT_RECONCILE_GRACE_MS = 120_000;
 export const DEFAULT_PRUNE_INTERVAL_MS = 600_000;
+/**
+ * Days of inbox and accepted_messages partitions the workers keep created past today (UTC). A
+ * fleet down longer than this still loses nothing: later ids go to the default partition.
+ */
+export const DEFAULT_PARTITION_DAYS_AHEAD = 3;
+/** How often each worker checks that the partitions ahead exist (and on start). */
+export const DEFAULT_PARTITION_INTERVAL_MS = 3_600_000;
 export const DEFAULT_OUTBOX_INTERVAL_MS = 1_000;
 /** Most messages one group commit holds (worker/commit-groups.ts). */
 export const DEFAULT_GROUP_COMMIT_MAX_SIZE = 50;

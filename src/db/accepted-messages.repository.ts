@@ -43,7 +43,7 @@ export async function recordAccepted(
 /**
  * The answer to a caller whose row, inserted alone, failed with `err`. Two requests recording the
  * same token at once, both past the arbiter check, insert the same message_id: the loser trips
- * the primary key (23505), not the `(principal, token)` target that DO NOTHING covers, and the
+ * the primary key (23505), not the token check that skips a recorded token, and the
  * winner's row is then the answer. A unique violation that leaves no row for the token is a
  * message id taken by another request (two snowflakes alike): answering with that row would hand
  * this caller someone else's message, so it is an error, and the API answers 5xx.
@@ -73,10 +73,14 @@ function insertAccepted(
   db: Kysely<Database>,
   message: AcceptedMessage,
 ): Promise<AcceptedMessageRow | undefined> {
+  // No ON CONFLICT: the table is partitioned by message id, so no unique index on the parent can
+  // hold (principal, token). The trigger `onceq_accepted_token_unique` (migration
+  // 2026_12_01_180000_partition_by_day) skips a row whose token is recorded, after waiting for
+  // any writer of the same token, which is what `ON CONFLICT (principal, token) DO NOTHING` did;
+  // a primary-key clash still raises 23505.
   return db
     .insertInto('accepted_messages')
     .values(toRow(message))
-    .onConflict((oc) => oc.columns(['principal', 'token']).doNothing())
     .returningAll()
     .executeTakeFirst();
 }
@@ -93,6 +97,12 @@ function toRow(message: AcceptedMessage) {
     job_id: message.jobId,
     options: JSON.stringify(message.options),
   };
+}
+
+function compareTokenKeys(a: AcceptedMessage, b: AcceptedMessage): number {
+  if (a.principal !== b.principal) return a.principal < b.principal ? -1 : 1;
+  if (a.token === b.token) return 0;
+  return a.token < b.token ? -1 : 1;
 }
 
 /** Most rows one batched INSERT carries (PostgreSQL allows 65,535 parameters; 9 per row). */
@@ -148,10 +158,14 @@ export function createAcceptanceWriter(
   async function flush(batch: Pending[]): Promise<void> {
     let rows: AcceptedRef[];
     try {
+      // Rows in (principal, token) order: the trigger locks each token in turn until commit, and
+      // two batches that lock two tokens in the same order cannot deadlock. The sort is stable,
+      // so of two requests of one token in the batch the first to arrive is inserted first and
+      // wins, as with ON CONFLICT DO NOTHING (see insertAccepted).
+      const ordered = [...batch].sort((a, b) => compareTokenKeys(a.message, b.message));
       rows = await db
         .insertInto('accepted_messages')
-        .values(batch.map((p) => toRow(p.message)))
-        .onConflict((oc) => oc.columns(['principal', 'token']).doNothing())
+        .values(ordered.map((p) => toRow(p.message)))
         .returning(['message_id', 'principal', 'token', 'fingerprint'])
         .execute();
     } catch (err) {

@@ -15,6 +15,13 @@ import type { Db } from './create-db.js';
 export const LockId = {
   Reconciler: 1,
   Pruner: 2,
+  /**
+   * Taken inside the database only: `onceq_ensure_partitions` (one creator at a time) and the
+   * accepted_messages token trigger (shared by each writer, exclusive by a bulk one); listed so
+   * that no task reuses them.
+   */
+  Partitions: 3,
+  AcceptedTokens: 4,
 } as const;
 export type LockId = (typeof LockId)[keyof typeof LockId];
 

@@ -83,8 +83,15 @@ export async function upsertDeadLetter(db: Kysely<Database>, letter: DeadLetter)
 /** The error of a letter {@link expireUnapplied} writes. */
 export const EXPIRED_UNAPPLIED_ERROR = 'never applied within the dedupe window';
 
+/** Message ids from `from` (none: no lower bound) up to `below`, excluded: one partition's range. */
+export interface MessageIdRange {
+  from?: string;
+  below: string;
+}
+
 /**
- * Dead-letters as `expired` those of the accepted messages `messageIds` that have no inbox row
+ * Dead-letters as `expired` those of the accepted messages `messageIds` (a list, or a range: a
+ * partition the pruner drops whole) that have no inbox row
  * (never applied): the pruner calls it, in its batch's transaction, before it deletes them, so
  * that no accepted message is lost. Resolves to how many letters it wrote.
  *
@@ -97,9 +104,9 @@ export const EXPIRED_UNAPPLIED_ERROR = 'never applied within the dedupe window';
  */
 export async function expireUnapplied(
   trx: Kysely<Database>,
-  messageIds: readonly string[],
+  messageIds: readonly string[] | MessageIdRange,
 ): Promise<number> {
-  if (messageIds.length === 0) return 0;
+  if (Array.isArray(messageIds) && messageIds.length === 0) return 0;
   const written = await trx
     .insertInto('dead_letters')
     .columns([
@@ -131,7 +138,14 @@ export async function expireUnapplied(
           'a.options',
           'a.accepted_at',
         ])
-        .where('a.message_id', 'in', [...messageIds])
+        .where((w) => {
+          if (Array.isArray(messageIds)) return w('a.message_id', 'in', [...messageIds]);
+          const range = messageIds as MessageIdRange;
+          const below = w('a.message_id', '<', range.below);
+          return range.from === undefined
+            ? below
+            : w.and([w('a.message_id', '>=', range.from), below]);
+        })
         .where(({ not, exists, selectFrom }) =>
           not(
             exists(

@@ -244,6 +244,9 @@ export async function runGroupTransaction(
         const lowest = committing
           .map((i) => members[i]!.key.messageId)
           .reduce((a, b) => (compareIds(a, b) <= 0 ? a : b));
+        const highest = committing
+          .map((i) => members[i]!.key.messageId)
+          .reduce((a, b) => (compareIds(a, b) >= 0 ? a : b));
         const bytes = committing.reduce((n, i) => n + done.get(i)!.json.length, 0);
         if (bytes > MAX_GROUP_RESULT_BYTES) {
           settleAll({ kind: 'alone', error: new Error(`results of ${bytes} characters`) });
@@ -262,7 +265,10 @@ export async function runGroupTransaction(
               (savepoints ? 'RELEASE SAVEPOINT onceq_member; ' : '') +
                 `SELECT onceq_assert_not_pruned(${lowest}); ` +
                 `UPDATE inbox SET result = v.result::jsonb FROM (VALUES ${results}) ` +
-                `AS v(message_id, result) WHERE inbox.message_id = v.message_id; COMMIT`,
+                `AS v(message_id, result) WHERE inbox.message_id = v.message_id ` +
+                // The bounds let the planner keep to the inbox partitions of those ids (one day,
+                // two at midnight) instead of joining the values with every partition.
+                `AND inbox.message_id BETWEEN ${lowest} AND ${highest}; COMMIT`,
             )
             .execute(conn);
         } catch (err) {

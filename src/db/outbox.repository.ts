@@ -66,7 +66,8 @@ const CLASH_ERROR =
  * job id, or a delivery the inbox absorbs), never lost.
  *
  * A row whose message id already belongs to an accepted message (two messages were given one
- * id) is not recorded, not sent and not deleted: it is quarantined in place (`quarantined_at`,
+ * id), or whose token does (the table's token trigger skips it: with 192 random bits, as likely
+ * as an id minted twice), is not recorded, not sent and not deleted: it is quarantined in place (`quarantined_at`,
  * `error`) and reported as an {@link IdClashError} for the caller to raise loudly. Sending it
  * would let BullMQ drop it as a duplicate job id; failing the whole batch would stop every
  * follow-up behind it at every run.

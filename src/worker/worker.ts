@@ -23,6 +23,10 @@ import { createDeadLetterWriter, DeadLetteredError } from './dead-letters.js';
 import { createOutboxRelay, type OutboxRelay } from './outbox-relay.js';
 import { createReconciler, type ReconcileReport, type Reconciler } from './reconciler.js';
 import { createPruner, type Pruner } from './pruner.js';
+import {
+  startPartitionMaintainer,
+  type PartitionMaintainerOptions,
+} from './partition-maintainer.js';
 import { startPeriodic } from './periodic.js';
 import { createQueueCache } from '../queues/queue-cache.js';
 import type { Backend } from '../queues/backend.js';
@@ -91,6 +95,13 @@ export interface OnceqWorkerOptions {
     { intervalMs?: number; graceMs?: number; onPass?: (report: ReconcileReport) => void } | false;
   /** The dedupe-window pruner, or `false` for none. @defaultValue on, every 10 min */
   pruner?: { intervalMs?: number; batchSize?: number } | false;
+  /**
+   * Creation of the day partitions of inbox and accepted_messages ahead of time, on start and
+   * every `intervalMs`, or `false` for none (another process does it; ids past the last
+   * partition then land in the default partition, which still loses nothing).
+   * @defaultValue on, every hour, 3 days ahead
+   */
+  partitions?: PartitionMaintainerOptions | false;
   /**
    * Group commit: concurrent deliveries share one transaction and one `COMMIT` (see
    * commit-groups.ts), or `false` for one transaction per message.
@@ -193,6 +204,10 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
         logger: log,
       })
     : undefined;
+  const partitions =
+    options.partitions === false
+      ? undefined
+      : startPartitionMaintainer(options.db, { logger: log, ...options.partitions });
   const pruner =
     options.pruner === false
       ? undefined
@@ -348,6 +363,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
           outbox?.close(),
           reconciler?.close(),
           pruner?.close(),
+          partitions?.close(),
           trimmer?.close(),
           tokenSweep?.close(),
         ]);

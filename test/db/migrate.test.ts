@@ -5,7 +5,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { expect } from 'chai';
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import pg from 'pg';
 import { createDb, type Db } from '../../src/db/create-db.js';
 import {
@@ -16,6 +16,7 @@ import {
   migrationStatus,
 } from '../../src/db/migrate.js';
 import { ErrorCode, ServiceUnreachableError } from '../../src/core/errors.js';
+import { firstSnowflakeAt } from '../../src/core/snowflake.js';
 import { LEDGER_MIGRATIONS } from '../../src/jobs/examples/ledger/migrations.js';
 import { TEST_DATABASE_URL, uniqueName } from '../support/env.js';
 import { spawnWorker, type WorkerChild } from '../support/child.js';
@@ -88,8 +89,16 @@ async function constraintsOf(db: Db, schema: string): Promise<string[]> {
     where tc.table_schema = ${schema}
       and tc.constraint_type in ('PRIMARY KEY', 'UNIQUE', 'FOREIGN KEY')
       and tc.table_name not like 'kysely_%'
+      and not ${isPartition(schema, sql.ref('tc.table_name'))}
     group by tc.table_name, tc.constraint_type, tc.constraint_name`.execute(db);
   return rows.map((r) => `${r.table_name}: ${r.constraint_type}(${r.columns})`).sort();
+}
+
+/** Whether `table` is a partition (of inbox or accepted_messages): the parents are asserted. */
+function isPartition(schema: string, table: RawBuilder<unknown> | ReturnType<typeof sql.ref>) {
+  return sql<boolean>`exists (
+    select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = ${schema} and c.relname = ${table} and c.relispartition)`;
 }
 
 /** Index names of a schema's onceq tables, sorted. */
@@ -145,13 +154,24 @@ describe('db: migrations', function () {
     it('gives each table its primary key, unique constraints and foreign keys', async () => {
       expect(await constraintsOf(db, schema)).to.include.members([
         'accepted_messages: PRIMARY KEY(message_id)',
-        'accepted_messages: UNIQUE(principal, token)',
         'inbox: PRIMARY KEY(message_id)',
       ]);
+      // Partitioned by message id, so no unique key of the parent can hold (principal, token):
+      // the trigger enforces one acceptance per token, and each partition has its own key.
+      expect(await constraintsOf(db, schema)).not.to.include(
+        'accepted_messages: UNIQUE(principal, token)',
+      );
+      const { rows: triggers } = await sql<{ tgname: string }>`
+        select tgname from pg_trigger
+        where tgrelid = ${`${schema}.accepted_messages`}::regclass and not tgisinternal`.execute(
+        db,
+      );
+      expect(triggers.map((t) => t.tgname)).to.deep.equal(['accepted_messages_token_unique']);
       // The indexes behind those keys (secondary indexes are a tuning choice, not asserted).
       expect(await indexesOf(db, schema)).to.include.members([
         'accepted_messages_pkey',
-        'accepted_messages_principal_token_key',
+        'accepted_messages_legacy_principal_token_key',
+        'accepted_messages_default_principal_token_key',
         'inbox_pkey',
       ]);
       // Exactly one constraint per table is the primary key, and the inbox has no unique key
@@ -167,6 +187,7 @@ describe('db: migrations', function () {
         select table_name, column_name, data_type from information_schema.columns
         where table_schema = ${schema}
           and table_name not like 'kysely_%'
+          and not ${isPartition(schema, sql.ref('table_name'))}
           and column_name in ('id', 'message_id', 'from_id', 'to_id')`.execute(db);
       expect(rows.map((r) => `${r.table_name}.${r.column_name}`).sort()).to.deep.equal([
         'accepted_messages.message_id',
@@ -187,22 +208,22 @@ describe('db: migrations', function () {
           () => undefined,
           (err: { code?: string; constraint?: string }) => err,
         );
-      expect(again).to.include({ code: '23505', constraint: 'inbox_pkey' });
+      // Raised by the primary key of the partition that holds the row (here the legacy one).
+      expect(again).to.include({ code: '23505', constraint: 'inbox_legacy_pkey' });
 
-      // One accepted message per (principal, token).
-      const accept = (id: number) =>
+      // One accepted message per (principal, token), whichever partitions the ids fall in: the
+      // second is skipped, as ON CONFLICT (principal, token) DO NOTHING skipped it.
+      const accept = (id: string) =>
         sql`insert into accepted_messages
               (message_id, principal, token, fingerprint, queue, job_name, data, job_id)
-            values (${id}, 'p', 'tok', 'f', 'q', 'j', '{}'::jsonb, ${`m-${id}`})`.execute(db);
-      await accept(1);
-      const reused = await accept(2).then(
-        () => undefined,
-        (err: { code?: string; constraint?: string }) => err,
-      );
-      expect(reused).to.include({
-        code: '23505',
-        constraint: 'accepted_messages_principal_token_key',
-      });
+            values (${id}, 'p', 'tok', 'f', 'q', 'j', '{}'::jsonb, ${`m-${id}`})
+            returning message_id`.execute(db);
+      expect((await accept('1')).rows).to.have.length(1);
+      const nextWeek = firstSnowflakeAt(Date.now() + 2 * 86_400_000);
+      expect((await accept(nextWeek)).rows).to.have.length(0);
+      const { rows: kept } = await sql<{ message_id: string }>`
+        select message_id::text from accepted_messages where token = 'tok'`.execute(db);
+      expect(kept).to.deep.equal([{ message_id: '1' }]);
       await sql`delete from inbox`.execute(db);
       await sql`delete from accepted_messages`.execute(db);
     });

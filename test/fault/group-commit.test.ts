@@ -290,11 +290,13 @@ describe('fault: group commit', function () {
   });
 });
 
-/** Rows ever inserted into `schema.inbox`, rolled back ones included (statistics). */
+/** Rows ever inserted into `schema.inbox`'s partitions, rolled back ones included (statistics). */
 async function insertedInboxRows(db: Db, schema: string): Promise<number> {
   const { rows } = await sql<{ n: string }>`
-    select n_tup_ins::text as n from pg_stat_user_tables
-    where schemaname = ${schema} and relname = 'inbox'`.execute(db);
+    select coalesce(sum(n_tup_ins), 0)::text as n from pg_stat_user_tables
+    where schemaname = ${schema}
+      and relid in (select inhrelid from pg_inherits
+                    where inhparent = ${`${schema}.inbox`}::regclass)`.execute(db);
   return Number(rows[0]?.n ?? 0);
 }
 

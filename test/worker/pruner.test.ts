@@ -13,6 +13,8 @@ import { createTestStack, type TestStack } from '../support/stack.js';
 import { inboxCount, waitFor } from '../support/ledger.js';
 import { createPruner } from '../../src/worker/pruner.js';
 import { findDeadLetter } from '../../src/db/dead-letters.repository.js';
+import { findApplied } from '../../src/db/inbox.repository.js';
+import { findAcceptedByMessageId } from '../../src/db/accepted-messages.repository.js';
 import { firstSnowflakeAt, encodeSnowflake } from '../../src/core/snowflake.js';
 import { createDb } from '../../src/db/create-db.js';
 import { TEST_DATABASE_URL } from '../support/env.js';
@@ -186,7 +188,18 @@ describe('worker: dedupe-window pruning', function () {
       now: () => Date.now() + 2 * DAY,
     });
     try {
-      expect(await pruner.runOnce()).to.include({ ran: true, inbox: 1, acceptedMessages: 1 });
+      // In batches, or with the whole partition that holds them (the legacy one, which ends at
+      // the next UTC midnight, lies past the window unless this runs in the first 10 minutes
+      // of the day): either way its rows are gone and the cutoff covers them.
+      const report = await pruner.runOnce();
+      expect(report.ran).to.equal(true);
+      if (report.partitionsDropped === 0) {
+        expect(report).to.include({ inbox: 1, acceptedMessages: 1 });
+      } else {
+        expect(report.partitionsDropped).to.equal(2);
+      }
+      expect(await findApplied(stack.db, messageId)).to.equal(undefined);
+      expect(await findAcceptedByMessageId(stack.db, messageId)).to.equal(undefined);
     } finally {
       await pruner.close();
     }
