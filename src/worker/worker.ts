@@ -204,7 +204,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
         logger: log,
       })
     : undefined;
-  const partitions =
+  const partitionMaintainer =
     options.partitions === false
       ? undefined
       : startPartitionMaintainer(options.db, { logger: log, ...options.partitions });
@@ -363,7 +363,7 @@ export async function startWorker(options: OnceqWorkerOptions): Promise<OnceqWor
           outbox?.close(),
           reconciler?.close(),
           pruner?.close(),
-          partitions?.close(),
+          partitionMaintainer?.close(),
           trimmer?.close(),
           tokenSweep?.close(),
         ]);
