@@ -216,7 +216,7 @@ function fieldPath(context: string, instancePath: string, params: Record<string,
   return context === 'body' ? path : `/${context}${path}`;
 }
 
-/** Connection failures of Redis (ioredis) or PostgreSQL (pg, node sockets). */
+/** Connection failures of Redis (ioredis, a cluster's too) or PostgreSQL (pg, node sockets). */
 function isUnreachable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const code = (err as { code?: string }).code;
@@ -226,8 +226,13 @@ function isUnreachable(err: unknown): boolean {
   ) {
     return true;
   }
+  // A Redis Cluster with slots not served (a shard down, a failover under way) answers
+  // CLUSTERDOWN or TRYAGAIN; ioredis gives up after its redirections with that last error.
   return (
     err.name === 'MaxRetriesPerRequestError' ||
-    /Connection is closed|Connection terminated|connect ECONNREFUSED/.test(err.message)
+    err.name === 'ClusterAllFailedError' ||
+    /Connection is closed|Connection terminated|connect ECONNREFUSED|CLUSTERDOWN|TRYAGAIN|Too many Cluster redirections|Failed to refresh slots cache/.test(
+      err.message,
+    )
   );
 }

@@ -11,6 +11,7 @@ import { parseClusterNodes } from '../../src/core/cluster-nodes.js';
 import { createRedisBackend } from '../../src/queues/redis-backend.js';
 import { startRedisCluster, type RedisCluster } from '../../tools/support/redis-cluster.js';
 import { uniqueName } from '../support/env.js';
+import { toProblem } from '../../src/http/problem.js';
 
 describe('redis: token calls on a Redis Cluster across a failover', function () {
   this.timeout(90_000);
@@ -39,6 +40,46 @@ describe('redis: token calls on a Redis Cluster across a failover', function () 
         .filter((r): r is PromiseRejectedResult => r.status === 'rejected')
         .map((r) => String((r.reason as Error).message));
       expect(failures).to.deep.equal([]);
+    } finally {
+      await store.close();
+      await closeRedis(redis);
+    }
+  });
+});
+
+describe('redis: a Redis Cluster with a shard down', function () {
+  this.timeout(90_000);
+  let cluster: RedisCluster | undefined;
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  it('makes the API answer 503 with Retry-After, not 500, while slots are not served', async () => {
+    cluster = await startRedisCluster();
+    const redis = createRedisCluster({
+      nodes: parseClusterNodes(cluster.nodesSpec.split(',')).nodes,
+    });
+    const backend = createRedisBackend({ redis, prefix: uniqueName('cldn') });
+    const store = backend.openTokenStore({ db: undefined as never });
+    try {
+      await store.tokens.issue('p', { ttlMs: 60_000 });
+      // A whole shard: its replica first, so that nothing takes over its slots.
+      const [master] = await cluster.masters();
+      for (const r of await cluster.replicasOf(master!.port)) await cluster.killNode(r.port);
+      await cluster.killNode(master!.port);
+      const errors = (
+        await Promise.allSettled(
+          Array.from({ length: 30 }, (_, i) => store.tokens.issue(`p${i}`, { ttlMs: 60_000 })),
+        )
+      )
+        .filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+        .map((r) => r.reason as Error);
+      expect(errors.length).to.be.greaterThan(0);
+      for (const err of errors) {
+        const mapped = toProblem(err);
+        expect(mapped.body.status, err.message).to.equal(503);
+        expect(mapped.headers['retry-after']).to.match(/^\d+$/);
+      }
     } finally {
       await store.close();
       await closeRedis(redis);
