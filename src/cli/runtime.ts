@@ -10,8 +10,7 @@ import { assertQueueBackend } from '../db/queue-backends.repository.js';
 import {
   checkRedis,
   closeRedis,
-  createRedis,
-  createRedisCluster,
+  createRedisClient,
   describeRedis,
   type RedisClient,
 } from '../redis/connection.js';
@@ -53,15 +52,11 @@ export async function openRuntime(options: RuntimeOptions = {}): Promise<Runtime
   const config = options.config ?? (await resolveServices(loadConfig())).config;
   const logger = createLogger({ level: config.logLevel, name: options.name });
   const connectionName = `onceq-${options.name ?? 'cli'}`;
-  const redis: RedisClient | undefined = config.redisClusterNodes
-    ? createRedisCluster({
-        nodes: config.redisClusterNodes,
-        failFast: options.failFast,
-        connectionName,
-      })
-    : config.redisUrl === undefined
+  const target = config.redisClusterNodes ?? config.redisUrl;
+  const redis: RedisClient | undefined =
+    target === undefined
       ? undefined
-      : createRedis({ url: config.redisUrl, failFast: options.failFast, connectionName });
+      : createRedisClient(target, { failFast: options.failFast, connectionName });
   const backend = createBackend({
     redis,
     database: config.databaseUrl,

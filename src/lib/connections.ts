@@ -10,8 +10,7 @@ import { assertQueueBackend } from '../db/queue-backends.repository.js';
 import {
   checkRedis,
   closeRedis,
-  createRedis,
-  createRedisCluster,
+  createRedisClient,
   describeRedis,
   type RedisClient,
 } from '../redis/connection.js';
@@ -53,16 +52,12 @@ export async function openConnections(
 ): Promise<Connections> {
   const given = options.redis;
   const ownsRedis = typeof given === 'string' || Array.isArray(given);
-  const redis: RedisClient | undefined =
-    typeof given === 'string'
-      ? createRedis({ url: given, failFast: settings.failFast, connectionName: settings.name })
-      : Array.isArray(given)
-        ? createRedisCluster({
-            nodes: given as readonly ClusterNode[],
-            failFast: settings.failFast,
-            connectionName: settings.name,
-          })
-        : (given as RedisClient | undefined);
+  const redis: RedisClient | undefined = ownsRedis
+    ? createRedisClient(given as string | readonly ClusterNode[], {
+        failFast: settings.failFast,
+        connectionName: settings.name,
+      })
+    : (given as RedisClient | undefined);
   const backend = createBackend({ ...options, redis });
   const db = createDb({
     ...(typeof options.database === 'string'

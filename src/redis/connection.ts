@@ -4,6 +4,7 @@
  * rather than failing commands.
  */
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type { ClusterNode } from '../core/cluster-nodes.js';
 import { redactUrl } from '../core/redact-url.js';
 import { ServiceUnreachableError } from '../core/errors.js';
 import { withTimeout } from '../core/with-timeout.js';
@@ -14,11 +15,7 @@ import { withTimeout } from '../core/with-timeout.js';
  */
 export type RedisClient = Redis | Cluster;
 
-/** A node of a Redis Cluster, as `REDIS_CLUSTER_NODES` lists them. */
-export interface ClusterNode {
-  host: string;
-  port: number;
-}
+export type { ClusterNode };
 
 /** Options of {@link createRedis}. */
 export interface RedisConnectionOptions {
@@ -90,6 +87,19 @@ export function createRedisCluster(options: RedisClusterConnectionOptions): Clus
   );
   cluster.on('error', () => undefined);
   return cluster;
+}
+
+/**
+ * A connection to a Redis URL, or to the cluster these startup nodes belong to: the one choice
+ * between {@link createRedis} and {@link createRedisCluster}.
+ */
+export function createRedisClient(
+  target: string | readonly ClusterNode[],
+  options: { connectionName?: string; failFast?: boolean } = {},
+): RedisClient {
+  return typeof target === 'string'
+    ? createRedis({ url: target, ...options })
+    : createRedisCluster({ nodes: target, ...options });
 }
 
 function retryDelay(times: number, failFast: boolean | undefined): number | null {

@@ -28,33 +28,29 @@ interface AppDatabase {
   cluster_notes: { id: string; body: string; version: Generated<number> };
 }
 
-const note = defineJob<AppDatabase>()({
-  name: 'cluster.note.add',
-  queue: 'cluster-a',
-  queues: ['cluster-b'],
-  schema: Type.Object({ body: Type.String() }),
-  async handle(ctx) {
-    const inserted = await ctx.insertOnce('cluster_notes', {
-      id: ctx.messageId,
-      body: ctx.data.body,
-    });
-    return { inserted };
-  },
-});
+/** A note job: one insert keyed by the messageId (so a second delivery adds nothing). */
+function noteJob<Name extends string>(
+  name: Name,
+  queue: string,
+  extra: { queues?: string[]; partitions?: number },
+) {
+  return defineJob<AppDatabase>()({
+    name,
+    queue,
+    ...extra,
+    schema: Type.Object({ body: Type.String() }),
+    async handle(ctx) {
+      const inserted = await ctx.insertOnce('cluster_notes', {
+        id: ctx.messageId,
+        body: ctx.data.body,
+      });
+      return { inserted };
+    },
+  });
+}
 
-const parted = defineJob<AppDatabase>()({
-  name: 'cluster.note.parted',
-  queue: 'cluster-p',
-  partitions: 6,
-  schema: Type.Object({ body: Type.String() }),
-  async handle(ctx) {
-    const inserted = await ctx.insertOnce('cluster_notes', {
-      id: ctx.messageId,
-      body: ctx.data.body,
-    });
-    return { inserted };
-  },
-});
+const note = noteJob('cluster.note.add', 'cluster-a', { queues: ['cluster-b'] });
+const parted = noteJob('cluster.note.parted', 'cluster-p', { partitions: 6 });
 
 /** Every key under `prefix` on every master of the cluster, with its slot. */
 async function keysWithSlots(redis: Cluster, prefix: string): Promise<Map<string, number>> {

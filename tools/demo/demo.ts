@@ -31,8 +31,7 @@ import { messageJobOptions } from '../../src/queues/message-job-options.js';
 import {
   checkRedis,
   closeRedis,
-  createRedis,
-  createRedisCluster,
+  createRedisClient,
   describeRedis,
   type RedisClient,
 } from '../../src/redis/connection.js';
@@ -140,11 +139,9 @@ export async function runDemo(config: Config, options: DemoOptions = {}): Promis
     applicationName: 'onceq-demo',
   });
   // The stack's own queues, in the mode its processes run in: a Redis, a cluster, or PostgreSQL.
-  const redis: RedisClient | undefined = config.redisClusterNodes
-    ? createRedisCluster({ nodes: config.redisClusterNodes, connectionName: 'onceq-demo' })
-    : config.redisUrl === undefined
-      ? undefined
-      : createRedis({ url: config.redisUrl, connectionName: 'onceq-demo' });
+  const target = config.redisClusterNodes ?? config.redisUrl;
+  const redis: RedisClient | undefined =
+    target === undefined ? undefined : createRedisClient(target, { connectionName: 'onceq-demo' });
   const backend = createBackend({
     redis,
     database: config.databaseUrl,

@@ -1,4 +1,9 @@
 /**
+ * KNOWN TO FAIL, under load: the reproducer of an open liveness bug, run by `npm run test:known`
+ * and not by `npm test` until it is fixed (see the CHANGELOG's "Known" section). Alone on an idle
+ * machine it passes; in a full `npm test` run (load from the suites around it) every worker
+ * process stops taking jobs after the restart and the messages stay queued.
+ *
  * A Redis Cluster shard that goes down whole (its master and its replica SIGKILLed, so no
  * failover) and comes back empty, while worker processes consume the queue whose slot it
  * owns: the cluster is down meanwhile, then its keys are gone. The workers must go on taking
