@@ -72,6 +72,13 @@ describe('lib: onceq on a Redis Cluster', function () {
   const prefix = uniqueName('clu');
   let cluster: RedisCluster;
   let redis: Cluster;
+  /** The options every component of this suite shares, on the given cluster connection. */
+  const connection = <R>(target: R) => ({
+    redis: target,
+    database: TEST_DATABASE_URL,
+    schema,
+    prefix,
+  });
 
   before(async () => {
     cluster = await sharedCluster();
@@ -94,13 +101,7 @@ describe('lib: onceq on a Redis Cluster', function () {
   });
 
   it('applies each message once, from a node list, with each queue in a slot of its own', async () => {
-    const options = {
-      redis: cluster.nodesSpec.split(',').slice(0, 2),
-      database: TEST_DATABASE_URL,
-      schema,
-      prefix,
-      jobs: [note],
-    };
+    const options = { ...connection(cluster.nodesSpec.split(',').slice(0, 2)), jobs: [note] };
     const producer = await createProducer(options);
     const worker = await createWorker({ ...options, concurrency: 5 });
     try {
@@ -151,13 +152,7 @@ describe('lib: onceq on a Redis Cluster', function () {
   });
 
   it('spreads a partitioned queue over slots and masters, each message applied once', async () => {
-    const options = {
-      redis: cluster.nodesSpec.split(','),
-      database: TEST_DATABASE_URL,
-      schema,
-      prefix,
-      jobs: [parted],
-    };
+    const options = { ...connection(cluster.nodesSpec.split(',')), jobs: [parted] };
     const producer = await createProducer(options);
     const worker = await createWorker({ ...options, concurrency: 6 });
     const db = createDb({ url: TEST_DATABASE_URL, schema });
@@ -200,13 +195,7 @@ describe('lib: onceq on a Redis Cluster', function () {
   it("uses a caller's Cluster and leaves it open", async () => {
     const own = await sharedClusterClient('onceq-test-own');
     try {
-      const producer = await createProducer({
-        redis: own,
-        database: TEST_DATABASE_URL,
-        schema,
-        prefix,
-        jobs: [note],
-      });
+      const producer = await createProducer({ ...connection(own), jobs: [note] });
       await producer.enqueue('cluster.note.add', { body: 'c' });
       await producer.close();
       expect(own.status).to.equal('ready');
@@ -219,10 +208,7 @@ describe('lib: onceq on a Redis Cluster', function () {
   it('refuses a node list with an entry that is not host:port, naming it', async () => {
     try {
       await createProducer({
-        redis: ['127.0.0.1:7000', 'nope', { host: '127.0.0.1', port: 0 }],
-        database: TEST_DATABASE_URL,
-        schema,
-        prefix,
+        ...connection(['127.0.0.1:7000', 'nope', { host: '127.0.0.1', port: 0 }]),
         jobs: [note],
       });
       expect.fail('expected a ConfigError');
@@ -236,13 +222,7 @@ describe('lib: onceq on a Redis Cluster', function () {
       expect(details[1]).to.include('node 3 ("127.0.0.1:0")');
     }
     try {
-      await createProducer({
-        redis: [],
-        database: TEST_DATABASE_URL,
-        schema,
-        prefix,
-        jobs: [note],
-      });
+      await createProducer({ ...connection([]), jobs: [note] });
       expect.fail('expected a ConfigError');
     } catch (err) {
       expect((err as ConfigError).details).to.deep.equal([

@@ -259,13 +259,7 @@ export async function runWorkerProcesses(
 
     const cores = (ticks: number | null) =>
       ticks === null ? null : round(ticks / CLOCK_TICKS / seconds);
-    const pgTicks =
-      pgBefore && pgPids.all.length > 0
-        ? pgPids.all.reduce((sum, pid) => {
-            const now = pgAfter?.get(pid);
-            return now === undefined ? sum : sum + now - (pgBefore.get(pid) ?? 0);
-          }, 0)
-        : null;
+    const pgTicks = pgPids.all.length > 0 ? ticksBetween(pgBefore, pgAfter, pgPids.all) : null;
     return {
       seconds,
       latenciesMs,
@@ -347,12 +341,7 @@ export async function runCommitCeiling(
     await pool.end();
     await waitForBackendsGone(stats, pgPids.byName('onceq-bench-commits'));
     const commitsAfter = await readCommits(stats, probe, database);
-    const pgTicks = pgBefore
-      ? pgPids.all.reduce((sum, pid) => {
-          const now = pgAfter?.get(pid);
-          return now === undefined ? sum : sum + now - (pgBefore.get(pid) ?? 0);
-        }, 0)
-      : null;
+    const pgTicks = ticksBetween(pgBefore, pgAfter, pgPids.all);
     return {
       seconds,
       latenciesMs,
@@ -577,4 +566,20 @@ async function redisCpuSeconds(redis: RedisClient): Promise<number> {
 
 function round(v: number): number {
   return Math.round(v * 100) / 100;
+}
+
+/**
+ * CPU ticks the processes `pids` used between two readings of {@link postgresTicks}; `null`
+ * without a first reading. A process gone by the second reading is left out.
+ */
+function ticksBetween(
+  before: Map<number, number> | undefined | null,
+  after: Map<number, number> | undefined | null,
+  pids: readonly number[],
+): number | null {
+  if (!before) return null;
+  return pids.reduce((sum, pid) => {
+    const now = after?.get(pid);
+    return now === undefined ? sum : sum + now - (before.get(pid) ?? 0);
+  }, 0);
 }
