@@ -42,6 +42,7 @@ import { QUEUE_NAME, QUEUE_NAME_RULE } from '../core/queue-name.js';
 import { redactUrl } from '../core/redact-url.js';
 import { combinationProblems, MIN_DURATION_MS, type TimingSettings } from '../core/settings.js';
 import { isJobDefinition, type JobDefinition } from '../jobs/define-job.js';
+import { clusterOptionsProblem } from '../redis/connection.js';
 
 /** Where onceq's state lives: what every component needs. */
 export interface ConnectionOptions {
@@ -50,7 +51,9 @@ export interface ConnectionOptions {
    * Cluster's startup nodes (`'host:port'` strings or `{ host, port }`), for a cluster
    * connection onceq opens and closes; or an ioredis `Redis` or `Cluster` instance, which onceq
    * uses (and duplicates) but never closes, as BullMQ does. A worker needs an instance made with
-   * `maxRetriesPerRequest: null` (a `Cluster`: in its `redisOptions`), as BullMQ's workers do.
+   * `maxRetriesPerRequest: null` (a `Cluster`: in its `redisOptions`), as BullMQ's workers do,
+   * and a `Cluster` made with `enableReadyCheck: false` (ioredis's ready check can leave a worker
+   * waiting forever after a shard of the cluster was down; createWorker refuses one without it).
    * On a cluster each queue's keys carry a hash tag of their own (`onceq:{ledger}:…`), so the
    * queues spread over the masters; nothing else changes.
    * Without it, onceq runs on PostgreSQL alone: BullMQ on its PostgreSQL backend (its tables in
@@ -499,6 +502,9 @@ export function resolveWorkerOptions(input: WorkerOptions): ResolvedWorkerOption
   const check = new Checker(options, 'createWorker');
   check.known(WORKER_KEYS);
   const base = connection(check, options);
+  // A worker's BullMQ blocking connection is a duplicate of the caller's Cluster, options and all.
+  const clusterProblem = isRedis(base.redis) ? clusterOptionsProblem(base.redis) : undefined;
+  if (clusterProblem) check.fail('redis', `: ${clusterProblem}`);
   const jobList = jobs(check, options.jobs);
   let queues: readonly string[] | undefined;
   if (options.queues !== undefined) {

@@ -76,6 +76,15 @@ export function createRedisCluster(options: RedisClusterConnectionOptions): Clus
     retryDelayOnClusterDown: 300,
     retryDelayOnTryAgain: 200,
     slotsRefreshTimeout: 2_000,
+    // Off: ioredis's ready check makes `connect()` hang. When a connect meets a cluster whose
+    // state is `fail` (a shard down whole), the check fails, the client reconnects on its own,
+    // and the promise that first `connect()` returned is never settled, even once the cluster is
+    // back and the client ready. BullMQ awaits that promise when it reconnects a worker's
+    // blocking connection, so the worker stopped taking jobs for good after a shard outage.
+    // Without the check the client is ready once it knows the slots, and a command sent while
+    // the cluster is down gets CLUSTERDOWN, which is retried (retryDelayOnClusterDown) and then
+    // fails like any other command meeting a down Redis.
+    enableReadyCheck: false,
     redisOptions: {
       connectionName: options.connectionName ?? 'onceq',
       maxRetriesPerRequest: options.failFast ? 1 : null,
@@ -104,6 +113,22 @@ export function createRedisClient(
 
 function retryDelay(times: number, failFast: boolean | undefined): number | null {
   return failFast && times > 2 ? null : Math.min(times * 100, 2_000);
+}
+
+/**
+ * What is wrong with a caller's own ioredis `Cluster` for onceq, or `undefined`: its ready check
+ * is on (ioredis's default), which leaves a worker stuck after a shard outage; see
+ * {@link createRedisCluster}.
+ */
+export function clusterOptionsProblem(redis: RedisClient): string | undefined {
+  if (!isCluster(redis)) return undefined;
+  const { enableReadyCheck } = (redis as unknown as { options: { enableReadyCheck?: boolean } })
+    .options;
+  return enableReadyCheck === false
+    ? undefined
+    : 'the ioredis Cluster was made with its ready check on (enableReadyCheck, on by default): ' +
+        'a worker on it can stop taking jobs for good after a shard of the cluster was down; ' +
+        'make it with `enableReadyCheck: false`';
 }
 
 /** Whether a connection is to a Redis Cluster (duck-typed: another copy of ioredis counts). */
@@ -153,7 +178,7 @@ export async function checkRedis(redis: RedisClient, url: string): Promise<void>
   };
   redis.on('error', onError);
   try {
-    if (redis.status === 'wait') await redis.connect();
+    if (redis.status === 'wait') await withTimeout(redis.connect(), 5_000);
     await withTimeout(redis.ping(), 5_000);
   } catch (err) {
     const reason = describeReason(socketError ?? err);

@@ -8,7 +8,7 @@
 import { expect } from 'chai';
 import { Type } from '@sinclair/typebox';
 import { sql, type Generated } from 'kysely';
-import type { Cluster } from 'ioredis';
+import { Cluster as IoredisCluster, type Cluster } from 'ioredis';
 import {
   ConfigError,
   createProducer,
@@ -202,6 +202,35 @@ describe('lib: onceq on a Redis Cluster', function () {
       expect(await own.ping()).to.equal('PONG');
     } finally {
       await closeRedis(own);
+    }
+  });
+
+  it("refuses for a worker a caller's Cluster made with ioredis's ready check on", async () => {
+    const nodes = cluster.nodes.map((n) => ({ host: n.host, port: n.port }));
+    const redisOptions = { maxRetriesPerRequest: null };
+    const checked = new IoredisCluster(nodes, { lazyConnect: true, redisOptions });
+    try {
+      await createWorker({ ...connection(checked), jobs: [note] });
+      expect.fail('expected a ConfigError');
+    } catch (err) {
+      expect(err).to.be.instanceOf(ConfigError);
+      expect((err as ConfigError).details).to.have.length(1);
+      expect((err as ConfigError).details[0]).to.match(/^redis: .*`enableReadyCheck: false`$/);
+      // Refused before anything was opened: the caller's connection was not even connected.
+      expect(checked.status).to.equal('wait');
+    } finally {
+      checked.disconnect();
+    }
+    const unchecked = new IoredisCluster(nodes, {
+      lazyConnect: true,
+      enableReadyCheck: false,
+      redisOptions,
+    });
+    try {
+      const worker = await createWorker({ ...connection(unchecked), jobs: [note] });
+      await worker.close();
+    } finally {
+      await closeRedis(unchecked);
     }
   });
 

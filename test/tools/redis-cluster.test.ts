@@ -121,8 +121,17 @@ describe('tools/support/redis-cluster', function () {
     await c.restartNode(killed.port);
     expect(c.pid(killed.port)).to.be.a('number');
     expect((await c.masters()).map((m) => m.port)).to.deep.equal(masters.map((m) => m.port));
-    const replicaOf = await Promise.all(masters.map((m) => c.replicasOf(m.port)));
-    expect(replicaOf.flat().map((r) => r.port)).to.include(killed.port);
+    // It comes back a master of no slots and turns replica when it hears of the failover: the
+    // live nodes' views converge on it within a few gossip rounds, not at once.
+    const replicaPorts = async () =>
+      (await Promise.all(masters.map((m) => c.replicasOf(m.port)))).flat().map((r) => r.port);
+    const deadline = Date.now() + 15_000;
+    while (!(await replicaPorts()).includes(killed.port) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(await replicaPorts()).to.include(killed.port);
+    for (const m of masters)
+      expect(await c.replicasOf(m.port), `replicas of ${m.port}`).to.have.length(1);
   });
 
   it('refuses to kill a node that is not a master, naming it', async function () {
