@@ -10,6 +10,7 @@ import {
   sql,
   type Migration,
   type MigrationProvider,
+  type MigrationInfo,
   type MigrationResultSet,
 } from 'kysely';
 import pg from 'pg';
@@ -98,13 +99,8 @@ async function runMigrator(
 ): Promise<MigrationResultSet> {
   for (let attempt = 1; ; attempt++) {
     const resultSet = await run();
-    const err = resultSet.error as { code?: string; message?: string } | undefined;
     const othersVanished =
-      // The schema, a table, or a table's column gone between the listing's steps.
-      (err?.code === '3F000' || err?.code === '42P01' || err?.code === '42703') &&
-      !resultSet.results?.length &&
-      !String(err.message).includes(`"${schema}"`) &&
-      !String(err.message).includes(`${schema}.`);
+      !resultSet.results?.length && anotherSchemaVanished(schema, resultSet.error);
     if (!othersVanished || attempt >= 8) return check(resultSet);
     // Dropping schemas comes in bursts (a test suite's teardown): let it pass.
     await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt));
@@ -130,13 +126,36 @@ export async function migrateDown(
   return runMigrator(schema, () => migrator(db, schema, set).migrateDown());
 }
 
+/**
+ * Whether `error` is the listing of every schema's tables failing on another schema dropped
+ * meanwhile: the schema, a table, or a table's column gone between the listing's steps.
+ */
+function anotherSchemaVanished(schema: string, error: unknown): boolean {
+  const err = error as { code?: string; message?: string } | undefined;
+  return (
+    (err?.code === '3F000' || err?.code === '42P01' || err?.code === '42703') &&
+    !String(err.message).includes(`"${schema}"`) &&
+    !String(err.message).includes(`${schema}.`)
+  );
+}
+
 /** Every known migration of `set` (onceq's) with the time it ran, or `undefined` when pending. */
 export async function migrationStatus(
   db: Db,
   schema: string,
   set: MigrationSet = ONCEQ_MIGRATIONS,
 ): Promise<{ name: string; executedAt?: Date }[]> {
-  const all = await migrator(db, schema, set).getMigrations();
+  // The same listing as a migration run's, tried again the same way (see runMigrator).
+  const list = async (attempt: number): Promise<readonly MigrationInfo[]> => {
+    try {
+      return await migrator(db, schema, set).getMigrations();
+    } catch (err) {
+      if (attempt >= 8 || !anotherSchemaVanished(schema, err)) throw err;
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+      return list(attempt + 1);
+    }
+  };
+  const all = await list(1);
   return all.map((m) => ({ name: m.name, executedAt: m.executedAt }));
 }
 

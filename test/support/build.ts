@@ -38,6 +38,18 @@ export function ensureBuilt(): Promise<void> {
   return building;
 }
 
+let fresh = false;
+
+/**
+ * Whether `dist/` is up to date now, without building: child processes then run the compiled
+ * code (about 0.4 s and 0.6 s of CPU less per start than the sources through tsx, for the
+ * hundreds a run starts). Once true it stays true: the sources do not change during a run.
+ */
+export function isBuilt(): boolean {
+  fresh ||= builtAt() >= newestInput();
+  return fresh;
+}
+
 function builtAt(): number {
   try {
     return statSync(BUILT).mtimeMs;

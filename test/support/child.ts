@@ -1,13 +1,15 @@
 /**
- * Real worker processes for fault tests: `onceq worker` from the sources (tools/cli.ts, which
- * holds the product commands and the demo), in a child process with its own environment, killed
- * and paused with real signals. Built on the repository's one harness, tools/support/child.ts.
+ * Real worker processes for fault tests: `onceq worker` (tools/cli.ts, which holds the product
+ * commands and the demo: compiled when the build is up to date, else the sources through tsx),
+ * in a child process with its own environment, killed and paused with real signals. Built on the
+ * repository's one harness, tools/support/child.ts.
  */
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { spawnChild } from '../../tools/support/child.js';
 import type { BackendKind } from '../../src/queues/backend.js';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from './env.js';
+import { isBuilt } from './build.js';
 
 const CLI = fileURLToPath(new URL('../../tools/cli.ts', import.meta.url));
 const BIN = fileURLToPath(new URL('../../bin/onceq.js', import.meta.url));
@@ -47,7 +49,9 @@ export interface WorkerChildOptions {
   script?: string;
   /**
    * Run the compiled executable (`node bin/onceq.js`, what users run) instead of the sources
-   * through tsx; call `ensureBuilt()` (support/build.ts) first. @defaultValue false
+   * through tsx; call `ensureBuilt()` (support/build.ts) first. @defaultValue whether the build
+   * is up to date (`isBuilt()`) and no TypeScript file is to be loaded: the same code either
+   * way, the compiled one starts faster
    */
   compiled?: boolean;
   /** Working directory. @defaultValue this process's */
@@ -59,13 +63,23 @@ export interface WorkerChildOptions {
   node?: string[];
 }
 
+/**
+ * Whether the child is to load a module of the test's (`ONCEQ_JOBS`, or any TypeScript file):
+ * such a module is TypeScript or imports the sources, which only tsx can load.
+ */
+function loadsTypeScript(env: Record<string, string> | undefined): boolean {
+  return (
+    env?.ONCEQ_JOBS !== undefined || Object.values(env ?? {}).some((v) => /\.[cm]?ts$/.test(v))
+  );
+}
+
 /** Spawns `onceq worker` (or `args`, or `options.script`) against the test services. */
 export function spawnWorker(options: WorkerChildOptions): WorkerChild {
   const entry = options.node
     ? options.node
     : options.script
       ? ['--import', 'tsx', options.script]
-      : options.compiled
+      : (options.compiled ?? (isBuilt() && !loadsTypeScript(options.env)))
         ? [BIN]
         : ['--import', 'tsx', CLI];
   const args = options.node ? [] : (options.args ?? ['worker']);

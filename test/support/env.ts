@@ -1,12 +1,13 @@
 /**
- * Test isolation: each suite gets its own Redis key prefix and its own PostgreSQL schema, migrated
- * from the real migrations, and removes both afterwards. Real services only; no mocks.
+ * Test isolation: each suite gets its own Redis key prefix and its own PostgreSQL schema, made by
+ * the real migrations (run once per test process into a template that each schema copies, see
+ * schema-template.ts), and removes both afterwards. Real services only; no mocks.
  */
 import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Redis } from 'ioredis';
 import { createDb, type Db } from '../../src/db/create-db.js';
-import { migrateWithLedger } from '../../src/jobs/examples/ledger/migrations.js';
+import { createMigratedSchema } from './schema-template.js';
 import { createRedis, type RedisClient } from '../../src/redis/connection.js';
 import type { Backend, BackendKind } from '../../src/queues/backend.js';
 import { createRedisBackend } from '../../src/queues/redis-backend.js';
@@ -85,7 +86,7 @@ export interface TestSchema {
 export async function createTestSchema(label: string, poolSize = 10): Promise<TestSchema> {
   const schema = uniqueName(label);
   const db = createDb({ url: TEST_DATABASE_URL, schema, poolSize, applicationName: 'onceq-test' });
-  await migrateWithLedger(db, schema);
+  await createMigratedSchema(TEST_DATABASE_URL, db, schema);
   return {
     schema,
     db,

@@ -202,12 +202,17 @@ export async function runSoak(options: SoakOptions): Promise<number> {
     let perKey: { tokenBytes: number; jobBytes: number } | undefined;
     const load = Promise.all(
       Array.from({ length: connections }, async () => {
-        const tokens: string[] = [];
+        let tokens: string[] = [];
+        let issuedAt = 0;
         while (next < messages) {
           while (sent - applied > maxBacklog) await sleep(100);
           const n = next++;
+          // A batch of tokens is used before half its ttl is gone: a connection held back by the
+          // backlog (a slow machine) would otherwise send tokens that expired meanwhile.
+          if (performance.now() - issuedAt > tokenTtlMs / 2) tokens = [];
           if (tokens.length === 0) {
-            tokens.push(...(await client.issueTokens(100)).map((t) => t.token));
+            issuedAt = performance.now();
+            tokens = (await client.issueTokens(100)).map((t) => t.token);
           }
           await client.enqueue(
             'account.open',

@@ -293,6 +293,14 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       if (stale.length > 0) {
         return `node ${port} still flags live node ${stale[0]!.port} as ${stale[0]!.flags.join(',')}`;
       }
+      // Every live node but the masters is a replica of one, in this node's view too: a
+      // replica's role reaches the other nodes by gossip, a moment after its own link is up.
+      const attached = nodes.filter(
+        (n) => up.includes(n.port) && n.masterId !== undefined && !failed(n),
+      ).length;
+      if (attached !== up.length - masters) {
+        return `node ${port} sees ${attached} live replicas attached, not ${up.length - masters}`;
+      }
       const me = nodes.find((n) => n.flags.includes('myself'));
       if (me?.flags.includes('master')) {
         roles.masters++;
