@@ -2,10 +2,24 @@
  * Root hooks: create the test database once, and fail the run if any test left a socket, a
  * child process or a timer behind: a suite that needs `--exit` to stop is hiding a leak.
  * Resources alive when the run began (mocha's own stdio pipes, its hook timer) are the baseline.
+ * In parallel mode each file runs as a root suite of its own in one of the worker processes, so
+ * these run around every file.
  */
 import { ensureDatabase } from '../../src/db/migrate.js';
+import { ensureBuilt } from './build.js';
 import { TEST_DATABASE_URL } from './env.js';
 import { stopSharedCluster } from './shared-cluster.js';
+
+/**
+ * Once, in mocha's own process before any file runs. In parallel mode (`npm test` runs two
+ * processes) the build is made here, while nothing runs yet: two processes building `dist/` at
+ * once, or one starting the compiled CLI while the other is half way through writing it, would
+ * fail in ways that have nothing to do with the tests. A serial run builds when a test first
+ * asks (`ensureBuilt()`), so that one file can be run without waiting for a build.
+ */
+export async function mochaGlobalSetup(): Promise<void> {
+  if (process.argv.includes('--parallel')) await ensureBuilt();
+}
 
 const WATCHED = new Set(['TCPSocketWrap', 'TCPWRAP', 'ProcessWrap', 'PipeWrap', 'Timeout']);
 let baseline = new Map<string, number>();

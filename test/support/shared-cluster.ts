@@ -1,7 +1,8 @@
 /**
- * One Redis Cluster (3 masters, one replica each, on loopback) shared by every suite of a mocha
- * run that runs on a cluster: started at the first suite that asks (about 2 s), stopped by the
- * root after-all hook (test/support/hooks.ts) before it looks for leaks. Suites isolate
+ * One Redis Cluster (3 masters, one replica each, on loopback) shared by every suite of a test
+ * file that runs on a cluster: started at the first suite that asks (about 2 s), stopped by the
+ * root after-all hook (test/support/hooks.ts, after each file in parallel mode, after the whole
+ * run in a serial one) before it looks for leaks. Suites isolate
  * themselves on it by key prefix, as on the shared Redis. A suite that kills nodes starts a
  * cluster of its own instead (tools/support/redis-cluster.ts).
  */
