@@ -26,10 +26,25 @@ const INPUTS = [
 
 let building: Promise<void> | undefined;
 
+/**
+ * Set by the parallel run's global setup once it has built (test/support/hooks.ts), and seen by
+ * the worker processes it starts: they never build. A build deletes `dist/` first, so a build
+ * in one process would break the compiled children of the other for as long as it runs.
+ */
+export const BUILT_FOR_RUN = 'ONCEQ_TEST_BUILT_FOR_RUN';
+
 /** Resolves once `dist/` is at least as new as the sources; builds it if not. */
 export function ensureBuilt(): Promise<void> {
   building ??= (async () => {
-    if (builtAt() >= newestInput()) return;
+    const newest = newestInput();
+    if (builtAt() >= newest.mtimeMs) return;
+    if (process.env[BUILT_FOR_RUN]) {
+      // Built for this run, and an input changed since: said, and the build is used as it is.
+      process.stderr.write(
+        `test build: ${newest.file} is newer than dist/; not rebuilding mid-run\n`,
+      );
+      return;
+    }
     await promisify(execFile)('npm', ['run', 'build'], { cwd: ROOT, timeout: 120_000 });
   })().catch((err: unknown) => {
     building = undefined;
@@ -46,7 +61,7 @@ let fresh = false;
  * hundreds a run starts). Once true it stays true: the sources do not change during a run.
  */
 export function isBuilt(): boolean {
-  fresh ||= builtAt() >= newestInput();
+  fresh ||= Boolean(process.env[BUILT_FOR_RUN]) || builtAt() >= newestInput().mtimeMs;
   return fresh;
 }
 
@@ -58,12 +73,12 @@ function builtAt(): number {
   }
 }
 
-function newestInput(): number {
-  let newest = 0;
+function newestInput(): { mtimeMs: number; file: string } {
+  let newest = { mtimeMs: 0, file: '' };
   const visit = (p: string) => {
     const st = statSync(p);
     if (st.isDirectory()) for (const name of readdirSync(p)) visit(path.join(p, name));
-    else newest = Math.max(newest, st.mtimeMs);
+    else if (st.mtimeMs > newest.mtimeMs) newest = { mtimeMs: st.mtimeMs, file: p };
   };
   for (const input of INPUTS) visit(path.join(ROOT, input));
   return newest;

@@ -6,7 +6,7 @@
  * these run around every file.
  */
 import { ensureDatabase } from '../../src/db/migrate.js';
-import { ensureBuilt } from './build.js';
+import { BUILT_FOR_RUN, ensureBuilt } from './build.js';
 import { TEST_DATABASE_URL } from './env.js';
 import { stopSharedCluster } from './shared-cluster.js';
 
@@ -18,7 +18,10 @@ import { stopSharedCluster } from './shared-cluster.js';
  * asks (`ensureBuilt()`), so that one file can be run without waiting for a build.
  */
 export async function mochaGlobalSetup(): Promise<void> {
-  if (process.argv.includes('--parallel')) await ensureBuilt();
+  if (!process.argv.includes('--parallel')) return;
+  await ensureBuilt();
+  // Inherited by the worker processes, which mocha starts after this.
+  process.env[BUILT_FOR_RUN] = '1';
 }
 
 const WATCHED = new Set(['TCPSocketWrap', 'TCPWRAP', 'ProcessWrap', 'PipeWrap', 'Timeout']);
