@@ -122,8 +122,8 @@ function retryDelay(times: number, failFast: boolean | undefined): number | null
  */
 export function clusterOptionsProblem(redis: RedisClient): string | undefined {
   if (!isCluster(redis)) return undefined;
-  const { enableReadyCheck } = (redis as unknown as { options: { enableReadyCheck?: boolean } })
-    .options;
+  const enableReadyCheck = (redis as unknown as { options?: { enableReadyCheck?: boolean } })
+    .options?.enableReadyCheck;
   return enableReadyCheck === false
     ? undefined
     : 'the ioredis Cluster was made with its ready check on (enableReadyCheck, on by default): ' +
@@ -178,7 +178,11 @@ export async function checkRedis(redis: RedisClient, url: string): Promise<void>
   };
   redis.on('error', onError);
   try {
-    if (redis.status === 'wait') await withTimeout(redis.connect(), 5_000);
+    // A cluster's connect() can hang (see createRedisCluster), a single Redis's only waits for
+    // a server still loading its data, which it always did.
+    if (redis.status === 'wait') {
+      await (isCluster(redis) ? withTimeout(redis.connect(), 5_000) : redis.connect());
+    }
     await withTimeout(redis.ping(), 5_000);
   } catch (err) {
     const reason = describeReason(socketError ?? err);

@@ -28,8 +28,11 @@ describe('fault: a Redis Cluster shard restarted empty under running workers', f
   let cluster: RedisCluster | undefined;
   let stack: TestStack | undefined;
   const workers: WorkerChild[] = [];
+  // The traffic loop's switch: off in afterEach too, so a failed test leaves no loop behind.
+  let sending = false;
 
   afterEach(async () => {
+    sending = false;
     await Promise.all(workers.splice(0).map((w) => w.destroy()));
     await stack?.close();
     stack = undefined;
@@ -71,8 +74,8 @@ describe('fault: a Redis Cluster shard restarted empty under running workers', f
     // until answered; a token lost with the shard before its first use (unknown now) is
     // replaced by a fresh one, since nothing was accepted with it.
     const pause = () => new Promise((r) => setTimeout(r, 100));
-    const sendOnce = async (id: string): Promise<string> => {
-      for (;;) {
+    const sendOnce = async (id: string): Promise<string | undefined> => {
+      while (sending) {
         let token: string;
         try {
           token = await stack!.producer.issueToken();
@@ -80,7 +83,7 @@ describe('fault: a Redis Cluster shard restarted empty under running workers', f
           await pause();
           continue;
         }
-        for (;;) {
+        while (sending) {
           try {
             const r = await stack!.producer.enqueue(
               'account.open',
@@ -94,12 +97,16 @@ describe('fault: a Redis Cluster shard restarted empty under running workers', f
           }
         }
       }
+      return undefined;
     };
-    let sending = true;
+    sending = true;
     let next = 1_000;
     const sent: string[] = [];
     const traffic = (async () => {
-      while (sending) sent.push(await sendOnce(String(next++)));
+      while (sending) {
+        const id = await sendOnce(String(next++));
+        if (id !== undefined) sent.push(id);
+      }
     })();
     await new Promise((r) => setTimeout(r, 500));
 
@@ -108,7 +115,15 @@ describe('fault: a Redis Cluster shard restarted empty under running workers', f
     const replicas = (await cluster.replicasOf(owner.port)).map((r) => r.port);
     for (const port of replicas) await cluster.killNode(port);
     await cluster.killNode(owner.port);
-    await new Promise((r) => setTimeout(r, 1_500));
+    // Down until the other nodes hold the cluster failed (node timeout 1 s), and a while more.
+    await waitFor('the cluster to report fail', async () => {
+      for (const node of cluster!.nodes) {
+        const info = await cluster!.command(node.port, 'CLUSTER', 'INFO').catch(() => '');
+        if (info.includes('cluster_state:fail')) return true;
+      }
+      return false;
+    });
+    await new Promise((r) => setTimeout(r, 1_000));
     await cluster.restartNode(owner.port);
     for (const port of replicas) await cluster.restartNode(port);
     await cluster.waitUntilHealthy();

@@ -61,13 +61,15 @@ describe('redis: a Redis Cluster shard down whole, then back', function () {
       const key = `${uniqueName('outage')}:{k}`;
       await redis.set(key, '1');
       restore = await downShard(cluster, key);
-      // The other nodes mark the shard failed after the node timeout (1 s).
-      await waitFor('the cluster to report fail', async () => {
+      // The other nodes mark the shard failed after the node timeout (1 s): wait for all of them,
+      // so that the connect below meets a failed cluster whichever node it asks.
+      await waitFor('every live node to report fail', async () => {
         for (const node of cluster.nodes) {
+          if (cluster.pid(node.port) === undefined) continue;
           const info = await cluster.command(node.port, 'CLUSTER', 'INFO').catch(() => '');
-          if (info.includes('cluster_state:fail')) return true;
+          if (!info.includes('cluster_state:fail')) return false;
         }
-        return false;
+        return true;
       });
       redis.disconnect();
       await waitFor('the client to end', async () => redis.status === 'end');
@@ -82,7 +84,7 @@ describe('redis: a Redis Cluster shard down whole, then back', function () {
       );
       expect(await redis.get(key)).to.equal('2');
     } finally {
-      await restore?.();
+      await restore?.().catch(() => undefined);
       await closeRedis(redis);
     }
   });
@@ -128,9 +130,9 @@ describe('redis: a Redis Cluster shard down whole, then back', function () {
         30_000,
       );
     } finally {
-      await restore?.();
+      await restore?.().catch(() => undefined);
       await worker?.close(true).catch(() => undefined);
-      await queue.close();
+      await queue.close().catch(() => undefined);
       await backend.close();
       await closeRedis(redis);
     }

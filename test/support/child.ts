@@ -67,9 +67,10 @@ export interface WorkerChildOptions {
  * Whether the child is to load a module of the test's (`ONCEQ_JOBS`, or any TypeScript file):
  * such a module is TypeScript or imports the sources, which only tsx can load.
  */
-function loadsTypeScript(env: Record<string, string> | undefined): boolean {
+function loadsTypeScript(env: Record<string, string> | undefined, args: string[] = []): boolean {
   return (
-    env?.ONCEQ_JOBS !== undefined || Object.values(env ?? {}).some((v) => /\.[cm]?ts$/.test(v))
+    env?.ONCEQ_JOBS !== undefined ||
+    [...Object.values(env ?? {}), ...args].some((v) => /\.[cm]?ts$/.test(v))
   );
 }
 
@@ -79,7 +80,7 @@ export function spawnWorker(options: WorkerChildOptions): WorkerChild {
     ? options.node
     : options.script
       ? ['--import', 'tsx', options.script]
-      : (options.compiled ?? (isBuilt() && !loadsTypeScript(options.env)))
+      : (options.compiled ?? (isBuilt() && !loadsTypeScript(options.env, options.args)))
         ? [BIN]
         : ['--import', 'tsx', CLI];
   const args = options.node ? [] : (options.args ?? ['worker']);

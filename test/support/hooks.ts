@@ -18,7 +18,10 @@ import { stopSharedCluster } from './shared-cluster.js';
  * asks (`ensureBuilt()`), so that one file can be run without waiting for a build.
  */
 export async function mochaGlobalSetup(): Promise<void> {
-  if (!process.argv.includes('--parallel')) return;
+  const parallel = process.argv.some(
+    (a) => a === '--parallel' || a === '-p' || a === '--parallel=true',
+  );
+  if (!parallel) return;
   await ensureBuilt();
   // Inherited by the worker processes, which mocha starts after this.
   process.env[BUILT_FOR_RUN] = '1';

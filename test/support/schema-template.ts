@@ -29,15 +29,27 @@ interface Template {
   script: string;
 }
 
-let template: Promise<Template | undefined> | undefined;
+/**
+ * The template of the current UTC day: the migrations create the day partitions of the day they
+ * run and a few ahead, so a run that goes past midnight makes a new one, as migrating would.
+ */
+let template: { day: string; made: Promise<Template | undefined> } | undefined;
 
-/** Migrates `schema` (which must not exist yet) the fast way when it can; see the module. */
-export async function createMigratedSchema(url: string, db: Db, schema: string): Promise<void> {
-  template ??= makeTemplate(url);
-  const made = await template;
+/**
+ * Migrates `schema` (which must not exist yet) the fast way when it can (see the module);
+ * resolves with `copied` when it was copied from the template, `migrated` when it fell back.
+ */
+export async function createMigratedSchema(
+  url: string,
+  db: Db,
+  schema: string,
+): Promise<'copied' | 'migrated'> {
+  const day = new Date().toISOString().slice(0, 10);
+  if (template?.day !== day) template = { day, made: makeTemplate(url) };
+  const made = await template.made;
   if (!made) {
     await migrateWithLedger(db, schema);
-    return;
+    return 'migrated';
   }
   const client = new pg.Client({ connectionString: url, application_name: 'onceq-test' });
   await client.connect();
@@ -46,6 +58,7 @@ export async function createMigratedSchema(url: string, db: Db, schema: string):
   } finally {
     await client.end();
   }
+  return 'copied';
 }
 
 async function makeTemplate(url: string): Promise<Template | undefined> {
