@@ -116,13 +116,7 @@ describe('fault: a Redis Cluster shard restarted empty under running workers', f
     for (const port of replicas) await cluster.killNode(port);
     await cluster.killNode(owner.port);
     // Down until the other nodes hold the cluster failed (node timeout 1 s), and a while more.
-    await waitFor('the cluster to report fail', async () => {
-      for (const node of cluster!.nodes) {
-        const info = await cluster!.command(node.port, 'CLUSTER', 'INFO').catch(() => '');
-        if (info.includes('cluster_state:fail')) return true;
-      }
-      return false;
-    });
+    await cluster.waitUntilFailed();
     await new Promise((r) => setTimeout(r, 1_000));
     await cluster.restartNode(owner.port);
     for (const port of replicas) await cluster.restartNode(port);

@@ -63,14 +63,7 @@ describe('redis: a Redis Cluster shard down whole, then back', function () {
       restore = await downShard(cluster, key);
       // The other nodes mark the shard failed after the node timeout (1 s): wait for all of them,
       // so that the connect below meets a failed cluster whichever node it asks.
-      await waitFor('every live node to report fail', async () => {
-        for (const node of cluster.nodes) {
-          if (cluster.pid(node.port) === undefined) continue;
-          const info = await cluster.command(node.port, 'CLUSTER', 'INFO').catch(() => '');
-          if (!info.includes('cluster_state:fail')) return false;
-        }
-        return true;
-      });
+      await cluster.waitUntilFailed();
       redis.disconnect();
       await waitFor('the client to end', async () => redis.status === 'end');
       const connecting = redis.connect();

@@ -91,6 +91,11 @@ export interface RedisCluster {
    * to its master up.
    */
   waitUntilHealthy(timeoutMs?: number): Promise<void>;
+  /**
+   * Resolves once every live node reports `cluster_state:fail` (slots not served: a shard down
+   * whole, marked failed by the others after the node timeout).
+   */
+  waitUntilFailed(timeoutMs?: number): Promise<void>;
   /** SIGKILLs every server and removes the folder. Idempotent: after-hooks call it. */
   stop(): Promise<void>;
 }
@@ -490,6 +495,15 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       slotsAtKill.delete(port);
     },
     waitUntilHealthy: (bound = timeoutMs) => waitFor('become healthy', bound, unhealthy),
+    waitUntilFailed: (bound = timeoutMs) =>
+      waitFor('report cluster_state:fail on every live node', bound, async () => {
+        for (const port of live()) {
+          const info = parseInfo(await ask(port, 'CLUSTER', 'INFO'));
+          const state = info.get('cluster_state');
+          if (state !== 'fail') return `node ${port} reports cluster_state:${state}`;
+        }
+        return undefined;
+      }),
     stop,
   };
 }
