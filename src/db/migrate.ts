@@ -91,9 +91,10 @@ function check(resultSet: MigrationResultSet): MigrationResultSet {
  * Kysely's Migrator finds its own bookkeeping tables by listing the tables of every schema of
  * the database. When another schema is dropped meanwhile (another service's, a test's), that
  * listing fails naming the other schema or one of its tables, though nothing of ours is wrong
- * and nothing ran: such a run is tried again, a few times over a few seconds.
+ * and nothing ran: such a run is tried again, a few times over a few seconds. Throws (coded) when
+ * the run failed.
  */
-async function runMigrator(
+export async function runMigrator(
   schema: string,
   run: () => Promise<MigrationResultSet>,
 ): Promise<MigrationResultSet> {
