@@ -99,9 +99,12 @@ describe('lib: PostgreSQL-only mode (no redis option)', function () {
       const { rows: jobs } = await sql<{ n: string }>`
         select count(*) as n from ${sql.id(prefix, 'job')}`.execute(db);
       expect(Number(jobs[0]!.n)).to.be.at.least(3);
-      const { rows: done } = await sql<{ n: string }>`
-        select count(*) as n from message_tokens where state = 'done'`.execute(db);
-      expect(done[0]!.n).to.equal('3');
+      // Each token is marked done just after its message's commit, not with it: wait for the last.
+      await waitFor('the three tokens done', async () => {
+        const { rows: done } = await sql<{ n: string }>`
+          select count(*) as n from message_tokens where state = 'done'`.execute(db);
+        return done[0]!.n === '3';
+      });
       expect(await redis.keys(`${prefix}*`)).to.deep.equal([]);
     } finally {
       await producer.close();
